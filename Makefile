@@ -1,0 +1,36 @@
+# Two commands on a fresh Debian 12 machine: `make run` and `make test`.
+GO      ?= go
+BIN     := bin
+DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: setup build run test bench lint fuzz clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+run: build
+	scripts/run-dev.sh
+
+test: setup
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+lint: setup
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fuzz: setup
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./agent/command/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./agent/config/
+	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 60s ./capture/
+
+clean:
+	rm -rf $(BIN) var

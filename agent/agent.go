@@ -1,0 +1,173 @@
+// Package agent is the composition of the daemon: it opens the store once,
+// builds the services (intake, MQTT link, command handlers, diagnostic
+// socket), wires them through small interfaces and runs them until the
+// context ends. Only cmd/aibo-privacyd imports it. It never links OpenCV.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/sync/link"
+)
+
+// ShutdownTimeout bounds how long the services get to stop.
+const ShutdownTimeout = 5 * time.Second
+
+// Daemon is the running agent.
+type Daemon struct {
+	cfg     config.Config
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
+
+	st      *store.Store
+	pol     *policy.Policy
+	vault   *capture.Vault
+	intake  *capture.Intake
+	link    *link.Link
+	disp    *command.Dispatcher
+	diag    *diag.Server
+	metrics *metrics
+
+	stateDirty chan struct{}
+	lastState  string // owned by publishStates
+}
+
+// New opens the store and builds every service; nothing runs yet.
+func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1)}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(cfg.DataDir, "device.key"))
+	if err != nil {
+		return nil, err
+	}
+	d.st, err = store.Open(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.st.Close()
+		}
+	}()
+	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions)
+	d.metrics = newMetrics(d)
+	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
+	if err != nil {
+		return nil, err
+	}
+	d.intake = capture.NewIntake(capture.Config{
+		PhotosDir:    filepath.Join(cfg.SpoolDir, "photos"),
+		DailyCap:     cfg.Photos.DailyCap,
+		Location:     cfg.Location(),
+		MaxFileBytes: cfg.Photos.MaxFileBytes,
+		Now:          d.now,
+		Logger:       log.With("service", "intake"),
+		Decided: func(o capture.Outcome) {
+			d.metrics.photos.WithLabelValues(string(o)).Inc()
+			d.stateChanged()
+		},
+		CapReached: func(day string) { d.event(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap}) },
+	}, d.st, d.pol, d.vault)
+
+	d.disp = command.NewDispatcher(d.st, command.Options{
+		Now:     d.now,
+		Logger:  log.With("service", "commands"),
+		Observe: func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+	})
+	d.registerCommands()
+
+	d.link, err = link.New(link.Config{
+		DeviceID: cfg.DeviceID,
+		Broker:   cfg.MQTT.Broker,
+		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
+		Logger:   log.With("service", "mqtt"),
+	}, d.handleCommand)
+	if err != nil {
+		return nil, err
+	}
+	d.link.OnConnectionChange(func(up bool) {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		d.metrics.connected.Set(v)
+	})
+	d.diag, err = diag.New(diag.Config{
+		Socket:      cfg.Diag.Socket,
+		AllowedUIDs: cfg.Diag.AllowedUIDs,
+		Backend:     &technician{d: d},
+		Metrics:     d.metrics.reg,
+		Logger:      log.With("service", "diag"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+// Run runs every service until ctx ends or one fails, then stops them all
+// within ShutdownTimeout and closes the store.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.st.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	services := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"intake", d.intake.Run},
+		{"mqtt", d.link.Run},
+		{"diag", d.diag.Run},
+		{"state", d.publishStates},
+	}
+	var wg sync.WaitGroup
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.run(ctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				d.log.Error("service failed", "service", s.name, "err", err)
+				cancel(fmt.Errorf("%s: %w", s.name, err))
+			}
+		}()
+	}
+	d.stateChanged()
+	d.log.Info("aibo-privacyd running", "device_id", d.cfg.DeviceID, "schema", d.st.SchemaVersion())
+	<-ctx.Done()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(ShutdownTimeout):
+		d.log.Error("services did not stop in time", "timeout", ShutdownTimeout)
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// view runs fn in a read transaction.
+func (d *Daemon) view(fn func(tx *bolt.Tx) error) error { return d.st.View(fn) }

@@ -1,0 +1,97 @@
+package audit
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+)
+
+func openWithRecords(t *testing.T, n int) *store.Store {
+	t.Helper()
+	s, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	at := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i++ {
+		err := s.Update(func(tx *bolt.Tx) error {
+			_, err := Append(tx, at.Add(time.Duration(i)*time.Second), "feature_changed", "", map[string]string{"feature": "auto_photo", "on": "true"})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func verify(t *testing.T, s *store.Store) Report {
+	var rep Report
+	_ = s.View(func(tx *bolt.Tx) error { rep = Verify(tx); return nil })
+	return rep
+}
+
+func TestIntactChainVerifies(t *testing.T) {
+	s := openWithRecords(t, 5)
+	rep := verify(t, s)
+	if !rep.OK || rep.Records != 5 {
+		t.Fatalf("intact chain: %+v", rep)
+	}
+	var newest []Record
+	_ = s.View(func(tx *bolt.Tx) (err error) { newest, err = Newest(tx, 2); return })
+	if len(newest) != 2 || newest[0].Seq != 5 || newest[1].Seq != 4 {
+		t.Fatalf("Newest: %+v", newest)
+	}
+}
+
+func TestEditedRecordIsFound(t *testing.T) {
+	s := openWithRecords(t, 5)
+	_ = s.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(store.BucketAudit)
+		var r Record
+		json.Unmarshal(b.Get(store.Uint64Key(3)), &r)
+		r.Fields["on"] = "false" // rewrite history without fixing the hash
+		raw, _ := json.Marshal(r)
+		return b.Put(store.Uint64Key(3), raw)
+	})
+	rep := verify(t, s)
+	if rep.OK || rep.BadSeq != 3 || !strings.Contains(rep.Problem, "edited") {
+		t.Fatalf("edit not found: %+v", rep)
+	}
+}
+
+func TestRehashedEditBreaksTheNextLink(t *testing.T) {
+	s := openWithRecords(t, 5)
+	_ = s.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(store.BucketAudit)
+		var r Record
+		json.Unmarshal(b.Get(store.Uint64Key(2)), &r)
+		r.Type = "nothing_happened"
+		r.Hash = hashOf(r) // a careful forger recomputes the hash
+		raw, _ := json.Marshal(r)
+		return b.Put(store.Uint64Key(2), raw)
+	})
+	rep := verify(t, s)
+	if rep.OK || rep.BadSeq != 3 {
+		t.Fatalf("rehashed edit not found: %+v", rep)
+	}
+}
+
+func TestMissingRecordIsFound(t *testing.T) {
+	for name, seq := range map[string]uint64{"middle": 2, "first": 1, "last": 5} {
+		t.Run(name, func(t *testing.T) {
+			s := openWithRecords(t, 5)
+			_ = s.Update(func(tx *bolt.Tx) error { return tx.Bucket(store.BucketAudit).Delete(store.Uint64Key(seq)) })
+			if rep := verify(t, s); rep.OK {
+				t.Fatalf("deleted record %d not found: %+v", seq, rep)
+			}
+		})
+	}
+}

@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
+)
+
+func (d *Daemon) handleCommand(ctx context.Context, raw []byte) []byte {
+	return d.disp.Handle(ctx, raw)
+}
+
+func (d *Daemon) registerCommands() {
+	d.disp.Register("set_features", d.setFeatures)
+	d.disp.Register("accept_policy", d.acceptPolicy)
+	d.disp.Register("set_region", d.setRegion)
+}
+
+// refusal maps the policy's refusals to contract error codes.
+func refusal(err error) error {
+	switch {
+	case errors.Is(err, policy.ErrPolicyNotAccepted):
+		return command.Errorf(command.CodePolicyNotAccepted, "%s", err.Error())
+	case errors.Is(err, policy.ErrRegionProhibited):
+		return command.Errorf(command.CodeRegionProhibited, "%s", err.Error())
+	case errors.Is(err, policy.ErrUnknownFeature), errors.Is(err, policy.ErrBadValue):
+		return command.Errorf(command.CodeBadRequest, "%s", err.Error())
+	}
+	return err
+}
+
+func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) {
+	var fields map[string]json.RawMessage
+	if err := command.Decode(e.Cmd.Payload, &fields); err != nil {
+		return nil, err
+	}
+	if len(fields) == 0 {
+		return nil, command.Errorf(command.CodeBadRequest, "payload names no feature")
+	}
+	set := map[policy.Feature]bool{}
+	for name, raw := range fields {
+		var on bool
+		if err := json.Unmarshal(raw, &on); err != nil {
+			return nil, command.Errorf(command.CodeBadRequest, "feature %q must be true or false", trim(name))
+		}
+		set[policy.Feature(name)] = on
+	}
+	ch, err := d.pol.SetFeatures(e.Tx, e.Now, set)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	if ch.TurnedOff(policy.AutoPhoto) {
+		ids, err := capture.ForgetUndecided(e.Tx)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) > 0 {
+			if _, err := audit.Append(e.Tx, e.Now, "photos_erased", "", map[string]string{"reason": "auto_photo_off", "count": strconv.Itoa(len(ids))}); err != nil {
+				return nil, err
+			}
+		}
+		e.AfterCommit(func() {
+			if err := d.vault.RemoveFiles(ids); err != nil {
+				d.log.Error("remove erased photo files", "err", err)
+			}
+		})
+	}
+	e.AfterCommit(d.stateChanged)
+	return map[string]any{"features": featureMap(ch.After)}, nil
+}
+
+func (d *Daemon) acceptPolicy(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		Version string `json:"version"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	ch, err := d.pol.AcceptPolicy(e.Tx, e.Now, p.Version)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	e.AfterCommit(d.stateChanged)
+	return map[string]any{"policy_version": ch.After.PolicyVersion, "paused_for_policy": ch.After.PausedForPolicy}, nil
+}
+
+func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		Region string `json:"region"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	ch, err := d.pol.SetRegion(e.Tx, e.Now, p.Region, config.ValidRegion)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	e.AfterCommit(d.stateChanged)
+	return map[string]any{"region": ch.After.Region, "prohibited": d.pol.Prohibited(ch.After.Region), "features": featureMap(ch.After)}, nil
+}
+
+func featureMap(s policy.State) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range policy.Features {
+		m[string(f)] = s.On(f)
+	}
+	return m
+}
+
+func trim(s string) string {
+	if len(s) > 40 {
+		return s[:40]
+	}
+	return s
+}

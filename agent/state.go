@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
+)
+
+// ReportedState is the retained state of contract section 5.
+type ReportedState struct {
+	DeviceID        string              `json:"device_id"`
+	Features        map[string]bool     `json:"features"`
+	PolicyVersion   string              `json:"policy_version"`
+	Region          string              `json:"region"`
+	PhotosToday     capture.DayCounts   `json:"photos_today"`
+	Subjects        int                 `json:"subjects"`
+	Outbox          OutboxSummary       `json:"outbox"`
+	Firmware        FirmwareSummary     `json:"firmware"`
+	PausedForPolicy string              `json:"paused_for_policy"`
+	UpdatedAt       time.Time           `json:"updated_at"`
+}
+
+// OutboxSummary counts artifacts waiting for the cloud's ack.
+type OutboxSummary struct {
+	Pending int   `json:"pending"`
+	Bytes   int64 `json:"bytes"`
+}
+
+// FirmwareSummary is the installed and staged firmware.
+type FirmwareSummary struct {
+	Version string `json:"version"`
+	Staged  string `json:"staged"`
+}
+
+func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
+	ps, err := d.pol.Read(tx)
+	if err != nil {
+		return ReportedState{}, err
+	}
+	today, err := capture.Today(tx, d.now(), d.cfg.Location())
+	if err != nil {
+		return ReportedState{}, err
+	}
+	s := ReportedState{
+		DeviceID:        d.cfg.DeviceID,
+		Features:        map[string]bool{},
+		PolicyVersion:   ps.PolicyVersion,
+		Region:          ps.Region,
+		PhotosToday:     today,
+		Firmware:        FirmwareSummary{Version: d.cfg.Firmware.Version},
+		PausedForPolicy: ps.PausedForPolicy,
+	}
+	for _, f := range policy.Features {
+		s.Features[string(f)] = ps.On(f)
+	}
+	return s, nil
+}
+
+// stateChanged asks for the reported state to be published; bursts coalesce.
+func (d *Daemon) stateChanged() {
+	select {
+	case d.stateDirty <- struct{}{}:
+	default:
+	}
+}
+
+// publishStates publishes the reported state whenever it changed, at most
+// every 50 ms, so a storm of photos costs a handful of publishes.
+func (d *Daemon) publishStates(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.stateDirty:
+		}
+		var s ReportedState
+		if err := d.view(func(tx *bolt.Tx) (err error) { s, err = d.readState(tx); return }); err != nil {
+			d.log.Error("read state", "err", err)
+			continue
+		}
+		raw, _ := json.Marshal(s) // without updated_at, to tell a real change
+		if d.lastState != string(raw) {
+			d.lastState = string(raw)
+			s.UpdatedAt = d.now().UTC()
+			out, _ := json.Marshal(s)
+			d.link.SetState(out)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// event publishes an event now if the broker is reachable. Events are
+// notifications; what must not be lost travels as artifacts.
+func (d *Daemon) event(ev map[string]any) {
+	ev["at"] = d.now().UTC().Format(time.RFC3339)
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := d.link.PublishEvent(ctx, raw); err != nil {
+			d.log.Warn("event not published", "type", ev["type"], "err", err)
+		}
+	}()
+}
+

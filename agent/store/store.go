@@ -1,0 +1,199 @@
+// Package store owns the daemon's one bbolt file: its bucket layout, its
+// schema version and the migrations between versions. It holds metadata and
+// wrapped keys, never image bytes; it knows nothing of policy or MQTT.
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets of schema version 1. Each is owned by one package; the comment
+// names it.
+var (
+	BucketMeta     = []byte("meta")     // store: schema version, device facts
+	BucketPolicy   = []byte("policy")   // agent/policy: features, accepted policy, region
+	BucketAudit    = []byte("audit")    // agent/audit: hash-chained records by sequence
+	BucketDays     = []byte("days")     // capture: per-day counters and cap reservation
+	BucketPhotos   = []byte("photos")   // capture: admitted photos and their wrapped keys
+	BucketIntake   = []byte("intake")   // capture: spool files already decided
+	BucketCommands = []byte("commands") // agent/command: handled command ids and results
+)
+
+// Sub-buckets of BucketCommands.
+var (
+	BucketCommandIDs   = []byte("ids")   // command id -> stored result
+	BucketCommandOrder = []byte("order") // sequence -> command id, oldest first
+)
+
+var keySchemaVersion = []byte("schema_version")
+
+// Migration moves the store from version To-1 to To inside one transaction.
+type Migration struct {
+	To   int
+	Name string
+	Up   func(tx *bolt.Tx) error
+}
+
+// Migrations is the history of the schema. The first schema is created by a
+// migration too, so the mechanism runs on every new store.
+var Migrations = []Migration{
+	{To: 1, Name: "initial buckets", Up: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{BucketPolicy, BucketAudit, BucketDays, BucketPhotos, BucketIntake, BucketCommands} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		cmds := tx.Bucket(BucketCommands)
+		for _, b := range [][]byte{BucketCommandIDs, BucketCommandOrder} {
+			if _, err := cmds.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+}
+
+// Store is the open database.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the store at path and brings its schema
+// up to date with Migrations.
+func Open(path string) (*Store, error) { return OpenWith(path, Migrations) }
+
+// OpenWith opens the store and applies migrations, which must be ordered by
+// To starting at 1. A store written by a newer schema is refused: running it
+// under older code could lose data.
+func OpenWith(path string, migrations []Migration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: locked by another process", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.migrate(migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(migrations []Migration) error {
+	latest := 0
+	for i, m := range migrations {
+		if m.To != i+1 {
+			return fmt.Errorf("migrations out of order at %d (%s)", m.To, m.Name)
+		}
+		latest = m.To
+	}
+	current, err := s.readVersion()
+	if err != nil {
+		return err
+	}
+	if current > latest {
+		return fmt.Errorf("open store: schema version %d is newer than this daemon knows (%d)", current, latest)
+	}
+	for _, m := range migrations[current:] {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(BucketMeta)
+			if err != nil {
+				return err
+			}
+			if err := m.Up(tx); err != nil {
+				return err
+			}
+			return meta.Put(keySchemaVersion, Uint64Key(uint64(m.To)))
+		})
+		if err != nil {
+			return fmt.Errorf("migrate store to %d (%s): %w", m.To, m.Name, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) readVersion() (int, error) {
+	v := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(BucketMeta)
+		if meta == nil {
+			return nil
+		}
+		raw := meta.Get(keySchemaVersion)
+		if raw == nil {
+			return nil
+		}
+		if len(raw) != 8 {
+			return fmt.Errorf("schema version has %d bytes", len(raw))
+		}
+		v = int(binary.BigEndian.Uint64(raw))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// SchemaVersion is the version the store is at.
+func (s *Store) SchemaVersion() int {
+	v, _ := s.readVersion()
+	return v
+}
+
+// Update runs fn in a read-write transaction; it commits (with fsync) when fn
+// returns nil.
+func (s *Store) Update(fn func(tx *bolt.Tx) error) error { return s.db.Update(fn) }
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+
+// Batch is Update coalesced with concurrent callers into one commit; fn may
+// run more than once and must be idempotent.
+func (s *Store) Batch(fn func(tx *bolt.Tx) error) error { return s.db.Batch(fn) }
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// Size is the file's size in bytes.
+func (s *Store) Size() int64 {
+	var n int64
+	_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
+}
+
+// Check walks every page and reports the first inconsistency.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: Check's goroutine blocks otherwise
+			if first == nil {
+				first = fmt.Errorf("store integrity: %w", err)
+			}
+		}
+		return first
+	})
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Uint64Key encodes n big-endian so keys sort numerically.
+func Uint64Key(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}

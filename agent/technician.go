@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
+)
+
+// technician answers the diagnostic socket: counts, ages and ids only.
+type technician struct{ d *Daemon }
+
+// minFreeBytes below which health reports the disk as degraded.
+const minFreeBytes = 64 << 20
+
+func (t *technician) Health(ctx context.Context) diag.Health {
+	d := t.d
+	checks := map[string]diag.Check{}
+	err := d.view(func(tx *bolt.Tx) error { _, err := d.pol.Read(tx); return err })
+	checks["store"] = check(err == nil, errDetail(err))
+	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
+	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))
+	var fs unix.Statfs_t
+	if err := unix.Statfs(d.cfg.DataDir, &fs); err != nil {
+		checks["disk"] = check(false, err.Error())
+	} else {
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		checks["disk"] = check(free >= minFreeBytes, strconv.FormatInt(free>>20, 10)+" MiB free")
+	}
+	h := diag.Health{Status: "ok", Checks: checks}
+	for _, c := range checks {
+		if !c.OK {
+			h.Status = "degraded"
+		}
+	}
+	return h
+}
+
+func check(ok bool, detail string) diag.Check { return diag.Check{OK: ok, Detail: detail} }
+
+func errDetail(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func dirCheck(dir string) diag.Check {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return check(false, err.Error())
+	}
+	if !st.IsDir() {
+		return check(false, "not a directory")
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.R_OK); err != nil {
+		return check(false, "not writable: "+err.Error())
+	}
+	return check(true, "")
+}
+
+// StatusReport is the answer of /v1/status.
+type StatusReport struct {
+	ReportedState
+	Broker        BrokerStatus `json:"broker"`
+	UptimeSeconds float64      `json:"uptime_seconds"`
+	StoreBytes    int64        `json:"store_bytes"`
+	SchemaVersion int          `json:"schema_version"`
+	DailyCap      int          `json:"daily_cap"`
+	Prohibited    bool         `json:"region_prohibited"`
+}
+
+// BrokerStatus is the MQTT connection as a technician sees it.
+type BrokerStatus struct {
+	URL       string `json:"url"`
+	Connected bool   `json:"connected"`
+}
+
+func (t *technician) Status(ctx context.Context) (any, error) {
+	d := t.d
+	var s ReportedState
+	if err := d.view(func(tx *bolt.Tx) (err error) { s, err = d.readState(tx); return }); err != nil {
+		return nil, err
+	}
+	s.UpdatedAt = d.now().UTC()
+	return StatusReport{
+		ReportedState: s,
+		Broker:        BrokerStatus{URL: d.cfg.MQTT.Broker, Connected: d.link.Connected()},
+		UptimeSeconds: time.Since(d.started).Seconds(),
+		StoreBytes:    d.st.Size(),
+		SchemaVersion: d.st.SchemaVersion(),
+		DailyCap:      d.cfg.Photos.DailyCap,
+		Prohibited:    d.pol.Prohibited(s.Region),
+	}, nil
+}
+
+func (t *technician) Audit(ctx context.Context, limit int) ([]audit.Record, error) {
+	var out []audit.Record
+	err := t.d.view(func(tx *bolt.Tx) (err error) { out, err = audit.Newest(tx, limit); return })
+	return out, err
+}
+
+func (t *technician) AuditVerify(ctx context.Context) (audit.Report, error) {
+	var rep audit.Report
+	err := t.d.view(func(tx *bolt.Tx) error { rep = audit.Verify(tx); return nil })
+	return rep, err
+}
+
+// Access records every technician request with the peer's uid. Batch
+// coalesces a burst of requests into few commits.
+func (t *technician) Access(ctx context.Context, uid uint32, method, path string, status int) {
+	d := t.d
+	now := d.now()
+	err := d.st.Batch(func(tx *bolt.Tx) error {
+		_, err := audit.Append(tx, now, "technician_access", "", map[string]string{
+			"uid": strconv.FormatUint(uint64(uid), 10), "method": method, "path": path, "status": strconv.Itoa(status)})
+		return err
+	})
+	if err != nil {
+		d.log.Error("audit technician access", "err", err)
+	}
+}

@@ -1,0 +1,105 @@
+package capture
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+)
+
+// DayCounts are the photo counters of one local calendar day (contract
+// section 5, photos_today).
+type DayCounts struct {
+	Day        string `json:"day"`
+	Admitted   int    `json:"admitted"`
+	Refused    int    `json:"refused"`
+	OverCap    int    `json:"over_cap"`
+	Invalid    int    `json:"invalid"`
+	Uploaded   int    `json:"uploaded"`
+	Deleted    int    `json:"deleted"`
+	CapReached bool   `json:"-"`
+}
+
+var keyLatestDay = []byte("latest")
+
+func dayKey(day string) []byte { return []byte("d/" + day) }
+
+// LocalDay is the calendar day of t in loc.
+func LocalDay(t time.Time, loc *time.Location) string { return t.In(loc).Format("2006-01-02") }
+
+// CurrentDay is the day the cap counts against now. It never goes back: a
+// wall clock set back keeps counting against the latest day already seen, so
+// it cannot grant a second set of photos for a day.
+func CurrentDay(tx *bolt.Tx, now time.Time, loc *time.Location) string {
+	d := LocalDay(now, loc)
+	if latest := string(tx.Bucket(store.BucketDays).Get(keyLatestDay)); latest > d {
+		return latest
+	}
+	return d
+}
+
+// ReadDay returns the counters of day (zero when nothing happened yet).
+func ReadDay(tx *bolt.Tx, day string) (DayCounts, error) {
+	c := DayCounts{Day: day}
+	raw := tx.Bucket(store.BucketDays).Get(dayKey(day))
+	if raw == nil {
+		return c, nil
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("day %s counters unreadable: %w", day, err)
+	}
+	var extra struct {
+		CapReached bool `json:"cap_reached"`
+	}
+	_ = json.Unmarshal(raw, &extra)
+	c.CapReached = extra.CapReached
+	return c, nil
+}
+
+// Today returns the counters of the current day.
+func Today(tx *bolt.Tx, now time.Time, loc *time.Location) (DayCounts, error) {
+	return ReadDay(tx, CurrentDay(tx, now, loc))
+}
+
+// writeDay stores the counters and moves the latest-day mark forward.
+func writeDay(tx *bolt.Tx, c DayCounts) error {
+	b := tx.Bucket(store.BucketDays)
+	raw, err := json.Marshal(struct {
+		DayCounts
+		CapReached bool `json:"cap_reached"`
+	}{c, c.CapReached})
+	if err != nil {
+		return err
+	}
+	if err := b.Put(dayKey(c.Day), raw); err != nil {
+		return err
+	}
+	if string(b.Get(keyLatestDay)) < c.Day {
+		return b.Put(keyLatestDay, []byte(c.Day))
+	}
+	return nil
+}
+
+// AddDeleted counts admitted photos of day erased by selection, by auto_photo
+// switched off or by delete_data.
+func AddDeleted(tx *bolt.Tx, day string, n int) error {
+	c, err := ReadDay(tx, day)
+	if err != nil {
+		return err
+	}
+	c.Deleted += n
+	return writeDay(tx, c)
+}
+
+// AddUploaded counts a photo of day acknowledged by the cloud.
+func AddUploaded(tx *bolt.Tx, day string, n int) error {
+	c, err := ReadDay(tx, day)
+	if err != nil {
+		return err
+	}
+	c.Uploaded += n
+	return writeDay(tx, c)
+}

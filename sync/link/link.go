@@ -1,0 +1,650 @@
+// Package link owns the MQTT session between aibo-privacyd and the cloud
+// broker: connecting and reconnecting, the retained status and its last
+// will, the retained reported state, the command subscription, and QoS 1
+// publishing under aibo/{device_id}/.
+//
+// It never interprets commands or decides what may be sent: the caller's
+// CommandHandler turns a command payload into a result, and the caller
+// decides (and re-checks consent for) everything it publishes. Nothing is
+// queued while offline; the caller owns durability and retries.
+//
+// Payloads are never logged (commands may carry personal data): only
+// topics, sizes and errors.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// ErrNotConnected is returned (possibly wrapped) by Publish when there is no
+// open connection, or when the connection was lost before the broker
+// acknowledged the message.
+var ErrNotConnected = errors.New("mqtt: not connected")
+
+const (
+	defaultMinBackoff = 500 * time.Millisecond
+	defaultMaxBackoff = 30 * time.Second
+
+	cmdQueueSize = 64  // commands waiting for the handler
+	msgQueueSize = 256 // messages waiting for Subscribe handlers
+
+	connectTimeout = 10 * time.Second // TCP + TLS + CONNACK
+	keepAlive      = 30 * time.Second
+	pingTimeout    = 10 * time.Second
+	opTimeout      = 10 * time.Second // acks for status, subscriptions, state, results
+	offlineWait    = time.Second      // bounded wait for "offline" at shutdown
+	quiesceMillis  = 250              // paho Disconnect quiesce
+
+	// A session that lasted at least this long resets the reconnect backoff;
+	// a connection that flaps keeps backing off.
+	stableAfter = time.Minute
+
+	statusOnline  = "online"
+	statusOffline = "offline"
+)
+
+var deviceIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// TLSConfig names PEM files for an ssl:// broker.
+type TLSConfig struct {
+	CAFile   string // required for ssl://
+	CertFile string // client certificate; optional, but only together with KeyFile
+	KeyFile  string
+}
+
+// Config configures a Link.
+type Config struct {
+	DeviceID string    // topics live under aibo/{DeviceID}/
+	Broker   string    // tcp://host:port or ssl://host:port
+	TLS      TLSConfig // used for ssl:// (CA required; cert+key optional as a pair)
+	ClientID string    // default "aibo-privacyd-" + DeviceID
+	Logger   *slog.Logger
+	// Backoff bounds for reconnects; defaults 500ms .. 30s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// CommandHandler gets each payload received on aibo/{id}/cmd, in arrival
+// order, one at a time, and returns the bytes to publish on
+// aibo/{id}/cmd/result (QoS 1, not retained), or nil for nothing. If the
+// result cannot be published (connection down) it is logged and dropped;
+// the cloud resends the command and the caller answers it again.
+type CommandHandler func(ctx context.Context, payload []byte) []byte
+
+// Link is the daemon's MQTT connection. Create it with New, register
+// subscriptions and hooks, then call Run once.
+type Link struct {
+	cfg    Config
+	handle CommandHandler
+	log    *slog.Logger
+	tls    *tls.Config // nil for tcp://
+	prefix string      // "aibo/{id}/"
+
+	// openConn, when set, replaces paho's dialer (tests use it to cut the
+	// network under the link).
+	openConn mqtt.OpenConnectionFunc
+
+	running    atomic.Bool
+	cmds       chan []byte
+	msgs       chan inbound
+	stateDirty chan struct{} // capacity 1: "publish the latest state"
+
+	mu       sync.Mutex
+	sess     *session // the open session, nil when disconnected
+	state    []byte   // latest reported state, nil until SetState
+	subs     []subscription
+	onChange func(connected bool)
+}
+
+type subscription struct {
+	suffix string
+	h      func(topic string, payload []byte)
+}
+
+type inbound struct {
+	h       func(topic string, payload []byte)
+	topic   string
+	payload []byte
+}
+
+// session is one paho client and one network connection. paho clients are
+// not reused after a disconnect (paho warns that reuse may panic), so every
+// connection attempt gets a fresh client.
+type session struct {
+	client mqtt.Client
+	over   chan struct{} // closed when the connection is lost or closed by us
+	once   sync.Once
+	err    error // why it ended; written before over is closed
+}
+
+func (s *session) end(err error) {
+	s.once.Do(func() {
+		s.err = err
+		close(s.over)
+	})
+}
+
+// New validates cfg and loads the TLS files. It does not connect.
+func New(cfg Config, handle CommandHandler) (*Link, error) {
+	if handle == nil {
+		return nil, errors.New("mqtt: nil command handler")
+	}
+	if !deviceIDRe.MatchString(cfg.DeviceID) {
+		return nil, fmt.Errorf("mqtt: device_id %q must match [A-Za-z0-9_-]{1,64}", cfg.DeviceID)
+	}
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: broker %q: %w", cfg.Broker, err)
+	}
+	var useTLS bool
+	switch u.Scheme {
+	case "tcp":
+	case "ssl":
+		useTLS = true
+	default:
+		return nil, fmt.Errorf("mqtt: broker %q: scheme must be tcp:// or ssl://", cfg.Broker)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return nil, fmt.Errorf("mqtt: broker %q: want scheme://host:port", cfg.Broker)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return nil, fmt.Errorf("mqtt: broker %q: want scheme://host:port", cfg.Broker)
+	}
+	var tlsConf *tls.Config
+	if useTLS {
+		if tlsConf, err = loadTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+	} else if cfg.TLS != (TLSConfig{}) {
+		// Refuse rather than silently send in clear text what the
+		// operator meant to protect.
+		return nil, fmt.Errorf("mqtt tls: ca_file/cert_file/key_file are set but broker %q is not ssl://", cfg.Broker)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "aibo-privacyd-" + cfg.DeviceID
+	}
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 {
+		return nil, errors.New("mqtt: negative backoff")
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = defaultMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = defaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Link{
+		cfg:        cfg,
+		handle:     handle,
+		log:        log.With("component", "mqtt"),
+		tls:        tlsConf,
+		prefix:     "aibo/" + cfg.DeviceID + "/",
+		cmds:       make(chan []byte, cmdQueueSize),
+		msgs:       make(chan inbound, msgQueueSize),
+		stateDirty: make(chan struct{}, 1),
+	}, nil
+}
+
+func loadTLS(c TLSConfig) (*tls.Config, error) {
+	if c.CAFile == "" {
+		return nil, errors.New("mqtt tls: ca_file is required for an ssl:// broker")
+	}
+	caPEM, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt tls: read ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("mqtt tls: ca_file %s: no PEM certificate found", c.CAFile)
+	}
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	switch {
+	case c.CertFile == "" && c.KeyFile == "":
+	case c.CertFile == "" || c.KeyFile == "":
+		return nil, errors.New("mqtt tls: cert_file and key_file must be set together")
+	default:
+		if _, err := os.Stat(c.CertFile); err != nil {
+			return nil, fmt.Errorf("mqtt tls: read cert_file: %w", err)
+		}
+		if _, err := os.Stat(c.KeyFile); err != nil {
+			return nil, fmt.Errorf("mqtt tls: read key_file: %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt tls: load cert_file/key_file: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
+
+func (l *Link) topic(suffix string) string { return l.prefix + suffix }
+
+// Run connects and keeps the session up until ctx is done, then publishes
+// retained "offline" (waiting at most ~1 s), disconnects and returns nil.
+//
+// While the broker is unreachable it retries with exponential backoff and
+// jitter between MinBackoff and MaxBackoff, never giving up. On every
+// (re)connect it publishes retained "online" on status, subscribes cmd and
+// every Subscribe topic, and republishes the latest state retained. The
+// last will is retained "offline" on status.
+//
+// The reconnect loop is hand-written rather than paho's AutoReconnect /
+// ConnectRetry: paho's retry uses a fixed interval (ConnectRetry) or a
+// jitter-less backoff starting at 1 s (AutoReconnect), and while it is
+// "reconnecting" it buffers QoS 1 publishes in its store instead of failing
+// them. A fresh clean-session client per connection gives fail-fast
+// publishes, our own backoff, and one obvious place for the per-connect
+// work, with no paho client reused after a disconnect.
+func (l *Link) Run(ctx context.Context) error {
+	if !l.running.CompareAndSwap(false, true) {
+		return errors.New("mqtt: Run called more than once")
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { l.commandLoop(ctx) })
+	wg.Go(func() { l.messageLoop(ctx) })
+	wg.Go(func() { l.stateLoop(ctx) })
+
+	broker := redact(l.cfg.Broker)
+	backoff := l.cfg.MinBackoff
+	failures := 0
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		sess, err := l.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			d := jitter(backoff)
+			l.log.Warn("mqtt connect failed", "broker", broker, "attempt", failures, "retry_in", d, "err", err)
+			if !sleep(ctx, d) {
+				return nil
+			}
+			backoff = min(backoff*2, l.cfg.MaxBackoff)
+			continue
+		}
+		failures = 0
+		started := time.Now()
+		l.log.Info("mqtt connected", "broker", broker, "client_id", l.cfg.ClientID)
+		l.setSession(sess)
+		l.afterConnect(ctx, sess)
+
+		select {
+		case <-ctx.Done():
+			l.shutdown(sess)
+			return nil
+		case <-sess.over:
+		}
+		l.clearSession(sess)
+		if time.Since(started) >= stableAfter {
+			backoff = l.cfg.MinBackoff
+		}
+		d := jitter(backoff)
+		l.log.Warn("mqtt connection lost", "broker", broker, "err", sess.err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return nil
+		}
+		backoff = min(backoff*2, l.cfg.MaxBackoff)
+	}
+}
+
+// connect makes one connection attempt with a fresh paho client.
+func (l *Link) connect(ctx context.Context) (*session, error) {
+	sess := &session{over: make(chan struct{})}
+	opts := mqtt.NewClientOptions().
+		AddBroker(l.cfg.Broker).
+		SetClientID(l.cfg.ClientID).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(connectTimeout).
+		SetDialer(&net.Dialer{Timeout: connectTimeout}).
+		SetKeepAlive(keepAlive).
+		SetPingTimeout(pingTimeout).
+		SetWriteTimeout(opTimeout).
+		SetOrderMatters(true). // callbacks only enqueue, so in-order delivery cannot block paho
+		SetStore(mqtt.NewMemoryStore()).
+		SetBinaryWill(l.topic("status"), []byte(statusOffline), 1, true).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { sess.end(err) })
+	if l.tls != nil {
+		opts.SetTLSConfig(l.tls.Clone())
+	}
+	if l.openConn != nil {
+		opts.SetCustomOpenConnectionFn(l.openConn)
+	}
+	c := mqtt.NewClient(opts)
+	sess.client = c
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		// Disconnect waits for the attempt to finish (bounded by
+		// connectTimeout); do not hold up shutdown for it.
+		go c.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// afterConnect does the per-connection work: status, subscriptions, state.
+func (l *Link) afterConnect(ctx context.Context, sess *session) {
+	statusTok := sess.client.Publish(l.topic("status"), 1, true, []byte(statusOnline))
+
+	l.mu.Lock()
+	subs := append([]subscription(nil), l.subs...)
+	l.mu.Unlock()
+	cmdTopic := l.topic("cmd")
+	type pending struct {
+		topic string
+		tok   mqtt.Token
+	}
+	toks := []pending{{cmdTopic, sess.client.Subscribe(cmdTopic, 1, l.onCommand)}}
+	for _, s := range subs {
+		toks = append(toks, pending{l.topic(s.suffix), l.subscribeOn(sess, s)})
+	}
+
+	l.signalState()
+
+	wctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := waitToken(wctx, sess, statusTok); err != nil {
+		l.log.Warn("mqtt publish failed", "topic", l.topic("status"), "err", err)
+	}
+	for _, p := range toks {
+		if err := waitToken(wctx, sess, p.tok); err != nil {
+			l.log.Warn("mqtt subscribe failed", "topic", p.topic, "err", err)
+		} else if st, ok := p.tok.(*mqtt.SubscribeToken); ok {
+			for topic, code := range st.Result() {
+				if code == 0x80 {
+					l.log.Warn("mqtt subscribe refused by broker", "topic", topic)
+				}
+			}
+		}
+	}
+}
+
+func (l *Link) subscribeOn(sess *session, s subscription) mqtt.Token {
+	return sess.client.Subscribe(l.topic(s.suffix), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case l.msgs <- inbound{h: s.h, topic: m.Topic(), payload: m.Payload()}:
+		default:
+			l.log.Warn("mqtt message queue full, dropping message", "topic", m.Topic(), "size", len(m.Payload()))
+		}
+	})
+}
+
+// onCommand runs on paho's delivery goroutine and must never block.
+func (l *Link) onCommand(_ mqtt.Client, m mqtt.Message) {
+	select {
+	case l.cmds <- m.Payload():
+		l.log.Debug("mqtt command received", "topic", m.Topic(), "size", len(m.Payload()))
+	default:
+		l.log.Warn("mqtt command queue full, dropping command", "topic", m.Topic(), "size", len(m.Payload()))
+	}
+}
+
+func (l *Link) commandLoop(ctx context.Context) {
+	resultTopic := "cmd/result"
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-l.cmds:
+			res := l.handle(ctx, p)
+			if res == nil {
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := l.Publish(pctx, resultTopic, res, false)
+			cancel()
+			if err != nil {
+				l.log.Warn("mqtt command result not published", "topic", l.topic(resultTopic), "size", len(res), "err", err)
+			}
+		}
+	}
+}
+
+func (l *Link) messageLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-l.msgs:
+			m.h(m.topic, m.payload)
+		}
+	}
+}
+
+// stateLoop publishes the latest state whenever signalled. One goroutine
+// and a coalescing signal keep state publishes in order: the last one sent
+// always carries the latest state.
+func (l *Link) stateLoop(ctx context.Context) {
+	topic := l.topic("state")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.stateDirty:
+		}
+		l.mu.Lock()
+		sess, state := l.sess, l.state
+		l.mu.Unlock()
+		if sess == nil || state == nil {
+			continue // published on the next connect
+		}
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := l.publishOn(pctx, sess, topic, state, true)
+		cancel()
+		if err != nil {
+			l.log.Warn("mqtt publish failed", "topic", topic, "size", len(state), "err", err)
+		}
+	}
+}
+
+func (l *Link) signalState() {
+	select {
+	case l.stateDirty <- struct{}{}:
+	default: // already pending; it will read the latest state
+	}
+}
+
+func (l *Link) setSession(sess *session) {
+	l.mu.Lock()
+	l.sess = sess
+	f := l.onChange
+	l.mu.Unlock()
+	if f != nil {
+		f(true)
+	}
+}
+
+// clearSession forgets sess if it is still the current one.
+func (l *Link) clearSession(sess *session) {
+	l.mu.Lock()
+	was := l.sess == sess
+	if was {
+		l.sess = nil
+	}
+	f := l.onChange
+	l.mu.Unlock()
+	if was && f != nil {
+		f(false)
+	}
+}
+
+// shutdown publishes retained "offline" (bounded) and disconnects cleanly.
+func (l *Link) shutdown(sess *session) {
+	l.clearSession(sess) // from now on Publish fails fast
+	topic := l.topic("status")
+	ctx, cancel := context.WithTimeout(context.Background(), offlineWait)
+	defer cancel()
+	if err := l.publishOn(ctx, sess, topic, []byte(statusOffline), true); err != nil {
+		l.log.Warn("mqtt publish failed", "topic", topic, "err", err)
+	}
+	sess.client.Disconnect(quiesceMillis)
+	sess.end(nil)
+	l.log.Info("mqtt disconnected", "broker", redact(l.cfg.Broker))
+}
+
+// SetState remembers the latest reported state and publishes it retained on
+// aibo/{id}/state: now if connected (asynchronously, never blocking the
+// caller), and again on every reconnect.
+func (l *Link) SetState(state []byte) {
+	cp := append([]byte{}, state...)
+	l.mu.Lock()
+	l.state = cp
+	l.mu.Unlock()
+	l.signalState()
+}
+
+// Publish publishes payload at QoS 1 on aibo/{id}/{topicSuffix} and waits
+// for the broker's acknowledgement or ctx. Nothing is queued: when not
+// connected it fails at once with ErrNotConnected, and a connection lost
+// before the acknowledgement also yields ErrNotConnected (the message may
+// or may not have reached the broker; delivery is at-least-once).
+func (l *Link) Publish(ctx context.Context, topicSuffix string, payload []byte, retained bool) error {
+	if topicSuffix == "" || strings.ContainsAny(topicSuffix, "+#") {
+		return fmt.Errorf("mqtt: invalid topic suffix %q", topicSuffix)
+	}
+	l.mu.Lock()
+	sess := l.sess
+	l.mu.Unlock()
+	topic := l.topic(topicSuffix)
+	if sess == nil {
+		return fmt.Errorf("mqtt publish %s: %w", topic, ErrNotConnected)
+	}
+	return l.publishOn(ctx, sess, topic, payload, retained)
+}
+
+// PublishEvent publishes an event on aibo/{id}/events (QoS 1, not retained).
+func (l *Link) PublishEvent(ctx context.Context, event []byte) error {
+	return l.Publish(ctx, "events", event, false)
+}
+
+func (l *Link) publishOn(ctx context.Context, sess *session, topic string, payload []byte, retained bool) error {
+	if !sess.client.IsConnectionOpen() {
+		return fmt.Errorf("mqtt publish %s: %w", topic, ErrNotConnected)
+	}
+	tok := sess.client.Publish(topic, 1, retained, payload)
+	if err := waitToken(ctx, sess, tok); err != nil {
+		return fmt.Errorf("mqtt publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// waitToken waits for tok, ctx, or the end of sess.
+func waitToken(ctx context.Context, sess *session, tok mqtt.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-sess.over:
+		select {
+		case <-tok.Done():
+			return tok.Error()
+		default:
+			return fmt.Errorf("%w: connection lost before acknowledgement", ErrNotConnected)
+		}
+	}
+}
+
+// Subscribe registers h for messages on aibo/{id}/{topicSuffix} (MQTT
+// wildcards allowed, e.g. "artifacts/+/ack"). The topic is subscribed at
+// QoS 1 on every connect, and right away if connected. h runs on one
+// goroutine shared by all Subscribe handlers, in arrival order; it should
+// return quickly (a full queue drops messages rather than block MQTT).
+// Registering the same suffix twice: the later handler wins.
+func (l *Link) Subscribe(topicSuffix string, h func(topic string, payload []byte)) {
+	if topicSuffix == "" || h == nil {
+		l.log.Error("mqtt subscribe: empty topic suffix or nil handler", "topic_suffix", topicSuffix)
+		return
+	}
+	s := subscription{suffix: topicSuffix, h: h}
+	l.mu.Lock()
+	l.subs = append(l.subs, s)
+	sess := l.sess
+	l.mu.Unlock()
+	if sess == nil {
+		return // subscribed on the next connect
+	}
+	tok := l.subscribeOn(sess, s)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if err := waitToken(ctx, sess, tok); err != nil {
+			l.log.Warn("mqtt subscribe failed", "topic", l.topic(topicSuffix), "err", err)
+		}
+	}()
+}
+
+// Connected reports whether the link has an open MQTT connection.
+func (l *Link) Connected() bool {
+	l.mu.Lock()
+	sess := l.sess
+	l.mu.Unlock()
+	return sess != nil && sess.client.IsConnectionOpen()
+}
+
+// OnConnectionChange sets a hook called with true after each connect and
+// false after each disconnect (e.g. for metrics). Call it before Run; f runs
+// on Run's goroutine and must not block.
+func (l *Link) OnConnectionChange(f func(connected bool)) {
+	l.mu.Lock()
+	l.onChange = f
+	l.mu.Unlock()
+}
+
+// jitter returns a duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func redact(broker string) string {
+	if u, err := url.Parse(broker); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable broker URL)"
+}
