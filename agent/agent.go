@@ -86,7 +86,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.metrics.photos.WithLabelValues(string(o)).Inc()
 			d.stateChanged()
 		},
-		CapReached: func(day string) { d.event(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap}) },
+		CapReached: func(day string) {
+			d.event(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
+		},
 	}, d.st, d.pol, d.vault)
 
 	d.disp = command.NewDispatcher(d.st, command.Options{

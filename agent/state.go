@@ -13,16 +13,16 @@ import (
 
 // ReportedState is the retained state of contract section 5.
 type ReportedState struct {
-	DeviceID        string              `json:"device_id"`
-	Features        map[string]bool     `json:"features"`
-	PolicyVersion   string              `json:"policy_version"`
-	Region          string              `json:"region"`
-	PhotosToday     capture.DayCounts   `json:"photos_today"`
-	Subjects        int                 `json:"subjects"`
-	Outbox          OutboxSummary       `json:"outbox"`
-	Firmware        FirmwareSummary     `json:"firmware"`
-	PausedForPolicy string              `json:"paused_for_policy"`
-	UpdatedAt       time.Time           `json:"updated_at"`
+	DeviceID        string            `json:"device_id"`
+	Features        map[string]bool   `json:"features"`
+	PolicyVersion   string            `json:"policy_version"`
+	Region          string            `json:"region"`
+	PhotosToday     capture.DayCounts `json:"photos_today"`
+	Subjects        int               `json:"subjects"`
+	Outbox          OutboxSummary     `json:"outbox"`
+	Firmware        FirmwareSummary   `json:"firmware"`
+	PausedForPolicy string            `json:"paused_for_policy"`
+	UpdatedAt       time.Time         `json:"updated_at"`
 }
 
 // OutboxSummary counts artifacts waiting for the cloud's ack.
@@ -114,4 +114,3 @@ func (d *Daemon) event(ev map[string]any) {
 		}
 	}()
 }
-

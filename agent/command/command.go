@@ -169,4 +169,3 @@ func ErrorResult(id string, e *Error) []byte {
 func logRefusal(log *slog.Logger, id, typ string, e *Error) {
 	log.Info("command refused", "id", id, "type", typ, "code", e.Code)
 }
-

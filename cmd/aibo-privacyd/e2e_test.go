@@ -58,7 +58,9 @@ func TestP14_AppFlowNeedsAcceptedPolicyAndRepeatsAreHarmless(t *testing.T) {
 	r := newRig(t, b, "")
 	a := newApp(t, b, r.deviceID)
 	r.start()
-	a.status.WaitFor(t, 5*time.Second, func(m testbroker.Message) bool { return string(m.Payload) == "online" && m.Retained || string(m.Payload) == "online" })
+	a.status.WaitFor(t, 5*time.Second, func(m testbroker.Message) bool {
+		return string(m.Payload) == "online" && m.Retained || string(m.Payload) == "online"
+	})
 
 	res := a.send("f-1", "set_features", map[string]any{"auto_photo": true})
 	if res.OK || res.Error == nil || res.Error.Code != "policy_not_accepted" {
@@ -108,7 +110,9 @@ func TestP2_DailyCapHoldsAcrossRestart(t *testing.T) {
 		r.drop(name("cap", i), p)
 	}
 	r.waitSpoolEmpty(2 * time.Second)
-	a.state(func(s map[string]any) bool { return num(s, "photos_today", "admitted")+num(s, "photos_today", "over_cap") == 35 })
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "admitted")+num(s, "photos_today", "over_cap") == 35
+	})
 	if c := r.today(); c.Admitted != 30 || c.OverCap != 5 {
 		t.Fatalf("photos_today %+v, want 30 admitted and 5 over_cap", c)
 	}
@@ -352,7 +356,6 @@ func TestBadConfigExitsWithOneLine(t *testing.T) {
 func name(prefix string, i int) string { return prefix + "-" + itoa(i) + ".jpg" }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
 
 func num(s map[string]any, keys ...string) int {
 	var v any = s

@@ -204,7 +204,7 @@ func (r *rig) status() map[string]any {
 
 // counts is photos_today from /v1/status.
 type counts struct {
-	Day                                                  string
+	Day                                                    string
 	Admitted, Refused, OverCap, Invalid, Uploaded, Deleted int
 }
 
