@@ -26,6 +26,15 @@ var (
 	BucketCommands = []byte("commands") // agent/command: handled command ids and results
 )
 
+// Buckets added by schema version 2.
+var (
+	BucketOutbox   = []byte("outbox")   // sync/outbox: queued artifacts until the cloud's ok ack
+	BucketFirmware = []byte("firmware") // firmware: offers, chunks received, staged slots, highest version
+	BucketSubjects = []byte("subjects") // facerec: consent records, sealed with each person's key
+	BucketFaces    = []byte("faces")    // facerec: templates and sightings, sealed with each person's key
+	BucketScoring  = []byte("scoring")  // capture: learned scoring weights and photo decisions
+)
+
 // Sub-buckets of BucketCommands.
 var (
 	BucketCommandIDs   = []byte("ids")   // command id -> stored result
@@ -53,6 +62,14 @@ var Migrations = []Migration{
 		cmds := tx.Bucket(BucketCommands)
 		for _, b := range [][]byte{BucketCommandIDs, BucketCommandOrder} {
 			if _, err := cmds.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+	{To: 2, Name: "outbox, firmware, subjects, faces, scoring", Up: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{BucketOutbox, BucketFirmware, BucketSubjects, BucketFaces, BucketScoring} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}

@@ -115,7 +115,7 @@ diag:
 		if r.cmd != nil {
 			r.kill()
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("E2E_LOGS") != "" {
 			t.Logf("daemon logs:\n%s", strings.Join(append(r.allLogs, r.logs.String()), "\n--- restart ---\n"))
 		}
 	})
