@@ -44,7 +44,7 @@ func TestValidate(t *testing.T) {
 }
 
 func FuzzValidate(f *testing.F) {
-	f.Add(testJPEG(&testing.T{}, 1))
+	f.Add(testJPEG(f, 1))
 	f.Add(pngHeader(100, 100))
 	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x10, 0x00, 0x10, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {

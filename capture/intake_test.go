@@ -22,7 +22,7 @@ import (
 
 // fixture is an intake over a real store, with a clock the test moves.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	pol    *policy.Policy
 	vault  *Vault
@@ -36,7 +36,7 @@ type fixture struct {
 
 var la, _ = time.LoadLocation("America/Los_Angeles")
 
-func newFixture(t *testing.T, autoPhoto bool) *fixture {
+func newFixture(t testing.TB, autoPhoto bool) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "state.db"))
@@ -126,7 +126,7 @@ func (f *fixture) today() DayCounts {
 	return c
 }
 
-func testJPEG(t *testing.T, seed int) []byte {
+func testJPEG(t testing.TB, seed int) []byte {
 	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
 	for y := 0; y < 48; y++ {
 		for x := 0; x < 64; x++ {

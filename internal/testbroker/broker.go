@@ -120,6 +120,8 @@ func (b *Broker) writeConf(t testing.TB, listenerExtra string) {
 	sb.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 	sb.WriteString("connection_messages true\n")
 	sb.WriteString("allow_anonymous true\n")
+	// Like a cloud broker tuned for small QoS 1 messages: no Nagle delay.
+	sb.WriteString("set_tcp_nodelay true\n")
 	fmt.Fprintf(&sb, "listener %d 127.0.0.1\n", b.Port)
 	sb.WriteString(listenerExtra)
 	if err := os.WriteFile(b.conf, []byte(sb.String()), 0o600); err != nil {

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+)
+
+// The figures in the README come from these benchmarks:
+//   go test -run '^$' -bench . -benchtime 20x ./cmd/aibo-privacyd/
+
+// BenchmarkStartupToHealthySocket measures the time from exec to the first
+// 200 on /v1/health, with a broker up so health is ok.
+func BenchmarkStartupToHealthySocket(b *testing.B) {
+	br := testbroker.Start(b)
+	var samples []time.Duration
+	for i := 0; i < b.N; i++ {
+		r := newBenchRig(b, br)
+		start := time.Now()
+		cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c := unixClient(r.socket)
+		for {
+			resp, err := c.Get("http://diag/v1/health")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Since(start) > 10*time.Second {
+				b.Fatal("daemon not healthy in 10 s")
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		samples = append(samples, time.Since(start))
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	reportPercentiles(b, samples, "startup")
+}
+
+// BenchmarkIdleRSS reports the resident memory of the daemon after it has
+// started, connected and sat idle for two seconds.
+func BenchmarkIdleRSS(b *testing.B) {
+	br := testbroker.Start(b)
+	var worst int
+	for i := 0; i < b.N; i++ {
+		r := newBenchRig(b, br)
+		cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if rss := procKB(b, cmd.Process.Pid, "VmRSS:"); rss > worst {
+			worst = rss
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	b.ReportMetric(float64(worst)/1024, "idle-RSS-MiB")
+}
+
+// BenchmarkCommandRoundTrip measures publish-to-result through Mosquitto:
+// the app publishes set_features, the daemon commits it and answers.
+func BenchmarkCommandRoundTrip(b *testing.B) {
+	br := testbroker.Start(b)
+	r := newBenchRig(b, br)
+	cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	c := br.Client(b)
+	results := c.Subscribe(b, "aibo/bench/cmd/result")
+	send := func(id string, typ string, payload string) {
+		c.Publish(b, "aibo/bench/cmd", []byte(`{"id":"`+id+`","type":"`+typ+`","payload":`+payload+`}`), false)
+		results.WaitFor(b, 10*time.Second, func(m testbroker.Message) bool {
+			var r struct{ ID string }
+			return json.Unmarshal(m.Payload, &r) == nil && r.ID == id
+		})
+	}
+	// The daemon subscribes shortly after start: retry the first command.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.Publish(b, "aibo/bench/cmd", []byte(`{"id":"warm","type":"accept_policy","payload":{"version":"v1"}}`), false)
+		got := false
+		for _, m := range results.All() {
+			if strings.Contains(string(m.Payload), `"warm"`) {
+				got = true
+			}
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("daemon never answered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var samples []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		send("rt-"+strconv.Itoa(i), "set_features", fmt.Sprintf(`{"auto_photo":%v}`, i%2 == 0))
+		samples = append(samples, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, samples, "roundtrip")
+}
+
+func newBenchRig(b *testing.B, br *testbroker.Broker) *rig {
+	dir := b.TempDir()
+	sockDir, _ := os.MkdirTemp("", "aibo-bench")
+	b.Cleanup(func() { os.RemoveAll(sockDir) })
+	r := &rig{dataDir: filepath.Join(dir, "data"), spool: filepath.Join(dir, "spool"),
+		socket: filepath.Join(sockDir, "diag.sock"), config: filepath.Join(dir, "config.yaml")}
+	cfg := fmt.Sprintf("device_id: bench\ndata_dir: %s\nspool_dir: %s\nlog_level: warn\nmqtt:\n  broker: %s\ndiag:\n  socket: %s\n",
+		r.dataDir, r.spool, br.URL, r.socket)
+	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+}
+
+func procKB(b *testing.B, pid int, field string) int {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	b.Fatalf("no %s", field)
+	return 0
+}
+
+func reportPercentiles(b *testing.B, samples []time.Duration, name string) {
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	p := func(q float64) float64 {
+		return float64(samples[int(q*float64(len(samples)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(p(0.5), name+"-p50-ms")
+	b.ReportMetric(p(0.99), name+"-p99-ms")
+}
