@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: setup build run test bench lint fuzz clean
 

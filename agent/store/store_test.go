@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,7 +88,7 @@ func TestFailedMigrationLeavesVersionUnchanged(t *testing.T) {
 		if _, err := tx.CreateBucket([]byte("half")); err != nil {
 			return err
 		}
-		return bolt.ErrBucketNotFound
+		return errors.New("migration fails on purpose")
 	}})
 	if _, err := OpenWith(path, bad); err == nil {
 		t.Fatal("failing migration reported success")
