@@ -91,8 +91,13 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		},
 	}, d.st, d.pol, d.vault)
 
+	commandKeys, err := config.PublicKeys(cfg.Security.CommandKeys)
+	if err != nil {
+		return nil, fmt.Errorf("security.command_keys: %w", err)
+	}
 	d.disp = command.NewDispatcher(d.st, command.Options{
-		Now:     d.now,
+		Authenticate: command.Verifier(commandKeys),
+		Now:          d.now,
 		Logger:  log.With("service", "commands"),
 		Observe: func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
 	})

@@ -81,3 +81,15 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestShippedConfigsParse(t *testing.T) {
+	for _, f := range []string{"../../configs/dev.yaml", "../../configs/production.example.yaml"} {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if strings.Contains(f, "production") && len(c.Security.CommandKeys) < 2 {
+			t.Errorf("%s: production must require signed commands (with a second key for rotation)", f)
+		}
+	}
+}

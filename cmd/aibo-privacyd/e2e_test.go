@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"hash/crc32"
@@ -15,6 +18,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
@@ -481,4 +485,48 @@ func peakRSS(t *testing.T, pid int) int {
 	}
 	t.Fatal("no VmHWM")
 	return 0
+}
+
+func TestP16_SignedModeRefusesForgeriesAndReplays(t *testing.T) {
+	b := testbroker.Start(t)
+	pub, priv, _ := ed25519.GenerateKey(crand.Reader)
+	r := newRig(t, b, "security:\n  command_keys:\n    k1: "+base64.StdEncoding.EncodeToString(pub)+"\n")
+	a := newApp(t, b, r.deviceID)
+	r.start()
+	signed := func(id, typ string, payload any) []byte {
+		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
+		return command.Sign("k1", priv, body)
+	}
+	if res := a.send("plain-1", "accept_policy", map[string]any{"version": "v1"}); res.OK || res.Error.Code != "unsigned" {
+		t.Fatalf("unsigned command in signed mode: %+v", res)
+	}
+	_, stranger, _ := ed25519.GenerateKey(crand.Reader)
+	body, _ := json.Marshal(map[string]any{"id": "forged-1", "type": "accept_policy", "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": map[string]any{"version": "v1"}})
+	if res := a.sendRaw("forged-1", command.Sign("k1", stranger, body)); res.OK || res.Error.Code != "bad_signature" {
+		t.Fatalf("forged command: %+v", res)
+	}
+	if res := a.sendRaw("s-1", signed("s-1", "accept_policy", map[string]any{"version": "v1"})); !res.OK {
+		t.Fatalf("signed command: %+v", res.Error)
+	}
+	on := signed("s-2", "set_features", map[string]any{"auto_photo": true})
+	if res := a.sendRaw("s-2", on); !res.OK {
+		t.Fatalf("signed set_features: %+v", res.Error)
+	}
+	off := signed("s-3", "set_features", map[string]any{"auto_photo": false})
+	a.sendRaw("s-3", off)
+	before := auditCount(t, r)
+	r.stop()
+	r.start()
+	// The captured "on" command replayed after a restart answers its old
+	// result and does not switch the feature back on.
+	if res := a.sendRaw("s-2", on); !res.OK {
+		t.Fatalf("replay answered %+v", res.Error)
+	}
+	if feature(r.status(), "auto_photo") {
+		t.Fatal("a replayed command acted twice")
+	}
+	if got := auditCount(t, r); got != before {
+		t.Fatalf("replay added %d audit records", got-before)
+	}
+	r.stop()
 }
