@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
 )
 
 // technician answers the diagnostic socket: counts, ages and ids only.
@@ -126,4 +128,83 @@ func (t *technician) Access(ctx context.Context, uid uint32, method, path string
 	if err != nil {
 		d.log.Error("audit technician access", "err", err)
 	}
+}
+
+// cascades are the detection models the vision worker loads.
+var cascades = []string{
+	"haarcascades/haarcascade_frontalface_default.xml",
+	"haarcascades/haarcascade_eye.xml",
+	"haarcascades/haarcascade_smile.xml",
+}
+
+// Selftest runs the deeper checks a technician asks for: every page of the
+// store, a write in the spool, the models, the broker and the clock.
+func (t *technician) Selftest(ctx context.Context) diag.Health {
+	d := t.d
+	checks := map[string]diag.Check{}
+	if err := d.st.Check(); err != nil {
+		checks["store_integrity"] = check(false, err.Error())
+	} else {
+		checks["store_integrity"] = check(true, "schema "+strconv.Itoa(d.st.SchemaVersion())+", "+strconv.FormatInt(d.st.Size()>>10, 10)+" KiB")
+	}
+	checks["spool_writable"] = writeProbe(filepath.Join(d.cfg.SpoolDir, "photos"))
+	checks["data_writable"] = writeProbe(d.cfg.DataDir)
+	missing := []string{}
+	for _, c := range cascades {
+		if f, err := os.Open(filepath.Join(d.cfg.Vision.ModelsDir, c)); err != nil {
+			missing = append(missing, c)
+		} else {
+			f.Close()
+		}
+	}
+	if len(missing) > 0 {
+		checks["models"] = check(false, "missing: "+strings.Join(missing, ", "))
+	} else {
+		checks["models"] = check(true, strconv.Itoa(len(cascades))+" cascades readable")
+	}
+	checks["broker"] = check(d.link.Connected(), map[bool]string{true: "connected to " + d.cfg.MQTT.Broker, false: "not connected to " + d.cfg.MQTT.Broker}[d.link.Connected()])
+	checks["clock"] = t.clockCheck()
+	h := diag.Health{Status: "ok", Checks: checks}
+	for _, c := range checks {
+		if !c.OK {
+			h.Status = "degraded"
+		}
+	}
+	return h
+}
+
+// writeProbe creates, syncs and removes a dot file (never a name the
+// intake owns).
+func writeProbe(dir string) diag.Check {
+	f, err := os.CreateTemp(dir, ".selftest-*")
+	if err != nil {
+		return check(false, err.Error())
+	}
+	name := f.Name()
+	_, werr := f.Write([]byte("selftest"))
+	serr := f.Sync()
+	f.Close()
+	os.Remove(name)
+	if werr != nil || serr != nil {
+		return check(false, "write failed")
+	}
+	return check(true, "")
+}
+
+// earliestSaneTime is before any build of this daemon: a clock behind it has
+// lost its time (a dead RTC battery).
+var earliestSaneTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (t *technician) clockCheck() diag.Check {
+	d := t.d
+	now := d.now()
+	if now.Before(earliestSaneTime) {
+		return check(false, "clock reads "+now.UTC().Format(time.RFC3339)+", before this firmware was built")
+	}
+	var latest string
+	_ = d.view(func(tx *bolt.Tx) error { latest = capture.CurrentDay(tx, now, d.cfg.Location()); return nil })
+	if today := capture.LocalDay(now, d.cfg.Location()); latest > today {
+		return check(false, "clock is behind the latest day already counted ("+latest+"); photos count against that day")
+	}
+	return check(true, now.UTC().Format(time.RFC3339))
 }

@@ -58,6 +58,7 @@ type Config struct {
 	Diag     Diag     `yaml:"diag"`
 	Security Security `yaml:"security"`
 	Policy   Policy   `yaml:"policy"`
+	Vision   Vision   `yaml:"vision"`
 	location *time.Location
 }
 
@@ -117,6 +118,14 @@ type Policy struct {
 	ProhibitedRegions []string `yaml:"prohibited_regions"`
 }
 
+// Vision configures the vision worker process.
+type Vision struct {
+	// Worker is the aibo-vision binary; empty: next to the daemon's own.
+	Worker string `yaml:"worker"`
+	// ModelsDir holds OpenCV's cascades (Debian's opencv-data).
+	ModelsDir string `yaml:"models_dir"`
+}
+
 // Default returns the configuration used for every key a file leaves out.
 func Default() Config {
 	return Config{
@@ -141,6 +150,7 @@ func Default() Config {
 		Firmware: Firmware{Version: "1.0.0"},
 		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
+		Vision:   Vision{ModelsDir: "/usr/share/opencv4"},
 	}
 }
 

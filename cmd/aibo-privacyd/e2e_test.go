@@ -530,3 +530,36 @@ func TestP16_SignedModeRefusesForgeriesAndReplays(t *testing.T) {
 	}
 	r.stop()
 }
+
+func TestSelftestNamesWhatIsWrong(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "")
+	a := newApp(t, b, r.deviceID)
+	r.start()
+	a.status.WaitFor(t, 5*time.Second, func(m testbroker.Message) bool { return string(m.Payload) == "online" })
+	if out, code := r.ctl("selftest"); code != 0 {
+		t.Fatalf("selftest on a healthy device: exit %d\n%s", code, out)
+	}
+	b.Stop() // the dead broker is what the technician must see
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, code := r.ctl("selftest", "--json")
+		var h struct {
+			Status string
+			Checks map[string]struct{ OK bool }
+		}
+		json.Unmarshal([]byte(out), &h)
+		if code == 1 && h.Status == "degraded" && !h.Checks["broker"].OK && h.Checks["store_integrity"].OK && h.Checks["clock"].OK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("selftest with the broker down: exit %d %s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Nothing the probe wrote is left for the intake to count.
+	if c := r.today(); c.decided() != 0 {
+		t.Fatalf("selftest left spool files behind: %+v", c)
+	}
+	r.stop()
+}
