@@ -97,9 +97,10 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.disp = command.NewDispatcher(d.st, command.Options{
 		Authenticate: command.Verifier(commandKeys),
+		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
-		Logger:  log.With("service", "commands"),
-		Observe: func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+		Logger:       log.With("service", "commands"),
+		Observe:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
 	})
 	d.registerCommands()
 
@@ -147,6 +148,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"mqtt", d.link.Run},
 		{"diag", d.diag.Run},
 		{"state", d.publishStates},
+		{"janitor", d.janitor},
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

@@ -22,7 +22,12 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 )
 
-var keyHead = []byte("audit_head")
+var (
+	keyHead = []byte("audit_head")
+	// keyBase is the last record removed by retention: the chain now starts
+	// after it, and its hash is what the first kept record links to.
+	keyBase = []byte("audit_base")
+)
 
 type head struct {
 	Seq  uint64 `json:"seq"`
@@ -74,6 +79,39 @@ func Newest(tx *bolt.Tx, limit int) ([]Record, error) {
 	return out, nil
 }
 
+// Prune removes the oldest records written before cutoff, at most max per
+// call, and moves the chain's base past them so Verify still holds. Records
+// are only ever removed from the old end.
+func Prune(tx *bolt.Tx, cutoff time.Time, max int) (int, error) {
+	b := tx.Bucket(store.BucketAudit)
+	meta := tx.Bucket(store.BucketMeta)
+	if b == nil || meta == nil {
+		return 0, errors.New("audit: store buckets missing")
+	}
+	n := 0
+	var last Record
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && n < max; k, v = c.First() {
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return n, fmt.Errorf("audit: record %x unreadable: %w", k, err)
+		}
+		if !r.At.Before(cutoff) {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return n, err
+		}
+		last = r
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	raw, _ := json.Marshal(head{Seq: last.Seq, Hash: last.Hash})
+	return n, meta.Put(keyBase, raw)
+}
+
 // Verify walks the whole chain and reports the first record that does not
 // hold: unreadable, out of sequence (a record missing), a hash that does not
 // match its content (edited), a link to the wrong predecessor, or a chain
@@ -88,9 +126,12 @@ func Verify(tx *bolt.Tx) Report {
 	if err != nil {
 		return Report{Problem: err.Error()}
 	}
+	base, err := readHeadKey(meta, keyBase)
+	if err != nil {
+		return Report{Problem: err.Error()}
+	}
 	var rep Report
-	var prevSeq uint64
-	prevHash := ""
+	prevSeq, prevHash := base.Seq, base.Hash
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		rep.Records++
@@ -123,9 +164,11 @@ func bad(rep Report, seq uint64, problem string) Report {
 	return rep
 }
 
-func readHead(meta *bolt.Bucket) (head, error) {
+func readHead(meta *bolt.Bucket) (head, error) { return readHeadKey(meta, keyHead) }
+
+func readHeadKey(meta *bolt.Bucket, key []byte) (head, error) {
 	var h head
-	raw := meta.Get(keyHead)
+	raw := meta.Get(key)
 	if raw == nil {
 		return h, nil
 	}

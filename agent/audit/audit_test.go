@@ -95,3 +95,28 @@ func TestMissingRecordIsFound(t *testing.T) {
 		})
 	}
 }
+
+func TestP11_RetentionPrunesTheOldEndAndTheChainStillVerifies(t *testing.T) {
+	s := openWithRecords(t, 6) // one second apart from 08:00:00
+	cutoff := time.Date(2026, 11, 22, 8, 0, 3, 0, time.UTC)
+	var n int
+	if err := s.Update(func(tx *bolt.Tx) (err error) { n, err = Prune(tx, cutoff, 2); return }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("pruned %d, want 2 (bounded per call)", n)
+	}
+	s.Update(func(tx *bolt.Tx) (err error) { n, err = Prune(tx, cutoff, 100); return })
+	if n != 1 {
+		t.Fatalf("second prune removed %d, want 1", n)
+	}
+	rep := verify(t, s)
+	if !rep.OK || rep.Records != 3 {
+		t.Fatalf("after pruning: %+v", rep)
+	}
+	// Removing a kept record from the new start is still found.
+	s.Update(func(tx *bolt.Tx) error { return tx.Bucket(store.BucketAudit).Delete(store.Uint64Key(4)) })
+	if rep := verify(t, s); rep.OK {
+		t.Fatal("a record removed after pruning went unnoticed")
+	}
+}

@@ -45,21 +45,22 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // Config is the whole configuration file.
 type Config struct {
-	DeviceID string   `yaml:"device_id"`
-	DataDir  string   `yaml:"data_dir"`
-	SpoolDir string   `yaml:"spool_dir"`
-	Timezone string   `yaml:"timezone"`
-	Region   string   `yaml:"region"`
-	LogLevel string   `yaml:"log_level"`
-	MQTT     MQTT     `yaml:"mqtt"`
-	Photos   Photos   `yaml:"photos"`
-	Faces    Faces    `yaml:"faces"`
-	Firmware Firmware `yaml:"firmware"`
-	Diag     Diag     `yaml:"diag"`
-	Security Security `yaml:"security"`
-	Policy   Policy   `yaml:"policy"`
-	Vision   Vision   `yaml:"vision"`
-	location *time.Location
+	DeviceID  string    `yaml:"device_id"`
+	DataDir   string    `yaml:"data_dir"`
+	SpoolDir  string    `yaml:"spool_dir"`
+	Timezone  string    `yaml:"timezone"`
+	Region    string    `yaml:"region"`
+	LogLevel  string    `yaml:"log_level"`
+	MQTT      MQTT      `yaml:"mqtt"`
+	Photos    Photos    `yaml:"photos"`
+	Faces     Faces     `yaml:"faces"`
+	Firmware  Firmware  `yaml:"firmware"`
+	Diag      Diag      `yaml:"diag"`
+	Security  Security  `yaml:"security"`
+	Policy    Policy    `yaml:"policy"`
+	Vision    Vision    `yaml:"vision"`
+	Retention Retention `yaml:"retention"`
+	location  *time.Location
 }
 
 // MQTT is the uplink to the cloud broker.
@@ -118,6 +119,13 @@ type Policy struct {
 	ProhibitedRegions []string `yaml:"prohibited_regions"`
 }
 
+// Retention says how long records are kept before the janitor erases them.
+type Retention struct {
+	Sightings  Duration `yaml:"sightings"`
+	CommandIDs Duration `yaml:"command_ids"`
+	Audit      Duration `yaml:"audit"`
+}
+
 // Vision configures the vision worker process.
 type Vision struct {
 	// Worker is the aibo-vision binary; empty: next to the daemon's own.
@@ -151,6 +159,11 @@ func Default() Config {
 		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
 		Vision:   Vision{ModelsDir: "/usr/share/opencv4"},
+		Retention: Retention{
+			Sightings:  Duration(30 * 24 * time.Hour),
+			CommandIDs: Duration(30 * 24 * time.Hour),
+			Audit:      Duration(365 * 24 * time.Hour),
+		},
 	}
 }
 
@@ -263,6 +276,11 @@ func (c *Config) validate() error {
 	}
 	if _, err := PublicKeys(c.Security.CommandKeys); err != nil {
 		return fmt.Errorf("security.command_keys: %w", err)
+	}
+	for name, d := range map[string]Duration{"sightings": c.Retention.Sightings, "command_ids": c.Retention.CommandIDs, "audit": c.Retention.Audit} {
+		if d.D() < time.Hour {
+			return fmt.Errorf("retention.%s %s must be at least 1h", name, d.D())
+		}
 	}
 	if c.Diag.Socket == "" {
 		return errors.New("diag.socket must be set")
