@@ -16,6 +16,16 @@ var now = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 
 func validRegion(r string) bool { return len(r) >= 2 }
 
+func reopen(t *testing.T, path string) *store.Store {
+	t.Helper()
+	s, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func open(t *testing.T) (*store.Store, *Policy) {
 	t.Helper()
 	s, err := store.Open(filepath.Join(t.TempDir(), "state.db"))

@@ -1,0 +1,298 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+)
+
+// Scope is a purpose a person consented to.
+type Scope string
+
+// The scopes of contract section 5.
+const (
+	ScopeFaceRecognition Scope = "face_recognition"
+	ScopeCloudBackup     Scope = "cloud_backup"
+)
+
+// Scopes lists every scope.
+var Scopes = []Scope{ScopeFaceRecognition, ScopeCloudBackup}
+
+// More refusals.
+var (
+	ErrGuardianRequired = errors.New("a minor's consent must be granted by a guardian")
+	ErrConsentRequired  = errors.New("no consent recorded for this purpose")
+	ErrNotFound         = errors.New("no such subject")
+	ErrFeatureDisabled  = errors.New("the feature is off")
+)
+
+// Consent is one person's recorded consent. The display name and birthday
+// are sealed with the person's own key; the rest is what the device needs
+// to decide, and is safe to show as ids and times.
+type Consent struct {
+	SubjectID      string    `json:"subject_id"`
+	Minor          bool      `json:"minor"`
+	GrantedBy      string    `json:"granted_by"`
+	Scopes         []Scope   `json:"scopes"`
+	GrantedAt      time.Time `json:"granted_at"`
+	PolicyVersion  string    `json:"policy_version"`
+	SealedName     []byte    `json:"sealed_name"`
+	SealedBirthday []byte    `json:"sealed_birthday,omitempty"`
+}
+
+// Has reports whether the consent covers s.
+func (c Consent) Has(s Scope) bool { return slices.Contains(c.Scopes, s) }
+
+// Grant is a grant_consent request.
+type Grant struct {
+	SubjectID   string   `json:"subject_id"`
+	DisplayName string   `json:"display_name"`
+	Birthday    string   `json:"birthday"`
+	Minor       bool     `json:"minor"`
+	GrantedBy   string   `json:"granted_by"`
+	Scopes      []string `json:"scopes"`
+}
+
+var (
+	subjectPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	birthdayPattern = regexp.MustCompile(`^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$`)
+)
+
+// ValidSubjectID reports whether id is an acceptable opaque subject id.
+func ValidSubjectID(id string) bool { return subjectPattern.MatchString(id) }
+
+func validBirthday(s string) bool {
+	if !birthdayPattern.MatchString(s) {
+		return false
+	}
+	// 2024 is a leap year, so 02-29 is a real birthday.
+	_, err := time.Parse("2006-01-02", "2024-"+s)
+	return err == nil
+}
+
+func subjectKeyName(id string) []byte     { return []byte("key/" + id) }
+func subjectConsentName(id string) []byte { return []byte("consent/" + id) }
+
+// GrantConsent records (or replaces) a person's consent. A new person gets
+// a key of their own, which seals their name and birthday now and their
+// face data later.
+func (p *Policy) GrantConsent(tx *bolt.Tx, now time.Time, deviceKey []byte, g Grant) (Consent, error) {
+	if !ValidSubjectID(g.SubjectID) {
+		return Consent{}, fmt.Errorf("%w: subject_id must match [A-Za-z0-9_-]{1,64}", ErrBadValue)
+	}
+	n := utf8.RuneCountInString(g.DisplayName)
+	if !utf8.ValidString(g.DisplayName) || n < 1 || n > 80 || strings.TrimSpace(g.DisplayName) == "" {
+		return Consent{}, fmt.Errorf("%w: display_name must be 1..80 characters", ErrBadValue)
+	}
+	if g.Birthday != "" && !validBirthday(g.Birthday) {
+		return Consent{}, fmt.Errorf("%w: birthday must be a real MM-DD", ErrBadValue)
+	}
+	if g.GrantedBy != "self" && g.GrantedBy != "guardian" {
+		return Consent{}, fmt.Errorf("%w: granted_by must be self or guardian", ErrBadValue)
+	}
+	if g.Minor && g.GrantedBy != "guardian" {
+		return Consent{}, ErrGuardianRequired
+	}
+	if len(g.Scopes) == 0 {
+		return Consent{}, fmt.Errorf("%w: scopes must name at least one purpose", ErrBadValue)
+	}
+	var scopes []Scope
+	for _, s := range g.Scopes {
+		if !slices.Contains(Scopes, Scope(s)) {
+			return Consent{}, fmt.Errorf("%w: unknown scope %q", ErrBadValue, trimTo(s, 40))
+		}
+		if !slices.Contains(scopes, Scope(s)) {
+			scopes = append(scopes, Scope(s))
+		}
+	}
+	sort.Slice(scopes, func(i, j int) bool { return scopes[i] < scopes[j] })
+	st, err := p.Read(tx)
+	if err != nil {
+		return Consent{}, err
+	}
+	key, err := p.subjectKey(tx, deviceKey, g.SubjectID, true)
+	if err != nil {
+		return Consent{}, err
+	}
+	c := Consent{SubjectID: g.SubjectID, Minor: g.Minor, GrantedBy: g.GrantedBy, Scopes: scopes,
+		GrantedAt: now.UTC(), PolicyVersion: st.PolicyVersion}
+	if c.SealedName, err = keys.Seal(key, []byte(g.DisplayName), []byte("name/"+g.SubjectID)); err != nil {
+		return Consent{}, err
+	}
+	if g.Birthday != "" {
+		if c.SealedBirthday, err = keys.Seal(key, []byte(g.Birthday), []byte("birthday/"+g.SubjectID)); err != nil {
+			return Consent{}, err
+		}
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return Consent{}, err
+	}
+	if err := tx.Bucket(store.BucketSubjects).Put(subjectConsentName(g.SubjectID), raw); err != nil {
+		return Consent{}, err
+	}
+	fields := map[string]string{"scopes": scopeList(scopes), "granted_by": g.GrantedBy, "minor": fmt.Sprint(g.Minor), "policy_version": st.PolicyVersion}
+	if _, err := audit.Append(tx, now, "consent_granted", g.SubjectID, fields); err != nil {
+		return Consent{}, err
+	}
+	return c, nil
+}
+
+// RevokeConsent withdraws scopes (all when none are named). It returns
+// the scopes actually withdrawn; when no scope remains the consent record
+// and the person's key are destroyed, which makes every sealed copy of
+// their data unreadable. The caller erases what the scopes covered.
+func (p *Policy) RevokeConsent(tx *bolt.Tx, now time.Time, subjectID string, scopes []string) ([]Scope, error) {
+	if !ValidSubjectID(subjectID) {
+		return nil, fmt.Errorf("%w: subject_id must match [A-Za-z0-9_-]{1,64}", ErrBadValue)
+	}
+	c, ok, err := p.Consent(tx, subjectID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNotFound
+	}
+	want := Scopes
+	if len(scopes) > 0 {
+		want = nil
+		for _, s := range scopes {
+			if !slices.Contains(Scopes, Scope(s)) {
+				return nil, fmt.Errorf("%w: unknown scope %q", ErrBadValue, trimTo(s, 40))
+			}
+			want = append(want, Scope(s))
+		}
+	}
+	var revoked, kept []Scope
+	for _, s := range c.Scopes {
+		if slices.Contains(want, s) {
+			revoked = append(revoked, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	b := tx.Bucket(store.BucketSubjects)
+	if len(kept) == 0 {
+		if err := b.Delete(subjectConsentName(subjectID)); err != nil {
+			return nil, err
+		}
+		if err := b.Delete(subjectKeyName(subjectID)); err != nil {
+			return nil, err
+		}
+	} else {
+		c.Scopes = kept
+		raw, _ := json.Marshal(c)
+		if err := b.Put(subjectConsentName(subjectID), raw); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := audit.Append(tx, now, "consent_revoked", subjectID, map[string]string{"scopes": scopeList(revoked), "remaining": scopeList(kept)}); err != nil {
+		return nil, err
+	}
+	return revoked, nil
+}
+
+// Consent returns the consent of subjectID.
+func (p *Policy) Consent(tx *bolt.Tx, subjectID string) (Consent, bool, error) {
+	raw := tx.Bucket(store.BucketSubjects).Get(subjectConsentName(subjectID))
+	if raw == nil {
+		return Consent{}, false, nil
+	}
+	var c Consent
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return Consent{}, false, fmt.Errorf("consent of %s unreadable: %w", subjectID, err)
+	}
+	return c, true, nil
+}
+
+// Consents lists every recorded consent, by subject id.
+func (p *Policy) Consents(tx *bolt.Tx) ([]Consent, error) {
+	var out []Consent
+	c := tx.Bucket(store.BucketSubjects).Cursor()
+	prefix := []byte("consent/")
+	for k, v := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, v = c.Next() {
+		var cs Consent
+		if err := json.Unmarshal(v, &cs); err != nil {
+			return nil, fmt.Errorf("consent %s unreadable: %w", k, err)
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+// SubjectKey returns the person's key, or an error when they have no
+// recorded consent (their key is gone with it).
+func (p *Policy) SubjectKey(tx *bolt.Tx, deviceKey []byte, subjectID string) ([]byte, error) {
+	return p.subjectKey(tx, deviceKey, subjectID, false)
+}
+
+func (p *Policy) subjectKey(tx *bolt.Tx, deviceKey []byte, id string, create bool) ([]byte, error) {
+	b := tx.Bucket(store.BucketSubjects)
+	aad := []byte("subject-key/" + id)
+	if sealed := b.Get(subjectKeyName(id)); sealed != nil {
+		return keys.Open(deviceKey, sealed, aad)
+	}
+	if !create {
+		return nil, ErrConsentRequired
+	}
+	k := keys.New()
+	sealed, err := keys.Seal(deviceKey, k, aad)
+	if err != nil {
+		return nil, err
+	}
+	return k, b.Put(subjectKeyName(id), sealed)
+}
+
+// MayRecognize answers whether face data of subjectID may be captured or
+// used now for feature f (patrol or familiar_faces): the policy accepted
+// and not paused, the region permits it, the feature is on, and the person
+// consented to face recognition.
+func (p *Policy) MayRecognize(tx *bolt.Tx, f Feature, subjectID string) error {
+	st, err := p.Read(tx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.PolicyVersion == "" || st.PausedForPolicy != "":
+		return ErrPolicyNotAccepted
+	case p.Prohibited(st.Region):
+		return ErrRegionProhibited
+	case !st.On(f):
+		return ErrFeatureDisabled
+	}
+	c, ok, err := p.Consent(tx, subjectID)
+	if err != nil {
+		return err
+	}
+	if !ok || !c.Has(ScopeFaceRecognition) {
+		return ErrConsentRequired
+	}
+	return nil
+}
+
+func scopeList(s []Scope) string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = string(v)
+	}
+	return strings.Join(out, ",")
+}
+
+func trimTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
