@@ -22,12 +22,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
 )
 
 // Outcome is what became of one spool file (contract section 2).
@@ -73,10 +73,6 @@ type Intake struct {
 	vault  *Vault
 	decode sync.Mutex // one full decode at a time bounds memory
 
-	mu       sync.Mutex
-	timers   map[string]*time.Timer
-	inFlight map[string]bool
-	work     chan string
 }
 
 // NewIntake builds an intake over the store, the policy and the vault.
@@ -90,16 +86,12 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
 	}
-	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault,
-		timers: map[string]*time.Timer{}, inFlight: map[string]bool{}, work: make(chan string, 4096)}
+	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault}
 }
 
 // Run reconciles the vault, decides the files already in the spool and then
 // every file that appears, until ctx ends.
 func (in *Intake) Run(ctx context.Context) error {
-	if err := os.MkdirAll(in.cfg.PhotosDir, 0o770); err != nil {
-		return fmt.Errorf("photo spool: %w", err)
-	}
 	orphans, lost, err := in.vault.Reconcile(in.st)
 	if err != nil {
 		return err
@@ -110,132 +102,27 @@ func (in *Intake) Run(ctx context.Context) error {
 	if err := in.pruneMarkers(); err != nil {
 		return err
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("photo spool watch: %w", err)
-	}
-	defer w.Close()
-	if err := w.Add(in.cfg.PhotosDir); err != nil {
-		return fmt.Errorf("photo spool watch: %w", err)
-	}
-	var wg sync.WaitGroup
-	for i := 0; i < Workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case name := <-in.work:
-					in.process(name)
+	go func() {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := in.pruneMarkers(); err != nil {
+					in.cfg.Logger.Error("prune intake markers", "err", err)
 				}
 			}
-		}()
-	}
-	defer wg.Wait()
-	in.scan()
-	tick := time.NewTicker(Rescan)
-	defer tick.Stop()
-	prune := time.NewTicker(time.Hour)
-	defer prune.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			in.stopTimers()
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return errors.New("photo spool watch closed")
-			}
-			if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename|fsnotify.Chmod) != 0 {
-				in.soon(filepath.Base(ev.Name))
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return errors.New("photo spool watch closed")
-			}
-			in.cfg.Logger.Warn("photo spool watch", "err", err) // an overflow: the rescan catches up
-			in.scan()
-		case <-tick.C:
-			in.scan()
-		case <-prune.C:
-			if err := in.pruneMarkers(); err != nil {
-				in.cfg.Logger.Error("prune intake markers", "err", err)
-			}
 		}
-	}
+	}()
+	w := &spool.Watcher{Dir: in.cfg.PhotosDir, Owned: Owned, Handle: in.process,
+		Workers: Workers, Settle: Settle, Rescan: Rescan, Logger: in.cfg.Logger}
+	return w.Run(ctx)
 }
 
 // Owned reports whether the spool file name is one the daemon takes.
-func Owned(name string) bool {
-	if strings.HasPrefix(name, ".") {
-		return false
-	}
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".jpg", ".jpeg", ".png":
-		return true
-	}
-	return false
-}
-
-func (in *Intake) scan() {
-	entries, err := os.ReadDir(in.cfg.PhotosDir)
-	if err != nil {
-		in.cfg.Logger.Error("photo spool scan", "err", err)
-		return
-	}
-	for _, e := range entries {
-		if Owned(e.Name()) {
-			in.enqueue(e.Name())
-		}
-	}
-}
-
-// soon queues name once it has been quiet for Settle.
-func (in *Intake) soon(name string) {
-	if !Owned(name) {
-		return
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if t, ok := in.timers[name]; ok {
-		t.Reset(Settle)
-		return
-	}
-	in.timers[name] = time.AfterFunc(Settle, func() {
-		in.mu.Lock()
-		delete(in.timers, name)
-		in.mu.Unlock()
-		in.enqueue(name)
-	})
-}
-
-func (in *Intake) stopTimers() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for name, t := range in.timers {
-		t.Stop()
-		delete(in.timers, name)
-	}
-}
-
-func (in *Intake) enqueue(name string) {
-	in.mu.Lock()
-	if in.inFlight[name] {
-		in.mu.Unlock()
-		return
-	}
-	in.inFlight[name] = true
-	in.mu.Unlock()
-	select {
-	case in.work <- name:
-	default: // queue full: the next rescan picks it up
-		in.mu.Lock()
-		delete(in.inFlight, name)
-		in.mu.Unlock()
-	}
-}
+func Owned(name string) bool { return spool.Image(name) }
 
 // marker says a spool file (by name, size, mtime and inode) was decided, so
 // a crash between the commit and the unlink never counts it twice.
@@ -253,11 +140,6 @@ func identity(name string, fi fs.FileInfo) []byte {
 }
 
 func (in *Intake) process(name string) {
-	defer func() {
-		in.mu.Lock()
-		delete(in.inFlight, name)
-		in.mu.Unlock()
-	}()
 	path := filepath.Join(in.cfg.PhotosDir, name)
 	fi, err := os.Lstat(path)
 	if err != nil {

@@ -1,0 +1,194 @@
+// Command sign-firmware builds a signed firmware_offer for an image, so the
+// update flow (contract section 8) can be tried by hand against `make run`.
+//
+// Make a key pair once; it prints the public key as firmware.keys wants it
+// (add those lines to configs/dev.yaml and restart the daemon):
+//
+//	go run ./scripts/sign-firmware -genkey -key var/fw.key -kid dev
+//
+// Sign an image; the firmware_offer command JSON goes to stdout, and with
+// -out the command, the chunks and a publish.sh of mosquitto_pub commands
+// (offer first, then every chunk) are written to a directory:
+//
+//	go run ./scripts/sign-firmware -key var/fw.key -kid dev -version 1.2.3 \
+//	    -policy-version 2026-12 [-material] -chunk 65536 -out var/fw-1.2.3 IMAGE
+//	var/fw-1.2.3/publish.sh
+//
+// The command is unsigned, as configs/dev.yaml expects (no
+// security.command_keys).
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sign-firmware:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	genkey := flag.Bool("genkey", false, "make a key pair: private key to -key, public key printed for firmware.keys")
+	keyFile := flag.String("key", "", "private key file (standard base64 of the ed25519 private key or seed)")
+	kid := flag.String("kid", "dev", "key id, as named in firmware.keys")
+	version := flag.String("version", "", "firmware version (semver)")
+	policyVersion := flag.String("policy-version", "", "privacy-policy version shipped with the image")
+	material := flag.Bool("material", false, "the image brings a material policy change")
+	chunk := flag.Int("chunk", 65536, "chunk size in bytes (1024..131072)")
+	device := flag.String("device", "aibo-dev", "device_id (topics live under aibo/{device_id}/)")
+	host := flag.String("host", "127.0.0.1", "broker host for publish.sh")
+	port := flag.Int("port", 18830, "broker port for publish.sh (make run uses 18830)")
+	out := flag.String("out", "", "directory for offer.json, the chunks and publish.sh")
+	flag.Parse()
+
+	if *keyFile == "" {
+		return errors.New("-key is required")
+	}
+	if *genkey {
+		return genKey(*keyFile, *kid)
+	}
+	if flag.NArg() != 1 || *version == "" {
+		return errors.New("usage: sign-firmware -key FILE -version V [-policy-version P] [-material] [-chunk N] [-out DIR] IMAGE")
+	}
+	if *chunk < 1024 || *chunk > 131072 {
+		return fmt.Errorf("-chunk %d must be within 1024..131072", *chunk)
+	}
+	if *material && *policyVersion == "" {
+		return errors.New("-material needs -policy-version")
+	}
+	priv, err := readKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	img, err := os.ReadFile(flag.Arg(0))
+	if err != nil {
+		return err
+	}
+	if len(img) == 0 {
+		return errors.New("the image is empty")
+	}
+	cmd, err := offer(priv, *kid, *version, *policyVersion, *material, *chunk, img, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(cmd))
+	if *out == "" {
+		return nil
+	}
+	return writeOut(*out, cmd, img, *chunk, *version, *device, *host, *port)
+}
+
+// offer is the firmware_offer command for img, its manifest signed by priv.
+func offer(priv ed25519.PrivateKey, kid, version, policyVersion string, material bool, chunk int, img []byte, now time.Time) ([]byte, error) {
+	sum := sha256.Sum256(img)
+	manifest, err := json.Marshal(map[string]any{
+		"version":                version,
+		"size":                   len(img),
+		"sha256":                 hex.EncodeToString(sum[:]),
+		"chunks":                 (len(img) + chunk - 1) / chunk,
+		"policy_version":         policyVersion,
+		"material_policy_change": material,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{
+		"id":        fmt.Sprintf("fw-%s-%d", version, now.Unix()),
+		"type":      "firmware_offer",
+		"issued_at": now.UTC().Format(time.RFC3339),
+		"payload": map[string]string{
+			"kid":      kid,
+			"manifest": base64.StdEncoding.EncodeToString(manifest),
+			"sig":      base64.StdEncoding.EncodeToString(ed25519.Sign(priv, manifest)),
+		},
+	})
+}
+
+// writeOut writes offer.json, chunk-N.bin and publish.sh into dir.
+func writeOut(dir string, cmd, img []byte, chunk int, version, device, host string, port int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "offer.json"), cmd, 0o644); err != nil {
+		return err
+	}
+	pub := fmt.Sprintf("mosquitto_pub -h %s -p %d -q 1", host, port)
+	topic := "aibo/" + device
+	var sh strings.Builder
+	sh.WriteString("#!/bin/sh\n# Publishes the offer, then every chunk.\nset -e\n")
+	fmt.Fprintf(&sh, "%s -t %s/cmd -f %s/offer.json\nsleep 1\n", pub, topic, abs)
+	for n, off := 0, 0; off < len(img); n, off = n+1, off+chunk {
+		name := fmt.Sprintf("chunk-%d.bin", n)
+		if err := os.WriteFile(filepath.Join(dir, name), img[off:min(off+chunk, len(img))], 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(&sh, "%s -t %s/firmware/%s/chunk/%d -f %s/%s\n", pub, topic, topicVersion(version), n, abs, name)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "publish.sh"), []byte(sh.String()), 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s: offer.json, %d chunks, publish.sh\n", dir, (len(img)+chunk-1)/chunk)
+	return nil
+}
+
+// topicVersion drops build metadata, which cannot appear in a topic name.
+func topicVersion(v string) string {
+	before, _, _ := strings.Cut(v, "+")
+	return before
+}
+
+func genKey(path, kid string) error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("private key: %w (it is never overwritten)", err)
+	}
+	if _, err := fmt.Fprintln(f, base64.StdEncoding.EncodeToString(priv)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("firmware:\n  keys:\n    %s: %s\n", kid, base64.StdEncoding.EncodeToString(pub))
+	return nil
+}
+
+func readKey(path string) (ed25519.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not standard base64", path)
+	}
+	switch len(b) {
+	case ed25519.PrivateKeySize:
+		return ed25519.PrivateKey(b), nil
+	case ed25519.SeedSize:
+		return ed25519.NewKeyFromSeed(b), nil
+	}
+	return nil, fmt.Errorf("%s: %d bytes, want an ed25519 private key (64) or seed (32)", path, len(b))
+}
