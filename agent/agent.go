@@ -23,6 +23,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/firmware"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"
 )
 
@@ -43,6 +44,7 @@ type Daemon struct {
 	link    *link.Link
 	disp    *command.Dispatcher
 	diag    *diag.Server
+	fw      *firmware.Manager
 	metrics *metrics
 
 	stateDirty chan struct{}
@@ -113,6 +115,30 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	fwKeys, err := config.PublicKeys(cfg.Firmware.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("firmware.keys: %w", err)
+	}
+	d.fw, err = firmware.New(d.st, firmware.Config{
+		Dir:             filepath.Join(cfg.DataDir, "firmware"),
+		Installed:       cfg.Firmware.Version,
+		Keys:            fwKeys,
+		DownloadTimeout: cfg.Firmware.DownloadTimeout.D(),
+		Now:             d.now,
+		Logger:          log.With("service", "firmware"),
+		StagedTx:        d.pauseForMaterialChange,
+		OnStaged: func(m firmware.Manifest) {
+			d.event(map[string]any{"type": "firmware_staged", "version": m.Version})
+			d.stateChanged()
+		},
+		OnRejected: func(version, reason string) {
+			d.event(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.link.Subscribe(d.fw.ChunkTopic(), d.fw.HandleChunkMessage)
 	d.link.OnConnectionChange(func(up bool) {
 		v := 0.0
 		if up {
@@ -149,6 +175,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"diag", d.diag.Run},
 		{"state", d.publishStates},
 		{"janitor", d.janitor},
+		{"firmware", d.fw.Run},
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

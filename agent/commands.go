@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/firmware"
 )
 
 func (d *Daemon) handleCommand(ctx context.Context, raw []byte) []byte {
@@ -21,6 +25,50 @@ func (d *Daemon) registerCommands() {
 	d.disp.Register("set_features", d.setFeatures)
 	d.disp.Register("accept_policy", d.acceptPolicy)
 	d.disp.Register("set_region", d.setRegion)
+	d.disp.Register("firmware_offer", d.firmwareOffer)
+}
+
+// firmwareOffer verifies and records an update offer; the chunks then
+// arrive on their own topic. A refused offer is audited and reported as a
+// firmware_rejected event as well as in the result.
+func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error) {
+	m, err := d.fw.Offer(e.Tx, e.Now, e.Cmd.Payload)
+	var rej *firmware.Rejection
+	switch {
+	case errors.As(err, &rej):
+		e.AfterRefusal(func() {
+			err := d.st.Update(func(tx *bolt.Tx) error { return firmware.RecordRejection(tx, e.Now, rej) })
+			if err != nil {
+				d.log.Error("audit firmware rejection", "err", err)
+			}
+			d.event(map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
+		})
+		code := command.CodeBadRequest
+		if rej.Reason == firmware.ReasonSignature {
+			code = command.CodeBadSignature
+		}
+		return nil, command.Errorf(code, "firmware_rejected: %s", rej.Reason)
+	case errors.Is(err, firmware.ErrBadOffer):
+		return nil, command.Errorf(command.CodeBadRequest, "%s", err.Error())
+	case err != nil:
+		return nil, err
+	}
+	return map[string]any{"version": m.Version, "chunks": m.Chunks, "size": m.Size}, nil
+}
+
+// pauseForMaterialChange runs in the transaction that stages an image: a
+// material policy change pauses every consent-gated feature until the owner
+// accepts the new policy version (unless they already have).
+func (d *Daemon) pauseForMaterialChange(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+	if !m.MaterialPolicyChange {
+		return nil
+	}
+	st, err := d.pol.Read(tx)
+	if err != nil || st.PolicyVersion == m.PolicyVersion {
+		return err
+	}
+	_, err = d.pol.PauseFor(tx, now, m.PolicyVersion)
+	return err
 }
 
 // refusal maps the policy's refusals to contract error codes.

@@ -46,13 +46,17 @@ func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
 	if err != nil {
 		return ReportedState{}, err
 	}
+	fw, err := d.fw.Status(tx)
+	if err != nil {
+		return ReportedState{}, err
+	}
 	s := ReportedState{
 		DeviceID:        d.cfg.DeviceID,
 		Features:        map[string]bool{},
 		PolicyVersion:   ps.PolicyVersion,
 		Region:          ps.Region,
 		PhotosToday:     today,
-		Firmware:        FirmwareSummary{Version: d.cfg.Firmware.Version},
+		Firmware:        FirmwareSummary{Version: fw.Version, Staged: fw.Staged},
 		PausedForPolicy: ps.PausedForPolicy,
 	}
 	for _, f := range policy.Features {

@@ -77,6 +77,7 @@ type StatusReport struct {
 	SchemaVersion int          `json:"schema_version"`
 	DailyCap      int          `json:"daily_cap"`
 	Prohibited    bool         `json:"region_prohibited"`
+	Update        any          `json:"firmware_update"`
 }
 
 // BrokerStatus is the MQTT connection as a technician sees it.
@@ -88,7 +89,15 @@ type BrokerStatus struct {
 func (t *technician) Status(ctx context.Context) (any, error) {
 	d := t.d
 	var s ReportedState
-	if err := d.view(func(tx *bolt.Tx) (err error) { s, err = d.readState(tx); return }); err != nil {
+	var fw any
+	err := d.view(func(tx *bolt.Tx) (err error) {
+		if s, err = d.readState(tx); err != nil {
+			return err
+		}
+		fw, err = d.fw.Status(tx)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.UpdatedAt = d.now().UTC()
@@ -100,6 +109,7 @@ func (t *technician) Status(ctx context.Context) (any, error) {
 		SchemaVersion: d.st.SchemaVersion(),
 		DailyCap:      d.cfg.Photos.DailyCap,
 		Prohibited:    d.pol.Prohibited(s.Region),
+		Update:        fw,
 	}, nil
 }
 

@@ -22,10 +22,15 @@ type Exec struct {
 	Now   time.Time
 	Cmd   Command
 	after []func()
+	undo  []func()
 }
 
 // AfterCommit runs f once the transaction has committed; never on rollback.
 func (e *Exec) AfterCommit(f func()) { e.after = append(e.after, f) }
+
+// AfterRefusal runs f once a refused command's transaction has rolled back
+// (to record or report the refusal itself).
+func (e *Exec) AfterRefusal(f func()) { e.undo = append(e.undo, f) }
 
 // Handler carries out one command type. It returns the result body, or an
 // error: an *Error is answered as is, anything else as internal. On error the
@@ -113,7 +118,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	var res []byte
 	err := d.st.Update(func(tx *bolt.Tx) error {
 		ex.Tx = tx
-		ex.after = nil
+		ex.after, ex.undo = nil, nil
 		body, herr := h(ctx, ex)
 		if herr != nil {
 			return herr
@@ -123,6 +128,9 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		return err
 	})
 	if err != nil {
+		for _, f := range ex.undo {
+			f()
+		}
 		var ce *Error
 		if !errors.As(err, &ce) {
 			d.opt.Logger.Error("command failed", "id", cmd.ID, "type", cmd.Type, "err", err)

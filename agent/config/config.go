@@ -100,6 +100,8 @@ type Faces struct {
 type Firmware struct {
 	Version string            `yaml:"version"`
 	Keys    map[string]string `yaml:"keys"`
+	// DownloadTimeout abandons a download that received nothing this long.
+	DownloadTimeout Duration `yaml:"download_timeout"`
 }
 
 // Diag configures the technicians' socket.
@@ -155,7 +157,7 @@ func Default() Config {
 			EnrollmentTimeout: Duration(120 * time.Second),
 			SightingInterval:  Duration(10 * time.Minute),
 		},
-		Firmware: Firmware{Version: "1.0.0"},
+		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
 		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
 		Vision:   Vision{ModelsDir: "/usr/share/opencv4"},
@@ -270,6 +272,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := semver.Parse(c.Firmware.Version); err != nil {
 		return fmt.Errorf("firmware.version: %w", err)
+	}
+	if c.Firmware.DownloadTimeout.D() < time.Second {
+		return errors.New("firmware.download_timeout must be at least 1s")
 	}
 	if _, err := PublicKeys(c.Firmware.Keys); err != nil {
 		return fmt.Errorf("firmware.keys: %w", err)
