@@ -1,0 +1,523 @@
+// Package facerec owns what the robot knows of people's faces: enrollment
+// windows, templates sealed with each person's own key, Patrol recognition
+// and sightings, and forgetting. It only ever keeps data of people whose
+// consent the policy confirms at the moment of use; a face that matches no
+// consenting person leaves nothing behind (no crop, no template, no log
+// line). It is pure Go: detection and template extraction happen in the
+// vision worker, which hands back templates only.
+package facerec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
+)
+
+// Face is one face the vision worker found in a frame: a template made from
+// the aligned crop. The crop never leaves the worker.
+type Face struct {
+	Template []byte
+}
+
+// Analyzer finds faces in an image (the vision worker).
+type Analyzer interface {
+	Faces(ctx context.Context, image []byte) ([]Face, error)
+}
+
+// Recognizer compares templates.
+type Recognizer interface {
+	// Identify returns the subject whose samples best match probe, with a
+	// confidence in [0, 1]; ok only when the match clears the shipped
+	// threshold.
+	Identify(gallery map[string][][]byte, probe []byte) (subject string, confidence float64, ok bool)
+}
+
+// Refusals of enrollment commands.
+var (
+	ErrBusy        = errors.New("another enrollment is open")
+	ErrNoEnrolment = errors.New("no enrollment is open for this subject")
+)
+
+// Config tunes the service.
+type Config struct {
+	FramesDir        string
+	Samples          int
+	EnrollTimeout    time.Duration
+	SightingInterval time.Duration
+	MaxFileBytes     int64
+	DeviceKey        []byte
+	Now              func() time.Time
+	Logger           *slog.Logger
+	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
+	AnalyzeTimeout time.Duration
+
+	OnEnrolled     func(subjectID string)
+	OnEnrollFailed func(subjectID, reason string)
+	// OnSighting runs inside the transaction that records the sighting
+	// (the caller queues the artifact there, so both commit together).
+	OnSighting func(tx *bolt.Tx, subjectID string, at time.Time, confidence float64) error
+	// AfterSighting runs after that commit.
+	AfterSighting func(subjectID string)
+}
+
+// Service runs enrollment and Patrol on the frames spool.
+type Service struct {
+	cfg Config
+	st  *store.Store
+	pol *policy.Policy
+	an  Analyzer
+	rec Recognizer
+
+	mu       sync.Mutex
+	window   *window              // the one open enrollment, if any
+	lastSeen map[string]time.Time // per subject, for the sighting interval
+	gallery  map[string][][]byte  // decrypted templates of enrolled subjects; nil: reload
+
+	handled atomic.Int64 // frames fully handled (tests wait on it)
+}
+
+type window struct {
+	subject  string
+	deadline time.Time
+	samples  [][]byte
+}
+
+// New builds the service.
+func New(st *store.Store, pol *policy.Policy, an Analyzer, rec Recognizer, cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AnalyzeTimeout <= 0 {
+		cfg.AnalyzeTimeout = 5 * time.Second
+	}
+	if cfg.MaxFileBytes <= 0 {
+		cfg.MaxFileBytes = 32 << 20
+	}
+	return &Service{cfg: cfg, st: st, pol: pol, an: an, rec: rec, lastSeen: map[string]time.Time{}}
+}
+
+// Run watches the frames spool and closes enrollments that time out.
+func (s *Service) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.expire()
+			}
+		}
+	}()
+	w := &spool.Watcher{Dir: s.cfg.FramesDir, Owned: spool.Image, Handle: func(name string) { s.frame(ctx, name) }, Logger: s.cfg.Logger}
+	return w.Run(ctx)
+}
+
+// StartEnrollment checks, inside the command's transaction, that subject
+// may be enrolled now, and returns the function that opens the window once
+// that transaction commits.
+func (s *Service) StartEnrollment(tx *bolt.Tx, now time.Time, subjectID string) (open func(), err error) {
+	if err := s.pol.MayRecognize(tx, policy.Patrol, subjectID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.window != nil && s.window.subject != subjectID && now.Before(s.window.deadline) {
+		return nil, ErrBusy
+	}
+	if _, err := audit.Append(tx, now, "enrollment_started", subjectID, nil); err != nil {
+		return nil, err
+	}
+	return func() {
+		s.mu.Lock()
+		s.window = &window{subject: subjectID, deadline: now.Add(s.cfg.EnrollTimeout)}
+		s.mu.Unlock()
+	}, nil
+}
+
+// CancelEnrollment closes the subject's window and keeps nothing of it.
+func (s *Service) CancelEnrollment(subjectID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.window == nil || s.window.subject != subjectID {
+		return ErrNoEnrolment
+	}
+	s.window = nil
+	return nil
+}
+
+func (s *Service) expire() {
+	s.mu.Lock()
+	w := s.window
+	if w == nil || s.cfg.Now().Before(w.deadline) {
+		s.mu.Unlock()
+		return
+	}
+	s.window = nil
+	s.mu.Unlock()
+	if s.cfg.OnEnrollFailed != nil {
+		s.cfg.OnEnrollFailed(w.subject, "timeout")
+	}
+}
+
+// frame reads one frame, deletes it at once, and hands it to whoever needs
+// it. Frames are never stored.
+func (s *Service) frame(ctx context.Context, name string) {
+	defer s.handled.Add(1)
+	path := filepath.Join(s.cfg.FramesDir, name)
+	enrolling := s.enrolling()
+	patrol := false
+	_ = s.st.View(func(tx *bolt.Tx) error {
+		st, err := s.pol.Read(tx)
+		patrol = err == nil && s.pol.Allows(st, policy.Patrol)
+		return nil
+	})
+	var data []byte
+	if enrolling || patrol {
+		data, _ = readFrame(path, s.cfg.MaxFileBytes)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.cfg.Logger.Error("frame remove", "err", err)
+	}
+	if data == nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.AnalyzeTimeout)
+	faces, err := s.an.Faces(actx, data)
+	cancel()
+	if err != nil {
+		s.cfg.Logger.Warn("frame not analysed", "err", err)
+		return
+	}
+	if enrolling && len(faces) == 1 {
+		s.sample(faces[0].Template)
+	}
+	if patrol {
+		for _, f := range faces {
+			s.recognise(f.Template)
+		}
+	}
+}
+
+func (s *Service) enrolling() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.window != nil
+}
+
+// sample adds a template to the open window and completes the enrollment
+// when it has enough.
+func (s *Service) sample(tpl []byte) {
+	s.mu.Lock()
+	w := s.window
+	if w == nil {
+		s.mu.Unlock()
+		return
+	}
+	w.samples = append(w.samples, append([]byte(nil), tpl...))
+	if len(w.samples) < s.cfg.Samples {
+		s.mu.Unlock()
+		return
+	}
+	s.window = nil
+	s.mu.Unlock()
+	now := s.cfg.Now()
+	err := s.st.Update(func(tx *bolt.Tx) error {
+		if err := s.pol.MayRecognize(tx, policy.Patrol, w.subject); err != nil {
+			return err // consent withdrawn meanwhile: keep nothing
+		}
+		if err := s.saveTemplates(tx, w.subject, w.samples); err != nil {
+			return err
+		}
+		_, err := audit.Append(tx, now, "enrollment_completed", w.subject, map[string]string{"samples": strconv.Itoa(len(w.samples))})
+		return err
+	})
+	s.invalidate()
+	if err != nil {
+		s.cfg.Logger.Warn("enrollment not kept", "subject_id", w.subject, "err", err)
+		if s.cfg.OnEnrollFailed != nil {
+			s.cfg.OnEnrollFailed(w.subject, reason(err))
+		}
+		return
+	}
+	if s.cfg.OnEnrolled != nil {
+		s.cfg.OnEnrolled(w.subject)
+	}
+}
+
+func reason(err error) string {
+	switch {
+	case errors.Is(err, policy.ErrConsentRequired):
+		return "consent_required"
+	case errors.Is(err, policy.ErrRegionProhibited):
+		return "region_prohibited"
+	case errors.Is(err, policy.ErrPolicyNotAccepted):
+		return "policy_not_accepted"
+	case errors.Is(err, policy.ErrFeatureDisabled):
+		return "feature_disabled"
+	}
+	return "internal"
+}
+
+// recognise matches one face against the enrolled, consenting people and
+// records a sighting at most once per interval per person. A face that
+// matches nobody is dropped here, with nothing written or logged.
+func (s *Service) recognise(probe []byte) {
+	gallery, err := s.loadGallery()
+	if err != nil || len(gallery) == 0 {
+		return
+	}
+	subject, confidence, ok := s.rec.Identify(gallery, probe)
+	if !ok {
+		return
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	if last, seen := s.lastSeen[subject]; seen && s.cfg.SightingInterval > 0 && now.Sub(last) < s.cfg.SightingInterval {
+		s.mu.Unlock()
+		return
+	}
+	s.lastSeen[subject] = now
+	s.mu.Unlock()
+	err = s.st.Update(func(tx *bolt.Tx) error {
+		if err := s.pol.MayRecognize(tx, policy.Patrol, subject); err != nil {
+			return err
+		}
+		if err := s.recordSighting(tx, subject, now, confidence); err != nil {
+			return err
+		}
+		if s.cfg.OnSighting != nil {
+			return s.cfg.OnSighting(tx, subject, now, confidence)
+		}
+		return nil
+	})
+	if err != nil {
+		s.cfg.Logger.Debug("sighting not recorded", "subject_id", subject, "err", err)
+		return
+	}
+	if s.cfg.AfterSighting != nil {
+		s.cfg.AfterSighting(subject)
+	}
+}
+
+func tplKey(subject string) []byte { return []byte("tpl/" + subject) }
+
+func sightPrefix(subject string) []byte { return []byte("sight/" + subject + "/") }
+
+func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) error {
+	key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(samples)
+	if err != nil {
+		return err
+	}
+	sealed, err := keys.Seal(key, raw, tplKey(subject))
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(store.BucketFaces).Put(tplKey(subject), sealed)
+}
+
+// sighting is the local record of one sighting, sealed with the person's key.
+type sighting struct {
+	At         time.Time `json:"at"`
+	Confidence float64   `json:"confidence"`
+}
+
+func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, confidence float64) error {
+	key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+	if err != nil {
+		return err
+	}
+	raw, _ := json.Marshal(sighting{At: at.UTC(), Confidence: confidence})
+	k := append(sightPrefix(subject), []byte(at.UTC().Format(time.RFC3339Nano))...)
+	sealed, err := keys.Seal(key, raw, k)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(store.BucketFaces).Put(k, sealed)
+}
+
+// loadGallery returns the templates of every enrolled person whose consent
+// still covers recognition, decrypting them once until the next change.
+func (s *Service) loadGallery() (map[string][][]byte, error) {
+	s.mu.Lock()
+	g := s.gallery
+	s.mu.Unlock()
+	if g != nil {
+		return g, nil
+	}
+	g = map[string][][]byte{}
+	err := s.st.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(store.BucketFaces).Cursor()
+		prefix := []byte("tpl/")
+		for k, v := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), "tpl/"); k, v = c.Next() {
+			subject := strings.TrimPrefix(string(k), "tpl/")
+			if s.pol.MayRecognize(tx, policy.Patrol, subject) != nil {
+				continue
+			}
+			key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+			if err != nil {
+				continue
+			}
+			raw, err := keys.Open(key, v, k)
+			if err != nil {
+				return fmt.Errorf("templates of %s: %w", subject, err)
+			}
+			var samples [][]byte
+			if err := json.Unmarshal(raw, &samples); err != nil {
+				return err
+			}
+			g[subject] = samples
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.gallery = g
+	s.mu.Unlock()
+	return g, nil
+}
+
+// invalidate drops the decrypted gallery; the next match reloads it.
+func (s *Service) invalidate() {
+	s.mu.Lock()
+	s.gallery = nil
+	s.mu.Unlock()
+}
+
+// Forgotten counts what Forget erased.
+type Forgotten struct {
+	Templates int `json:"templates"`
+	Sightings int `json:"sightings"`
+}
+
+// Forget erases, inside tx, everything the device holds of subject's face:
+// templates and local sightings. The caller drops queued artifacts and
+// destroys the person's key with the consent. After the commit, call
+// Forgot so no decrypted copy stays in memory and an open enrollment closes.
+func (s *Service) Forget(tx *bolt.Tx, subject string) (Forgotten, error) {
+	var f Forgotten
+	b := tx.Bucket(store.BucketFaces)
+	if b.Get(tplKey(subject)) != nil {
+		if err := b.Delete(tplKey(subject)); err != nil {
+			return f, err
+		}
+		f.Templates = 1
+	}
+	var ks [][]byte
+	c := b.Cursor()
+	p := sightPrefix(subject)
+	for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, _ = c.Next() {
+		ks = append(ks, append([]byte(nil), k...))
+	}
+	for _, k := range ks {
+		if err := b.Delete(k); err != nil {
+			return f, err
+		}
+	}
+	f.Sightings = len(ks)
+	return f, nil
+}
+
+// Forgot clears the in-memory state of subject after Forget committed.
+func (s *Service) Forgot(subject string) {
+	s.mu.Lock()
+	s.gallery = nil
+	delete(s.lastSeen, subject)
+	if s.window != nil && s.window.subject == subject {
+		s.window = nil
+	}
+	s.mu.Unlock()
+}
+
+// Subjects lists the subjects with stored face data, with counts, for the
+// inventory (no content).
+func Subjects(tx *bolt.Tx) (map[string]Forgotten, error) {
+	out := map[string]Forgotten{}
+	err := tx.Bucket(store.BucketFaces).ForEach(func(k, _ []byte) error {
+		key := string(k)
+		switch {
+		case strings.HasPrefix(key, "tpl/"):
+			id := strings.TrimPrefix(key, "tpl/")
+			f := out[id]
+			f.Templates++
+			out[id] = f
+		case strings.HasPrefix(key, "sight/"):
+			id, _, _ := strings.Cut(strings.TrimPrefix(key, "sight/"), "/")
+			f := out[id]
+			f.Sightings++
+			out[id] = f
+		}
+		return nil
+	})
+	return out, err
+}
+
+// PruneSightings erases local sightings older than cutoff.
+func PruneSightings(tx *bolt.Tx, cutoff time.Time) (int, error) {
+	b := tx.Bucket(store.BucketFaces)
+	var old [][]byte
+	err := b.ForEach(func(k, _ []byte) error {
+		key := string(k)
+		if !strings.HasPrefix(key, "sight/") {
+			return nil
+		}
+		i := strings.LastIndexByte(key, '/')
+		at, err := time.Parse(time.RFC3339Nano, key[i+1:])
+		if err == nil && at.Before(cutoff) {
+			old = append(old, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(old), nil
+}
+
+// readFrame reads a regular file without following links, bounded.
+func readFrame(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, errors.New("not a regular frame within the size bound")
+	}
+	return io.ReadAll(io.LimitReader(f, max))
+}

@@ -1,0 +1,311 @@
+package facerec
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+)
+
+// frameAnalyzer stands in for the vision worker: a frame's bytes are a
+// list of "faces" separated by '|', each face's template the bytes
+// themselves. Recognition below matches templates by their first byte (the
+// "person"); the rest is noise that differs per frame.
+type frameAnalyzer struct{}
+
+func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
+	var out []Face
+	for _, f := range bytes.Split(img, []byte("|")) {
+		if len(f) > 0 {
+			out = append(out, Face{Template: f})
+		}
+	}
+	return out, nil
+}
+
+type firstByte struct{}
+
+func (firstByte) Identify(g map[string][][]byte, probe []byte) (string, float64, bool) {
+	for subject, samples := range g {
+		for _, s := range samples {
+			if s[0] == probe[0] {
+				return subject, 0.9, true
+			}
+		}
+	}
+	return "", 0, false
+}
+
+type rig struct {
+	t        *testing.T
+	st       *store.Store
+	pol      *policy.Policy
+	svc      *Service
+	dir      string
+	dev      []byte
+	mu       sync.Mutex
+	now      time.Time
+	enrolled []string
+	failed   []string
+	seen     []string
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func newRig(t *testing.T) *rig {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, st: st, pol: policy.New("US-CA", []string{"US-IL"}), dir: filepath.Join(dir, "frames"), dev: keys.New(),
+		now: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
+	r.svc = New(st, r.pol, frameAnalyzer{}, firstByte{}, Config{
+		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute, DeviceKey: r.dev,
+		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
+		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
+		OnEnrollFailed: func(s, why string) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
+		OnSighting: func(tx *bolt.Tx, s string, at time.Time, c float64) error {
+			r.mu.Lock()
+			r.seen = append(r.seen, s)
+			r.mu.Unlock()
+			return nil
+		},
+	})
+	st.Update(func(tx *bolt.Tx) error {
+		r.pol.AcceptPolicy(tx, r.now, "v1")
+		_, err := r.pol.SetFeatures(tx, r.now, map[policy.Feature]bool{policy.Patrol: true})
+		return err
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
+	go func() { r.svc.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { r.cancel(); <-r.done; st.Close() })
+	return r
+}
+
+// list reads one of the callback logs under the lock.
+func (r *rig) list(l *[]string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), *l...)
+}
+
+func (r *rig) clock() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return r.now }
+
+func (r *rig) advance(d time.Duration) { r.mu.Lock(); r.now = r.now.Add(d); r.mu.Unlock() }
+
+func (r *rig) consent(subject string) {
+	err := r.st.Update(func(tx *bolt.Tx) error {
+		_, err := r.pol.GrantConsent(tx, r.now, r.dev, policy.Grant{SubjectID: subject, DisplayName: "Person " + subject, GrantedBy: "self", Scopes: []string{"face_recognition"}})
+		return err
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) start(subject string) error {
+	var open func()
+	err := r.st.Update(func(tx *bolt.Tx) (err error) { open, err = r.svc.StartEnrollment(tx, r.clock(), subject); return })
+	if err == nil {
+		open()
+	}
+	return err
+}
+
+var frameSeq int
+
+// frame drops a frame and waits until the service has taken it.
+func (r *rig) frame(faces ...string) {
+	r.t.Helper()
+	os.MkdirAll(r.dir, 0o755)
+	frameSeq++
+	name := filepath.Join(r.dir, "f"+strconv.Itoa(frameSeq)+".jpg")
+	var body []byte
+	for i, f := range faces {
+		if i > 0 {
+			body = append(body, '|')
+		}
+		body = append(body, []byte(f+"-noise-"+strconv.Itoa(frameSeq))...)
+	}
+	before := r.svc.handled.Load()
+	os.WriteFile(name+".part", body, 0o644)
+	os.Rename(name+".part", name)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(name); os.IsNotExist(err) && r.svc.handled.Load() > before {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.t.Fatal("frame not handled within 2 s")
+}
+
+func (r *rig) facesBucket() map[string]string {
+	out := map[string]string{}
+	r.st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketFaces).ForEach(func(k, v []byte) error { out[string(k)] = string(v); return nil })
+	})
+	return out
+}
+
+func TestP6_EnrollmentNeedsConsentAndUsesOneFaceFrames(t *testing.T) {
+	r := newRig(t)
+	if err := r.start("ana"); err != policy.ErrConsentRequired {
+		t.Fatalf("enrollment without consent: %v", err)
+	}
+	r.consent("ana")
+	if err := r.start("ana"); err != nil {
+		t.Fatal(err)
+	}
+	r.consent("ben")
+	if err := r.start("ben"); err != ErrBusy {
+		t.Fatalf("second enrollment while one is open: %v", err)
+	}
+	r.frame("A")
+	r.frame("A", "B") // two faces: not a sample
+	r.frame()         // no face
+	r.frame("A")
+	if len(r.list(&r.enrolled)) != 0 {
+		t.Fatal("enrolled before enough samples")
+	}
+	r.frame("A")
+	if len(r.list(&r.enrolled)) != 1 || r.list(&r.enrolled)[0] != "ana" {
+		t.Fatalf("enrolled %v", r.list(&r.enrolled))
+	}
+	if _, ok := r.facesBucket()["tpl/ana"]; !ok {
+		t.Fatal("templates not stored")
+	}
+	// Templates are sealed: no sample bytes in the database file.
+	raw, _ := os.ReadFile(r.st.Path())
+	if bytes.Contains(raw, []byte("A-noise-")) {
+		t.Fatal("template stored in the clear")
+	}
+}
+
+func TestP7_StrangersLeaveNothingAndSightingsAreRateLimited(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	r.start("ana")
+	r.frame("A")
+	r.frame("A")
+	r.frame("A")
+	// The frame that completed the enrollment was recognised right away.
+	if len(r.list(&r.seen)) != 1 {
+		t.Fatalf("sightings after enrollment %v", r.list(&r.seen))
+	}
+	r.advance(11 * time.Minute)
+	before := r.facesBucket()
+	r.frame("Z") // a stranger
+	r.frame("Z", "Y")
+	if after := r.facesBucket(); len(after) != len(before) {
+		t.Fatalf("a stranger left %d records", len(after)-len(before))
+	}
+	if len(r.list(&r.seen)) != 1 {
+		t.Fatalf("stranger sighted: %v", r.list(&r.seen))
+	}
+	r.frame("A")
+	r.frame("A") // within the interval
+	if len(r.list(&r.seen)) != 2 {
+		t.Fatalf("sightings %v, want one per interval", r.list(&r.seen))
+	}
+	r.advance(11 * time.Minute)
+	r.frame("Z", "A")
+	if len(r.list(&r.seen)) != 3 {
+		t.Fatalf("sightings %v after the interval", r.list(&r.seen))
+	}
+}
+
+func TestP5_ForgetErasesTemplatesAndSightingsAndStopsRecognition(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	r.start("ana")
+	r.frame("A")
+	r.frame("A")
+	r.frame("A")
+	var f Forgotten
+	r.st.Update(func(tx *bolt.Tx) (err error) {
+		f, err = r.svc.Forget(tx, "ana")
+		if err != nil {
+			return err
+		}
+		_, err = r.pol.RevokeConsent(tx, r.now, "ana", nil)
+		return err
+	})
+	r.svc.Forgot("ana")
+	if f.Templates != 1 || f.Sightings != 1 { // the enrollment frame's sighting
+		t.Fatalf("forgot %+v", f)
+	}
+	if left := r.facesBucket(); len(left) != 0 {
+		t.Fatalf("left behind: %d records", len(left))
+	}
+	r.advance(time.Hour)
+	r.frame("A")
+	if len(r.list(&r.seen)) != 1 {
+		t.Fatalf("recognised after forgetting: %v", r.list(&r.seen))
+	}
+}
+
+func TestEnrollmentTimesOutAndCancelKeepsNothing(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	r.start("ana")
+	r.frame("A")
+	if err := r.svc.CancelEnrollment("ana"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.svc.CancelEnrollment("ana"); err != ErrNoEnrolment {
+		t.Fatalf("second cancel: %v", err)
+	}
+	r.frame("A")
+	r.frame("A")
+	if len(r.facesBucket()) != 0 || len(r.list(&r.enrolled)) != 0 {
+		t.Fatal("cancelled enrollment kept something")
+	}
+	r.start("ana")
+	r.advance(2 * time.Minute)
+	deadline := time.Now().Add(2 * time.Second)
+	for len(r.list(&r.failed)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(r.list(&r.failed)) != 1 || r.list(&r.failed)[0] != "ana:timeout" {
+		t.Fatalf("failures %v", r.list(&r.failed))
+	}
+}
+
+func TestConsentWithdrawnDuringEnrollmentKeepsNothing(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	r.start("ana")
+	r.frame("A")
+	r.frame("A")
+	r.st.Update(func(tx *bolt.Tx) error { _, err := r.pol.RevokeConsent(tx, r.now, "ana", nil); return err })
+	r.frame("A")
+	if len(r.facesBucket()) != 0 {
+		t.Fatal("templates kept after consent was withdrawn")
+	}
+	if len(r.list(&r.failed)) != 1 || r.list(&r.failed)[0] != "ana:consent_required" {
+		t.Fatalf("failures %v", r.list(&r.failed))
+	}
+}
+
+func TestFramesAreDeletedUnreadWhenNothingNeedsThem(t *testing.T) {
+	r := newRig(t)
+	r.st.Update(func(tx *bolt.Tx) error {
+		_, err := r.pol.SetFeatures(tx, r.now, map[policy.Feature]bool{policy.Patrol: false})
+		return err
+	})
+	r.frame("A") // fails the test unless deleted within 2 s
+}
