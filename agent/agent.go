@@ -23,8 +23,10 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
 // ShutdownTimeout bounds how long the services get to stop.
@@ -37,15 +39,18 @@ type Daemon struct {
 	now     func() time.Time
 	started time.Time
 
-	st      *store.Store
-	pol     *policy.Policy
-	vault   *capture.Vault
-	intake  *capture.Intake
-	link    *link.Link
-	disp    *command.Dispatcher
-	diag    *diag.Server
-	fw      *firmware.Manager
-	metrics *metrics
+	st        *store.Store
+	deviceKey []byte
+	outbox    *outbox.Outbox
+	faces     *facerec.Service
+	pol       *policy.Policy
+	vault     *capture.Vault
+	intake    *capture.Intake
+	link      *link.Link
+	disp      *command.Dispatcher
+	diag      *diag.Server
+	fw        *firmware.Manager
+	metrics   *metrics
 
 	stateDirty chan struct{}
 	lastState  string // owned by publishStates
@@ -71,7 +76,42 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.st.Close()
 		}
 	}()
+	d.deviceKey = deviceKey
 	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions)
+	d.outbox, err = outbox.Open(d.st, outbox.Config{
+		Dir:           filepath.Join(cfg.DataDir, "outbox"),
+		DeviceKey:     deviceKey,
+		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
+		ChunkSize:     cfg.MQTT.ChunkSize,
+		AckTimeout:    cfg.MQTT.AckTimeout.D(),
+		Now:           d.now,
+		Logger:        log.With("service", "outbox"),
+		Gate:          d.mayPublish,
+		OnAcked:       d.artifactAcked,
+		OnDropped:     d.artifactDropped,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer(), facerec.Config{
+		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
+		Samples:          cfg.Faces.EnrollmentSamples,
+		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),
+		SightingInterval: cfg.Faces.SightingInterval.D(),
+		MaxFileBytes:     cfg.Photos.MaxFileBytes,
+		DeviceKey:        deviceKey,
+		Now:              d.now,
+		Logger:           log.With("service", "faces"),
+		OnEnrolled: func(subject string) {
+			d.event(map[string]any{"type": "enrollment_completed", "subject_id": subject})
+			d.stateChanged()
+		},
+		OnEnrollFailed: func(subject, reason string) {
+			d.event(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+		},
+		OnSighting:    d.sightingArtifact,
+		AfterSighting: func(string) { d.stateChanged() },
+	})
 	d.metrics = newMetrics(d)
 	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
 	if err != nil {
@@ -176,6 +216,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"state", d.publishStates},
 		{"janitor", d.janitor},
 		{"firmware", d.fw.Run},
+		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
+		{"faces", d.faces.Run},
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

@@ -26,6 +26,10 @@ func (d *Daemon) registerCommands() {
 	d.disp.Register("accept_policy", d.acceptPolicy)
 	d.disp.Register("set_region", d.setRegion)
 	d.disp.Register("firmware_offer", d.firmwareOffer)
+	d.disp.Register("grant_consent", d.grantConsent)
+	d.disp.Register("revoke_consent", d.revokeConsent)
+	d.disp.Register("start_enrollment", d.startEnrollment)
+	d.disp.Register("cancel_enrollment", d.cancelEnrollment)
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then
@@ -73,6 +77,9 @@ func (d *Daemon) pauseForMaterialChange(tx *bolt.Tx, now time.Time, m firmware.M
 
 // refusal maps the policy's refusals to contract error codes.
 func refusal(err error) error {
+	if e := peopleRefusal(err); e != nil {
+		return e
+	}
 	switch {
 	case errors.Is(err, policy.ErrPolicyNotAccepted):
 		return command.Errorf(command.CodePolicyNotAccepted, "%s", err.Error())

@@ -50,6 +50,11 @@ func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
 	if err != nil {
 		return ReportedState{}, err
 	}
+	consents, err := d.pol.Consents(tx)
+	if err != nil {
+		return ReportedState{}, err
+	}
+	pending, bytes := d.outbox.Summary()
 	s := ReportedState{
 		DeviceID:        d.cfg.DeviceID,
 		Features:        map[string]bool{},
@@ -58,6 +63,8 @@ func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
 		PhotosToday:     today,
 		Firmware:        FirmwareSummary{Version: fw.Version, Staged: fw.Staged},
 		PausedForPolicy: ps.PausedForPolicy,
+		Subjects:        len(consents),
+		Outbox:          OutboxSummary{Pending: pending, Bytes: bytes},
 	}
 	for _, f := range policy.Features {
 		s.Features[string(f)] = ps.On(f)

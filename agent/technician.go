@@ -218,3 +218,9 @@ func (t *technician) clockCheck() diag.Check {
 	}
 	return check(true, now.UTC().Format(time.RFC3339))
 }
+
+// Queue is the outbox by kind: counts, bytes and the oldest age.
+func (t *technician) Queue(ctx context.Context) (any, error) {
+	pending, bytes := t.d.outbox.Summary()
+	return map[string]any{"pending": pending, "bytes": bytes, "kinds": t.d.outbox.ByKind()}, nil
+}

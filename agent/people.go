@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
+)
+
+func (d *Daemon) grantConsent(ctx context.Context, e *command.Exec) (any, error) {
+	var g policy.Grant
+	if err := command.Decode(e.Cmd.Payload, &g); err != nil {
+		return nil, err
+	}
+	c, err := d.pol.GrantConsent(e.Tx, e.Now, d.deviceKey, g)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	e.AfterCommit(d.stateChanged)
+	e.AfterCommit(func() { d.faces.Forgot(c.SubjectID) }) // reload the gallery with the new scopes
+	return map[string]any{"subject_id": c.SubjectID, "scopes": c.Scopes, "policy_version": c.PolicyVersion}, nil
+}
+
+func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		SubjectID string   `json:"subject_id"`
+		Scopes    []string `json:"scopes"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	revoked, err := d.pol.RevokeConsent(e.Tx, e.Now, p.SubjectID, p.Scopes)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	res := map[string]any{"subject_id": p.SubjectID, "revoked": revoked}
+	var kinds []string
+	for _, s := range revoked {
+		switch s {
+		case policy.ScopeFaceRecognition:
+			f, err := d.faces.Forget(e.Tx, p.SubjectID)
+			if err != nil {
+				return nil, err
+			}
+			res["erased"] = f
+			kinds = append(kinds, outbox.KindFaceTemplate, outbox.KindSighting)
+		case policy.ScopeCloudBackup:
+			kinds = append(kinds, outbox.KindFaceTemplate)
+		}
+	}
+	kinds = unique(kinds)
+	e.AfterCommit(func() {
+		d.faces.Forgot(p.SubjectID)
+		d.dropQueued(func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked")
+		d.event(map[string]any{"type": "consent_revoked", "subject_id": p.SubjectID, "scopes": revoked})
+		if len(kinds) > 0 {
+			d.event(map[string]any{"type": "erase_request", "subject_id": p.SubjectID, "kinds": kinds})
+		}
+		d.stateChanged()
+	})
+	return res, nil
+}
+
+func (d *Daemon) startEnrollment(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		SubjectID string `json:"subject_id"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	if !policy.ValidSubjectID(p.SubjectID) {
+		return nil, command.Errorf(command.CodeBadRequest, "subject_id must match [A-Za-z0-9_-]{1,64}")
+	}
+	open, err := d.faces.StartEnrollment(e.Tx, e.Now, p.SubjectID)
+	if err != nil {
+		return nil, refusal(err)
+	}
+	e.AfterCommit(open)
+	return map[string]any{"subject_id": p.SubjectID, "samples": d.cfg.Faces.EnrollmentSamples,
+		"timeout_seconds": d.cfg.Faces.EnrollmentTimeout.D().Seconds()}, nil
+}
+
+func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		SubjectID string `json:"subject_id"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	if err := d.faces.CancelEnrollment(p.SubjectID); err != nil {
+		return nil, refusal(err)
+	}
+	if _, err := audit.Append(e.Tx, e.Now, "enrollment_cancelled", p.SubjectID, nil); err != nil {
+		return nil, err
+	}
+	return map[string]any{"subject_id": p.SubjectID}, nil
+}
+
+// dropQueued removes queued artifacts; the gate already refuses them, so a
+// failure here only delays their removal to the next publish attempt.
+func (d *Daemon) dropQueued(match func(outbox.Meta) bool, reason string) {
+	if _, err := d.outbox.Drop(match, reason); err != nil {
+		d.log.Error("drop queued artifacts", "reason", reason, "err", err)
+	}
+}
+
+func peopleRefusal(err error) error {
+	switch {
+	case errors.Is(err, policy.ErrGuardianRequired):
+		return command.Errorf(command.CodeGuardianRequired, "%s", err.Error())
+	case errors.Is(err, policy.ErrConsentRequired):
+		return command.Errorf(command.CodeConsentRequired, "%s", err.Error())
+	case errors.Is(err, policy.ErrNotFound), errors.Is(err, facerec.ErrNoEnrolment):
+		return command.Errorf(command.CodeNotFound, "%s", err.Error())
+	case errors.Is(err, policy.ErrFeatureDisabled):
+		return command.Errorf(command.CodeFeatureDisabled, "%s", err.Error())
+	case errors.Is(err, facerec.ErrBusy):
+		return command.Errorf(command.CodeBusy, "%s", err.Error())
+	}
+	return nil
+}
+
+func unique(s []string) []string {
+	var out []string
+	for _, v := range s {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}

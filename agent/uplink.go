@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"encoding/json"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
+)
+
+// mayPublish is the outbox's gate, asked right before the manifest and
+// every chunk: nothing leaves the device unless a consent covers it now.
+func (d *Daemon) mayPublish(m outbox.Meta) bool {
+	ok := false
+	err := d.view(func(tx *bolt.Tx) error {
+		st, err := d.pol.Read(tx)
+		if err != nil {
+			return err
+		}
+		switch m.Kind {
+		case outbox.KindPhoto:
+			ok = d.pol.Allows(st, policy.AutoPhoto)
+		case outbox.KindSighting:
+			ok = d.pol.MayRecognize(tx, policy.Patrol, m.SubjectID) == nil
+		case outbox.KindFaceTemplate:
+			c, has, err := d.pol.Consent(tx, m.SubjectID)
+			ok = err == nil && has && c.Has(policy.ScopeCloudBackup) && c.Has(policy.ScopeFaceRecognition) &&
+				d.pol.Allows(st, policy.CloudBackup) && !d.pol.Prohibited(st.Region)
+		case outbox.KindUsage:
+			ok = d.pol.Allows(st, policy.UsageAnalytics)
+		case outbox.KindInventory:
+			ok = true // counts and ids the owner asked for; never content
+		}
+		return nil
+	})
+	return err == nil && ok
+}
+
+// artifactAcked counts an uploaded photo on its day once the cloud has it.
+func (d *Daemon) artifactAcked(m outbox.Meta) {
+	if m.Kind == outbox.KindPhoto {
+		day, _ := m.Attrs["day"].(string)
+		if day != "" {
+			if err := d.st.Update(func(tx *bolt.Tx) error { return capture.AddUploaded(tx, day, 1) }); err != nil {
+				d.log.Error("count uploaded photo", "err", err)
+			}
+		}
+	}
+	d.stateChanged()
+}
+
+func (d *Daemon) artifactDropped(m outbox.Meta, reason string) { d.stateChanged() }
+
+// sightingArtifact queues a Patrol report inside the transaction that
+// records the sighting.
+func (d *Daemon) sightingArtifact(tx *bolt.Tx, subjectID string, at time.Time, confidence float64) error {
+	body, _ := json.Marshal(map[string]any{"subject_id": subjectID, "time": at.UTC().Format(time.RFC3339), "confidence": round3(confidence)})
+	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindSighting, ContentType: "application/json", SubjectID: subjectID,
+		Attrs: map[string]any{"time": at.UTC().Format(time.RFC3339), "confidence": round3(confidence)}, CreatedAt: at, Content: body})
+	if err != nil {
+		return err
+	}
+	if _, err := d.outbox.EnqueueTx(tx, p); err != nil {
+		p.Discard()
+		return err
+	}
+	return nil
+}
+
+func round3(f float64) float64 { return float64(int(f*1000+0.5)) / 1000 }

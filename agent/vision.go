@@ -1,0 +1,21 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
+)
+
+// noVision stands in until the vision worker is wired: every frame is
+// dropped unanalysed, which keeps nothing.
+type noVision struct{}
+
+func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
+	return nil, errors.New("vision worker not available")
+}
+
+func (noVision) Identify(map[string][][]byte, []byte) (string, float64, bool) { return "", 0, false }
+
+func (d *Daemon) analyzer() facerec.Analyzer     { return noVision{} }
+func (d *Daemon) recognizer() facerec.Recognizer { return noVision{} }
