@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
 func (d *Daemon) handleCommand(ctx context.Context, raw []byte) []byte {
@@ -30,6 +32,8 @@ func (d *Daemon) registerCommands() {
 	d.disp.Register("revoke_consent", d.revokeConsent)
 	d.disp.Register("start_enrollment", d.startEnrollment)
 	d.disp.Register("cancel_enrollment", d.cancelEnrollment)
+	d.disp.Register("delete_data", d.deleteData)
+	d.disp.Register("export_inventory", d.exportInventory)
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then
@@ -156,6 +160,34 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 	ch, err := d.pol.SetRegion(e.Tx, e.Now, p.Region, config.ValidRegion)
 	if err != nil {
 		return nil, refusal(err)
+	}
+	if d.pol.Prohibited(ch.After.Region) {
+		// Face data may not exist here: erase every person's templates and
+		// sightings now, and ask the cloud to erase its copies.
+		held, err := d.faces.Holdings(e.Tx)
+		if err != nil {
+			return nil, err
+		}
+		for subject := range held {
+			if _, err := d.faces.Forget(e.Tx, subject); err != nil {
+				return nil, err
+			}
+		}
+		if len(held) > 0 {
+			if _, err := audit.Append(e.Tx, e.Now, "faces_erased", "", map[string]string{"reason": "region_prohibited", "subjects": strconv.Itoa(len(held))}); err != nil {
+				return nil, err
+			}
+		}
+		kinds := []string{outbox.KindFaceTemplate, outbox.KindSighting}
+		e.AfterCommit(func() {
+			for subject := range held {
+				d.faces.Forgot(subject)
+			}
+			d.dropQueued(func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "region_prohibited")
+			for subject := range held {
+				d.event(map[string]any{"type": "erase_request", "subject_id": subject, "kinds": kinds})
+			}
+		})
 	}
 	e.AfterCommit(d.stateChanged)
 	return map[string]any{"region": ch.After.Region, "prohibited": d.pol.Prohibited(ch.After.Region), "features": featureMap(ch.After)}, nil

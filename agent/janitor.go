@@ -32,7 +32,16 @@ func (d *Daemon) janitor(ctx context.Context) error {
 func (d *Daemon) sweep() {
 	now := d.now()
 	err := d.st.Update(func(tx *bolt.Tx) error {
-		n, err := audit.Prune(tx, now.Add(-d.cfg.Retention.Audit.D()), 10000)
+		n, err := d.faces.PruneSightings(tx, now.Add(-d.cfg.Retention.Sightings.D()))
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			if _, err := audit.Append(tx, now, "retention_erased", "", map[string]string{"category": "sightings", "count": strconv.Itoa(n)}); err != nil {
+				return err
+			}
+		}
+		n, err = audit.Prune(tx, now.Add(-d.cfg.Retention.Audit.D()), 10000)
 		if err != nil || n == 0 {
 			return err
 		}

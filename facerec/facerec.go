@@ -354,13 +354,20 @@ func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, conf
 	if err != nil {
 		return err
 	}
+	b := tx.Bucket(store.BucketFaces)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	// The key holds only the opaque id and a counter: when a person was
+	// seen is sealed with their key like everything else about them.
+	k := append(sightPrefix(subject), store.Uint64Key(seq)...)
 	raw, _ := json.Marshal(sighting{At: at.UTC(), Confidence: confidence})
-	k := append(sightPrefix(subject), []byte(at.UTC().Format(time.RFC3339Nano))...)
 	sealed, err := keys.Seal(key, raw, k)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(store.BucketFaces).Put(k, sealed)
+	return b.Put(k, sealed)
 }
 
 // loadGallery returns the templates of every enrolled person whose consent
@@ -432,19 +439,9 @@ func (s *Service) Forget(tx *bolt.Tx, subject string) (Forgotten, error) {
 		}
 		f.Templates = 1
 	}
-	var ks [][]byte
-	c := b.Cursor()
-	p := sightPrefix(subject)
-	for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, _ = c.Next() {
-		ks = append(ks, append([]byte(nil), k...))
-	}
-	for _, k := range ks {
-		if err := b.Delete(k); err != nil {
-			return f, err
-		}
-	}
-	f.Sightings = len(ks)
-	return f, nil
+	n, err := s.ForgetSightings(tx, subject)
+	f.Sightings = n
+	return f, err
 }
 
 // Forgot clears the in-memory state of subject after Forget committed.
@@ -458,41 +455,43 @@ func (s *Service) Forgot(subject string) {
 	s.mu.Unlock()
 }
 
-// Subjects lists the subjects with stored face data, with counts, for the
-// inventory (no content).
-func Subjects(tx *bolt.Tx) (map[string]Forgotten, error) {
-	out := map[string]Forgotten{}
-	err := tx.Bucket(store.BucketFaces).ForEach(func(k, _ []byte) error {
-		key := string(k)
-		switch {
-		case strings.HasPrefix(key, "tpl/"):
-			id := strings.TrimPrefix(key, "tpl/")
-			f := out[id]
-			f.Templates++
-			out[id] = f
-		case strings.HasPrefix(key, "sight/"):
-			id, _, _ := strings.Cut(strings.TrimPrefix(key, "sight/"), "/")
-			f := out[id]
-			f.Sightings++
-			out[id] = f
+// Holding is what the device holds of one person's face data, for the
+// inventory: counts and times, never content.
+type Holding struct {
+	Templates      int       `json:"templates"`
+	Sightings      int       `json:"sightings"`
+	OldestSighting time.Time `json:"oldest_sighting,omitempty"`
+	NewestSighting time.Time `json:"newest_sighting,omitempty"`
+}
+
+// Holdings opens each person's sightings with their key to report counts
+// and times.
+func (s *Service) Holdings(tx *bolt.Tx) (map[string]Holding, error) {
+	out := map[string]Holding{}
+	err := s.eachSighting(tx, func(subject string, k []byte, sg *sighting) error {
+		h := out[subject]
+		if sg != nil {
+			h.Sightings++
+			if h.OldestSighting.IsZero() || sg.At.Before(h.OldestSighting) {
+				h.OldestSighting = sg.At
+			}
+			if sg.At.After(h.NewestSighting) {
+				h.NewestSighting = sg.At
+			}
+		} else {
+			h.Templates++
 		}
+		out[subject] = h
 		return nil
 	})
 	return out, err
 }
 
 // PruneSightings erases local sightings older than cutoff.
-func PruneSightings(tx *bolt.Tx, cutoff time.Time) (int, error) {
-	b := tx.Bucket(store.BucketFaces)
+func (s *Service) PruneSightings(tx *bolt.Tx, cutoff time.Time) (int, error) {
 	var old [][]byte
-	err := b.ForEach(func(k, _ []byte) error {
-		key := string(k)
-		if !strings.HasPrefix(key, "sight/") {
-			return nil
-		}
-		i := strings.LastIndexByte(key, '/')
-		at, err := time.Parse(time.RFC3339Nano, key[i+1:])
-		if err == nil && at.Before(cutoff) {
+	err := s.eachSighting(tx, func(subject string, k []byte, sg *sighting) error {
+		if sg != nil && sg.At.Before(cutoff) {
 			old = append(old, append([]byte(nil), k...))
 		}
 		return nil
@@ -500,12 +499,48 @@ func PruneSightings(tx *bolt.Tx, cutoff time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	b := tx.Bucket(store.BucketFaces)
 	for _, k := range old {
 		if err := b.Delete(k); err != nil {
 			return 0, err
 		}
 	}
 	return len(old), nil
+}
+
+// eachSighting calls fn for every template set (sg nil) and every
+// sighting, opened with its person's key. Records of a person whose key is
+// gone are unreadable leftovers and are reported as templates of nobody:
+// skipped.
+func (s *Service) eachSighting(tx *bolt.Tx, fn func(subject string, k []byte, sg *sighting) error) error {
+	keyOf := map[string][]byte{}
+	return tx.Bucket(store.BucketFaces).ForEach(func(k, v []byte) error {
+		key := string(k)
+		switch {
+		case strings.HasPrefix(key, "tpl/"):
+			return fn(strings.TrimPrefix(key, "tpl/"), k, nil)
+		case strings.HasPrefix(key, "sight/"):
+			subject, _, _ := strings.Cut(strings.TrimPrefix(key, "sight/"), "/")
+			pk, ok := keyOf[subject]
+			if !ok {
+				pk, _ = s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+				keyOf[subject] = pk
+			}
+			if pk == nil {
+				return nil
+			}
+			raw, err := keys.Open(pk, v, k)
+			if err != nil {
+				return nil
+			}
+			var sg sighting
+			if json.Unmarshal(raw, &sg) != nil {
+				return nil
+			}
+			return fn(subject, k, &sg)
+		}
+		return nil
+	})
 }
 
 // readFrame reads a regular file without following links, bounded.
@@ -520,4 +555,21 @@ func readFrame(path string, max int64) ([]byte, error) {
 		return nil, errors.New("not a regular frame within the size bound")
 	}
 	return io.ReadAll(io.LimitReader(f, max))
+}
+
+// ForgetSightings erases subject's local sightings, keeping templates.
+func (s *Service) ForgetSightings(tx *bolt.Tx, subject string) (int, error) {
+	b := tx.Bucket(store.BucketFaces)
+	var ks [][]byte
+	c := b.Cursor()
+	p := sightPrefix(subject)
+	for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, _ = c.Next() {
+		ks = append(ks, append([]byte(nil), k...))
+	}
+	for _, k := range ks {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(ks), nil
 }
