@@ -52,13 +52,18 @@ type Daemon struct {
 	fw        *firmware.Manager
 	metrics   *metrics
 
+	scorer photoScorer
+	selMu  sync.Mutex      // one selection at a time
+	ctx    context.Context // the daemon's run context, for background work
+	bg     sync.WaitGroup  // background work to wait for at shutdown
+
 	stateDirty chan struct{}
 	lastState  string // owned by publishStates
 }
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1), scorer: basicScorer{}, ctx: context.Background()}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -206,6 +211,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.st.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	d.ctx = ctx
+	defer d.bg.Wait()
 	services := []struct {
 		name string
 		run  func(context.Context) error
@@ -218,6 +225,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"firmware", d.fw.Run},
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"selection", d.selector},
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

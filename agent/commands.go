@@ -34,6 +34,7 @@ func (d *Daemon) registerCommands() {
 	d.disp.Register("cancel_enrollment", d.cancelEnrollment)
 	d.disp.Register("delete_data", d.deleteData)
 	d.disp.Register("export_inventory", d.exportInventory)
+	d.disp.Register("select_photos", d.selectPhotos)
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then

@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture"
 
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 )
@@ -19,3 +22,11 @@ func (noVision) Identify(map[string][][]byte, []byte) (string, float64, bool) { 
 
 func (d *Daemon) analyzer() facerec.Analyzer     { return noVision{} }
 func (d *Daemon) recognizer() facerec.Recognizer { return noVision{} }
+
+// basicScorer scores in pure Go when the vision worker cannot run.
+type basicScorer struct{}
+
+func (basicScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
+	b, h, err := capture.BasicFeatures(img)
+	return Scored{Breakdown: b, PHash: h}, err
+}

@@ -21,6 +21,20 @@ type DayCounts struct {
 	Uploaded   int    `json:"uploaded"`
 	Deleted    int    `json:"deleted"`
 	CapReached bool   `json:"-"`
+	// Selected counts photos a selection queued for upload (acked or not),
+	// so that keep_per_day holds across several selections in a day.
+	Selected int `json:"-"`
+	// Decided is set when a selection ran after the cap was reached or the
+	// day ended: nothing of the day is left undecided.
+	Decided bool `json:"-"`
+}
+
+// dayRecord is DayCounts as stored, with the fields state does not show.
+type dayRecord struct {
+	DayCounts
+	CapReached bool `json:"cap_reached"`
+	Selected   int  `json:"selected"`
+	Decided    bool `json:"decided"`
 }
 
 var keyLatestDay = []byte("latest")
@@ -48,14 +62,12 @@ func ReadDay(tx *bolt.Tx, day string) (DayCounts, error) {
 	if raw == nil {
 		return c, nil
 	}
-	if err := json.Unmarshal(raw, &c); err != nil {
+	var r dayRecord
+	if err := json.Unmarshal(raw, &r); err != nil {
 		return c, fmt.Errorf("day %s counters unreadable: %w", day, err)
 	}
-	var extra struct {
-		CapReached bool `json:"cap_reached"`
-	}
-	_ = json.Unmarshal(raw, &extra)
-	c.CapReached = extra.CapReached
+	c = r.DayCounts
+	c.CapReached, c.Selected, c.Decided = r.CapReached, r.Selected, r.Decided
 	return c, nil
 }
 
@@ -67,10 +79,7 @@ func Today(tx *bolt.Tx, now time.Time, loc *time.Location) (DayCounts, error) {
 // writeDay stores the counters and moves the latest-day mark forward.
 func writeDay(tx *bolt.Tx, c DayCounts) error {
 	b := tx.Bucket(store.BucketDays)
-	raw, err := json.Marshal(struct {
-		DayCounts
-		CapReached bool `json:"cap_reached"`
-	}{c, c.CapReached})
+	raw, err := json.Marshal(dayRecord{DayCounts: c, CapReached: c.CapReached, Selected: c.Selected, Decided: c.Decided})
 	if err != nil {
 		return err
 	}
@@ -93,6 +102,9 @@ func AddDeleted(tx *bolt.Tx, day string, n int) error {
 	c.Deleted += n
 	return writeDay(tx, c)
 }
+
+// WriteDay stores a day's counters (for the selection).
+func WriteDay(tx *bolt.Tx, c DayCounts) error { return writeDay(tx, c) }
 
 // AddUploaded counts a photo of day acknowledged by the cloud.
 func AddUploaded(tx *bolt.Tx, day string, n int) error {

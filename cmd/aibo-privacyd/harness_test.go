@@ -105,17 +105,22 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 	if b != nil {
 		broker = b.URL
 	}
+	// A test's own mqtt: block gets the broker added; otherwise the rig
+	// writes one.
+	mqttBlock := "mqtt:\n  broker: " + broker + "\n"
+	if strings.Contains(extraYAML, "mqtt:\n") {
+		extraYAML = strings.Replace(extraYAML, "mqtt:\n", mqttBlock, 1)
+		mqttBlock = ""
+	}
 	cfg := fmt.Sprintf(`device_id: %s
 data_dir: %s
 spool_dir: %s
 timezone: America/Los_Angeles
 region: US-CA
 log_level: debug
-mqtt:
-  broker: %s
-diag:
+%sdiag:
   socket: %s
-%s`, r.deviceID, r.dataDir, r.spool, broker, r.socket, extraYAML)
+%s`, r.deviceID, r.dataDir, r.spool, mqttBlock, r.socket, extraYAML)
 	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,264 @@
+// Package vision supervises the vision worker (cmd/aibo-vision) and holds
+// the request and answer types that the daemon and the worker share.
+//
+// It owns: the wire protocol between the two processes (length-prefixed
+// frames over the worker's stdin and stdout), the Client that starts the
+// worker on demand, times requests out, kills and restarts it when it
+// crashes or hangs and stops it when idle, and Serve, the worker's side of
+// the loop.
+//
+// It must never import OpenCV (gocv) or any package that does: the daemon
+// links this package, and a C++ crash in image decoding must take down only
+// the worker. deps_test.go keeps it that way. It never reads the store or the
+// keys: the worker gets image bytes and returns numbers.
+//
+// # Wire format
+//
+// Every message is one frame:
+//
+//	uint32 n (big-endian)   length of what follows, at most MaxFrame
+//	uint32 h (big-endian)   length of the JSON header, h <= n-4
+//	h bytes                 JSON: a Request or a Response
+//	n-4-h bytes             blob: the image bytes of a request (not base64)
+//
+// The worker answers each request with exactly one Response carrying the
+// same ID, in order; one request is in flight at a time.
+//
+// # Adding a request
+//
+// A new operation (for example Faces{Image}: detection, alignment and grey
+// crops turned into templates inside the worker) needs: an Op constant, a
+// request struct whose image travels as the blob (see Request.blob), a
+// result field in Response, a field in Handlers, and a Client method that
+// calls c.call. Old workers answer an unknown op with an error, never a
+// crash.
+package vision
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ProtocolVersion changes when a frame's meaning changes incompatibly. The
+// client refuses a worker whose Pong carries another version.
+const ProtocolVersion = 1
+
+// MaxFrame bounds a frame in either direction (64 MiB). A larger length
+// prefix is a protocol error, never an allocation.
+const MaxFrame = 64 << 20
+
+// maxHeader bounds the JSON part of a frame.
+const maxHeader = 1 << 20
+
+// MaxImageBytes is the largest image a request can carry.
+const MaxImageBytes = MaxFrame - maxHeader
+
+// Op names an operation.
+type Op string
+
+// Operations.
+const (
+	OpPing  Op = "ping"
+	OpScore Op = "score"
+)
+
+// Request is one message to the worker. Exactly the field named by Op is
+// set (none for ping).
+type Request struct {
+	ID    uint64 `json:"id"`
+	Op    Op     `json:"op"`
+	Score *Score `json:"score,omitempty"`
+}
+
+// Score asks for the quality score of one photo.
+type Score struct {
+	// Image holds the encoded photo (JPEG or PNG). It travels as the frame's
+	// blob.
+	Image []byte `json:"-"`
+	// TakenAt is when the photo was taken, in the home's time zone: the
+	// time-of-day term uses its clock reading.
+	TakenAt time.Time `json:"taken_at"`
+}
+
+// Response is the worker's answer to the request with the same ID. Error is
+// set when the request failed (the image is then invalid for the caller);
+// otherwise the field matching the request's op is.
+type Response struct {
+	ID    uint64       `json:"id"`
+	Error string       `json:"error,omitempty"`
+	Pong  *Pong        `json:"pong,omitempty"`
+	Score *ScoreResult `json:"score,omitempty"`
+}
+
+// Pong answers a ping.
+type Pong struct {
+	PID      int  `json:"pid"`
+	Protocol int  `json:"protocol"`
+	Ops      []Op `json:"ops"`
+}
+
+// ScoreResult is the worker's judgement of one photo.
+type ScoreResult struct {
+	// Score in [0, 1] under the default weights. The daemon recomputes it
+	// from Breakdown with the owner's learned weights.
+	Score float64 `json:"score"`
+	// Breakdown holds the features behind the score, each in [0, 1]:
+	// "faces", "face_size", "placement", "smile", "eyes_open", "sharpness",
+	// "noise", "exposure", "time_of_day" (see capture/score/weights).
+	Breakdown map[string]float64 `json:"breakdown"`
+	Faces     []FaceBox          `json:"faces,omitempty"`
+	// PHash is a 64-bit perceptual hash: near-duplicates differ in few bits.
+	PHash  uint64 `json:"phash"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+}
+
+// FaceBox is a face found in a photo, in pixels of the full image, with
+// the probabilities that it smiles and that its eyes are open.
+type FaceBox struct {
+	X        int     `json:"x"`
+	Y        int     `json:"y"`
+	W        int     `json:"w"`
+	H        int     `json:"h"`
+	Smile    float64 `json:"smile"`
+	EyesOpen float64 `json:"eyes_open"`
+}
+
+// blob returns the bytes that travel outside the JSON header.
+func (r *Request) blob() []byte {
+	switch {
+	case r.Score != nil:
+		return r.Score.Image
+	}
+	return nil
+}
+
+// setBlob gives the blob back to the field that owns it.
+func (r *Request) setBlob(b []byte) error {
+	switch {
+	case r.Op == OpScore && r.Score != nil:
+		r.Score.Image = b
+	case len(b) > 0:
+		return fmt.Errorf("vision: op %q carries no blob, got %d bytes", r.Op, len(b))
+	}
+	return nil
+}
+
+// ErrFrameTooLarge is returned for a frame over MaxFrame, either way.
+var ErrFrameTooLarge = errors.New("vision: frame over the size limit")
+
+// WriteFrame writes header (as JSON) and blob as one frame.
+func WriteFrame(w io.Writer, header any, blob []byte) error {
+	h, err := json.Marshal(header)
+	if err != nil {
+		return fmt.Errorf("vision: encode header: %w", err)
+	}
+	if len(h) > maxHeader {
+		return fmt.Errorf("%w: header of %d bytes (limit %d)", ErrFrameTooLarge, len(h), maxHeader)
+	}
+	n := 4 + len(h) + len(blob)
+	if n > MaxFrame {
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrFrameTooLarge, n, MaxFrame)
+	}
+	var pre [8]byte
+	binary.BigEndian.PutUint32(pre[:4], uint32(n))
+	binary.BigEndian.PutUint32(pre[4:], uint32(len(h)))
+	// One Write per part; the pipe is not shared, so parts cannot interleave.
+	for _, part := range [][]byte{pre[:], h, blob} {
+		if len(part) == 0 {
+			continue
+		}
+		if _, err := w.Write(part); err != nil {
+			return fmt.Errorf("vision: write frame: %w", err)
+		}
+	}
+	return nil
+}
+
+// ReadFrame reads one frame. At a clean end of stream (no byte of a new
+// frame) it returns io.EOF; a frame cut short gives io.ErrUnexpectedEOF.
+func ReadFrame(r io.Reader) (header, blob []byte, err error) {
+	var pre [8]byte
+	if _, err := io.ReadFull(r, pre[:4]); err != nil {
+		if err == io.EOF {
+			return nil, nil, io.EOF
+		}
+		return nil, nil, fmt.Errorf("vision: read frame length: %w", err)
+	}
+	n := binary.BigEndian.Uint32(pre[:4])
+	if n > MaxFrame {
+		return nil, nil, fmt.Errorf("%w: length prefix says %d bytes (limit %d)", ErrFrameTooLarge, n, MaxFrame)
+	}
+	if n < 4 {
+		return nil, nil, fmt.Errorf("vision: frame of %d bytes is shorter than its header length", n)
+	}
+	if _, err := io.ReadFull(r, pre[4:]); err != nil {
+		return nil, nil, fmt.Errorf("vision: read frame: %w", noEOF(err))
+	}
+	h := binary.BigEndian.Uint32(pre[4:])
+	if h > n-4 || h > maxHeader {
+		return nil, nil, fmt.Errorf("vision: header length %d does not fit a frame of %d bytes", h, n)
+	}
+	// Read in bounded steps: a length prefix alone never makes us allocate
+	// 64 MiB before the bytes exist.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(n-4)); err != nil {
+		return nil, nil, fmt.Errorf("vision: read frame body: %w", noEOF(err))
+	}
+	body := buf.Bytes()
+	return body[:h], body[h:], nil
+}
+
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// WriteRequest sends one request.
+func WriteRequest(w io.Writer, req *Request) error {
+	return WriteFrame(w, req, req.blob())
+}
+
+// ReadRequest reads one request; io.EOF at a clean end of stream.
+func ReadRequest(r io.Reader) (*Request, error) {
+	h, blob, err := ReadFrame(r)
+	if err != nil {
+		return nil, err
+	}
+	req := new(Request)
+	if err := json.Unmarshal(h, req); err != nil {
+		return nil, fmt.Errorf("vision: decode request: %w", err)
+	}
+	if err := req.setBlob(blob); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// WriteResponse sends one response.
+func WriteResponse(w io.Writer, resp *Response) error {
+	return WriteFrame(w, resp, nil)
+}
+
+// ReadResponse reads one response; io.EOF at a clean end of stream.
+func ReadResponse(r io.Reader) (*Response, error) {
+	h, blob, err := ReadFrame(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(blob) > 0 {
+		return nil, fmt.Errorf("vision: response carries an unexpected blob of %d bytes", len(blob))
+	}
+	resp := new(Response)
+	if err := json.Unmarshal(h, resp); err != nil {
+		return nil, fmt.Errorf("vision: decode response: %w", err)
+	}
+	return resp, nil
+}

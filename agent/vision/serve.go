@@ -1,0 +1,70 @@
+package vision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Handlers are the worker's implementations of the operations. A nil field
+// answers its op with an "unsupported" error. Ping is answered by Serve.
+type Handlers struct {
+	Score func(ctx context.Context, req Score) (ScoreResult, error)
+}
+
+func (h Handlers) ops() []Op {
+	ops := []Op{OpPing}
+	if h.Score != nil {
+		ops = append(ops, OpScore)
+	}
+	return ops
+}
+
+// Serve is the worker's loop: it reads requests from r and writes one
+// response for each to w, until r ends (nil: the daemon closed the pipe, the
+// worker should exit) or ctx is done. A frame it cannot read is an error:
+// the stream can no longer be trusted. A handler's error or panic becomes
+// the response's Error; the loop goes on.
+func Serve(ctx context.Context, r io.Reader, w io.Writer, h Handlers) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		req, err := ReadRequest(r)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp := h.handle(ctx, req)
+		if err := WriteResponse(w, resp); err != nil {
+			return err
+		}
+	}
+}
+
+func (h Handlers) handle(ctx context.Context, req *Request) (resp *Response) {
+	resp = &Response{ID: req.ID}
+	defer func() {
+		if p := recover(); p != nil {
+			resp = &Response{ID: req.ID, Error: fmt.Sprintf("%s: panic: %v", req.Op, p)}
+		}
+	}()
+	switch {
+	case req.Op == OpPing:
+		resp.Pong = &Pong{PID: os.Getpid(), Protocol: ProtocolVersion, Ops: h.ops()}
+	case req.Op == OpScore && h.Score != nil && req.Score != nil:
+		res, err := h.Score(ctx, *req.Score)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Score = &res
+		}
+	default:
+		resp.Error = fmt.Sprintf("unsupported op %q", req.Op)
+	}
+	return resp
+}
