@@ -48,7 +48,9 @@ func TestP4_SelectionUploadsTheKeptAndForgetsTheRest(t *testing.T) {
 			t.Fatalf("uploaded photo does not decode: %v", err)
 		}
 	}
-	a.state(func(s map[string]any) bool { return num(s, "photos_today", "uploaded") == 2 && num(s, "outbox", "pending") == 0 })
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 2 && num(s, "outbox", "pending") == 0
+	})
 	if c := r.today(); c.Deleted != 4 || c.Admitted != 6 {
 		t.Fatalf("photos_today %+v", c)
 	}
@@ -87,7 +89,9 @@ func TestP4_UnackedUploadSurvivesKill9WithTheSameID(t *testing.T) {
 	if again.ArtifactID != first.ArtifactID || !bytes.Equal(body, body2) {
 		t.Fatalf("resent as %s, first sent as %s", again.ArtifactID, first.ArtifactID)
 	}
-	a.state(func(s map[string]any) bool { return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0 })
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0
+	})
 	r.stop()
 }
 
@@ -123,7 +127,9 @@ func TestP4_BrokerDownDuringUploadDeliversEverythingLater(t *testing.T) {
 		m, _ := cl2.receive("photo", true)
 		got[m.ArtifactID] = true
 	}
-	a2.state(func(s map[string]any) bool { return num(s, "photos_today", "uploaded") == 3 && num(s, "outbox", "pending") == 0 })
+	a2.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 3 && num(s, "outbox", "pending") == 0
+	})
 	r.stop()
 }
 
