@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -189,9 +188,9 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	if !fi.Mode().IsRegular() {
 		return in.commit(id, now, Invalid, nil)
 	}
-	data, err := readBounded(path, fi, in.cfg.MaxFileBytes)
+	data, err := spool.ReadRegular(path, fi, in.cfg.MaxFileBytes)
 	if err != nil {
-		if errors.Is(err, errInvalid) {
+		if errors.Is(err, spool.ErrNotRegular) || errors.Is(err, spool.ErrTooLarge) {
 			return in.commit(id, now, Invalid, nil)
 		}
 		return "", err
@@ -296,37 +295,6 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 		in.cfg.CapReached(capDay)
 	}
 	return got, nil
-}
-
-// readBounded reads a regular spool file without following links, refusing
-// anything larger than max as invalid.
-func readBounded(path string, lfi fs.FileInfo, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, errInvalid
-		}
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() || !os.SameFile(fi, lfi) {
-		return nil, errInvalid
-	}
-	if fi.Size() > max {
-		return nil, fmt.Errorf("%w: %d bytes is over %d", errInvalid, fi.Size(), max)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, errInvalid
-	}
-	return data, nil
 }
 
 // pruneMarkers forgets markers whose spool file is gone: they only matter

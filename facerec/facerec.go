@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -197,7 +195,7 @@ func (s *Service) frame(ctx context.Context, name string) {
 	})
 	var data []byte
 	if enrolling || patrol {
-		data, _ = readFrame(path, s.cfg.MaxFileBytes)
+		data, _ = spool.ReadRegular(path, nil, s.cfg.MaxFileBytes)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.cfg.Logger.Error("frame remove", "err", err)
@@ -541,20 +539,6 @@ func (s *Service) eachSighting(tx *bolt.Tx, fn func(subject string, k []byte, sg
 		}
 		return nil
 	})
-}
-
-// readFrame reads a regular file without following links, bounded.
-func readFrame(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() > max {
-		return nil, errors.New("not a regular frame within the size bound")
-	}
-	return io.ReadAll(io.LimitReader(f, max))
 }
 
 // ForgetSightings erases subject's local sightings, keeping templates.

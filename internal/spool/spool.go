@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -175,4 +177,43 @@ func (w *Watcher) enqueue(name string) {
 		delete(w.inFlight, name)
 		w.mu.Unlock()
 	}
+}
+
+// Refusals of ReadRegular.
+var (
+	ErrNotRegular = errors.New("not a regular file")
+	ErrTooLarge   = errors.New("file over the size bound")
+)
+
+// ReadRegular reads a spool file without following links: a symlink, a
+// device, a FIFO or a file replaced since seen (when seen is given) is
+// ErrNotRegular, one larger than max is ErrTooLarge. Other errors are
+// passing (the file may be read again later).
+func ReadRegular(path string, seen os.FileInfo, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, ErrNotRegular
+		}
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || (seen != nil && !os.SameFile(fi, seen)) {
+		return nil, ErrNotRegular
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%w: %d bytes is over %d", ErrTooLarge, fi.Size(), max)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, ErrTooLarge
+	}
+	return data, nil
 }
