@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var/data var/spool/photos var/spool/frames
-mosquitto -c configs/mosquitto-dev.conf &
+"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c configs/mosquitto-dev.conf &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null' EXIT
 for _ in $(seq 50); do
