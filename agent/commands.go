@@ -35,6 +35,7 @@ func (d *Daemon) registerCommands() {
 	d.disp.Register("delete_data", d.deleteData)
 	d.disp.Register("export_inventory", d.exportInventory)
 	d.disp.Register("select_photos", d.selectPhotos)
+	d.disp.Register("photo_feedback", d.photoFeedback)
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then

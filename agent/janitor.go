@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 )
 
 // JanitorEvery is how often retention is enforced (and once at start).
@@ -41,6 +44,9 @@ func (d *Daemon) sweep() {
 				return err
 			}
 		}
+		if n, err = d.pruneScores(tx, now.Add(-scoreRetention)); err != nil {
+			return err
+		}
 		n, err = audit.Prune(tx, now.Add(-d.cfg.Retention.Audit.D()), 10000)
 		if err != nil || n == 0 {
 			return err
@@ -51,4 +57,29 @@ func (d *Daemon) sweep() {
 	if err != nil {
 		d.log.Error("retention", "err", err)
 	}
+}
+
+// scoreRetention is how long the features of an uploaded photo are kept
+// for the owner's feedback to teach from.
+const scoreRetention = 90 * 24 * time.Hour
+
+func (d *Daemon) pruneScores(tx *bolt.Tx, cutoff time.Time) (int, error) {
+	b := tx.Bucket(store.BucketScoring)
+	var old [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if !strings.HasPrefix(string(k), "score/") {
+			return nil
+		}
+		var r scoreRecord
+		if json.Unmarshal(v, &r) == nil && r.At.Before(cutoff) {
+			old = append(old, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err == nil {
+			err = b.Delete(k)
+		}
+	}
+	return len(old), err
 }

@@ -1,27 +1,79 @@
 package agent
 
-import "math"
+import (
+	"context"
+	"encoding/json"
 
-// scoreWeights turns a breakdown into a score in [0, 1]: a weighted mean of
-// the features it knows.
-type scoreWeights map[string]float64
+	bolt "go.etcd.io/bbolt"
 
-var defaultWeights = scoreWeights{"exposure": 1, "sharpness": 1}
+	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+)
 
-func (w scoreWeights) score(b map[string]float64) float64 {
-	var sum, total float64
-	for k, v := range b {
-		wk, ok := w[k]
-		if !ok {
-			continue
-		}
-		sum += wk * v
-		total += math.Abs(wk)
-	}
-	if total == 0 {
-		return 0
-	}
-	return math.Max(0, math.Min(1, sum/total))
+var keyWeights = []byte("weights")
+
+// scorer scores breakdowns with the weights learned so far.
+type scorer struct{ w weights.Weights }
+
+func (s scorer) score(b map[string]float64) float64 { return s.w.Score(b) }
+
+// weights returns the owner's learned weights, or the defaults.
+func (d *Daemon) weights() scorer {
+	w := weights.Defaults()
+	_ = d.view(func(tx *bolt.Tx) error {
+		w = readWeights(tx)
+		return nil
+	})
+	return scorer{w}
 }
 
-func (d *Daemon) weights() scoreWeights { return defaultWeights }
+func readWeights(tx *bolt.Tx) weights.Weights {
+	if raw := tx.Bucket(store.BucketScoring).Get(keyWeights); raw != nil {
+		if w, err := weights.Parse(raw); err == nil {
+			return w
+		}
+	}
+	return weights.Defaults()
+}
+
+// photoFeedback teaches the weights from what the owner did with an
+// uploaded photo (favorite, shared, deleted), using the breakdown kept when
+// it was selected. Only features are kept for this, never pixels.
+func (d *Daemon) photoFeedback(ctx context.Context, e *command.Exec) (any, error) {
+	var p struct {
+		ArtifactID string `json:"artifact_id"`
+		Signal     string `json:"signal"`
+	}
+	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	switch p.Signal {
+	case weights.SignalFavorite, weights.SignalShared, weights.SignalDeleted:
+	default:
+		return nil, command.Errorf(command.CodeBadRequest, "signal must be favorite, shared or deleted")
+	}
+	b := e.Tx.Bucket(store.BucketScoring)
+	raw := b.Get(scoreKey(p.ArtifactID))
+	if raw == nil {
+		return nil, command.Errorf(command.CodeNotFound, "no selected photo with that artifact_id")
+	}
+	var rec scoreRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, err
+	}
+	before := readWeights(e.Tx)
+	after := weights.Learn(before, rec.Breakdown, p.Signal)
+	enc, err := json.Marshal(after)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Put(keyWeights, enc); err != nil {
+		return nil, err
+	}
+	if _, err := audit.Append(e.Tx, e.Now, "photo_feedback", "", map[string]string{"artifact_id": p.ArtifactID, "signal": p.Signal}); err != nil {
+		return nil, err
+	}
+	return map[string]any{"updates": after.Updates, "score_before": round3(before.Score(rec.Breakdown)), "score_after": round3(after.Score(rec.Breakdown))}, nil
+}

@@ -34,8 +34,10 @@ func TestP4_SelectionUploadsTheKeptAndForgetsTheRest(t *testing.T) {
 	if num(ev, "kept") != 2 || num(ev, "deleted") != 4 {
 		t.Fatalf("selection_done %v", ev)
 	}
+	var uploaded []string
 	for i := 0; i < 2; i++ {
 		m, body := cl.receive("photo", true)
+		uploaded = append(uploaded, m.ArtifactID)
 		if m.ContentType != "image/jpeg" || m.Attrs["day"] == nil {
 			t.Fatalf("manifest %+v", m)
 		}
@@ -59,6 +61,23 @@ func TestP4_SelectionUploadsTheKeptAndForgetsTheRest(t *testing.T) {
 	}
 	if n := outboxFiles(t, r); n != 0 {
 		t.Fatalf("%d outbox files left after the acks", n)
+	}
+	// The owner's feedback teaches the scorer.
+	res := a.send("fb-1", "photo_feedback", map[string]any{"artifact_id": uploaded[0], "signal": "favorite"})
+	var fb struct {
+		Updates     int     `json:"updates"`
+		ScoreBefore float64 `json:"score_before"`
+		ScoreAfter  float64 `json:"score_after"`
+	}
+	json.Unmarshal(res.Result, &fb)
+	if !res.OK || fb.Updates != 1 || fb.ScoreAfter <= fb.ScoreBefore {
+		t.Fatalf("favorite feedback: %s %+v", res.Result, res.Error)
+	}
+	if res := a.send("fb-2", "photo_feedback", map[string]any{"artifact_id": "nope", "signal": "favorite"}); res.OK || res.Error.Code != "not_found" {
+		t.Fatalf("feedback on an unknown artifact: %+v", res)
+	}
+	if res := a.send("fb-3", "photo_feedback", map[string]any{"artifact_id": uploaded[1], "signal": "love"}); res.OK || res.Error.Code != "bad_request" {
+		t.Fatalf("unknown signal: %+v", res)
 	}
 	// keep_per_day holds across selections of the same day.
 	for i, p := range photos(t, 3) {

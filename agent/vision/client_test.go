@@ -1,0 +1,414 @@
+package vision
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as a fake worker: with AIBO_VISION_FAKE set it
+// serves requests on stdin/stdout like cmd/aibo-vision, without OpenCV. What
+// it does with a Score request depends on the image bytes, so one worker can
+// answer, crash, hang or garble on demand.
+const fakeEnv = "AIBO_VISION_FAKE"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(fakeEnv); mode != "" {
+		os.Exit(fakeWorker(mode))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeWorker(mode string) int {
+	switch mode {
+	case "exit-at-start":
+		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"cannot load models"}`)
+		return 1
+	case "bad-protocol":
+		req, err := ReadRequest(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		WriteResponse(os.Stdout, &Response{ID: req.ID, Pong: &Pong{Protocol: 99}})
+		return 0
+	}
+	h := Handlers{Score: func(ctx context.Context, req Score) (ScoreResult, error) {
+		img := string(req.Image)
+		switch {
+		case img == "crash":
+			fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"decoder blew up"}`)
+			os.Exit(3)
+		case img == "hang":
+			select {}
+		case img == "garbage":
+			os.Stdout.Write([]byte("\x00\x00\x00\x09not a frame"))
+			select {}
+		case img == "err":
+			return ScoreResult{}, errors.New("not an image")
+		case img == "panic":
+			panic("handler bug")
+		case strings.HasPrefix(img, "slow:"):
+			d, _ := time.ParseDuration(strings.TrimPrefix(img, "slow:"))
+			time.Sleep(d)
+		}
+		return ScoreResult{Score: 0.5, Width: len(req.Image), Height: req.TakenAt.Hour(),
+			Breakdown: map[string]float64{"faces": 1}}, nil
+	}}
+	err := Serve(context.Background(), os.Stdin, os.Stdout, h)
+	if mode == "ignore-eof" {
+		select {}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	return 0
+}
+
+func newFake(t *testing.T, mode string, tweak func(*Config)) *Client {
+	t.Helper()
+	cfg := Config{
+		Path: os.Args[0],
+		// A -race binary sleeps 1 s at exit unless told not to.
+		Env:            []string{fakeEnv + "=" + mode, "GORACE=atexit_sleep_ms=0"},
+		RequestTimeout: 5 * time.Second,
+		IdleTimeout:    -1,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	c := NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func score(c *Client, img string) (ScoreResult, error) {
+	return c.Score(context.Background(), Score{Image: []byte(img), TakenAt: time.Date(2026, 5, 1, 17, 0, 0, 0, time.FixedZone("PDT", -7*3600))})
+}
+
+func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
+
+func TestScoreAndPing(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	if c.Stats().Starts != 0 {
+		t.Fatal("worker started before the first request")
+	}
+	res, err := score(c, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Width != 5 || res.Score != 0.5 || res.Breakdown["faces"] != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Height != 17 {
+		t.Fatalf("taken_at lost its clock reading: hour %d, want 17", res.Height)
+	}
+	pong, err := c.Ping(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pong.Protocol != ProtocolVersion || pong.PID == 0 || len(pong.Ops) != 2 {
+		t.Fatalf("pong %+v", pong)
+	}
+	if st := c.Stats(); st.Starts != 1 || !st.Running || st.PID != pong.PID {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestCrashRestarts(t *testing.T) {
+	var log bytes.Buffer
+	var mu sync.Mutex
+	c := newFake(t, "ok", func(cfg *Config) { cfg.Stderr = lockedWriter{&mu, &log} })
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	_, err := score(c, "crash")
+	if !errors.Is(err, ErrCrashed) {
+		t.Fatalf("err = %v, want ErrCrashed", err)
+	}
+	if !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "decoder blew up") {
+		t.Errorf("error does not say how the worker died: %v", err)
+	}
+	if !gone(pid) {
+		t.Errorf("crashed worker %d still exists", pid)
+	}
+	res, err := score(c, "after")
+	if err != nil {
+		t.Fatalf("no restart after crash: %v", err)
+	}
+	if res.Width != 5 {
+		t.Fatalf("result %+v", res)
+	}
+	st := c.Stats()
+	if st.Starts != 2 || st.Crashes != 1 || st.PID == pid || st.Failed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(log.String(), "decoder blew up") {
+		t.Errorf("worker log not forwarded: %q", log.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestTimeoutKillsAndRestarts(t *testing.T) {
+	c := newFake(t, "ok", func(cfg *Config) { cfg.RequestTimeout = 300 * time.Millisecond })
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	start := time.Now()
+	_, err := score(c, "hang")
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("time-out took %v", d)
+	}
+	if !gone(pid) {
+		t.Errorf("hung worker %d not killed", pid)
+	}
+	if _, err := score(c, "slow:10ms"); err != nil {
+		t.Fatalf("no restart after time-out: %v", err)
+	}
+	if st := c.Stats(); st.Starts != 2 || st.Timeouts != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestContextCancelKills(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Score(ctx, Score{Image: []byte("hang")})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if !gone(pid) {
+		t.Errorf("worker %d survived the cancelled request", pid)
+	}
+	if _, err := c.Score(ctx, Score{Image: []byte("x")}); err == nil {
+		t.Fatal("request with a done context succeeded")
+	}
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGarbledAnswer(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	_, err := score(c, "garbage")
+	if !errors.Is(err, ErrCrashed) {
+		t.Fatalf("err = %v, want ErrCrashed", err)
+	}
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRemoteErrorKeepsWorker(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	for _, img := range []string{"err", "panic"} {
+		_, err := score(c, img)
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Op != OpScore {
+			t.Fatalf("%s: err = %v, want RemoteError", img, err)
+		}
+	}
+	if strings.Contains(fmt.Sprint(score(c, "panic")), "handler bug") == false {
+		t.Error("panic message lost")
+	}
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Starts != 1 || st.Crashes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestIdleExit(t *testing.T) {
+	c := newFake(t, "ok", func(cfg *Config) { cfg.IdleTimeout = 150 * time.Millisecond })
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	// Requests inside the idle window keep the same worker.
+	for range 3 {
+		time.Sleep(50 * time.Millisecond)
+		if _, err := score(c, "fine"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Stats().PID != pid {
+		t.Fatal("worker replaced while busy")
+	}
+	waitFor(t, func() bool { return !c.Stats().Running })
+	if !gone(pid) {
+		t.Fatalf("idle worker %d still exists", pid)
+	}
+	if st := c.Stats(); st.IdleStops != 1 || st.Crashes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := score(c, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Starts != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestIdleWorkerIgnoringEOFIsKilled(t *testing.T) {
+	c := newFake(t, "ignore-eof", func(cfg *Config) {
+		cfg.IdleTimeout = 50 * time.Millisecond
+		cfg.StopGrace = 200 * time.Millisecond
+	})
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	waitFor(t, func() bool { return !c.Stats().Running })
+	if !gone(pid) {
+		t.Fatalf("worker %d survived", pid)
+	}
+}
+
+func TestWorkerKilledWhileIdleIsReplaced(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, func() bool { return gone(pid) })
+	time.Sleep(50 * time.Millisecond)
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatalf("a worker that died between requests failed the next one: %v", err)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode, path, want string
+	}{
+		{"missing binary", "ok", "/nonexistent/aibo-vision", "no such file"},
+		{"exits at start", "exit-at-start", "", "cannot load models"},
+		{"wrong protocol", "bad-protocol", "", "protocol 99"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFake(t, tc.mode, func(cfg *Config) {
+				if tc.path != "" {
+					cfg.Path = tc.path
+				}
+			})
+			_, err := score(c, "fine")
+			if !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrStart mentioning %q", err, tc.want)
+			}
+			if c.Stats().Running {
+				t.Fatal("failed worker counted as running")
+			}
+		})
+	}
+}
+
+func TestTooLargeNotSent(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	_, err := c.Score(context.Background(), Score{Image: make([]byte, MaxImageBytes+1)})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v", err)
+	}
+	if c.Stats().Starts != 0 {
+		t.Fatal("worker started for an image that cannot be sent")
+	}
+}
+
+func TestConcurrentRequests(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			img := strings.Repeat("x", i+1)
+			res, err := score(c, img)
+			if err == nil && res.Width != i+1 {
+				err = fmt.Errorf("answer for another request: width %d, want %d", res.Width, i+1)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := c.Stats(); st.Starts != 1 || st.Requests != 16 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestClose(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	if _, err := score(c, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Stats().PID
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(pid) {
+		t.Fatalf("worker %d outlived Close", pid)
+	}
+	if _, err := score(c, "fine"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkRoundTrip measures the pipe and framing cost of one request with
+// a 200 KB image (a 1280x720 JPEG), against the fake worker.
+func BenchmarkRoundTrip(b *testing.B) {
+	c := NewClient(Config{Path: os.Args[0], Env: []string{fakeEnv + "=ok"}, IdleTimeout: -1})
+	defer c.Close()
+	img := bytes.Repeat([]byte{0xAB}, 200<<10)
+	for b.Loop() {
+		if _, err := c.Score(context.Background(), Score{Image: img}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
