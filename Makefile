@@ -27,10 +27,18 @@ lint: setup
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Each fuzz target for FUZZTIME (make test runs their seed corpora only).
+FUZZTIME ?= 60s
+FUZZ_TARGETS := \
+	./agent/command:FuzzParse ./agent/command:FuzzVerifier ./agent/command:FuzzHandle \
+	./agent/config:FuzzParse ./capture:FuzzValidate ./agent/diag:FuzzHandler \
+	./sync/outbox:FuzzAck ./agent/vision:FuzzReadRequest
+
 fuzz: setup
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./agent/command/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./agent/config/
-	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 60s ./capture/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 clean:
 	rm -rf $(BIN) var
