@@ -114,6 +114,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		OnEnrollFailed: func(subject, reason string) {
 			d.event(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
 		},
+		EnrolledTx:    d.templateBackup,
 		OnSighting:    d.sightingArtifact,
 		AfterSighting: func(string) { d.stateChanged() },
 	})

@@ -57,6 +57,11 @@ func (d *Daemon) sweep() {
 	if err != nil {
 		d.log.Error("retention", "err", err)
 	}
+	// Usage goes in a transaction of its own: a full outbox must not hold
+	// up retention.
+	if err := d.st.Update(func(tx *bolt.Tx) error { return d.usageReport(tx, now) }); err != nil {
+		d.log.Warn("usage report not queued", "err", err)
+	}
 }
 
 // scoreRetention is how long the features of an uploaded photo are kept

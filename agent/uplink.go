@@ -7,6 +7,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
@@ -71,3 +72,58 @@ func (d *Daemon) sightingArtifact(tx *bolt.Tx, subjectID string, at time.Time, c
 }
 
 func round3(f float64) float64 { return float64(int(f*1000+0.5)) / 1000 }
+
+// templateBackup queues a face_template artifact when the person and the
+// owner both chose cloud backup; otherwise templates never leave.
+func (d *Daemon) templateBackup(tx *bolt.Tx, subjectID string, samples [][]byte) error {
+	st, err := d.pol.Read(tx)
+	if err != nil {
+		return err
+	}
+	c, ok, err := d.pol.Consent(tx, subjectID)
+	if err != nil || !ok || !c.Has(policy.ScopeCloudBackup) || !d.pol.Allows(st, policy.CloudBackup) {
+		return err
+	}
+	body, _ := json.Marshal(map[string]any{"subject_id": subjectID, "format": "aibo-face-template", "samples": samples})
+	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindFaceTemplate, ContentType: "application/json",
+		SubjectID: subjectID, Attrs: map[string]any{"samples": len(samples)}, Content: body})
+	if err != nil {
+		return err
+	}
+	if _, err := d.outbox.EnqueueTx(tx, p); err != nil {
+		p.Discard()
+		return err
+	}
+	return nil
+}
+
+// usageReport queues one de-identified usage artifact a day when the owner
+// allows analytics: counters only, no person ids, names or images.
+func (d *Daemon) usageReport(tx *bolt.Tx, now time.Time) error {
+	st, err := d.pol.Read(tx)
+	if err != nil || !d.pol.Allows(st, policy.UsageAnalytics) {
+		return err
+	}
+	day := capture.LocalDay(now.Add(-24*time.Hour), d.cfg.Location())
+	b := tx.Bucket(store.BucketScoring)
+	key := []byte("usage/" + day)
+	if b.Get(key) != nil {
+		return nil // already reported
+	}
+	c, err := capture.ReadDay(tx, day)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]any{"day": day, "photos": map[string]int{
+		"admitted": c.Admitted, "refused": c.Refused, "over_cap": c.OverCap, "invalid": c.Invalid,
+		"uploaded": c.Uploaded, "deleted": c.Deleted}, "firmware": d.cfg.Firmware.Version})
+	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindUsage, ContentType: "application/json", Attrs: map[string]any{"day": day}, Content: body})
+	if err != nil {
+		return err
+	}
+	if _, err := d.outbox.EnqueueTx(tx, p); err != nil {
+		p.Discard()
+		return err
+	}
+	return b.Put(key, []byte(now.UTC().Format(time.RFC3339)))
+}

@@ -68,7 +68,10 @@ type Config struct {
 	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
 	AnalyzeTimeout time.Duration
 
-	OnEnrolled     func(subjectID string)
+	OnEnrolled func(subjectID string)
+	// EnrolledTx runs inside the transaction that stores a new enrollment
+	// (the caller may queue a cloud backup of the templates there).
+	EnrolledTx     func(tx *bolt.Tx, subjectID string, samples [][]byte) error
 	OnEnrollFailed func(subjectID, reason string)
 	// OnSighting runs inside the transaction that records the sighting
 	// (the caller queues the artifact there, so both commit together).
@@ -249,6 +252,11 @@ func (s *Service) sample(tpl []byte) {
 		}
 		if err := s.saveTemplates(tx, w.subject, w.samples); err != nil {
 			return err
+		}
+		if s.cfg.EnrolledTx != nil {
+			if err := s.cfg.EnrolledTx(tx, w.subject, w.samples); err != nil {
+				return err
+			}
 		}
 		_, err := audit.Append(tx, now, "enrollment_completed", w.subject, map[string]string{"samples": strconv.Itoa(len(w.samples))})
 		return err

@@ -211,3 +211,28 @@ func TestP12_ConsentRulesThroughTheApp(t *testing.T) {
 	}
 	r.stop()
 }
+
+func TestP17_P18_UsageOnlyWithConsentAndWithoutPeople(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "")
+	a := newApp(t, b, r.deviceID)
+	cl := newCloud(t, b, a)
+	r.start()
+	a.must("acc", "accept_policy", map[string]any{"version": "v1"})
+	a.must("g", "grant_consent", map[string]any{"subject_id": "p-1", "display_name": "Somebody", "granted_by": "self", "scopes": []string{"face_recognition"}})
+	// Off by default: a restart runs the janitor, and nothing is sent.
+	r.stop()
+	r.start()
+	time.Sleep(500 * time.Millisecond)
+	if n := len(cl.metas.All()); n != 0 {
+		t.Fatalf("%d artifacts sent with analytics off", n)
+	}
+	a.must("u", "set_features", map[string]any{"usage_analytics": true})
+	r.stop()
+	r.start()
+	m, body := cl.receive("usage", true)
+	if m.SubjectID != "" || strings.Contains(string(body), "p-1") || strings.Contains(string(body), "Somebody") {
+		t.Fatalf("usage artifact identifies a person: %+v %s", m, body)
+	}
+	r.stop()
+}
