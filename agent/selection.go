@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"image"
 	"sort"
 	"strconv"
 	"time"
@@ -131,13 +132,29 @@ func (d *Daemon) selectDay(ctx context.Context, day string, photos []capture.Pho
 			p.Discard() // no-op for the committed ones
 		}
 	}()
+	blur := false
+	_ = d.view(func(tx *bolt.Tx) error {
+		st, err := d.pol.Read(tx)
+		blur = err == nil && st.On(policy.BlurUnknownFaces)
+		return nil
+	})
 	for _, id := range keep {
 		c := cands[id]
 		img, err := d.vault.Open(c.photo)
 		if err != nil {
 			return res, err
 		}
-		clean, err := capture.CleanForUpload(img)
+		var hide []image.Rectangle
+		if blur {
+			faces, err := d.analyzer().Faces(ctx, img)
+			if err != nil {
+				// Strangers cannot be found, so the photo cannot go out.
+				d.log.Warn("faces not found for blurring; photo not kept", "photo_id", id, "err", err)
+				continue
+			}
+			hide = d.faces.Strangers(faces)
+		}
+		clean, err := capture.CleanForUpload(img, hide)
 		if err != nil {
 			return res, err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"image"
+	"image/color"
 	"image/draw"
 	"image/jpeg"
 )
@@ -14,12 +15,17 @@ const UploadQuality = 92
 
 // CleanForUpload re-encodes a photo from its pixels so that nothing but
 // pixels leaves the device: no EXIF, XMP, GPS, ICC profile, maker notes or
-// comments (Go's encoder writes none). The EXIF orientation is applied to
-// the pixels first, so the photo still shows the right way up.
-func CleanForUpload(data []byte) ([]byte, error) {
+// comments (Go's encoder writes none). The regions in hide (faces of people
+// who did not consent, in the stored image's coordinates) are pixelated
+// beyond recognition, and then the EXIF orientation is applied so the photo
+// still shows the right way up.
+func CleanForUpload(data []byte, hide []image.Rectangle) ([]byte, error) {
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("clean photo: %w", err)
+	}
+	if len(hide) > 0 {
+		img = Pixelate(img, hide)
 	}
 	img = orient(img, exifOrientation(data))
 	var buf bytes.Buffer
@@ -146,6 +152,41 @@ func Markers(data []byte) []byte {
 			return out
 		}
 		i += 2 + int(binary.BigEndian.Uint16(data[i+2:]))
+	}
+	return out
+}
+
+// Pixelate returns a copy of img with each region (grown by a fifth on
+// every side, so hair and chin go too) replaced by coarse blocks of its
+// mean colour: at most 6 blocks across a face, too few to recognise anyone.
+func Pixelate(img image.Image, regions []image.Rectangle) image.Image {
+	b := img.Bounds()
+	out := image.NewRGBA(b)
+	draw.Draw(out, b, img, b.Min, draw.Src)
+	for _, r := range regions {
+		gx, gy := r.Dx()/5, r.Dy()/5
+		r = image.Rect(r.Min.X-gx, r.Min.Y-gy, r.Max.X+gx, r.Max.Y+gy).Intersect(b)
+		if r.Empty() {
+			continue
+		}
+		block := max(4, (max(r.Dx(), r.Dy())+5)/6)
+		for by := r.Min.Y; by < r.Max.Y; by += block {
+			for bx := r.Min.X; bx < r.Max.X; bx += block {
+				cell := image.Rect(bx, by, min(bx+block, r.Max.X), min(by+block, r.Max.Y))
+				var sr, sg, sb, n uint32
+				for y := cell.Min.Y; y < cell.Max.Y; y++ {
+					for x := cell.Min.X; x < cell.Max.X; x++ {
+						i := out.PixOffset(x, y)
+						sr += uint32(out.Pix[i])
+						sg += uint32(out.Pix[i+1])
+						sb += uint32(out.Pix[i+2])
+						n++
+					}
+				}
+				c := color.RGBA{uint8(sr / n), uint8(sg / n), uint8(sb / n), 255}
+				draw.Draw(out, cell, &image.Uniform{c}, image.Point{}, draw.Src)
+			}
+		}
 	}
 	return out
 }

@@ -47,7 +47,7 @@ func TestP4_UploadsCarryNoMetadata(t *testing.T) {
 	if exifOrientation(dirty) != 6 {
 		t.Fatalf("orientation read %d", exifOrientation(dirty))
 	}
-	clean, err := CleanForUpload(dirty)
+	clean, err := CleanForUpload(dirty, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,5 +76,31 @@ func TestOrientationFromGarbageIsUpright(t *testing.T) {
 		if o := exifOrientation(data); o != 1 {
 			t.Fatalf("orientation %d from %x", o, data)
 		}
+	}
+}
+
+func TestP7_PixelateLeavesNoDetailInTheRegion(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 120, 60))
+	for y := 0; y < 60; y++ {
+		for x := 0; x < 120; x++ {
+			v := uint8((x*37 + y*91) % 256) // fine detail everywhere
+			img.Set(x, y, color.RGBA{v, 255 - v, v / 2, 255})
+		}
+	}
+	face := image.Rect(10, 10, 40, 40)
+	out := Pixelate(img, []image.Rectangle{face})
+	// Inside: at most 6x6 distinct blocks of one colour each.
+	colours := map[color.RGBA]bool{}
+	for y := face.Min.Y; y < face.Max.Y; y++ {
+		for x := face.Min.X; x < face.Max.X; x++ {
+			colours[out.(*image.RGBA).RGBAAt(x, y)] = true
+		}
+	}
+	if len(colours) > 49 {
+		t.Fatalf("%d colours left in a pixelated face", len(colours))
+	}
+	// Outside, untouched.
+	if out.(*image.RGBA).RGBAAt(100, 30) != img.RGBAAt(100, 30) {
+		t.Fatal("pixels outside the region changed")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -34,6 +35,7 @@ import (
 // the aligned crop. The crop never leaves the worker.
 type Face struct {
 	Template []byte
+	Box      image.Rectangle // where the face is, in the image's pixels
 }
 
 // Analyzer finds faces in an image (the vision worker).
@@ -424,6 +426,23 @@ func (s *Service) invalidate() {
 	s.mu.Lock()
 	s.gallery = nil
 	s.mu.Unlock()
+}
+
+// Strangers returns the boxes of faces that match no enrolled person whose
+// consent covers recognition now (all of them when recognition is not
+// allowed): the faces to blur before a photo leaves the device.
+func (s *Service) Strangers(faces []Face) []image.Rectangle {
+	gallery, err := s.loadGallery()
+	var out []image.Rectangle
+	for _, f := range faces {
+		if err == nil && len(gallery) > 0 {
+			if _, _, ok := s.rec.Identify(gallery, f.Template); ok {
+				continue
+			}
+		}
+		out = append(out, f.Box)
+	}
+	return out
 }
 
 // Forgotten counts what Forget erased.

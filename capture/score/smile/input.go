@@ -2,6 +2,7 @@ package smile
 
 import (
 	"image"
+	"image/draw"
 	"math"
 )
 
@@ -17,12 +18,24 @@ func CropFromGray(g *image.Gray) Crop {
 	b := g.Bounds()
 	c := Crop{W: b.Dx(), H: b.Dy(), Pix: make([]float32, b.Dx()*b.Dy())}
 	for y := 0; y < c.H; y++ {
-		row := g.Pix[(y)*g.Stride : y*g.Stride+c.W]
+		off := g.PixOffset(b.Min.X, b.Min.Y+y)
+		row := g.Pix[off : off+c.W]
 		for x, v := range row {
 			c.Pix[y*c.W+x] = float32(v)
 		}
 	}
 	return c
+}
+
+// CropFromImage converts any image to a grey Crop (ITU-R 601 luma, as
+// image/color's grey model and OpenCV's BGR2GRAY compute it).
+func CropFromImage(img image.Image) Crop {
+	g, ok := img.(*image.Gray)
+	if !ok {
+		g = image.NewGray(img.Bounds())
+		draw.Draw(g, g.Bounds(), img, img.Bounds().Min, draw.Src)
+	}
+	return CropFromGray(g)
 }
 
 // shrink halves the crop (2x2 box average) until it is at most twice the

@@ -1,0 +1,415 @@
+// Package score judges how good a photo is, on the device, with OpenCV
+// (gocv): faces (found on a downscaled frame, confirmed at full size),
+// their size and placement, smiles, open eyes, sharpness measured where
+// noise cannot fake it, noise, exposure and time of day, plus a perceptual
+// hash for near-duplicates. Each feature lands in an explainable breakdown
+// in [0, 1]; the score is the logistic model of capture/score/weights over
+// it.
+//
+// It is linked only by the vision worker (cmd/aibo-vision) and by
+// cmd/bestshot, never by the daemon: a malformed image that crashes libjpeg
+// or OpenCV must take down only the worker. It reads no store, no keys and
+// no network; its only files are OpenCV's cascades.
+package score
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/jpeg" // DecodeConfig: sizes from the header before OpenCV sees the bytes
+	_ "image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/smile"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+)
+
+// DefaultModelDir is where Debian's opencv-data installs the cascades.
+const DefaultModelDir = "/usr/share/opencv4"
+
+// MaxPixels is the largest image scored (contract section 2: 40 megapixels).
+const MaxPixels = 40_000_000
+
+// Options configure a Scorer. Zero values take the defaults.
+type Options struct {
+	// ModelDir holds haarcascades/ and lbpcascades/ (DefaultModelDir).
+	ModelDir string
+	// Weights turn the breakdown into the score (weights.Defaults()).
+	Weights *weights.Weights
+	// MaxPixels bounds the decoded size (MaxPixels).
+	MaxPixels int
+}
+
+// Face is one confirmed face.
+type Face struct {
+	Box      image.Rectangle // in pixels of the full image
+	Smile    float64         // probability of a smile
+	EyesOpen float64         // probability that the eyes are open
+	// Sharpness of the face in [0, 1], noise discounted.
+	Sharpness float64
+}
+
+// Result is the judgement of one photo.
+type Result struct {
+	Score     float64
+	Breakdown map[string]float64 // feature -> [0, 1], see weights.Features
+	// Measures are the raw measurements behind the breakdown, for
+	// explanation and tuning: "noise_sigma" (grey levels), "luma_mean",
+	// "clip_dark", "clip_bright" (fractions), "sharp_raw", "face_luma".
+	Measures      map[string]float64
+	Faces         []Face
+	PHash         uint64
+	Width, Height int
+}
+
+// Errors of Score.
+var (
+	ErrFormat   = errors.New("score: not a JPEG or PNG image")
+	ErrTooLarge = errors.New("score: image too large")
+	ErrDecode   = errors.New("score: image does not decode")
+)
+
+// Scorer holds the loaded models. One Scorer scores one photo at a time
+// (calls are serialised); make several for parallel work.
+type Scorer struct {
+	mu      sync.Mutex
+	detect  gocv.CascadeClassifier // on the downscaled frame
+	confirm gocv.CascadeClassifier // on a full-size crop around a candidate
+	eyes    gocv.CascadeClassifier
+	smile   *smile.Model
+	w       weights.Weights
+	max     int
+}
+
+// Cascade files, relative to ModelDir.
+const (
+	detectCascade  = "lbpcascades/lbpcascade_frontalface_improved.xml"
+	confirmCascade = "haarcascades/haarcascade_frontalface_default.xml"
+	eyesCascade    = "haarcascades/haarcascade_eye.xml"
+)
+
+// New loads the cascades and the smile model.
+func New(opts Options) (*Scorer, error) {
+	if opts.ModelDir == "" {
+		opts.ModelDir = DefaultModelDir
+	}
+	if opts.MaxPixels <= 0 {
+		opts.MaxPixels = MaxPixels
+	}
+	s := &Scorer{max: opts.MaxPixels, w: weights.Defaults()}
+	if opts.Weights != nil {
+		s.w = opts.Weights.Clone()
+	}
+	m, err := smile.Default()
+	if err != nil {
+		return nil, err
+	}
+	s.smile = m
+	s.detect = gocv.NewCascadeClassifier()
+	s.confirm = gocv.NewCascadeClassifier()
+	s.eyes = gocv.NewCascadeClassifier()
+	for _, c := range []struct {
+		cc   *gocv.CascadeClassifier
+		file string
+	}{{&s.detect, detectCascade}, {&s.confirm, confirmCascade}, {&s.eyes, eyesCascade}} {
+		path := filepath.Join(opts.ModelDir, c.file)
+		// Load on a missing file makes OpenCV log and return false; check
+		// first for a clear error.
+		if _, err := os.Stat(path); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("score: cascade: %w", err)
+		}
+		if !c.cc.Load(path) {
+			s.Close()
+			return nil, fmt.Errorf("score: cascade %s does not load", path)
+		}
+	}
+	return s, nil
+}
+
+// Close frees the cascades.
+func (s *Scorer) Close() error {
+	s.detect.Close()
+	s.confirm.Close()
+	s.eyes.Close()
+	return nil
+}
+
+// Weights returns the weights the scorer uses.
+func (s *Scorer) Weights() weights.Weights { return s.w.Clone() }
+
+// Decode checks the header (JPEG or PNG only, at most maxPixels) with Go's
+// own decoders, then decodes the pixels with OpenCV into a BGR Mat the
+// caller must Close.
+func Decode(data []byte, maxPixels int) (gocv.Mat, error) {
+	if maxPixels <= 0 {
+		maxPixels = MaxPixels
+	}
+	isJPEG := len(data) > 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF
+	isPNG := len(data) > 8 && string(data[:8]) == "\x89PNG\r\n\x1a\n"
+	if !isJPEG && !isPNG {
+		return gocv.Mat{}, ErrFormat
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return gocv.Mat{}, fmt.Errorf("%w: header: %v", ErrDecode, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > int64(maxPixels) {
+		return gocv.Mat{}, fmt.Errorf("%w: %dx%d (limit %d pixels)", ErrTooLarge, cfg.Width, cfg.Height, maxPixels)
+	}
+	m, err := gocv.IMDecode(data, gocv.IMReadColor)
+	if err != nil {
+		return gocv.Mat{}, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	if m.Empty() {
+		m.Close()
+		return gocv.Mat{}, ErrDecode
+	}
+	if m.Cols()*m.Rows() > maxPixels {
+		m.Close()
+		return gocv.Mat{}, fmt.Errorf("%w: decoded %dx%d", ErrTooLarge, m.Cols(), m.Rows())
+	}
+	return m, nil
+}
+
+// Score decodes an encoded photo and scores it.
+func (s *Scorer) Score(data []byte, takenAt time.Time) (Result, error) {
+	img, err := Decode(data, s.max)
+	if err != nil {
+		return Result{}, err
+	}
+	defer img.Close()
+	return s.ScoreMat(img, takenAt)
+}
+
+// ScoreMat scores a decoded BGR (or grey) image.
+func (s *Scorer) ScoreMat(img gocv.Mat, takenAt time.Time) (Result, error) {
+	if img.Empty() || img.Cols() < 16 || img.Rows() < 16 {
+		return Result{}, fmt.Errorf("%w: image smaller than 16x16", ErrDecode)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	grey := gocv.NewMat()
+	defer grey.Close()
+	switch img.Channels() {
+	case 1:
+		img.CopyTo(&grey)
+	case 3:
+		gocv.CvtColor(img, &grey, gocv.ColorBGRToGray)
+	case 4:
+		gocv.CvtColor(img, &grey, gocv.ColorBGRAToGray)
+	default:
+		return Result{}, fmt.Errorf("%w: %d channels", ErrDecode, img.Channels())
+	}
+	if grey.Type() != gocv.MatTypeCV8U {
+		return Result{}, fmt.Errorf("%w: pixel type %v", ErrDecode, grey.Type())
+	}
+	a := newAnalysis(grey)
+	defer a.close()
+
+	r := Result{Width: grey.Cols(), Height: grey.Rows(), Measures: map[string]float64{}}
+	r.Faces = s.faces(a)
+	r.PHash = a.phash()
+	r.Breakdown = s.breakdown(a, &r, takenAt)
+	r.Score = s.w.Score(r.Breakdown)
+	return r, nil
+}
+
+// breakdown turns measurements into features in [0, 1].
+func (s *Scorer) breakdown(a *analysis, r *Result, takenAt time.Time) map[string]float64 {
+	b := make(map[string]float64, len(weights.Features))
+	sigma := a.noiseSigma()
+	r.Measures["noise_sigma"] = sigma
+	b[weights.Noise] = noiseScore(sigma)
+
+	ex := a.exposure(image.Rectangle{})
+	r.Measures["luma_mean"] = ex.mean
+	r.Measures["clip_dark"] = ex.dark
+	r.Measures["clip_bright"] = ex.bright
+	exposure := ex.score()
+
+	b[weights.TimeOfDay] = timeOfDay(takenAt)
+	if len(r.Faces) == 0 {
+		raw := a.sharpness(image.Rect(0, 0, a.w, a.h), sigma)
+		r.Measures["sharp_raw"] = raw
+		b[weights.Sharpness] = sharpScore(raw)
+		b[weights.Exposure] = exposure
+		return b
+	}
+	b[weights.Faces] = 1
+	// Faces weigh by area: the main subject counts most.
+	var wsum, smileSum, eyesSum, sharpSum, faceLuma float64
+	placement := 1.0
+	var faceEx exposureStats
+	for i, f := range r.Faces {
+		wt := float64(f.Box.Dx() * f.Box.Dy())
+		wsum += wt
+		smileSum += wt * f.Smile
+		eyesSum += wt * f.EyesOpen
+		sharpSum += wt * f.Sharpness
+		placement = math.Min(placement, placementScore(f.Box, a.w, a.h))
+		if i == 0 {
+			faceEx = a.exposure(f.Box)
+			faceLuma = faceEx.mean
+		}
+	}
+	main := r.Faces[0].Box
+	b[weights.FaceSize] = faceSizeScore(main, a.w, a.h)
+	b[weights.Placement] = placement
+	b[weights.Smile] = smileSum / wsum
+	b[weights.EyesOpen] = eyesSum / wsum
+	b[weights.Sharpness] = sharpSum / wsum
+	r.Measures["face_luma"] = faceLuma
+	// The face's own exposure matters more than the frame's.
+	b[weights.Exposure] = 0.4*exposure + 0.6*faceEx.faceScore()
+	return b
+}
+
+// faces finds faces on a downscaled, equalised frame, confirms each at full
+// size and measures it. Faces are returned largest first.
+func (s *Scorer) faces(a *analysis) []Face {
+	small, scale := a.small()
+	eq := gocv.NewMat()
+	defer eq.Close()
+	gocv.EqualizeHist(small, &eq)
+	minSide := max(20, int(math.Round(float64(min(small.Cols(), small.Rows()))*minFaceFrac)))
+	cands := s.detect.DetectMultiScaleWithParams(eq, 1.1, 3, 0, image.Pt(minSide, minSide), image.Point{})
+	var faces []Face
+	for _, c := range cands {
+		full := image.Rect(int(float64(c.Min.X)*scale), int(float64(c.Min.Y)*scale),
+			int(float64(c.Max.X)*scale), int(float64(c.Max.Y)*scale))
+		box, ok := s.confirmFace(a, full)
+		if !ok {
+			continue
+		}
+		if overlapsAny(box, faces) {
+			continue
+		}
+		faces = append(faces, Face{Box: box})
+	}
+	sort.Slice(faces, func(i, j int) bool {
+		return faces[i].Box.Dx()*faces[i].Box.Dy() > faces[j].Box.Dx()*faces[j].Box.Dy()
+	})
+	if len(faces) > maxFaces {
+		faces = faces[:maxFaces]
+	}
+	sigma := a.noiseSigma()
+	for i := range faces {
+		f := &faces[i]
+		crop := a.faceCrop(f.Box, smileCropSize)
+		f.Smile = s.smile.Prob(crop)
+		f.EyesOpen = s.eyesOpen(a, f.Box)
+		f.Sharpness = sharpScore(a.sharpness(f.Box, sigma))
+	}
+	return faces
+}
+
+// Detection tunables.
+const (
+	// detectWidth: candidates are searched on a frame this wide.
+	detectWidth = 480
+	// minFaceFrac: faces smaller than this fraction of the short side are
+	// ignored (a face of 36 px in a 720 px high photo is not its subject).
+	minFaceFrac = 0.05
+	maxFaces    = 8
+	// smileCropSize: face crops are resampled to this square, the size of
+	// the GENKI-4K crops the smile network learnt from.
+	smileCropSize = 64
+	// confirmSide: a candidate is confirmed on a crop where the face is at
+	// most this many pixels wide.
+	confirmSide = 160
+)
+
+// confirmFace runs the Haar cascade on a crop around a candidate, at full
+// resolution (or scaled so the face is at most confirmSide wide), looking
+// only for faces of about the candidate's size. It returns the confirmed
+// box in full-image pixels.
+func (s *Scorer) confirmFace(a *analysis, cand image.Rectangle) (image.Rectangle, bool) {
+	pad := cand.Dx() * 3 / 10
+	region := image.Rect(cand.Min.X-pad, cand.Min.Y-pad, cand.Max.X+pad, cand.Max.Y+pad).Intersect(image.Rect(0, 0, a.w, a.h))
+	if region.Dx() < 24 || region.Dy() < 24 {
+		return image.Rectangle{}, false
+	}
+	roi := a.grey.Region(region)
+	defer roi.Close()
+	work := roi
+	f := 1.0
+	if cand.Dx() > confirmSide {
+		f = float64(confirmSide) / float64(cand.Dx())
+		scaled := gocv.NewMat()
+		defer scaled.Close()
+		gocv.Resize(roi, &scaled, image.Pt(int(float64(region.Dx())*f), int(float64(region.Dy())*f)), 0, 0, gocv.InterpolationArea)
+		work = scaled
+	}
+	side := float64(cand.Dx()) * f
+	minS := int(side * 0.6)
+	maxS := int(side*1.5) + 1
+	if minS < 24 {
+		minS = 24
+	}
+	hits := s.confirm.DetectMultiScaleWithParams(work, 1.08, 3, 0, image.Pt(minS, minS), image.Pt(maxS, maxS))
+	best, bestIoU := image.Rectangle{}, 0.0
+	for _, h := range hits {
+		box := image.Rect(region.Min.X+int(float64(h.Min.X)/f), region.Min.Y+int(float64(h.Min.Y)/f),
+			region.Min.X+int(float64(h.Max.X)/f), region.Min.Y+int(float64(h.Max.Y)/f))
+		if v := iou(box, cand); v > bestIoU {
+			best, bestIoU = box, v
+		}
+	}
+	return best, bestIoU > 0.3
+}
+
+// eyesOpen looks for open eyes in the upper half of the face: the Haar eye
+// cascade finds open eyes and mostly misses closed ones.
+func (s *Scorer) eyesOpen(a *analysis, box image.Rectangle) float64 {
+	upper := image.Rect(box.Min.X, box.Min.Y+box.Dy()/6, box.Max.X, box.Min.Y+box.Dy()*11/20)
+	crop := a.resizedRegion(upper, 96, 0)
+	if crop.Empty() {
+		return 0.5
+	}
+	defer crop.Close()
+	eyes := s.eyes.DetectMultiScaleWithParams(crop, 1.1, 3, 0, image.Pt(12, 12), image.Pt(48, 48))
+	// Keep at most one eye per side of the face.
+	var left, right bool
+	for _, e := range eyes {
+		cx := (e.Min.X + e.Max.X) / 2
+		if cx < crop.Cols()/2 {
+			left = true
+		} else {
+			right = true
+		}
+	}
+	switch {
+	case left && right:
+		return 1
+	case left || right:
+		return 0.6
+	}
+	return 0.1
+}
+
+func overlapsAny(b image.Rectangle, faces []Face) bool {
+	for _, f := range faces {
+		if iou(b, f.Box) > 0.3 {
+			return true
+		}
+	}
+	return false
+}
+
+func iou(a, b image.Rectangle) float64 {
+	in := a.Intersect(b)
+	if in.Empty() {
+		return 0
+	}
+	ia := float64(in.Dx() * in.Dy())
+	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
+}
