@@ -24,7 +24,13 @@ const Dims = feat.Dims
 
 // MaxVectors is the number of feature vectors in a probe template (the
 // canonical pooling grid and its displaced and scaled variants).
-var MaxVectors = len(feat.Variants)
+const MaxVectors = 11
+
+func init() {
+	if len(feat.Variants) != MaxVectors {
+		panic("template: MaxVectors does not match feat.Variants")
+	}
+}
 
 // Binary layout (little endian):
 //
@@ -77,7 +83,7 @@ func Compute(face *image.Gray) (Template, error) {
 	body := i8(t[headerLen : headerLen+n*Dims])
 	for i, g := range feat.Variants {
 		codes.Pool(g, hist)
-		model.Project(hist, body[i*Dims:(i+1)*Dims])
+		projector.Project(hist, body[i*Dims:(i+1)*Dims])
 	}
 	seal(t, n)
 	return t, nil
@@ -114,9 +120,10 @@ func (t Template) Vectors() int {
 // Distance is the dissimilarity of two templates: the squared Euclidean
 // distance between their feature vectors (in the units of the learnt
 // projection), minimised over the variants either template carries against
-// the other's canonical vector. Same person is typically below 35,
-// different people above 40 on ORL; but see Gallery for the decision,
-// which uses a normalised score rather than a fixed distance.
+// the other's canonical vector; the DoG map's coordinates count twice. It
+// is symmetric and zero for a template and its Compact form. Absolute
+// distances depend on the camera and the crop; Gallery decides on a
+// normalised score instead.
 func Distance(a, b Template) (float64, error) {
 	va, err := parse(a)
 	if err != nil {
@@ -148,7 +155,8 @@ func sqDist(a, b []int8) int32 {
 	a = a[:Dims]
 	b = b[:Dims]
 	var s0, s1, s2, s3 int32
-	for i := 0; i+4 <= Dims; i += 4 {
+	const dogStart = 2 * feat.Cells * feat.K
+	for i := 0; i+4 <= dogStart; i += 4 {
 		d0 := int32(a[i]) - int32(b[i])
 		d1 := int32(a[i+1]) - int32(b[i+1])
 		d2 := int32(a[i+2]) - int32(b[i+2])
@@ -158,7 +166,71 @@ func sqDist(a, b []int8) int32 {
 		s2 += d2 * d2
 		s3 += d3 * d3
 	}
-	return s0 + s1 + s2 + s3
+	raw := s0 + s1 + s2 + s3
+	s0, s1, s2, s3 = 0, 0, 0, 0
+	for i := dogStart; i+4 <= Dims; i += 4 {
+		d0 := int32(a[i]) - int32(b[i])
+		d1 := int32(a[i+1]) - int32(b[i+1])
+		d2 := int32(a[i+2]) - int32(b[i+2])
+		d3 := int32(a[i+3]) - int32(b[i+3])
+		s0 += d0 * d0
+		s1 += d1 * d1
+		s2 += d2 * d2
+		s3 += d3 * d3
+	}
+	return raw + 2*(s0+s1+s2+s3)
+}
+
+// minDistBound is minDist, except that it may give up on a vector once its
+// partial sum reaches bound: the result is exact when below bound, and
+// otherwise some value at least bound.
+func minDistBound(vs []int8, v []int8, bound int32) int32 {
+	best := int32(math.MaxInt32)
+	for o := 0; o+Dims <= len(vs); o += Dims {
+		if d := sqDistBound(vs[o:o+Dims], v, min(best, bound)); d < best {
+			best = d
+		}
+	}
+	return best
+}
+
+// sqDistBound is sqDist computed a chunk at a time, DoG map first, giving
+// up with the partial sum once it reaches bound.
+func sqDistBound(a, b []int8, bound int32) int32 {
+	const (
+		dogStart = 2 * feat.Cells * feat.K
+		chunk    = feat.Cells * feat.K / 2 // 252
+	)
+	a = a[:Dims]
+	b = b[:Dims]
+	part := func(lo, hi int) int32 {
+		var s0, s1, s2, s3 int32
+		for i := lo; i+4 <= hi; i += 4 {
+			d0 := int32(a[i]) - int32(b[i])
+			d1 := int32(a[i+1]) - int32(b[i+1])
+			d2 := int32(a[i+2]) - int32(b[i+2])
+			d3 := int32(a[i+3]) - int32(b[i+3])
+			s0 += d0 * d0
+			s1 += d1 * d1
+			s2 += d2 * d2
+			s3 += d3 * d3
+		}
+		return s0 + s1 + s2 + s3
+	}
+	var s int32
+	for lo := dogStart; lo < Dims; lo += chunk {
+		s += 2 * part(lo, lo+chunk)
+		if s >= bound {
+			return s
+		}
+	}
+	for lo := 0; lo < dogStart; lo += chunk {
+		s += part(lo, lo+chunk)
+		if s >= bound {
+			return s
+		}
+	}
+	return s
 }
 
 func toUnits(d int32) float64 {
@@ -175,7 +247,7 @@ func parse(t Template) ([]int8, error) {
 		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, t[2], Version)
 	}
 	n := int(t[3])
-	if n < 1 || n > len(feat.Variants) || binary.LittleEndian.Uint16(t[4:6]) != Dims || t[6] != 0 || t[7] != 0 {
+	if n < 1 || n > MaxVectors || binary.LittleEndian.Uint16(t[4:6]) != Dims || t[6] != 0 || t[7] != 0 {
 		return nil, ErrCorrupt
 	}
 	if len(t) != headerLen+n*Dims+crcLen {
@@ -193,6 +265,13 @@ func seal(t Template, n int) {
 	t[0], t[1], t[2], t[3] = magic[0], magic[1], Version, byte(n)
 	binary.LittleEndian.PutUint16(t[4:6], Dims)
 	t[6], t[7] = 0, 0
+	sealCRC(t)
+}
+
+// sealCRC writes the checksum of everything before it.
+func sealCRC(t Template) {
 	end := len(t) - crcLen
 	binary.LittleEndian.PutUint32(t[end:], crc32.ChecksumIEEE(t[:end]))
 }
+
+var projector = model.Prepare()

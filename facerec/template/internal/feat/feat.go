@@ -107,21 +107,31 @@ func (c *Codes) Pool(g Geo, out []float32) {
 	// values are cell centres
 	ox := W/2 + g.DX - g.Scale*W/2
 	oy := H/2 + g.DY - g.Scale*H/2
-	var x0s [W]int
-	var txs [W]float32
+	// each pixel column spreads over at most two cell columns
+	var cxs [W][2]int
+	var wxs [W][2]float32
 	for x := 0; x < W; x++ {
 		f := (float64(x)+0.5-ox)/cw - 0.5
 		fl := math.Floor(f)
-		x0s[x] = int(fl)
-		txs[x] = float32(f - fl)
+		t := float32(f - fl)
+		for d := 0; d < 2; d++ {
+			cx := int(fl) + d
+			w := 1 - t
+			if d == 1 {
+				w = t
+			}
+			if cx < 0 || cx >= NX {
+				cx, w = 0, 0
+			}
+			cxs[x][d], wxs[x][d] = cx, w
+		}
 	}
 	for y := 0; y < H; y++ {
 		f := (float64(y)+0.5-oy)/ch - 0.5
 		fl := math.Floor(f)
-		y0 := int(fl)
 		ty := float32(f - fl)
 		for dy := 0; dy < 2; dy++ {
-			cy := y0 + dy
+			cy := int(fl) + dy
 			if cy < 0 || cy >= NY {
 				continue
 			}
@@ -132,24 +142,15 @@ func (c *Codes) Pool(g Geo, out []float32) {
 			if wy == 0 {
 				continue
 			}
-			for x := 0; x < W; x++ {
-				for dx := 0; dx < 2; dx++ {
-					cx := x0s[x] + dx
-					if cx < 0 || cx >= NX {
-						continue
-					}
-					w := 1 - txs[x]
-					if dx == 1 {
-						w = txs[x]
-					}
-					w *= wy
-					if w == 0 {
-						continue
-					}
-					cell := cy*NX + cx
-					for m := 0; m < Maps; m++ {
-						out[(m*Cells+cell)*Bins+int(c[m][y*W+x])] += w
-					}
+			row := cy * NX
+			for m := 0; m < Maps; m++ {
+				codes := c[m][y*W : (y+1)*W]
+				hm := out[m*Cells*Bins : (m+1)*Cells*Bins]
+				for x, code := range codes {
+					w := &wxs[x]
+					cx := &cxs[x]
+					hm[(row+cx[0])*Bins+int(code)] += wy * w[0]
+					hm[(row+cx[1])*Bins+int(code)] += wy * w[1]
 				}
 			}
 		}
@@ -239,11 +240,26 @@ var uniform = func() (u [256]uint8) {
 	return u
 }()
 
+// pad is the border added around the canonical image for LBP sampling:
+// radius 2 plus one pixel for bilinear interpolation.
+const (
+	pad = 3
+	pw  = W + 2*pad
+)
+
 // lbp writes uniform LBP(8,r) labels of img into out. Neighbours off the
 // grid sample the nearest border pixel; off-grid positions are bilinear.
 func lbp(img []float32, r float64, out []uint8) {
+	var p [pw * (H + 2*pad)]float32
+	for y := -pad; y < H+pad; y++ {
+		src := img[max(0, min(H-1, y))*W:]
+		row := p[(y+pad)*pw:]
+		for x := -pad; x < W+pad; x++ {
+			row[x+pad] = src[max(0, min(W-1, x))]
+		}
+	}
 	type tap struct {
-		dx, dy             int
+		off                int // offset of the top-left tap in p
 		w00, w01, w10, w11 float32
 	}
 	var taps [8]tap
@@ -259,21 +275,18 @@ func lbp(img []float32, r float64, out []uint8) {
 		}
 		fx, fy := math.Floor(x), math.Floor(y)
 		tx, ty := x-fx, y-fy
-		taps[k] = tap{int(fx), int(fy),
+		taps[k] = tap{int(fy)*pw + int(fx),
 			float32((1 - tx) * (1 - ty)), float32(tx * (1 - ty)), float32((1 - tx) * ty), float32(tx * ty)}
-	}
-	at := func(x, y int) float32 {
-		x = max(0, min(W-1, x))
-		y = max(0, min(H-1, y))
-		return img[y*W+x]
 	}
 	for y := 0; y < H; y++ {
 		for x := 0; x < W; x++ {
-			c := img[y*W+x]
+			o := (y+pad)*pw + x + pad
+			c := p[o]
 			code := 0
-			for k, t := range taps {
-				px, py := x+t.dx, y+t.dy
-				v := t.w00*at(px, py) + t.w01*at(px+1, py) + t.w10*at(px, py+1) + t.w11*at(px+1, py+1)
+			for k := range taps {
+				t := &taps[k]
+				q := o + t.off
+				v := t.w00*p[q] + t.w01*p[q+1] + t.w10*p[q+pw] + t.w11*p[q+pw+1]
 				if v >= c {
 					code |= 1 << k
 				}
@@ -349,7 +362,8 @@ func blur(img []float32, k []float32) *[W * H]float32 {
 	return out
 }
 
-// K is the number of projected coordinates kept per cell histogram.
+// K is the number of projected coordinates kept per cell histogram
+// (Projector.Project is unrolled for 12).
 const K = 12
 
 // Dims is the length of one projected feature vector.
@@ -366,27 +380,65 @@ type Model struct {
 	Scale float32 // int8 units per unit of projected value
 }
 
-// Project maps pooled histograms (layout of Pool) to quantised coordinates,
-// laid out [map][cell][k]; out must have Dims elements.
-func (m *Model) Project(hist []float32, out []int8) {
+// Projector is a Model prepared for fast projection.
+type Projector struct {
+	basisT [Maps][Bins][K]float32 // basis transposed
+	offset [Maps][K]float32       // basis times mean
+	scale  float32
+}
+
+// Prepare returns m's Projector.
+func (m *Model) Prepare() *Projector {
+	p := &Projector{scale: m.Scale}
+	for mp := 0; mp < Maps; mp++ {
+		for k := 0; k < K; k++ {
+			var o float64
+			for i := 0; i < Bins; i++ {
+				p.basisT[mp][i][k] = m.Basis[mp][k][i]
+				o += float64(m.Basis[mp][k][i]) * float64(m.Mean[mp][i])
+			}
+			p.offset[mp][k] = float32(o)
+		}
+	}
+	return p
+}
+
+// Project maps pooled histograms (layout of Pool) to quantised coordinates
+// (the basis applied to the centred histogram, times Scale, rounded and
+// clamped to +-127), laid out [map][cell][k]; out must have Dims elements.
+// Empty bins are skipped: a cell histogram has a few dozen non-zero bins.
+func (p *Projector) Project(hist []float32, out []int8) {
 	if len(hist) != Maps*Cells*Bins || len(out) != Dims {
 		panic("feat: Project: wrong lengths")
 	}
-	var centred [Bins]float32
 	for mp := 0; mp < Maps; mp++ {
 		for c := 0; c < Cells; c++ {
 			h := hist[(mp*Cells+c)*Bins : (mp*Cells+c+1)*Bins]
-			for i := range centred {
-				centred[i] = h[i] - m.Mean[mp][i]
-			}
-			o := out[(mp*Cells+c)*K : (mp*Cells+c+1)*K]
-			for k := 0; k < K; k++ {
-				var s float32
-				row := &m.Basis[mp][k]
-				for i, v := range centred {
-					s += row[i] * v
+			// K = 12 accumulators kept in registers
+			var a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11 float32
+			bt := &p.basisT[mp]
+			for i, v := range h {
+				if v == 0 {
+					continue
 				}
-				q := math.Round(float64(s * m.Scale))
+				b := &bt[i]
+				a0 += v * b[0]
+				a1 += v * b[1]
+				a2 += v * b[2]
+				a3 += v * b[3]
+				a4 += v * b[4]
+				a5 += v * b[5]
+				a6 += v * b[6]
+				a7 += v * b[7]
+				a8 += v * b[8]
+				a9 += v * b[9]
+				a10 += v * b[10]
+				a11 += v * b[11]
+			}
+			acc := [K]float32{a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11}
+			o := out[(mp*Cells+c)*K : (mp*Cells+c+1)*K]
+			for k := range acc {
+				q := math.Round(float64((acc[k] - p.offset[mp][k]) * p.scale))
 				o[k] = int8(max(-127, min(127, q)))
 			}
 		}
