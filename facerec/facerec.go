@@ -43,12 +43,17 @@ type Analyzer interface {
 	Faces(ctx context.Context, image []byte) ([]Face, error)
 }
 
-// Recognizer compares templates.
+// Recognizer builds a matcher over the enrolled people's samples.
 type Recognizer interface {
+	Build(gallery map[string][][]byte) (Matcher, error)
+}
+
+// Matcher identifies a probe template among the people it was built on.
+type Matcher interface {
 	// Identify returns the subject whose samples best match probe, with a
 	// confidence in [0, 1]; ok only when the match clears the shipped
 	// threshold.
-	Identify(gallery map[string][][]byte, probe []byte) (subject string, confidence float64, ok bool)
+	Identify(probe []byte) (subject string, confidence float64, ok bool)
 }
 
 // Refusals of enrollment commands.
@@ -93,7 +98,7 @@ type Service struct {
 	mu       sync.Mutex
 	window   *window              // the one open enrollment, if any
 	lastSeen map[string]time.Time // per subject, for the sighting interval
-	gallery  map[string][][]byte  // decrypted templates of enrolled subjects; nil: reload
+	matcher  Matcher              // over the decrypted templates of consenting people; nil: rebuild
 
 	handled atomic.Int64 // frames fully handled (tests wait on it)
 }
@@ -294,11 +299,11 @@ func reason(err error) string {
 // records a sighting at most once per interval per person. A face that
 // matches nobody is dropped here, with nothing written or logged.
 func (s *Service) recognise(probe []byte) {
-	gallery, err := s.loadGallery()
-	if err != nil || len(gallery) == 0 {
+	m, err := s.loadMatcher()
+	if err != nil || m == nil {
 		return
 	}
-	subject, confidence, ok := s.rec.Identify(gallery, probe)
+	subject, confidence, ok := m.Identify(probe)
 	if !ok {
 		return
 	}
@@ -378,16 +383,17 @@ func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, conf
 	return b.Put(k, sealed)
 }
 
-// loadGallery returns the templates of every enrolled person whose consent
-// still covers recognition, decrypting them once until the next change.
-func (s *Service) loadGallery() (map[string][][]byte, error) {
+// loadMatcher returns a matcher over the templates of every enrolled
+// person whose consent still covers recognition, decrypting and building it
+// once until the next change; nil when nobody is enrolled.
+func (s *Service) loadMatcher() (Matcher, error) {
 	s.mu.Lock()
-	g := s.gallery
+	m := s.matcher
 	s.mu.Unlock()
-	if g != nil {
-		return g, nil
+	if m != nil {
+		return m, nil
 	}
-	g = map[string][][]byte{}
+	g := map[string][][]byte{}
 	err := s.st.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(store.BucketFaces).Cursor()
 		prefix := []byte("tpl/")
@@ -412,19 +418,23 @@ func (s *Service) loadGallery() (map[string][][]byte, error) {
 		}
 		return nil
 	})
+	if err != nil || len(g) == 0 {
+		return nil, err
+	}
+	m, err = s.rec.Build(g)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	s.gallery = g
+	s.matcher = m
 	s.mu.Unlock()
-	return g, nil
+	return m, nil
 }
 
-// invalidate drops the decrypted gallery; the next match reloads it.
+// invalidate drops the matcher; the next match rebuilds it.
 func (s *Service) invalidate() {
 	s.mu.Lock()
-	s.gallery = nil
+	s.matcher = nil
 	s.mu.Unlock()
 }
 
@@ -432,11 +442,11 @@ func (s *Service) invalidate() {
 // consent covers recognition now (all of them when recognition is not
 // allowed): the faces to blur before a photo leaves the device.
 func (s *Service) Strangers(faces []Face) []image.Rectangle {
-	gallery, err := s.loadGallery()
+	m, err := s.loadMatcher()
 	var out []image.Rectangle
 	for _, f := range faces {
-		if err == nil && len(gallery) > 0 {
-			if _, _, ok := s.rec.Identify(gallery, f.Template); ok {
+		if err == nil && m != nil {
+			if _, _, ok := m.Identify(f.Template); ok {
 				continue
 			}
 		}
@@ -472,7 +482,7 @@ func (s *Service) Forget(tx *bolt.Tx, subject string) (Forgotten, error) {
 // Forgot clears the in-memory state of subject after Forget committed.
 func (s *Service) Forgot(subject string) {
 	s.mu.Lock()
-	s.gallery = nil
+	s.matcher = nil
 	delete(s.lastSeen, subject)
 	if s.window != nil && s.window.subject == subject {
 		s.window = nil

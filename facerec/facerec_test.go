@@ -36,7 +36,11 @@ func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 
 type firstByte struct{}
 
-func (firstByte) Identify(g map[string][][]byte, probe []byte) (string, float64, bool) {
+func (firstByte) Build(g map[string][][]byte) (Matcher, error) { return firstByteMatcher(g), nil }
+
+type firstByteMatcher map[string][][]byte
+
+func (g firstByteMatcher) Identify(probe []byte) (string, float64, bool) {
 	for subject, samples := range g {
 		for _, s := range samples {
 			if s[0] == probe[0] {
