@@ -341,6 +341,16 @@ func tplKey(subject string) []byte { return []byte("tpl/" + subject) }
 func sightPrefix(subject string) []byte { return []byte("sight/" + subject + "/") }
 
 func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) error {
+	if c, ok := s.rec.(interface{ Compact([]byte) ([]byte, error) }); ok {
+		compact := make([][]byte, len(samples))
+		for i, smp := range samples {
+			var err error
+			if compact[i], err = c.Compact(smp); err != nil {
+				return err
+			}
+		}
+		samples = compact
+	}
 	key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
 	if err != nil {
 		return err

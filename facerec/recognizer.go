@@ -35,3 +35,10 @@ func (m templateMatcher) Identify(probe []byte) (string, float64, bool) {
 	}
 	return subject, math.Max(0, math.Min(1, 1-score)), true
 }
+
+// Compact keeps only what a stored sample needs (a probe carries shifted
+// variants too).
+func (Templates) Compact(sample []byte) ([]byte, error) {
+	c, err := template.Compact(template.Template(sample))
+	return []byte(c), err
+}
