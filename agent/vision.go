@@ -18,10 +18,8 @@ func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
 	return nil, errors.New("vision worker not available")
 }
 
-func (noVision) Identify(map[string][][]byte, []byte) (string, float64, bool) { return "", 0, false }
-
 func (d *Daemon) analyzer() facerec.Analyzer     { return noVision{} }
-func (d *Daemon) recognizer() facerec.Recognizer { return noVision{} }
+func (d *Daemon) recognizer() facerec.Recognizer { return facerec.Templates{} }
 
 // basicScorer scores in pure Go when the vision worker cannot run.
 type basicScorer struct{}

@@ -45,7 +45,7 @@ type offer struct {
 
 const fwChunk = 4096
 
-func image(n int) []byte {
+func randomImage(n int) []byte {
 	b := make([]byte, n)
 	crand.Read(b)
 	return b
@@ -104,7 +104,7 @@ func TestFirmwareOffersAreVerifiedStagedAndNeverRolledBack(t *testing.T) {
 	a := newApp(t, b, r.deviceID)
 	r.start()
 
-	img := image(5*fwChunk + 100)
+	img := randomImage(5*fwChunk + 100)
 	m := u.manifest("1.1.0", img, "2026-11", false)
 	a.must("fw-1", "firmware_offer", u.payload(m, u.priv))
 	publishChunks(t, a, "1.1.0", img, nil)
@@ -152,7 +152,7 @@ func TestFirmwareOffersAreVerifiedStagedAndNeverRolledBack(t *testing.T) {
 	short.Size += fwChunk
 	short.Chunks++
 	a.must("fw-6", "firmware_offer", u.payload(short, u.priv))
-	publishChunks(t, a, "1.4.0", append(img, image(10)...), nil)
+	publishChunks(t, a, "1.4.0", append(img, randomImage(10)...), nil)
 	if ev := firmwareEvent(t, a, "firmware_rejected", "1.4.0"); ev["reason"] != "size" {
 		t.Fatalf("wrong size: %v", ev)
 	}
@@ -168,7 +168,7 @@ func TestFirmwareDownloadResumesAfterRestart(t *testing.T) {
 	r := newRig(t, b, u.yaml())
 	a := newApp(t, b, r.deviceID)
 	r.start()
-	img := image(8*fwChunk + 7)
+	img := randomImage(8*fwChunk + 7)
 	m := u.manifest("2.0.0", img, "2026-11", false)
 	a.must("fw-1", "firmware_offer", u.payload(m, u.priv))
 	publishChunks(t, a, "2.0.0", img, func(n int) bool { return n%2 == 0 })
@@ -202,7 +202,7 @@ func TestP15_MaterialPolicyChangePausesFeaturesUntilAccepted(t *testing.T) {
 	a := newApp(t, b, r.deviceID)
 	r.start()
 	enableAutoPhoto(a)
-	img := image(3 * fwChunk)
+	img := randomImage(3 * fwChunk)
 	a.must("fw-1", "firmware_offer", u.payload(u.manifest("1.5.0", img, "2027-01", true), u.priv))
 	publishChunks(t, a, "1.5.0", img, nil)
 	firmwareEvent(t, a, "firmware_staged", "1.5.0")
