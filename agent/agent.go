@@ -22,6 +22,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
@@ -52,6 +53,7 @@ type Daemon struct {
 	fw        *firmware.Manager
 	metrics   *metrics
 
+	vision *vision.Client // nil when the worker binary is missing
 	scorer photoScorer
 	selMu  sync.Mutex      // one selection at a time
 	ctx    context.Context // the daemon's run context, for background work
@@ -63,7 +65,7 @@ type Daemon struct {
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1), scorer: basicScorer{}, ctx: context.Background()}
+	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1), ctx: context.Background()}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -82,6 +84,8 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 	}()
 	d.deviceKey = deviceKey
+	d.vision = d.newVision()
+	d.scorer = d.photoScorer()
 	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions)
 	d.outbox, err = outbox.Open(d.st, outbox.Config{
 		Dir:           filepath.Join(cfg.DataDir, "outbox"),
@@ -213,7 +217,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	d.ctx = ctx
-	defer d.bg.Wait()
 	services := []struct {
 		name string
 		run  func(context.Context) error
@@ -249,6 +252,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-done:
 	case <-time.After(ShutdownTimeout):
 		d.log.Error("services did not stop in time", "timeout", ShutdownTimeout)
+	}
+	d.bg.Wait() // a selection in flight stops at its next step
+	if d.vision != nil {
+		d.vision.Close()
 	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -120,6 +120,9 @@ func (d *Daemon) selectDay(ctx context.Context, day string, photos []capture.Pho
 		cands[p.ID] = c
 		list = append(list, capture.Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: c.score, PHash: sc.PHash})
 	}
+	if err := ctx.Err(); err != nil {
+		return res, err // shutting down: a photo that could not be scored is not deleted for it
+	}
 	var counts capture.DayCounts
 	_ = d.view(func(tx *bolt.Tx) (err error) { counts, err = capture.ReadDay(tx, day); return })
 	room := max(0, d.cfg.Photos.KeepPerDay-counts.Selected)
@@ -268,7 +271,7 @@ func (d *Daemon) selectSoon(includeToday bool) {
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		if _, err := d.runSelection(d.ctx, includeToday); err != nil && !errors.Is(err, errSelectionAborted) {
+		if _, err := d.runSelection(d.ctx, includeToday); err != nil && !errors.Is(err, errSelectionAborted) && !errors.Is(err, context.Canceled) {
 			d.log.Error("selection failed", "err", err)
 		}
 	}()

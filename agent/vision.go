@@ -3,23 +3,86 @@ package agent
 import (
 	"context"
 	"errors"
+	"image"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
-
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 )
 
-// noVision stands in until the vision worker is wired: every frame is
-// dropped unanalysed, which keeps nothing.
+// newVision returns the client of the vision worker, or nil when its
+// binary is missing (photos are then scored in pure Go and frames dropped
+// unanalysed, which keeps nothing).
+func (d *Daemon) newVision() *vision.Client {
+	path := d.cfg.Vision.Worker
+	if path == "" {
+		if exe, err := os.Executable(); err == nil {
+			path = filepath.Join(filepath.Dir(exe), "aibo-vision")
+		}
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		d.log.Warn("vision worker not found: faces are not analysed, photos are scored without faces", "path", path)
+		return nil
+	}
+	return vision.NewClient(vision.Config{
+		Path:   path,
+		Args:   []string{"-models", d.cfg.Vision.ModelsDir},
+		Logger: d.log.With("service", "vision"),
+	})
+}
+
+func (d *Daemon) analyzer() facerec.Analyzer {
+	if d.vision == nil {
+		return noVision{}
+	}
+	return workerFaces{d.vision}
+}
+
+func (d *Daemon) recognizer() facerec.Recognizer { return facerec.Templates{} }
+
+func (d *Daemon) photoScorer() photoScorer {
+	if d.vision == nil {
+		return basicScorer{}
+	}
+	return workerScores{d.vision}
+}
+
+// workerFaces asks the worker for templates.
+type workerFaces struct{ c *vision.Client }
+
+func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
+	r, err := w.c.Faces(ctx, vision.Faces{Image: img})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]facerec.Face, len(r.Faces))
+	for i, f := range r.Faces {
+		out[i] = facerec.Face{Template: f.Template, Box: image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H)}
+	}
+	return out, nil
+}
+
+// workerScores asks the worker for the breakdown.
+type workerScores struct{ c *vision.Client }
+
+func (w workerScores) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
+	r, err := w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt})
+	if err != nil {
+		return Scored{}, err
+	}
+	return Scored{Breakdown: r.Breakdown, PHash: r.PHash}, nil
+}
+
+// noVision stands in when the worker is missing: every frame is dropped
+// unanalysed, which keeps nothing.
 type noVision struct{}
 
 func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
 	return nil, errors.New("vision worker not available")
 }
-
-func (d *Daemon) analyzer() facerec.Analyzer     { return noVision{} }
-func (d *Daemon) recognizer() facerec.Recognizer { return facerec.Templates{} }
 
 // basicScorer scores in pure Go when the vision worker cannot run.
 type basicScorer struct{}

@@ -68,8 +68,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultEnv is the worker's environment when Config.Env is nil.
-var DefaultEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "OPENCV_LOG_LEVEL=ERROR"}
+// DefaultEnv is the worker's environment when Config.Env is nil: a PATH,
+// OpenCV quiet, and OpenCV's own decoder limit at the contract's 40
+// megapixels (the worker checks the header first; this is a second line).
+var DefaultEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "OPENCV_LOG_LEVEL=ERROR", "OPENCV_IO_MAX_IMAGE_PIXELS=40000000"}
 
 func (c Config) withDefaults() Config {
 	if c.RequestTimeout <= 0 {
@@ -155,6 +157,22 @@ func (c *Client) Score(ctx context.Context, req Score) (ScoreResult, error) {
 		return ScoreResult{}, fmt.Errorf("%w: score answered without a result", ErrCrashed)
 	}
 	return *resp.Score, nil
+}
+
+// Faces asks the worker for the faces of one encoded image, as templates.
+func (c *Client) Faces(ctx context.Context, req Faces) (FacesResult, error) {
+	if len(req.Image) > MaxImageBytes {
+		c.count(func(s *Stats) { s.Failed++ })
+		return FacesResult{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(req.Image), MaxImageBytes)
+	}
+	resp, err := c.call(ctx, &Request{Op: OpFaces, Faces: &req})
+	if err != nil {
+		return FacesResult{}, err
+	}
+	if resp.Faces == nil {
+		return FacesResult{}, fmt.Errorf("%w: faces answered without a result", ErrCrashed)
+	}
+	return *resp.Faces, nil
 }
 
 // Stats returns a snapshot of the counters.

@@ -65,6 +65,7 @@ type Op string
 const (
 	OpPing  Op = "ping"
 	OpScore Op = "score"
+	OpFaces Op = "faces"
 )
 
 // Request is one message to the worker. Exactly the field named by Op is
@@ -73,6 +74,32 @@ type Request struct {
 	ID    uint64 `json:"id"`
 	Op    Op     `json:"op"`
 	Score *Score `json:"score,omitempty"`
+	Faces *Faces `json:"faces,omitempty"`
+}
+
+// Faces asks for the faces of one image, each as a template made from its
+// aligned crop. The crop itself never leaves the worker.
+type Faces struct {
+	// Image holds the encoded image (JPEG or PNG); it travels as the blob.
+	Image []byte `json:"-"`
+}
+
+// FacesResult lists the faces found.
+type FacesResult struct {
+	Faces  []FaceTemplate `json:"faces"`
+	Width  int            `json:"width"`
+	Height int            `json:"height"`
+}
+
+// FaceTemplate is one face: where it is and its template (facerec/template
+// format). A template is biometric data: the daemon keeps it only for a
+// consenting person and drops every other at once.
+type FaceTemplate struct {
+	X        int    `json:"x"`
+	Y        int    `json:"y"`
+	W        int    `json:"w"`
+	H        int    `json:"h"`
+	Template []byte `json:"template"`
 }
 
 // Score asks for the quality score of one photo.
@@ -93,6 +120,7 @@ type Response struct {
 	Error string       `json:"error,omitempty"`
 	Pong  *Pong        `json:"pong,omitempty"`
 	Score *ScoreResult `json:"score,omitempty"`
+	Faces *FacesResult `json:"faces,omitempty"`
 }
 
 // Pong answers a ping.
@@ -134,6 +162,8 @@ func (r *Request) blob() []byte {
 	switch {
 	case r.Score != nil:
 		return r.Score.Image
+	case r.Faces != nil:
+		return r.Faces.Image
 	}
 	return nil
 }
@@ -143,6 +173,8 @@ func (r *Request) setBlob(b []byte) error {
 	switch {
 	case r.Op == OpScore && r.Score != nil:
 		r.Score.Image = b
+	case r.Op == OpFaces && r.Faces != nil:
+		r.Faces.Image = b
 	case len(b) > 0:
 		return fmt.Errorf("vision: op %q carries no blob, got %d bytes", r.Op, len(b))
 	}

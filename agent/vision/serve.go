@@ -12,12 +12,16 @@ import (
 // answers its op with an "unsupported" error. Ping is answered by Serve.
 type Handlers struct {
 	Score func(ctx context.Context, req Score) (ScoreResult, error)
+	Faces func(ctx context.Context, req Faces) (FacesResult, error)
 }
 
 func (h Handlers) ops() []Op {
 	ops := []Op{OpPing}
 	if h.Score != nil {
 		ops = append(ops, OpScore)
+	}
+	if h.Faces != nil {
+		ops = append(ops, OpFaces)
 	}
 	return ops
 }
@@ -62,6 +66,13 @@ func (h Handlers) handle(ctx context.Context, req *Request) (resp *Response) {
 			resp.Error = err.Error()
 		} else {
 			resp.Score = &res
+		}
+	case req.Op == OpFaces && h.Faces != nil && req.Faces != nil:
+		res, err := h.Faces(ctx, *req.Faces)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Faces = &res
 		}
 	default:
 		resp.Error = fmt.Sprintf("unsupported op %q", req.Op)

@@ -16,10 +16,12 @@ type analysis struct {
 	grey gocv.Mat
 	w, h int
 
-	smallMat   gocv.Mat
-	smallScale float64 // full pixels per small pixel
-	sigma      float64
-	haveSigma  bool
+	smallMat     gocv.Mat
+	smallScale   float64 // full pixels per small pixel
+	sigma        float64
+	haveSigma    bool
+	candidates   int
+	faceSharpRaw float64
 }
 
 func newAnalysis(grey gocv.Mat) *analysis {
@@ -32,20 +34,22 @@ func (a *analysis) close() {
 	}
 }
 
-// small returns the frame downscaled to detectWidth (or the frame itself
-// when it is not wider) and the factor back to full-size pixels.
+// small returns the frame downscaled so its short side is detectSide (or
+// the frame itself when it is not larger) and the factor back to full-size
+// pixels.
 func (a *analysis) small() (gocv.Mat, float64) {
 	if a.smallScale != 0 {
 		return a.smallMat, a.smallScale
 	}
-	if a.w <= detectWidth {
+	short := min(a.w, a.h)
+	if short <= detectSide {
 		a.smallMat = a.grey.Clone()
 		a.smallScale = 1
 		return a.smallMat, 1
 	}
-	f := float64(a.w) / detectWidth
+	f := float64(short) / detectSide
 	a.smallMat = gocv.NewMat()
-	gocv.Resize(a.grey, &a.smallMat, image.Pt(detectWidth, int(math.Round(float64(a.h)/f))), 0, 0, gocv.InterpolationArea)
+	gocv.Resize(a.grey, &a.smallMat, image.Pt(int(math.Round(float64(a.w)/f)), int(math.Round(float64(a.h)/f))), 0, 0, gocv.InterpolationArea)
 	a.smallScale = f
 	return a.smallMat, f
 }
@@ -97,8 +101,9 @@ func (a *analysis) noiseSigma() float64 {
 		return a.sigma
 	}
 	a.haveSigma = true
-	// Bound the work: a central window of at most 960x540 full-size pixels
-	// holds plenty of flat patches.
+	// Bound the work: sensor noise is the same all over the frame, so a
+	// central window of at most noiseWindowW x noiseWindowH full-size
+	// pixels holds plenty of flat patches.
 	win := image.Rect(0, 0, a.w, a.h)
 	if a.w > noiseWindowW {
 		x0 := (a.w - noiseWindowW) / 2
@@ -110,17 +115,17 @@ func (a *analysis) noiseSigma() float64 {
 	}
 	roi := a.grey.Region(win)
 	defer roi.Close()
-	src := gocv.NewMat()
+	src := roi.Clone() // continuous
 	defer src.Close()
-	roi.ConvertTo(&src, gocv.MatTypeCV16S)
-	kernel := gocv.NewMatWithSize(3, 3, gocv.MatTypeCV32F)
-	defer kernel.Close()
-	for i, v := range []float32{1, -2, 1, -2, 4, -2, 1, -2, 1} {
-		kernel.SetFloatAt(i/3, i%3, v)
+	// The mask [1 -2 1]^T [1 -2 1] is separable.
+	k := gocv.NewMatWithSize(1, 3, gocv.MatTypeCV32F)
+	defer k.Close()
+	for i, v := range []float32{1, -2, 1} {
+		k.SetFloatAt(0, i, v)
 	}
 	resp := gocv.NewMat()
 	defer resp.Close()
-	gocv.Filter2D(src, &resp, gocv.MatTypeCV16S, kernel, image.Pt(-1, -1), 0, gocv.BorderReflect101)
+	gocv.SepFilter2D(src, &resp, gocv.MatTypeCV16S, k, k, image.Pt(-1, -1), 0, gocv.BorderReflect101)
 	// Structure: a box-filtered absolute gradient; flat pixels are those
 	// below its 30th percentile.
 	gx, gy := gocv.NewMat(), gocv.NewMat()
@@ -176,7 +181,7 @@ func (a *analysis) noiseSigma() float64 {
 	return a.sigma
 }
 
-const noiseWindowW, noiseWindowH = 960, 540
+const noiseWindowW, noiseWindowH = 640, 360
 
 type exposureStats struct {
 	mean, dark, bright float64
@@ -276,17 +281,11 @@ func (a *analysis) sharpness(r image.Rectangle, sigma float64) float64 {
 	if err1 != nil || err2 != nil || err3 != nil || len(fx) == 0 {
 		return 0
 	}
-	mags := make([]float64, len(fx))
+	mags := make([]float32, len(fx))
 	for i := range fx {
-		mags[i] = float64(fx[i])*float64(fx[i]) + float64(fy[i])*float64(fy[i])
+		mags[i] = fx[i]*fx[i] + fy[i]*fy[i]
 	}
-	sort.Float64s(mags)
-	top := mags[len(mags)*9/10:]
-	var g2 float64
-	for _, v := range top {
-		g2 += v
-	}
-	g2 /= float64(len(top))
+	g2 := topMean(mags, 0.1)
 	// The top tenth of gradient energy that pure noise of this sigma
 	// produces after the same smoothing (measured: see TestNoiseFloor).
 	g2 -= noiseGradK * noiseGradK * sigma * sigma
@@ -353,4 +352,46 @@ func (a *analysis) phash() uint64 {
 		}
 	}
 	return h
+}
+
+// topMean returns the mean of the largest frac of v (reordering v).
+func topMean(v []float32, frac float64) float64 {
+	k := len(v) - max(1, int(frac*float64(len(v))))
+	selectKth(v, k)
+	var s float64
+	for _, x := range v[k:] {
+		s += float64(x)
+	}
+	return s / float64(len(v)-k)
+}
+
+// selectKth reorders v so that v[k] holds the value it would have sorted,
+// with nothing larger before it and nothing smaller after (quickselect).
+func selectKth(v []float32, k int) {
+	lo, hi := 0, len(v)-1
+	for lo < hi {
+		p := v[lo+(hi-lo)/2]
+		i, j := lo, hi
+		for i <= j {
+			for v[i] < p {
+				i++
+			}
+			for v[j] > p {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return
+		}
+	}
 }

@@ -46,18 +46,16 @@ type scratch struct {
 	in  []float32
 }
 
-// Prob returns the probability that the face in crop smiles: the network's
-// answer on the crop and on its mirror image, averaged.
+// Prob returns the probability that the face in crop smiles. (Averaging
+// with the mirror image gains 0.1 point on GENKI-4K for twice the time; it
+// is not done.) A crop under 8x8 pixels gets 0.5.
 func (m *Model) Prob(c Crop) float64 {
 	if c.W < 8 || c.H < 8 || len(c.Pix) != c.W*c.H {
 		return 0.5
 	}
 	s := m.buf.Get().(*scratch)
 	defer m.buf.Put(s)
-	var logit float64
-	for _, mirror := range []bool{false, true} {
-		sample(c, warp{scale: 1, mirror: mirror}, s.in)
-		logit += float64(m.net.forward(s.in, s.act)) / 2
-	}
+	sample(c, warp{scale: 1}, s.in)
+	logit := float64(m.net.forward(s.in, s.act))
 	return 1 / (1 + math.Exp(-logit))
 }

@@ -29,7 +29,7 @@ type TrainConfig struct {
 
 // DefaultTrainConfig is what scripts/quality/trainsmile uses.
 var DefaultTrainConfig = TrainConfig{
-	Epochs: 40, Batch: 32, LearnRate: 0.02, Momentum: 0.9, WeightDecay: 5e-4,
+	Epochs: 30, Batch: 32, LearnRate: 0.02, Momentum: 0.9, WeightDecay: 5e-4,
 	Seed: 1, Workers: 2, MaxAngle: 0.17, MaxZoom: 0.1, MaxShift: 3,
 }
 

@@ -50,11 +50,11 @@ type Weights struct {
 // cut copies (scripts/quality checks both).
 func Defaults() Weights {
 	return Weights{
-		Bias: -5.2,
+		Bias: -6.6,
 		W: map[string]float64{
-			Faces:     1.2,
+			Faces:     1.0,
 			FaceSize:  0.6,
-			Placement: 1.2,
+			Placement: 1.0,
 			Smile:     0.8,
 			EyesOpen:  0.4,
 			Sharpness: 2.4,
@@ -79,10 +79,20 @@ func (w Weights) Clone() Weights {
 // and non-finite values count as 0.
 func (w Weights) Logit(breakdown map[string]float64) float64 {
 	s := w.Bias
-	for k, wk := range w.W {
-		s += wk * clamp01(breakdown[k])
+	for _, k := range w.keys() { // a fixed order: the same sum every time
+		s += w.W[k] * clamp01(breakdown[k])
 	}
 	return s
+}
+
+// keys returns the weighted features in sorted order.
+func (w Weights) keys() []string {
+	keys := make([]string, 0, len(w.W))
+	for k := range w.W {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // Score is the photo's score in (0, 1).
@@ -112,12 +122,7 @@ func (w Weights) Validate() error {
 	if err := check("bias", w.Bias); err != nil {
 		return err
 	}
-	keys := make([]string, 0, len(w.W))
-	for k := range w.W {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range w.keys() {
 		if err := check(k, w.W[k]); err != nil {
 			return err
 		}

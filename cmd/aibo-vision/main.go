@@ -1,0 +1,140 @@
+// Command aibo-vision is the vision worker: the only process of the agent
+// that links OpenCV (gocv). The daemon starts it on demand through
+// agent/vision.Client, sends requests on its stdin and reads the answers on
+// its stdout (frames of agent/vision's protocol); it logs JSON lines to
+// stderr and exits when stdin ends.
+//
+// It decodes the untrusted image bytes itself, after checking the header
+// (JPEG or PNG, at most 40 megapixels) with Go's decoders, so a malformed
+// file that crashes libjpeg, libpng or OpenCV kills only this process: the
+// daemon counts the photo invalid and starts a new worker.
+//
+// It never opens a network connection, the store or the keys, and takes no
+// configuration but its flags:
+//
+//	aibo-vision [-models /usr/share/opencv4] [-threads 1] [-max-pixels 40000000]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score"
+	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("proc", "aibo-vision", "pid", os.Getpid())
+	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/ and lbpcascades/")
+	threads := fs.Int("threads", 1, "OpenCV threads per call")
+	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// The protocol owns stdout. Move it to a private descriptor and point
+	// fd 1 at stderr, so a stray printf inside a C library can never
+	// corrupt a frame.
+	out, err := privateStdout()
+	if err != nil {
+		log.Error("stdout", "err", err)
+		return 1
+	}
+	// Parsing the cascades takes tens of milliseconds: do it while the
+	// daemon's handshake is answered. A missing file is caught before.
+	if err := score.CheckModels(*models); err != nil {
+		log.Error("models", "err", err)
+		return 1
+	}
+	start := time.Now()
+	score.SetThreads(*threads)
+	var s *score.Scorer
+	var al *align.Aligner
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		var err error
+		s, err = score.New(score.Options{ModelDir: *models, MaxPixels: *maxPixels})
+		if err == nil {
+			al, err = align.New(*models)
+		}
+		if err != nil {
+			log.Error("load models", "err", err)
+			os.Exit(1) // nothing can be scored: let the daemon see a crash
+		}
+		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
+	}()
+	defer func() {
+		<-loaded
+		s.Close()
+		al.Close()
+	}()
+
+	// SIGTERM and SIGINT keep their default action: the worker holds no
+	// state worth a clean shutdown.
+	ctx := context.Background()
+	h := vision.Handlers{Score: func(ctx context.Context, req vision.Score) (vision.ScoreResult, error) {
+		<-loaded
+		t0 := time.Now()
+		r, err := s.Score(req.Image, req.TakenAt)
+		if err != nil {
+			log.Warn("score", "bytes", len(req.Image), "err", err)
+			return vision.ScoreResult{}, err
+		}
+		log.Debug("scored", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		return toWire(r), nil
+	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
+		<-loaded
+		t0 := time.Now()
+		r, err := faces(s, al, req.Image, *maxPixels)
+		if err != nil {
+			log.Warn("faces", "bytes", len(req.Image), "err", err)
+			return vision.FacesResult{}, err
+		}
+		// Never the templates: only how many and how long.
+		log.Debug("faces", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		return r, nil
+	}}
+	if err := vision.Serve(ctx, os.Stdin, out, h); err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	log.Info("exit")
+	return 0
+}
+
+// toWire converts a score.Result into the protocol's answer.
+func toWire(r score.Result) vision.ScoreResult {
+	w := vision.ScoreResult{Score: r.Score, Breakdown: r.Breakdown, PHash: r.PHash, Width: r.Width, Height: r.Height}
+	for _, f := range r.Faces {
+		w.Faces = append(w.Faces, vision.FaceBox{X: f.Box.Min.X, Y: f.Box.Min.Y, W: f.Box.Dx(), H: f.Box.Dy(), Smile: f.Smile, EyesOpen: f.EyesOpen})
+	}
+	return w
+}
+
+// privateStdout returns the original stdout on a new descriptor and makes
+// fd 1 a copy of stderr.
+func privateStdout() (io.Writer, error) {
+	fd, err := unix.Dup(1)
+	if err != nil {
+		return nil, fmt.Errorf("dup stdout: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.Dup2(2, 1); err != nil {
+		return nil, fmt.Errorf("redirect stdout: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "protocol-out"), nil
+}

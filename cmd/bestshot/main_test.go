@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
+)
+
+const testdata = "../../testdata/score"
+
+func bestshot(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(args, &out)
+	return out.String(), err
+}
+
+// folder holds the portrait, a brighter re-encoded copy of it (a
+// near-duplicate), the coffee scene and a file that is not an image.
+func folder(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	portrait, err := os.ReadFile(filepath.Join(testdata, "astronaut.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coffee, err := os.ReadFile(filepath.Join(testdata, "coffee.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _, err := image.Decode(bytes.NewReader(portrait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyJPEG := synth.JPEG(synth.Exposure(synth.Blur(synth.RGBA(img), 1.5), 1.3), 75)
+	for name, data := range map[string][]byte{
+		"portrait.jpg": portrait, "portrait-again.jpg": copyJPEG, "coffee.jpg": coffee, "notes.jpg": []byte("hello"),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestScoreTableAndJSON(t *testing.T) {
+	files := []string{filepath.Join(testdata, "astronaut.jpg"), filepath.Join(testdata, "coffee.jpg")}
+	out, err := bestshot(t, append([]string{"score"}, files...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"score", "smile", "sharp", "astronaut.jpg", "coffee.jpg"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = bestshot(t, "score", files[0], "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []struct {
+		File      string             `json:"file"`
+		Score     float64            `json:"score"`
+		Breakdown map[string]float64 `json:"breakdown"`
+		Faces     []struct{ X, W int }
+		PHash     string `json:"phash"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(got) != 1 || got[0].Score <= 0 || len(got[0].Faces) != 1 || len(got[0].PHash) != 16 || len(got[0].Breakdown) < 9 {
+		t.Fatalf("json %+v", got)
+	}
+}
+
+func TestScoreReportsBadFiles(t *testing.T) {
+	dir := folder(t)
+	out, err := bestshot(t, "score", filepath.Join(dir, "notes.jpg"), filepath.Join(dir, "coffee.jpg"))
+	if err == nil || !strings.Contains(out, "not a JPEG or PNG") {
+		t.Fatalf("err %v, out:\n%s", err, out)
+	}
+}
+
+func TestSelectKeepsOneOfNearDuplicates(t *testing.T) {
+	dir := folder(t)
+	out, err := bestshot(t, "select", "-keep", "2", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("want a header and 4 rows:\n%s", out)
+	}
+	if !strings.HasPrefix(lines[1], "1 ") || !strings.Contains(lines[1], "portrait.jpg") {
+		t.Errorf("the sharp portrait should be first:\n%s", out)
+	}
+	if !strings.HasPrefix(lines[2], "2 ") || !strings.Contains(lines[2], "coffee.jpg") {
+		t.Errorf("the coffee scene should be second, the copy being a near-duplicate:\n%s", out)
+	}
+	if !strings.Contains(out, "near-duplicate of portrait.jpg") {
+		t.Errorf("copy not marked as a near-duplicate:\n%s", out)
+	}
+}
+
+func TestSheet(t *testing.T) {
+	dir := folder(t)
+	sheet := filepath.Join(t.TempDir(), "sheet.png")
+	out, err := bestshot(t, "sheet", "-o", sheet, "-keep", "1", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "4 photos, 1 picked") {
+		t.Errorf("output %q", out)
+	}
+	f, err := os.Open(sheet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != gap+cols*(thumbW+gap) || b.Dy() != gap+thumbH+panelH+gap {
+		t.Fatalf("sheet %v", b)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"score"}, {"select"}, {"select", "-keep", "0", "."}, {"sheet", "a", "b"}, {"score", "-nope", "x"}} {
+		if _, err := bestshot(t, args...); !errors.Is(err, errUsage) {
+			t.Errorf("%q: err = %v, want usage", args, err)
+		}
+	}
+	if _, err := bestshot(t, "select", t.TempDir()); err == nil || !strings.Contains(err.Error(), "no .jpg") {
+		t.Errorf("empty folder: %v", err)
+	}
+}
