@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"image"
+	"image/color"
 	"image/jpeg"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
@@ -211,4 +215,73 @@ func TestP4_QueueFullRefusesNewPhotosAndKeepsOldOnes(t *testing.T) {
 		t.Fatalf("old queued photos lost across restart: %v", st["outbox"])
 	}
 	r.stop()
+}
+
+func TestP3_TheUploadedPhotoOfASetIsTheCleanOne(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "photos:\n  keep_per_day: 1\n  min_score: 0\n")
+	a := newApp(t, b, r.deviceID)
+	cl := newCloud(t, b, a)
+	r.start()
+	enableAutoPhoto(a)
+	raw, err := os.ReadFile("../../testdata/score/astronaut.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := jpeg.Decode(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean := synth.RGBA(src)
+	variants := map[string][]byte{
+		"clean.jpg":   synth.JPEG(clean, 95),
+		"blurred.jpg": synth.JPEG(synth.Blur(clean, 4), 95),
+		"dark.jpg":    synth.JPEG(synth.Exposure(clean, 0.25), 95),
+		"bright.jpg":  synth.JPEG(synth.Exposure(clean, 3), 95),
+		"noisy.jpg":   synth.JPEG(synth.Noise(clean, 30, 7), 95),
+	}
+	coffee, _ := os.ReadFile("../../testdata/score/coffee.jpg")
+	variants["no-people.jpg"] = coffee
+	for n, data := range variants {
+		r.drop(n, data)
+	}
+	r.waitSpoolEmpty(3 * time.Second)
+	a.must("sel", "select_photos", map[string]any{})
+	_, body := cl.receive("photo", true)
+	up, err := jpeg.Decode(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	best, bestDiff := "", 1e9
+	for n, data := range variants {
+		img, err := jpeg.Decode(bytes.NewReader(data))
+		if err != nil || img.Bounds() != up.Bounds() {
+			continue
+		}
+		if d := meanDiff(up, img); d < bestDiff {
+			best, bestDiff = n, d
+		}
+	}
+	if best != "clean.jpg" {
+		t.Fatalf("the upload looks most like %s", best)
+	}
+	if ev := eventOf(t, a, "selection_done"); num(ev, "kept") != 1 || num(ev, "deleted") != 5 {
+		t.Fatalf("selection_done %v", ev)
+	}
+	r.stop()
+}
+
+// meanDiff is the mean absolute grey difference of two same-size images.
+func meanDiff(a, b image.Image) float64 {
+	var sum, n float64
+	r := a.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y += 2 {
+		for x := r.Min.X; x < r.Max.X; x += 2 {
+			ga := color.GrayModel.Convert(a.At(x, y)).(color.Gray).Y
+			gb := color.GrayModel.Convert(b.At(x, y)).(color.Gray).Y
+			sum += math.Abs(float64(ga) - float64(gb))
+			n++
+		}
+	}
+	return sum / n
 }
