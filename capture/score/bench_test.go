@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gocv.io/x/gocv"
+
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 )
 
@@ -82,4 +84,45 @@ func BenchmarkScore720p(b *testing.B) {
 	b.ReportMetric(d50, "decode-p50-ms")
 	b.ReportMetric(percentileMS(goDecodeT, 0.5), "go-decode-p50-ms")
 	b.ReportMetric(p50/d50, "score/decode")
+}
+
+// BenchmarkDetect720p measures the face search alone (what the worker's
+// faces operation runs), one OpenCV thread, against TARGETS.md's 40 ms:
+//
+//	go test -run '^$' -bench Detect720p -benchtime 300x ./capture/score/
+func BenchmarkDetect720p(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := testScorer(b)
+	var mats []gocv.Mat
+	for _, p := range photos720p(b) {
+		m, err := Decode(p, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		mats = append(mats, m)
+	}
+	var withFace, without []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		boxes, err := s.Detect(mats[i%len(mats)])
+		d := time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(boxes) > 0 {
+			withFace = append(withFace, d)
+		} else {
+			without = append(without, d)
+		}
+	}
+	b.StopTimer()
+	if len(withFace) > 0 {
+		b.ReportMetric(percentileMS(withFace, 0.5), "face-p50-ms")
+	}
+	if len(without) > 0 {
+		b.ReportMetric(percentileMS(without, 0.5), "noface-p50-ms")
+	}
 }

@@ -221,26 +221,13 @@ func (s *Scorer) Score(data []byte, takenAt time.Time) (Result, error) {
 
 // ScoreMat scores a decoded BGR (or grey) image.
 func (s *Scorer) ScoreMat(img gocv.Mat, takenAt time.Time) (Result, error) {
-	if img.Empty() || img.Cols() < 16 || img.Rows() < 16 {
-		return Result{}, fmt.Errorf("%w: image smaller than 16x16", ErrDecode)
+	grey, err := toGrey(img)
+	if err != nil {
+		return Result{}, err
 	}
+	defer grey.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	grey := gocv.NewMat()
-	defer grey.Close()
-	switch img.Channels() {
-	case 1:
-		img.CopyTo(&grey)
-	case 3:
-		gocv.CvtColor(img, &grey, gocv.ColorBGRToGray)
-	case 4:
-		gocv.CvtColor(img, &grey, gocv.ColorBGRAToGray)
-	default:
-		return Result{}, fmt.Errorf("%w: %d channels", ErrDecode, img.Channels())
-	}
-	if grey.Type() != gocv.MatTypeCV8U {
-		return Result{}, fmt.Errorf("%w: pixel type %v", ErrDecode, grey.Type())
-	}
 	a := newAnalysis(grey)
 	defer a.close()
 
@@ -254,6 +241,47 @@ func (s *Scorer) ScoreMat(img gocv.Mat, takenAt time.Time) (Result, error) {
 	r.Breakdown = s.breakdown(a, &r, takenAt)
 	r.Score = s.w.Score(r.Breakdown)
 	return r, nil
+}
+
+// Detect finds the faces of a decoded BGR (or grey) image, largest first,
+// without measuring them: the same search Score makes (candidates on a
+// downscaled frame, confirmed at full size), for callers that need only the
+// boxes (face templates).
+func (s *Scorer) Detect(img gocv.Mat) ([]image.Rectangle, error) {
+	grey, err := toGrey(img)
+	if err != nil {
+		return nil, err
+	}
+	defer grey.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := newAnalysis(grey)
+	defer a.close()
+	var boxes []image.Rectangle
+	for _, f := range s.detectFaces(a) {
+		boxes = append(boxes, f.Box)
+	}
+	return boxes, nil
+}
+
+// toGrey returns a new 8-bit grey copy of img.
+func toGrey(img gocv.Mat) (gocv.Mat, error) {
+	if img.Empty() || img.Cols() < 16 || img.Rows() < 16 {
+		return gocv.Mat{}, fmt.Errorf("%w: image smaller than 16x16", ErrDecode)
+	}
+	if img.Type() != gocv.MatTypeCV8UC1 && img.Type() != gocv.MatTypeCV8UC3 && img.Type() != gocv.MatTypeCV8UC4 {
+		return gocv.Mat{}, fmt.Errorf("%w: pixel type %v", ErrDecode, img.Type())
+	}
+	grey := gocv.NewMat()
+	switch img.Channels() {
+	case 1:
+		img.CopyTo(&grey)
+	case 3:
+		gocv.CvtColor(img, &grey, gocv.ColorBGRToGray)
+	default:
+		gocv.CvtColor(img, &grey, gocv.ColorBGRAToGray)
+	}
+	return grey, nil
 }
 
 // breakdown turns measurements into features in [0, 1].
@@ -315,6 +343,24 @@ func (s *Scorer) breakdown(a *analysis, r *Result, takenAt time.Time) map[string
 // faces finds faces on a downscaled, equalised frame, confirms each at full
 // size and measures it. Faces are returned largest first.
 func (s *Scorer) faces(a *analysis) []Face {
+	faces := s.detectFaces(a)
+	sigma := a.noiseSigma()
+	for i := range faces {
+		f := &faces[i]
+		crop := a.faceCrop(f.Box, smileCropSize)
+		f.Smile = s.smile.Prob(crop)
+		f.EyesOpen = s.eyesOpen(a, f.Box)
+		raw := a.sharpness(f.Box, sigma)
+		if i == 0 {
+			a.faceSharpRaw = raw
+		}
+		f.Sharpness = sharpScore(raw)
+	}
+	return faces
+}
+
+// detectFaces finds the faces, largest first, at most maxFaces.
+func (s *Scorer) detectFaces(a *analysis) []Face {
 	var faces []Face
 	for i, p := range detectPasses {
 		if i == len(detectPasses)-1 && len(faces) == 0 {
@@ -349,18 +395,6 @@ func (s *Scorer) faces(a *analysis) []Face {
 	})
 	if len(faces) > maxFaces {
 		faces = faces[:maxFaces]
-	}
-	sigma := a.noiseSigma()
-	for i := range faces {
-		f := &faces[i]
-		crop := a.faceCrop(f.Box, smileCropSize)
-		f.Smile = s.smile.Prob(crop)
-		f.EyesOpen = s.eyesOpen(a, f.Box)
-		raw := a.sharpness(f.Box, sigma)
-		if i == 0 {
-			a.faceSharpRaw = raw
-		}
-		f.Sharpness = sharpScore(raw)
 	}
 	return faces
 }

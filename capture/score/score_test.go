@@ -337,3 +337,29 @@ func TestSmallFaceFound(t *testing.T) {
 		t.Fatalf("faces %+v, want one inside %v", r.Faces, at)
 	}
 }
+
+// TestDetectMatchesScore: Detect finds the same boxes Score measures.
+func TestDetectMatchesScore(t *testing.T) {
+	s := testScorer(t)
+	for _, name := range []string{"astronaut.jpg", "coffee.jpg"} {
+		data := readFile(t, name)
+		img, err := Decode(data, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		boxes, err := s.Detect(img)
+		img.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := mustScore(t, s, data)
+		if len(boxes) != len(r.Faces) {
+			t.Fatalf("%s: Detect %v, Score %+v", name, boxes, r.Faces)
+		}
+		for i := range boxes {
+			if boxes[i] != r.Faces[i].Box {
+				t.Errorf("%s: box %d: %v vs %v", name, i, boxes[i], r.Faces[i].Box)
+			}
+		}
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"time"
 
 	"gocv.io/x/gocv"
 
@@ -21,7 +20,7 @@ func faces(s *score.Scorer, al *align.Aligner, data []byte, maxPixels int) (visi
 		return vision.FacesResult{}, err
 	}
 	defer img.Close()
-	r, err := s.ScoreMat(img, time.Time{})
+	boxes, err := s.Detect(img) // detection only: no smile, eyes or sharpness
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
@@ -29,8 +28,8 @@ func faces(s *score.Scorer, al *align.Aligner, data []byte, maxPixels int) (visi
 	defer grey.Close()
 	gocv.CvtColor(img, &grey, gocv.ColorBGRToGray)
 	out := vision.FacesResult{Width: img.Cols(), Height: img.Rows()}
-	for _, f := range r.Faces {
-		crop, err := al.Crop(grey, f.Box)
+	for _, box := range boxes {
+		crop, err := al.Crop(grey, box)
 		if err != nil {
 			continue // too small to recognise: treated as nobody
 		}
@@ -38,7 +37,7 @@ func faces(s *score.Scorer, al *align.Aligner, data []byte, maxPixels int) (visi
 		if err != nil {
 			return vision.FacesResult{}, fmt.Errorf("template: %w", err)
 		}
-		out.Faces = append(out.Faces, vision.FaceTemplate{X: f.Box.Min.X, Y: f.Box.Min.Y, W: f.Box.Dx(), H: f.Box.Dy(), Template: t})
+		out.Faces = append(out.Faces, vision.FaceTemplate{X: box.Min.X, Y: box.Min.Y, W: box.Dx(), H: box.Dy(), Template: t})
 	}
 	return out, nil
 }
