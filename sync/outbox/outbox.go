@@ -564,7 +564,26 @@ func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	if match == nil {
 		return nil, errors.New("outbox: nil match")
 	}
-	return o.remove(func(r *record) bool { return match(r.meta()) }, false, reason)
+	// Choose from the in-memory index (every committed artifact is in it:
+	// Open loads them all and a commit adds its own before it returns), so
+	// the transaction reads only the records it deletes.
+	ids := map[string]bool{}
+	o.mu.Lock()
+	for id, it := range o.items {
+		if match(it.meta.clone()) {
+			ids[id] = true
+		}
+	}
+	o.mu.Unlock()
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return o.removeIDs(ids, false, reason)
+}
+
+// removeIDs is remove for a known set of ids, reading only those records.
+func (o *Outbox) removeIDs(ids map[string]bool, acked bool, reason string) ([]Meta, error) {
+	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteIDsTx(tx, ids) }, acked, reason)
 }
 
 // remove erases the artifacts whose record sel accepts: records (with their
@@ -572,11 +591,14 @@ func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 // (stopping a send in progress between messages), then the files; then it
 // calls OnAcked or OnDropped.
 func (o *Outbox) remove(sel func(*record) bool, acked bool, reason string) ([]Meta, error) {
+	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteTx(tx, sel) }, acked, reason)
+}
+
+func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool, reason string) ([]Meta, error) {
 	var gone []record
 	err := o.st.Update(func(tx *bolt.Tx) error {
-		gone = gone[:0]
 		var err error
-		gone, err = deleteTx(tx, sel)
+		gone, err = del(tx)
 		return err
 	})
 	if err != nil {

@@ -170,22 +170,45 @@ func deleteTx(tx *bolt.Tx, sel func(*record) bool) ([]record, error) {
 	if err != nil {
 		return nil, err
 	}
+	return gone, deleteRecords(arts, content, state, gone)
+}
+
+// deleteIDsTx deletes the records of ids that exist, reading only those.
+func deleteIDsTx(tx *bolt.Tx, ids map[string]bool) ([]record, error) {
+	arts, content, state, err := buckets(tx)
+	if err != nil {
+		return nil, err
+	}
+	var gone []record
+	for id := range ids {
+		v := arts.Get([]byte(id))
+		if v == nil {
+			continue
+		}
+		var r record
+		if json.Unmarshal(v, &r) != nil || r.ID != id {
+			r = record{ID: id}
+		}
+		gone = append(gone, r)
+	}
+	return gone, deleteRecords(arts, content, state, gone)
+}
+
+func deleteRecords(arts, content, state *bolt.Bucket, gone []record) error {
 	q := queuedBytes(state)
 	for _, r := range gone {
 		if err := arts.Delete([]byte(r.ID)); err != nil {
-			return nil, err
+			return err
 		}
 		if err := content.Delete([]byte(r.ID)); err != nil {
-			return nil, err
+			return err
 		}
 		q -= r.Size
 	}
 	if len(gone) > 0 {
-		if err := setQueuedBytes(state, q); err != nil {
-			return nil, err
-		}
+		return setQueuedBytes(state, q)
 	}
-	return gone, nil
+	return nil
 }
 
 // errUnreadable marks content that will never be readable: its file is

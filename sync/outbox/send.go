@@ -182,7 +182,7 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 		}
 	}
 	if len(okIDs) > 0 {
-		if _, err := o.remove(func(r *record) bool { return okIDs[r.ID] }, true, ""); err != nil {
+		if _, err := o.removeIDs(okIDs, true, ""); err != nil {
 			return err
 		}
 	}
@@ -247,7 +247,7 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 		}
 	}
 	if len(limit) > 0 {
-		if _, err := o.remove(func(r *record) bool { return limit[r.ID] }, false, ReasonNackLimit); err != nil {
+		if _, err := o.removeIDs(limit, false, ReasonNackLimit); err != nil {
 			return err
 		}
 	}
@@ -389,7 +389,7 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 			return linkDown // not the link, but the same "later"
 		}
 		o.log.Error("artifact unreadable; dropping it", "artifact_id", id, "kind", meta.Kind, "err", err)
-		o.removeIDs(ReasonContentMissing, id)
+		o.dropIDs(ReasonContentMissing, id)
 		return stopped
 	}
 	cs := o.cfg.ChunkSize
@@ -411,7 +411,7 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 	})
 	if err != nil {
 		o.log.Error("artifact manifest unencodable; dropping it", "artifact_id", id, "err", err)
-		o.removeIDs(ReasonContentMissing, id)
+		o.dropIDs(ReasonContentMissing, id)
 		return stopped
 	}
 	prefix := "artifacts/" + id + "/"
@@ -451,7 +451,7 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 	if o.cfg.Gate != nil && !o.cfg.Gate(meta) {
 		it.sendMu.Unlock()
 		o.log.Info("artifact refused by the gate before publishing; dropping it", "artifact_id", meta.ID, "kind", meta.Kind, "topic_suffix", suffix)
-		o.removeIDs(ReasonGate, meta.ID)
+		o.dropIDs(ReasonGate, meta.ID)
 		return stopped
 	}
 	if it.gone.Load() || sctx.Err() != nil { // removed while the gate was deciding
@@ -475,12 +475,12 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 	return linkDown
 }
 
-func (o *Outbox) removeIDs(reason string, ids ...string) {
+func (o *Outbox) dropIDs(reason string, ids ...string) {
 	set := map[string]bool{}
 	for _, id := range ids {
 		set[id] = true
 	}
-	if _, err := o.remove(func(r *record) bool { return set[r.ID] }, false, reason); err != nil {
+	if _, err := o.removeIDs(set, false, reason); err != nil {
 		o.log.Error("outbox: drop failed", "reason", reason, "err", err)
 	}
 }
