@@ -90,11 +90,6 @@ func BenchmarkRevokeWith10kQueued(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	for _, m := range d.outbox.List() {
-		if m.SubjectID != "" && m.SubjectID < fmt.Sprintf("s%d", 0) {
-			b.Fatal("unexpected subject")
-		}
-	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[(len(lat)*99)/100].Microseconds())/1000, "p99-ms")
