@@ -19,38 +19,22 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
 // orl reads one of the committed ORL faces (92x112 grey PGM).
 func orl(t *testing.T, person string, n int) *image.Gray {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("../../testdata/faces", "orl-"+person+"-"+strconv.Itoa(n)+".pgm"))
+	f, err := os.Open(filepath.Join("../../testdata/faces", "orl-"+person+"-"+strconv.Itoa(n)+".pgm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fields []int
-	i := 2
-	for len(fields) < 3 {
-		for raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\r' || raw[i] == '\t' {
-			i++
-		}
-		if raw[i] == '#' {
-			for raw[i] != '\n' {
-				i++
-			}
-			continue
-		}
-		j := i
-		for raw[j] >= '0' && raw[j] <= '9' {
-			j++
-		}
-		v, _ := strconv.Atoi(string(raw[i:j]))
-		fields = append(fields, v)
-		i = j
+	defer f.Close()
+	g, err := pgm.Decode(f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	g := image.NewGray(image.Rect(0, 0, fields[0], fields[1]))
-	copy(g.Pix, raw[i+1:])
 	return g
 }
 

@@ -15,35 +15,19 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/template"
+	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 )
 
 func orlFace(t testing.TB, person string, n int) *image.Gray {
-	raw, err := os.ReadFile("../../testdata/faces/orl-" + person + "-" + strconv.Itoa(n) + ".pgm")
+	f, err := os.Open("../../testdata/faces/orl-" + person + "-" + strconv.Itoa(n) + ".pgm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fields []int
-	i := 2
-	for len(fields) < 3 {
-		for raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\r' || raw[i] == '\t' {
-			i++
-		}
-		if raw[i] == '#' {
-			for raw[i] != '\n' {
-				i++
-			}
-			continue
-		}
-		j := i
-		for raw[j] >= '0' && raw[j] <= '9' {
-			j++
-		}
-		v, _ := strconv.Atoi(string(raw[i:j]))
-		fields = append(fields, v)
-		i = j
+	defer f.Close()
+	g, err := pgm.Decode(f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	g := image.NewGray(image.Rect(0, 0, fields[0], fields[1]))
-	copy(g.Pix, raw[i+1:])
 	return g
 }
 

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/aibo-privacy/aibo-privacyd/facerec/template/internal/pgm"
+	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 )
 
 // The committed faces (testdata/faces, see testdata/NOTICE): ORL subjects
