@@ -7,7 +7,7 @@ import (
 )
 
 func TestDecode(t *testing.T) {
-	b, err := os.ReadFile("../../../../testdata/faces/orl-s2-1.pgm")
+	b, err := os.ReadFile("../../testdata/faces/orl-s2-1.pgm")
 	if err != nil {
 		t.Fatal(err)
 	}
