@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,14 +14,25 @@ import (
 func TestP16_TechniciansNeverSeeNamesOrBirthdays(t *testing.T) {
 	const name, birthday = "Quirinus Vandermeulen", "02-29"
 	b := testbroker.Start(t)
-	r := newRig(t, b, "")
+	r := newRig(t, b, "faces:\n  enrollment_samples: 3\n  sighting_interval: 0s\n")
 	a := newApp(t, b, r.deviceID)
+	cl := newCloud(t, b, a)
 	r.start()
 	a.must("acc", "accept_policy", map[string]any{"version": "v1"})
 	a.must("feat", "set_features", map[string]any{"patrol": true, "auto_photo": true})
 	a.must("g", "grant_consent", map[string]any{"subject_id": "s-42", "display_name": name, "birthday": birthday,
 		"minor": false, "granted_by": "self", "scopes": []string{"face_recognition", "cloud_backup"}})
 	a.must("e", "start_enrollment", map[string]any{"subject_id": "s-42"})
+	for n := 1; n <= 3; n++ {
+		img, _ := scene(orl(t, "s2", n))
+		r.dropFrame("enrol"+strconv.Itoa(n)+".png", encodePNG(t, img))
+	}
+	if ev := eventOf(t, a, "enrollment_completed"); ev["subject_id"] != "s-42" {
+		t.Fatalf("enrollment: %v", ev)
+	}
+	img, _ := scene(orl(t, "s2", 4))
+	r.dropFrame("seen.png", encodePNG(t, img))
+	cl.receive("sighting", false) // sightings exist, one still queued
 	r.drop("one.jpg", photos(t, 1)[0])
 	r.waitSpoolEmpty(2 * time.Second)
 	a.must("x", "export_inventory", map[string]any{})
