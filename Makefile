@@ -4,7 +4,7 @@ BIN     := bin
 DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build run test bench lint fuzz clean
+.PHONY: setup build run demo test bench lint fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -15,6 +15,9 @@ build: setup
 
 run: build
 	scripts/run-dev.sh
+
+demo: build
+	scripts/demo.sh
 
 test: setup
 	$(GO) test -race -count=1 -timeout 12m ./...
