@@ -44,7 +44,7 @@ func (d *Daemon) sweep() {
 				return err
 			}
 		}
-		if n, err = d.pruneScores(tx, now.Add(-scoreRetention)); err != nil {
+		if _, err := d.pruneScores(tx, now.Add(-scoreRetention)); err != nil {
 			return err
 		}
 		n, err = audit.Prune(tx, now.Add(-d.cfg.Retention.Audit.D()), 10000)

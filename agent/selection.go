@@ -95,7 +95,6 @@ type candidate struct {
 	photo  capture.Photo
 	scored Scored
 	score  float64
-	clean  []byte
 }
 
 func (d *Daemon) selectDay(ctx context.Context, day string, photos []capture.Photo, dayOver bool) (selectionResult, error) {

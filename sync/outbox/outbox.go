@@ -586,14 +586,10 @@ func (o *Outbox) removeIDs(ids map[string]bool, acked bool, reason string) ([]Me
 	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteIDsTx(tx, ids) }, acked, reason)
 }
 
-// remove erases the artifacts whose record sel accepts: records (with their
-// keys) and inline contents in one transaction, then the in-memory entries
+// removeWith erases the artifacts del deletes: records (with their keys)
+// and inline contents in one transaction, then the in-memory entries
 // (stopping a send in progress between messages), then the files; then it
 // calls OnAcked or OnDropped.
-func (o *Outbox) remove(sel func(*record) bool, acked bool, reason string) ([]Meta, error) {
-	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteTx(tx, sel) }, acked, reason)
-}
-
 func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool, reason string) ([]Meta, error) {
 	var gone []record
 	err := o.st.Update(func(tx *bolt.Tx) error {
@@ -633,7 +629,8 @@ func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool,
 	// Wait out a message being published right now.
 	for _, it := range removed {
 		it.sendMu.Lock()
-		it.sendMu.Unlock() //nolint:staticcheck // empty critical section: a barrier
+		//lint:ignore SA2001 an empty critical section is the point: a barrier
+		it.sendMu.Unlock()
 	}
 	files := 0
 	for i := range gone {
