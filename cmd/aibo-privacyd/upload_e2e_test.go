@@ -214,6 +214,14 @@ func TestP4_QueueFullRefusesNewPhotosAndKeepsOldOnes(t *testing.T) {
 	if st := r.status(); num(st, "outbox", "pending") != kept {
 		t.Fatalf("old queued photos lost across restart: %v", st["outbox"])
 	}
+	// Switching auto_photo off drops every queued photo at once, sent or not.
+	a.must("off", "set_features", map[string]any{"auto_photo": false})
+	if st := r.status(); num(st, "outbox", "pending") != 0 {
+		t.Fatalf("queued photos survive auto_photo off: %v", st["outbox"])
+	}
+	if n := outboxFiles(t, r); n != 0 {
+		t.Fatalf("%d outbox files left after auto_photo off", n)
+	}
 	r.stop()
 }
 

@@ -558,8 +558,8 @@ func (o *Outbox) wake() {
 // Drop erases every queued artifact match accepts (records, keys, inline
 // contents in one transaction, then files), including one being sent right
 // now: when Drop returns, nothing more of a dropped artifact is published.
-// OnDropped is called for each with reason. match runs inside the store's
-// write transaction and must not use the store.
+// OnDropped is called for each with reason. match runs before the
+// transaction and may read the store.
 func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	if match == nil {
 		return nil, errors.New("outbox: nil match")
@@ -567,14 +567,18 @@ func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	// Choose from the in-memory index (every committed artifact is in it:
 	// Open loads them all and a commit adds its own before it returns), so
 	// the transaction reads only the records it deletes.
-	ids := map[string]bool{}
 	o.mu.Lock()
-	for id, it := range o.items {
-		if match(it.meta.clone()) {
-			ids[id] = true
-		}
+	metas := make([]Meta, 0, len(o.items))
+	for _, it := range o.items {
+		metas = append(metas, it.meta.clone())
 	}
 	o.mu.Unlock()
+	ids := map[string]bool{}
+	for _, m := range metas { // outside the lock: match may read the store
+		if match(m) {
+			ids[m.ID] = true
+		}
+	}
 	if len(ids) == 0 {
 		return nil, nil
 	}
