@@ -14,30 +14,51 @@ import (
 
 // mayPublish is the outbox's gate, asked right before the manifest and
 // every chunk: nothing leaves the device unless a consent covers it now.
-func (d *Daemon) mayPublish(m outbox.Meta) bool {
-	ok := false
-	err := d.view(func(tx *bolt.Tx) error {
+// While a policy change awaits the owner's acceptance, what the accepted
+// policy allowed is held, not dropped.
+func (d *Daemon) mayPublish(m outbox.Meta) outbox.Verdict {
+	verdict := outbox.Refuse
+	_ = d.view(func(tx *bolt.Tx) error {
 		st, err := d.pol.Read(tx)
 		if err != nil {
 			return err
 		}
-		switch m.Kind {
-		case outbox.KindPhoto:
-			ok = d.pol.Allows(st, policy.AutoPhoto)
-		case outbox.KindSighting:
-			ok = d.pol.MayRecognize(tx, policy.Patrol, m.SubjectID) == nil
-		case outbox.KindFaceTemplate:
-			c, has, err := d.pol.Consent(tx, m.SubjectID)
-			ok = err == nil && has && c.Has(policy.ScopeCloudBackup) && c.Has(policy.ScopeFaceRecognition) &&
-				d.pol.Allows(st, policy.CloudBackup) && !d.pol.Prohibited(st.Region)
-		case outbox.KindUsage:
-			ok = d.pol.Allows(st, policy.UsageAnalytics)
-		case outbox.KindInventory:
-			ok = true // counts and ids the owner asked for; never content
+		if d.allowedKind(tx, st, m) {
+			verdict = outbox.Send
+			return nil
+		}
+		if st.PausedForPolicy != "" && m.Kind != outbox.KindInventory {
+			unpaused := st
+			unpaused.PausedForPolicy = ""
+			if d.allowedKind(tx, unpaused, m) {
+				verdict = outbox.Hold
+			}
 		}
 		return nil
 	})
-	return err == nil && ok
+	return verdict
+}
+
+func (d *Daemon) allowedKind(tx *bolt.Tx, st policy.State, m outbox.Meta) bool {
+	switch m.Kind {
+	case outbox.KindPhoto:
+		return d.pol.Allows(st, policy.AutoPhoto)
+	case outbox.KindSighting:
+		return d.pol.Allows(st, policy.Patrol) && d.hasScope(tx, m.SubjectID, policy.ScopeFaceRecognition)
+	case outbox.KindFaceTemplate:
+		return d.pol.Allows(st, policy.CloudBackup) && !d.pol.Prohibited(st.Region) &&
+			d.hasScope(tx, m.SubjectID, policy.ScopeCloudBackup) && d.hasScope(tx, m.SubjectID, policy.ScopeFaceRecognition)
+	case outbox.KindUsage:
+		return d.pol.Allows(st, policy.UsageAnalytics)
+	case outbox.KindInventory:
+		return true // counts and ids the owner asked for; never content
+	}
+	return false
+}
+
+func (d *Daemon) hasScope(tx *bolt.Tx, subject string, s policy.Scope) bool {
+	c, ok, err := d.pol.Consent(tx, subject)
+	return err == nil && ok && c.Has(s)
 }
 
 // artifactAcked counts an uploaded photo on its day once the cloud has it.

@@ -198,10 +198,15 @@ func TestFirmwareDownloadResumesAfterRestart(t *testing.T) {
 func TestP15_MaterialPolicyChangePausesFeaturesUntilAccepted(t *testing.T) {
 	b := testbroker.Start(t)
 	u := newUpdater()
-	r := newRig(t, b, u.yaml())
+	r := newRig(t, b, u.yaml()+"photos:\n  keep_per_day: 1\n  min_score: 0\nmqtt:\n  ack_timeout: 1s\n")
 	a := newApp(t, b, r.deviceID)
 	r.start()
 	enableAutoPhoto(a)
+	// An upload that nobody acks yet: it must wait out the pause, not be dropped.
+	r.drop("before.jpg", photos(t, 1)[0])
+	r.waitSpoolEmpty(2 * time.Second)
+	a.must("sel", "select_photos", map[string]any{})
+	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 1 })
 	img := randomImage(3 * fwChunk)
 	a.must("fw-1", "firmware_offer", u.payload(u.manifest("1.5.0", img, "2027-01", true), u.priv))
 	publishChunks(t, a, "1.5.0", img, nil)
@@ -211,7 +216,7 @@ func TestP15_MaterialPolicyChangePausesFeaturesUntilAccepted(t *testing.T) {
 	// Photos are refused while paused, though the switch stays on.
 	r.drop("paused.jpg", photos(t, 1)[0])
 	r.waitSpoolEmpty(2 * time.Second)
-	if c := r.today(); c.Refused != 1 || c.Admitted != 0 {
+	if c := r.today(); c.Refused != 1 || c.Admitted != 1 {
 		t.Fatalf("photo while paused: %+v", c)
 	}
 	// Accepting another version does not lift it; the named one does.
@@ -219,11 +224,17 @@ func TestP15_MaterialPolicyChangePausesFeaturesUntilAccepted(t *testing.T) {
 	if s := r.status(); s["paused_for_policy"] != "2027-01" {
 		t.Fatalf("pause lifted by the wrong version: %v", s["paused_for_policy"])
 	}
+	time.Sleep(2 * time.Second) // several resend attempts while paused
+	if st := r.status(); num(st, "outbox", "pending") != 1 {
+		t.Fatalf("the queued upload did not wait out the pause: %v", st["outbox"])
+	}
 	a.must("p-new", "accept_policy", map[string]any{"version": "2027-01"})
 	a.state(func(s map[string]any) bool { return s["paused_for_policy"] == "" && s["policy_version"] == "2027-01" })
+	newCloud(t, b, a).receive("photo", true)
+	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 0 })
 	r.drop("resumed.jpg", photos(t, 1)[0])
 	r.waitSpoolEmpty(2 * time.Second)
-	if c := r.today(); c.Admitted != 1 {
+	if c := r.today(); c.Admitted != 2 {
 		t.Fatalf("photo after accepting: %+v", c)
 	}
 	out, _ := r.ctl("audit", "-limit", "100", "--json")

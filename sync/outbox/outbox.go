@@ -155,17 +155,29 @@ type Config struct {
 	Now                func() time.Time // wall clock for timestamps and ages; timers use the monotonic clock
 	Logger             *slog.Logger
 
-	// Gate is asked right before the manifest and before every chunk;
-	// false means consent is gone: nothing more of the artifact is
-	// published and it is dropped (record, key and content). It runs on the
-	// sender goroutine and must not call back into the Outbox.
-	Gate func(Meta) bool
+	// Gate is asked right before the manifest and before every chunk.
+	// Refuse means consent is gone: nothing more of the artifact is
+	// published and it is dropped (record, key and content). Hold means
+	// not now (a policy change awaits acceptance): it stays queued and is
+	// tried again later. It runs on the sender goroutine and must not call
+	// back into the Outbox.
+	Gate func(Meta) Verdict
 	// OnAcked is called after an ok ack made the deletion durable.
 	OnAcked func(Meta)
 	// OnDropped is called after an artifact was erased without an ok ack:
 	// Gate said no, Drop, the nack limit, or content lost (found at Open).
 	OnDropped func(m Meta, reason string)
 }
+
+// Verdict is the gate's answer for one publish.
+type Verdict int
+
+// The gate's answers.
+const (
+	Send   Verdict = iota // publish
+	Hold                  // keep it queued and try later
+	Refuse                // drop it: its consent is gone
+)
 
 // Outbox is the durable artifact queue. Create it with Open; publish with
 // Run.

@@ -210,11 +210,11 @@ func TestGateFlipsMidArtifact(t *testing.T) {
 	victim.Store("")
 	var calls atomic.Int32
 	o := e.open(func(c *Config) {
-		c.Gate = func(m Meta) bool {
-			if m.ID != victim.Load().(string) {
-				return true
+		c.Gate = func(m Meta) Verdict {
+			if m.ID != victim.Load().(string) || calls.Add(1) <= 3 { // manifest, chunk 0, chunk 1
+				return Send
 			}
-			return calls.Add(1) <= 3 // manifest, chunk 0, chunk 1; then consent is gone
+			return Refuse // then consent is gone
 		}
 	})
 	cl := newCloud(t, b)
@@ -253,12 +253,12 @@ func TestDropWhileSending(t *testing.T) {
 	release := make(chan struct{})
 	var calls atomic.Int32
 	o := e.open(func(c *Config) {
-		c.Gate = func(m Meta) bool {
+		c.Gate = func(m Meta) Verdict {
 			if m.ID == victim.Load().(string) && calls.Add(1) == 4 { // before chunk 2
 				close(atChunk2)
 				<-release
 			}
-			return true
+			return Send
 		}
 	})
 	cl := newCloud(t, b)
@@ -719,5 +719,39 @@ func TestAckTopicParsing(t *testing.T) {
 		if (want == "") == ok || (ok && got != want) {
 			t.Errorf("ackID(%q) = %q, %v", topic, got, ok)
 		}
+	}
+}
+
+func TestGateHoldKeepsTheArtifactUntilItMaySend(t *testing.T) {
+	b := testbroker.Start(t)
+	e := newEnv(t)
+	var open atomic.Bool
+	o := e.open(func(c *Config) {
+		c.Gate = func(m Meta) Verdict {
+			if open.Load() {
+				return Send
+			}
+			return Hold
+		}
+	})
+	cl := newCloud(t, b)
+	cl.autoAck(`{"ok":true}`)
+	l, _ := startLink(t, b)
+	m := enqueue(t, o, KindPhoto, randBytes(2048))
+	runOutbox(t, o, l)
+	time.Sleep(700 * time.Millisecond)
+	if msgs := cl.messages(m.ID); len(msgs) != 0 {
+		t.Fatalf("%d messages published while held", len(msgs))
+	}
+	if n, _ := o.Summary(); n != 1 {
+		t.Fatalf("held artifact not queued: %d", n)
+	}
+	open.Store(true)
+	e.waitAcked(m.ID)
+	e.mu.Lock()
+	_, dropped := e.dropped[m.ID]
+	e.mu.Unlock()
+	if dropped {
+		t.Fatal("a held artifact was dropped")
 	}
 }

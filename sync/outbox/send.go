@@ -448,11 +448,20 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 		it.sendMu.Unlock()
 		return stopped
 	}
-	if o.cfg.Gate != nil && !o.cfg.Gate(meta) {
+	verdict := Send
+	if o.cfg.Gate != nil {
+		verdict = o.cfg.Gate(meta)
+	}
+	switch verdict {
+	case Refuse:
 		it.sendMu.Unlock()
 		o.log.Info("artifact refused by the gate before publishing; dropping it", "artifact_id", meta.ID, "kind", meta.Kind, "topic_suffix", suffix)
 		o.dropIDs(ReasonGate, meta.ID)
 		return stopped
+	case Hold:
+		it.sendMu.Unlock()
+		o.log.Debug("artifact held by the gate", "artifact_id", meta.ID, "kind", meta.Kind)
+		return linkDown // the same "later"; resent whole, with the same id
 	}
 	if it.gone.Load() || sctx.Err() != nil { // removed while the gate was deciding
 		it.sendMu.Unlock()
