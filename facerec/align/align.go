@@ -60,7 +60,7 @@ func (a *Aligner) Crop(grey gocv.Mat, box image.Rectangle) (*image.Gray, error) 
 	// A cascade's box runs from the brows to the mouth; widen it a little
 	// and reach up for the hair and down for the chin.
 	w, h := box.Dx(), box.Dy()
-	head := image.Rect(box.Min.X-w/10, box.Min.Y-h/4, box.Max.X+w/10, box.Max.Y+h/5).Intersect(bounds)
+	head := image.Rect(box.Min.X-w*3/100, box.Min.Y-h/5, box.Max.X+w*3/100, box.Max.Y+h*7/100).Intersect(bounds)
 	region := work.Region(head)
 	defer region.Close()
 	crop := region.Clone() // a region is not continuous memory
