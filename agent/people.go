@@ -22,7 +22,7 @@ func (d *Daemon) grantConsent(ctx context.Context, e *command.Exec) (any, error)
 		return nil, refusal(err)
 	}
 	e.AfterCommit(d.stateChanged)
-	e.AfterCommit(func() { d.faces.Forgot(c.SubjectID) }) // reload the gallery with the new scopes
+	e.AfterCommit(d.faces.ConsentChanged)
 	return map[string]any{"subject_id": c.SubjectID, "scopes": c.Scopes, "policy_version": c.PolicyVersion}, nil
 }
 

@@ -441,6 +441,10 @@ func (s *Service) loadMatcher() (Matcher, error) {
 	return m, nil
 }
 
+// ConsentChanged drops the matcher so the next match sees the people whose
+// consent covers recognition now.
+func (s *Service) ConsentChanged() { s.invalidate() }
+
 // invalidate drops the matcher; the next match rebuilds it.
 func (s *Service) invalidate() {
 	s.mu.Lock()
