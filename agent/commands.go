@@ -137,6 +137,7 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 		// Whatever a switch turned off may no longer leave: drop it now
 		// rather than at its next publish attempt (the broker may be away).
 		d.dropQueued(func(m outbox.Meta) bool { return d.mayPublish(m) == outbox.Refuse }, "consent_withdrawn")
+		d.faces.ConsentChanged() // who may be recognised depends on the switches too
 		d.stateChanged()
 	})
 	return map[string]any{"features": featureMap(ch.After)}, nil
