@@ -150,13 +150,20 @@ func minDist(vs []int8, v []int8) int32 {
 }
 
 // sqDist is the squared Euclidean distance of two int8 vectors of length
-// Dims. The largest possible value, 254^2*Dims, fits in an int32.
+// Dims, the illumination-normalised (DoG) map counting twice. The largest
+// possible value fits in an int32.
 func sqDist(a, b []int8) int32 {
+	const dogStart = 2 * feat.Cells * feat.K
 	a = a[:Dims]
 	b = b[:Dims]
+	return sqSum(a, b, 0, dogStart) + 2*sqSum(a, b, dogStart, Dims)
+}
+
+// sqSum is the squared distance of a[lo:hi] and b[lo:hi], four lanes at a
+// time (hi-lo is a multiple of 4).
+func sqSum(a, b []int8, lo, hi int) int32 {
 	var s0, s1, s2, s3 int32
-	const dogStart = 2 * feat.Cells * feat.K
-	for i := 0; i+4 <= dogStart; i += 4 {
+	for i := lo; i+4 <= hi; i += 4 {
 		d0 := int32(a[i]) - int32(b[i])
 		d1 := int32(a[i+1]) - int32(b[i+1])
 		d2 := int32(a[i+2]) - int32(b[i+2])
@@ -166,19 +173,7 @@ func sqDist(a, b []int8) int32 {
 		s2 += d2 * d2
 		s3 += d3 * d3
 	}
-	raw := s0 + s1 + s2 + s3
-	s0, s1, s2, s3 = 0, 0, 0, 0
-	for i := dogStart; i+4 <= Dims; i += 4 {
-		d0 := int32(a[i]) - int32(b[i])
-		d1 := int32(a[i+1]) - int32(b[i+1])
-		d2 := int32(a[i+2]) - int32(b[i+2])
-		d3 := int32(a[i+3]) - int32(b[i+3])
-		s0 += d0 * d0
-		s1 += d1 * d1
-		s2 += d2 * d2
-		s3 += d3 * d3
-	}
-	return raw + 2*(s0+s1+s2+s3)
+	return s0 + s1 + s2 + s3
 }
 
 // minDistBound is minDist, except that it may give up on a vector once its
@@ -203,20 +198,7 @@ func sqDistBound(a, b []int8, bound int32) int32 {
 	)
 	a = a[:Dims]
 	b = b[:Dims]
-	part := func(lo, hi int) int32 {
-		var s0, s1, s2, s3 int32
-		for i := lo; i+4 <= hi; i += 4 {
-			d0 := int32(a[i]) - int32(b[i])
-			d1 := int32(a[i+1]) - int32(b[i+1])
-			d2 := int32(a[i+2]) - int32(b[i+2])
-			d3 := int32(a[i+3]) - int32(b[i+3])
-			s0 += d0 * d0
-			s1 += d1 * d1
-			s2 += d2 * d2
-			s3 += d3 * d3
-		}
-		return s0 + s1 + s2 + s3
-	}
+	part := func(lo, hi int) int32 { return sqSum(a, b, lo, hi) }
 	var s int32
 	for lo := dogStart; lo < Dims; lo += chunk {
 		s += 2 * part(lo, lo+chunk)
