@@ -417,19 +417,11 @@ func (m *Manager) reject(d download, reason, detail string) (outcome, error) {
 	r := &Rejection{Version: d.Manifest.Version, Reason: reason, Detail: detail}
 	done := false
 	err := m.st.Update(func(tx *bolt.Tx) error {
-		done = false
-		b, err := bucket(tx)
-		if err != nil {
+		cur, err := dropIfCurrent(tx, d)
+		done = cur != nil
+		if err != nil || cur == nil {
 			return err
 		}
-		cur, err := readDownload(b)
-		if err != nil || cur == nil || cur.ID != d.ID {
-			return err
-		}
-		if err := dropDownload(b); err != nil {
-			return err
-		}
-		done = true
 		return RecordRejection(tx, m.cfg.Now(), r)
 	})
 	if err != nil {
@@ -442,19 +434,26 @@ func (m *Manager) reject(d download, reason, detail string) (outcome, error) {
 	return outcome{rejected: r}, nil
 }
 
+// dropIfCurrent removes the download record inside tx if it is still d,
+// returning it (nil when another download replaced it meanwhile).
+func dropIfCurrent(tx *bolt.Tx, d download) (*download, error) {
+	b, err := bucket(tx)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := readDownload(b)
+	if err != nil || cur == nil || cur.ID != d.ID {
+		return nil, err
+	}
+	return cur, dropDownload(b)
+}
+
 // abandon drops d without a verdict on the image (idle, file lost), audits
 // it and removes its file. Callers hold m.mu.
 func (m *Manager) abandon(d download, why string) error {
 	err := m.st.Update(func(tx *bolt.Tx) error {
-		b, err := bucket(tx)
-		if err != nil {
-			return err
-		}
-		cur, err := readDownload(b)
-		if err != nil || cur == nil || cur.ID != d.ID {
-			return err
-		}
-		if err := dropDownload(b); err != nil {
+		cur, err := dropIfCurrent(tx, d)
+		if err != nil || cur == nil {
 			return err
 		}
 		_, err = audit.Append(tx, m.cfg.Now(), "firmware_abandoned", "", map[string]string{"version": d.Manifest.Version,
