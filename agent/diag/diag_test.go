@@ -1,7 +1,6 @@
 package diag
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // Environment of the tiny client mode of the test binary (see TestMain).
@@ -172,24 +172,7 @@ type running struct {
 	client *http.Client
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testlog.Buffer
 }
 
 // start runs a Server with cfg (Socket defaults to a fresh temp path) and
@@ -199,7 +182,7 @@ func start(t *testing.T, cfg Config) *running {
 	if cfg.Socket == "" {
 		cfg.Socket = filepath.Join(socketDir(t), "diag.sock")
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}

@@ -9,12 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // The end-to-end tests drive the real daemon binary through its contract:
@@ -52,24 +52,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // rig is one device: its directories, config and (when running) process.
 type rig struct {
 	t        *testing.T
@@ -82,7 +64,7 @@ type rig struct {
 	extra    string // appended YAML
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	allLogs  []string
 }
 
@@ -145,7 +127,7 @@ func (r *rig) start() {
 	if r.logs != nil {
 		r.allLogs = append(r.allLogs, r.logs.String())
 	}
-	r.logs = &syncBuffer{}
+	r.logs = &testlog.Buffer{}
 	r.cmd = exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
 	r.cmd.Stdout = r.logs
 	r.cmd.Stderr = r.logs

@@ -1,7 +1,6 @@
 package link
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 const (
@@ -27,27 +27,9 @@ const (
 
 func topic(suffix string) string { return "aibo/" + dev + "/" + suffix }
 
-// logBuf collects the link's logs; tests check payloads never appear.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	link *Link
-	logs *logBuf
+	logs *testlog.Buffer
 	cmds *cmdRecorder
 }
 
@@ -88,7 +70,7 @@ func (r *cmdRecorder) commands() []string {
 
 func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
-	f := &fixture{logs: &logBuf{}, cmds: &cmdRecorder{}}
+	f := &fixture{logs: &testlog.Buffer{}, cmds: &cmdRecorder{}}
 	cfg.DeviceID = dev
 	cfg.Logger = slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if cfg.MinBackoff == 0 {

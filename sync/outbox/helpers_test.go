@@ -24,6 +24,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"
 )
 
@@ -34,24 +35,6 @@ const (
 
 func topic(suffix string) string { return "aibo/" + dev + "/" + suffix }
 
-// logBuf collects logs; tests check content never appears in them.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is one device: a store, an outbox dir, a device key, and the
 // callbacks' records.
 type env struct {
@@ -60,7 +43,7 @@ type env struct {
 	dir    string
 	devKey []byte
 	st     *store.Store
-	logs   *logBuf
+	logs   *testlog.Buffer
 
 	mu      sync.Mutex
 	acked   []Meta
@@ -76,7 +59,7 @@ func newEnv(t testing.TB) *env {
 		dbPath:  filepath.Join(root, "state.db"),
 		dir:     filepath.Join(root, "outbox"),
 		devKey:  keys.New(),
-		logs:    &logBuf{},
+		logs:    &testlog.Buffer{},
 		dropped: map[string]string{},
 		changed: make(chan struct{}),
 	}
@@ -255,7 +238,7 @@ func startLink(t testing.TB, b *testbroker.Broker) (*link.Link, func()) {
 		Broker:     b.URL,
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 300 * time.Millisecond,
-		Logger:     slog.New(slog.NewTextHandler(&logBuf{}, nil)),
+		Logger:     slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil)),
 	}, func(context.Context, []byte) []byte { return nil })
 	if err != nil {
 		t.Fatal(err)
