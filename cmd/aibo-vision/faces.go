@@ -20,6 +20,11 @@ func faces(s *score.Scorer, al *align.Aligner, data []byte, maxPixels int) (visi
 		return vision.FacesResult{}, err
 	}
 	defer img.Close()
+	return facesIn(s, al, img)
+}
+
+// facesIn is faces on an image already decoded (BGR).
+func facesIn(s *score.Scorer, al *align.Aligner, img gocv.Mat) (vision.FacesResult, error) {
 	boxes, err := s.Detect(img) // detection only: no smile, eyes or sharpness
 	if err != nil {
 		return vision.FacesResult{}, err

@@ -61,17 +61,31 @@ func TestEyesAreLevelledFromATiltedHead(t *testing.T) {
 	defer a.Close()
 	upright, box := frameWith(t, 0)
 	defer upright.Close()
-	base := a.eyeAngle(upright, box)
-	if math.Abs(base) > 5 {
+	base, ok := a.eyeAngle(upright, box)
+	if !ok || math.Abs(base) > 5 {
 		t.Fatalf("upright head measured at %.1f°", base)
 	}
 	for _, deg := range []float64{-12, 12} {
 		m, box := frameWith(t, deg)
-		got := a.eyeAngle(m, box)
-		if _, err := a.Crop(m, box); err != nil {
-			t.Errorf("crop of a tilted head: %v", err)
+		got, ok := a.eyeAngle(m, box)
+		if !ok {
+			t.Fatalf("head tilted %.0f°: eyes not found", deg)
 		}
+		crop, err := a.Crop(m, box)
 		m.Close()
+		if err != nil {
+			t.Fatalf("crop of a tilted head: %v", err)
+		}
+		cm, err := gocv.ImageGrayToMatGray(crop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, ok := a.eyeAngle(cm, crop.Bounds())
+		t.Logf("deg %v got %v after %v %v base %v", deg, got, after, ok, base)
+		if !ok || math.Abs(after-base) > 5 {
+			t.Errorf("head tilted %.0f°: the crop's eyes are at %.1f°, want about %.1f° as upright", deg, after, base)
+		}
+		cm.Close()
 		// OpenCV's positive angle turns the image counter-clockwise, which
 		// tilts the eye line by -deg in image coordinates.
 		if math.Abs(got-(base-deg)) > 5 {
@@ -80,7 +94,7 @@ func TestEyesAreLevelledFromATiltedHead(t *testing.T) {
 	}
 }
 
-func TestCropFramesTheHead(t *testing.T) {
+func TestCropFramesTheHeadAtTheNormalisedScale(t *testing.T) {
 	a, err := New(models)
 	if err != nil {
 		t.Fatal(err)
@@ -92,11 +106,41 @@ func TestCropFramesTheHead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// headFrame widens the box by 6% and adds 27% of its height; at the
+	// scale where the box is BoxWidth wide that is about 102 x 122 for
+	// this (almost square) box, whatever the face's size in the frame.
 	b := crop.Bounds()
-	if b.Dx() < box.Dx() || b.Dy() < box.Dy() || b.Dy() <= b.Dx() {
-		t.Fatalf("crop %v for a face box %v: want a taller-than-wide head frame around it", b.Size(), box.Size())
+	wantW := BoxWidth * 106 / 100
+	wantH := BoxWidth * box.Dy() / box.Dx() * 127 / 100
+	if abs(b.Dx()-wantW) > 2 || abs(b.Dy()-wantH) > 2 {
+		t.Fatalf("crop %v for a face box %v: want about %dx%d", b.Size(), box.Size(), wantW, wantH)
 	}
 	if _, err := a.Crop(m, image.Rect(10, 10, 20, 20)); err == nil {
 		t.Fatal("a 10x10 face was cropped")
 	}
+}
+
+// A face box at the frame's edge is cut to the frame, never read past it.
+func TestCropAtTheFrameEdgeStaysInside(t *testing.T) {
+	a, err := New(models)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m, _ := frameWith(t, 0)
+	defer m.Close()
+	crop, err := a.Crop(m, image.Rect(-40, -40, 160, 160))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crop.Bounds().Dx() < 24 || crop.Bounds().Dy() < 24 {
+		t.Fatalf("crop %v", crop.Bounds())
+	}
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
