@@ -450,3 +450,71 @@ func TestShippedModel(t *testing.T) {
 		t.Fatalf("Threshold %v", Threshold)
 	}
 }
+
+// Promise P7 (strangers are nobody): with a single person enrolled there
+// is nobody else in the gallery to compare with, and a stranger must still
+// not be taken for that person.
+func TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled(t *testing.T) {
+	for _, p := range people {
+		g := NewGallery()
+		var samples []Template
+		for i := 1; i <= 3; i++ {
+			samples = append(samples, compact(t, face(t, fmt.Sprintf("%s-%d", p, i))))
+		}
+		if err := g.Enroll(p, samples); err != nil {
+			t.Fatal(err)
+		}
+		probes := []string{"s30-1", "s30-6"}
+		for _, q := range people {
+			if q != p {
+				for i := 1; i <= 4; i++ {
+					probes = append(probes, fmt.Sprintf("%s-%d", q, i))
+				}
+			}
+		}
+		for _, name := range probes {
+			m, err := g.Match(face(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Accepted {
+				t.Errorf("only %s enrolled: stranger %s accepted (score %.3f, distance %.1f, runner-up %.1f, spread %.1f)",
+					p, name, m.Score, m.Distance, m.RunnerDistance, m.Spread)
+			}
+		}
+	}
+}
+
+func TestCalibrateLetsOnlyTheLowestEnrollmentImpostorThrough(t *testing.T) {
+	samples := map[string][]Template{}
+	for _, p := range people {
+		for i := 1; i <= 4; i++ {
+			samples[p] = append(samples[p], face(t, fmt.Sprintf("%s-%d", p, i)))
+		}
+	}
+	c, err := Calibrate(samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Impostor) != 12 || c.Reference <= 0 || math.IsInf(c.Threshold, 0) {
+		t.Fatalf("calibration %+v", c)
+	}
+	below := 0
+	for _, s := range c.Impostor {
+		if s < c.Threshold {
+			below++
+		}
+	}
+	if below != 1 {
+		t.Fatalf("%d of %d impostor scores below the calibrated threshold %.3f, want exactly the lowest", below, len(c.Impostor), c.Threshold)
+	}
+
+	delete(samples, "s12")
+	if _, err := Calibrate(samples); !errors.Is(err, ErrCalibration) {
+		t.Fatalf("two people: %v, want ErrCalibration", err)
+	}
+	samples["s12"] = []Template{Template("not a template")}
+	if _, err := Calibrate(samples); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupt sample: %v, want ErrCorrupt", err)
+	}
+}

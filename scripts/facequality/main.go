@@ -10,9 +10,10 @@
 // the gallery names anybody.
 //
 // The threshold is not tuned here. The tool first recomputes it from the
-// enrollment images alone (leave-one-out inside s1..s20 images 1-5, see
-// chooseThreshold) and checks that the shipped template.Threshold is that
-// value; the test images are scored only after, at the shipped value. The
+// enrollment images alone (template.Calibrate inside s1..s20 images 1-5,
+// see chooseThreshold) and warns when the shipped template.Threshold or
+// Reference is looser than that; the test images are scored only after, at
+// the shipped values. The
 // curve (correct at <=5%, <=1%, 0% strangers accepted) uses thresholds
 // read off the test scores, for comparison with the anchors only.
 //
@@ -129,11 +130,11 @@ func main() {
 	fmt.Printf("\n")
 	fmt.Printf("How the threshold was chosen (before scoring any test image): leave-one-out on the enrollment images only (s1..s20, images 1-5). ")
 	fmt.Printf("Genuine: each of the 100 images probed against the gallery without it (%d of 100 named the right person). ", sel.looRight)
-	fmt.Printf("Impostor: each person's 5 images probed against the other 19 people (100 scores). ")
-	fmt.Printf("Rule: midpoint between the lowest (%.4f) and second-lowest (%.4f) impostor score, i.e. 1 in 100 enrollment impostors accepted: %.4f on these raw crops. ", sel.imp[0], sel.imp[1], sel.rule)
-	fmt.Printf("The shipped threshold %.3f is the same rule applied to the enrollment templates made by the worker's pipeline (scripts/facequality/pipeline), the crops the device really sees; at that value %d of 100 leave-one-out genuine probes here are accepted.\n\n", template.Threshold, sel.genuineBelow(template.Threshold))
-	if sel.rule < template.Threshold {
-		fmt.Printf("**WARNING: the rule gives %.4f, below template.Threshold %.3f: the shipped value accepts more enrollment impostors than 1 in 100 here.**\n\n", sel.rule, template.Threshold)
+	fmt.Printf("Impostor: each person's 5 images probed against the other 19 people (100 probes). ")
+	fmt.Printf("Rule (template.Calibrate): Reference is the median distance of those probes to the nearest other person (%.2f on these raw crops); Threshold the midpoint between the lowest (%.4f) and second-lowest (%.4f) impostor score at that Reference, i.e. 1 in 100 enrollment impostors accepted: %.4f. ", sel.ref, sel.imp[0], sel.imp[1], sel.rule)
+	fmt.Printf("Each shipped value (Threshold %.3f, Reference %.1f) is the smaller of this rule's and the same rule's on the enrollment templates made by the worker's pipeline (scripts/facequality/pipeline), the crops the device really sees; at those values %d of 100 leave-one-out genuine probes here are accepted.\n\n", template.Threshold, template.Reference, sel.genuineBelow(template.Threshold))
+	if sel.rule < template.Threshold || sel.ref < template.Reference {
+		fmt.Printf("**WARNING: the rule gives Threshold %.4f and Reference %.2f, below the shipped %.3f and %.1f: the shipped values accept more enrollment impostors than 1 in 100 here.**\n\n", sel.rule, sel.ref, template.Threshold, template.Reference)
 	}
 	fmt.Printf("Stricter rule for comparison, not shipped: below the lowest impostor score (0 of 100): %s correct, %s strangers accepted on the test.\n\n",
 		pct(main.correctBelow(sel.imp[0]), main.nGenuine), pct(main.acceptedBelow(sel.imp[0]), main.nStranger))
@@ -144,7 +145,7 @@ func main() {
 		pct(swap.correctAtFAR(0.01), swap.nGenuine), pct(swap.correctAtFAR(0), swap.nGenuine))
 
 	fmt.Printf("Smaller households (same shipped threshold; %d random draws of k people among s1..s20, enrolled with images 1-5; their images 6-10 as genuine probes, all of s21..s40 as strangers). ", homes[0].draws)
-	fmt.Printf("The score compares each probe with the other enrolled people and with the 64 GENKI-4K cohort faces; with few people enrolled only the cohort is left, and it is framed differently from ORL (tight face crops, no hair), so on ORL it is a weak reference:\n\n")
+	fmt.Printf("The score compares each probe with the other enrolled people and with the 64 GENKI-4K cohort faces, both capped at Reference; with few people enrolled only the cohort is left, and it is framed differently from ORL (tight face crops, no hair), which the cap keeps from flattering strangers:\n\n")
 	fmt.Printf("| people enrolled | correct | strangers accepted |\n| --- | --- | --- |\n")
 	for _, h := range homes {
 		fmt.Printf("| %d | %s | %s |\n", h.k, pct(h.correct, h.genuine), pct(h.accepted, h.strangers))
@@ -176,7 +177,8 @@ type selection struct {
 	genuine  []float64 // leave-one-out genuine scores (+Inf when misnamed)
 	imp      []float64 // leave-one-person-out impostor scores, sorted
 	looRight int
-	rule     float64
+	rule     float64 // template.Calibrate's Threshold
+	ref      float64 // and Reference
 }
 
 func (s selection) genuineBelow(t float64) int {
@@ -226,18 +228,15 @@ func chooseThreshold(enroll map[img]template.Template) selection {
 			sel.genuine = append(sel.genuine, math.Inf(1))
 		}
 	}
-	for s, ks := range people {
-		g := build(img{}, s)
-		for _, k := range ks {
-			m, err := g.Match(enroll[k])
-			if err != nil {
-				log.Fatal(err)
-			}
-			sel.imp = append(sel.imp, m.Score)
-		}
+	bySubject := map[string][]template.Template{}
+	for k, t := range enroll {
+		bySubject[name(k.s)] = append(bySubject[name(k.s)], t)
 	}
-	sort.Float64s(sel.imp)
-	sel.rule = (sel.imp[0] + sel.imp[1]) / 2
+	cal, err := template.Calibrate(bySubject)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sel.imp, sel.rule, sel.ref = cal.Impostor, cal.Threshold, cal.Reference
 	return sel
 }
 
