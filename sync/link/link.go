@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -30,6 +29,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
 )
 
 // ErrNotConnected is returned (possibly wrapped) by Publish when there is no
@@ -280,7 +281,7 @@ func (l *Link) Run(ctx context.Context) error {
 				return nil
 			}
 			failures++
-			d := jitter(backoff)
+			d := retry.Jitter(backoff)
 			l.log.Warn("mqtt connect failed", "broker", broker, "attempt", failures, "retry_in", d, "err", err)
 			if !sleep(ctx, d) {
 				return nil
@@ -304,7 +305,7 @@ func (l *Link) Run(ctx context.Context) error {
 		if time.Since(started) >= stableAfter {
 			backoff = l.cfg.MinBackoff
 		}
-		d := jitter(backoff)
+		d := retry.Jitter(backoff)
 		l.log.Warn("mqtt connection lost", "broker", broker, "err", sess.err, "retry_in", d)
 		if !sleep(ctx, d) {
 			return nil
@@ -621,14 +622,6 @@ func (l *Link) OnConnectionChange(f func(connected bool)) {
 	l.mu.Lock()
 	l.onChange = f
 	l.mu.Unlock()
-}
-
-// jitter returns a duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

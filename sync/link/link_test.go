@@ -609,11 +609,3 @@ func TestNewValidation(t *testing.T) {
 	}
 }
 
-func TestJitter(t *testing.T) {
-	for range 1000 {
-		d := jitter(time.Second)
-		if d < 500*time.Millisecond || d > time.Second {
-			t.Fatalf("jitter(1s) = %v", d)
-		}
-	}
-}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
 )
 
 // Publisher is the MQTT side the outbox needs; *link.Link is one. Topic
@@ -212,7 +213,7 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 		}
 		it.meta.Nacks++
 		it.state = idle
-		it.notBefore = now.Add(jitter(backoff(o.cfg.RetryMin, o.cfg.RetryMax, it.meta.Nacks)))
+		it.notBefore = now.Add(retry.Jitter(backoff(o.cfg.RetryMin, o.cfg.RetryMax, it.meta.Nacks)))
 		nacks = append(nacks, nack{id, a.reason, it.meta.Nacks, it.meta.Attempts})
 	}
 	o.mu.Unlock()
@@ -282,7 +283,7 @@ func (o *Outbox) sendLoop(ctx context.Context, p Publisher) {
 			linkDelay = linkRetryMin
 			retryAt = time.Time{}
 		case linkDown:
-			d := jitter(linkDelay)
+			d := retry.Jitter(linkDelay)
 			retryAt = time.Now().Add(d)
 			linkDelay = min(linkDelay*2, linkRetryMax)
 		}
@@ -501,14 +502,6 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, hi)
-}
-
-// jitter returns a duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func truncate(s string, n int) string {
