@@ -27,6 +27,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"
+	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -43,6 +44,7 @@ type Daemon struct {
 	st        *store.Store
 	deviceKey []byte
 	outbox    *outbox.Outbox
+	events    *events.Queue // erase requests, kept until the broker has them
 	faces     *facerec.Service
 	pol       *policy.Policy
 	vault     *capture.Vault
@@ -102,6 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.events = events.New(d.st, log.With("service", "events"))
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer(), facerec.Config{
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,
@@ -193,6 +196,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		v := 0.0
 		if up {
 			v = 1
+			d.events.Wake() // what waited for the broker goes now
 		}
 		d.metrics.connected.Set(v)
 	})
@@ -228,6 +232,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"janitor", d.janitor},
 		{"firmware", d.fw.Run},
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
+		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
 		{"selection", d.selector},
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -187,14 +188,16 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 			}
 		}
 		kinds := []string{outbox.KindFaceTemplate, outbox.KindSighting}
+		for _, subject := range slices.Sorted(maps.Keys(held)) {
+			if err := d.eraseRequest(e, kinds, subject); err != nil {
+				return nil, err
+			}
+		}
 		e.AfterCommit(func() {
 			for subject := range held {
 				d.faces.Forgot(subject)
 			}
 			d.dropQueued(func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "region_prohibited")
-			for subject := range held {
-				d.event(map[string]any{"type": "erase_request", "subject_id": subject, "kinds": kinds})
-			}
 		})
 	}
 	e.AfterCommit(d.stateChanged)

@@ -26,7 +26,7 @@ func imports(t *testing.T) map[string][]string {
 // feature names the feature a package belongs to, or "" for the kernel,
 // commands, scripts and internal helpers.
 func feature(pkg string) string {
-	for _, f := range []string{"capture", "facerec", "sync/outbox", "sync/link", "firmware"} {
+	for _, f := range []string{"capture", "facerec", "sync/outbox", "sync/link", "sync/events", "firmware"} {
 		if pkg == f || strings.HasPrefix(pkg, f+"/") {
 			return f
 		}

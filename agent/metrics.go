@@ -30,13 +30,16 @@ func newMetrics(d *Daemon) *metrics {
 	storeBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aibo_store_bytes", Help: "Size of the bbolt state file.",
 	}, func() float64 { return float64(d.st.Size()) })
+	eventsPending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "aibo_events_pending", Help: "Erase requests kept until the broker takes them.",
+	}, func() float64 { return float64(d.events.Pending()) })
 	uptime := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aibo_uptime_seconds", Help: "Seconds since the daemon started.",
 	}, func() float64 { return d.now().Sub(d.started).Seconds() })
 	for _, o := range []string{"refused", "admitted", "over_cap", "invalid"} {
 		m.photos.WithLabelValues(o)
 	}
-	m.reg.MustRegister(m.photos, m.commands, m.connected, storeBytes, uptime,
+	m.reg.MustRegister(m.photos, m.commands, m.connected, storeBytes, eventsPending, uptime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

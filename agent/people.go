@@ -54,13 +54,15 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 		}
 	}
 	kinds = unique(kinds)
+	if len(kinds) > 0 {
+		if err := d.eraseRequest(e, kinds, p.SubjectID); err != nil {
+			return nil, err
+		}
+	}
 	e.AfterCommit(func() {
 		d.faces.Forgot(p.SubjectID)
 		d.dropQueued(func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked")
 		d.event(map[string]any{"type": "consent_revoked", "subject_id": p.SubjectID, "scopes": revoked})
-		if len(kinds) > 0 {
-			d.event(map[string]any{"type": "erase_request", "subject_id": p.SubjectID, "kinds": kinds})
-		}
 		d.stateChanged()
 	})
 	return res, nil

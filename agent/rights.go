@@ -107,6 +107,9 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 	if _, err := audit.Append(e.Tx, e.Now, "data_deleted", "", fields); err != nil {
 		return nil, err
 	}
+	if err := d.eraseRequest(e, kinds, ""); err != nil {
+		return nil, err
+	}
 	e.AfterCommit(func() {
 		for _, s := range forgotten {
 			d.faces.Forgot(s)
@@ -115,7 +118,6 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		if err := d.vault.RemoveFiles(photoIDs); err != nil {
 			d.log.Error("remove erased photo files", "err", err)
 		}
-		d.event(map[string]any{"type": "erase_request", "kinds": kinds})
 		d.stateChanged()
 	})
 	return map[string]any{"categories": cats, "erased": counts, "queued_dropped": queued, "erase_requested": kinds}, nil

@@ -222,5 +222,5 @@ func (t *technician) clockCheck() diag.Check {
 // Queue is the outbox by kind: counts, bytes and the oldest age.
 func (t *technician) Queue(ctx context.Context) (any, error) {
 	pending, bytes := t.d.outbox.Summary()
-	return map[string]any{"pending": pending, "bytes": bytes, "kinds": t.d.outbox.ByKind()}, nil
+	return map[string]any{"pending": pending, "bytes": bytes, "kinds": t.d.outbox.ByKind(), "events_pending": t.d.events.Pending()}, nil
 }

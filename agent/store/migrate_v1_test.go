@@ -74,7 +74,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		t.Fatalf("open with the latest schema: %v", err)
 	}
 	defer st.Close()
-	if v := st.SchemaVersion(); v != len(store.Migrations) || v < 2 {
+	if v := st.SchemaVersion(); v != len(store.Migrations) || v < 3 {
 		t.Fatalf("schema version %d, want %d", v, len(store.Migrations))
 	}
 	if err := st.Check(); err != nil {
@@ -82,7 +82,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 	}
 	pol := policy.New("US-CA", []string{"US-IL"})
 	err = st.View(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{store.BucketOutbox, store.BucketFirmware, store.BucketSubjects, store.BucketFaces, store.BucketScoring} {
+		for _, b := range [][]byte{store.BucketOutbox, store.BucketFirmware, store.BucketSubjects, store.BucketFaces, store.BucketScoring, store.BucketEvents} {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing after the migration", b)
 			}

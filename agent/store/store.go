@@ -36,6 +36,11 @@ var (
 	BucketScoring  = []byte("scoring")  // capture: learned scoring weights and photo decisions
 )
 
+// Buckets added by schema version 3.
+var (
+	BucketEvents = []byte("events") // sync/events: events the broker has not taken yet (erase requests)
+)
+
 // Sub-buckets of BucketCommands.
 var (
 	BucketCommandIDs   = []byte("ids")   // command id -> stored result
@@ -75,6 +80,10 @@ var Migrations = []Migration{
 			}
 		}
 		return nil
+	}},
+	{To: 3, Name: "durable events", Up: func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(BucketEvents)
+		return err
 	}},
 }
 
