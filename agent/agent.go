@@ -26,8 +26,8 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
-	"github.com/aibo-privacy/aibo-privacyd/sync/link"
 	"github.com/aibo-privacy/aibo-privacyd/sync/events"
+	"github.com/aibo-privacy/aibo-privacyd/sync/link"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 

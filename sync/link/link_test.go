@@ -608,4 +608,3 @@ func TestNewValidation(t *testing.T) {
 		t.Fatalf("CA only: %v", err)
 	}
 }
-
