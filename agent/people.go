@@ -94,9 +94,11 @@ func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, er
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
-	if err := d.faces.CancelEnrollment(p.SubjectID); err != nil {
+	closeWindow, err := d.faces.CancelEnrollment(e.Tx, p.SubjectID)
+	if err != nil {
 		return nil, refusal(err)
 	}
+	e.AfterCommit(closeWindow)
 	if _, err := audit.Append(e.Tx, e.Now, "enrollment_cancelled", p.SubjectID, nil); err != nil {
 		return nil, err
 	}

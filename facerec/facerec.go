@@ -126,8 +126,12 @@ func New(st *store.Store, pol *policy.Policy, an Analyzer, rec Recognizer, cfg C
 	return &Service{cfg: cfg, st: st, pol: pol, an: an, rec: rec, lastSeen: map[string]time.Time{}}
 }
 
-// Run watches the frames spool and closes enrollments that time out.
+// Run reopens an enrollment window a restart interrupted, then watches the
+// frames spool and closes enrollments that time out.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.resume(); err != nil {
+		return fmt.Errorf("facerec: resume enrollment: %w", err)
+	}
 	go func() {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
@@ -159,22 +163,37 @@ func (s *Service) StartEnrollment(tx *bolt.Tx, now time.Time, subjectID string) 
 	if _, err := audit.Append(tx, now, "enrollment_started", subjectID, nil); err != nil {
 		return nil, err
 	}
+	deadline := now.Add(s.cfg.EnrollTimeout)
+	if err := putOpenWindow(tx, openWindow{SubjectID: subjectID, Deadline: deadline}); err != nil {
+		return nil, err
+	}
 	return func() {
 		s.mu.Lock()
-		s.window = &window{subject: subjectID, deadline: now.Add(s.cfg.EnrollTimeout)}
+		s.window = &window{subject: subjectID, deadline: deadline}
 		s.mu.Unlock()
 	}, nil
 }
 
-// CancelEnrollment closes the subject's window and keeps nothing of it.
-func (s *Service) CancelEnrollment(subjectID string) error {
+// CancelEnrollment checks, inside the command's transaction, that the
+// subject's window is open and returns the function that closes it once
+// that transaction commits. Nothing of the window is kept.
+func (s *Service) CancelEnrollment(tx *bolt.Tx, subjectID string) (closeWindow func(), err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.window == nil || s.window.subject != subjectID {
-		return ErrNoEnrolment
+	open := s.window != nil && s.window.subject == subjectID
+	s.mu.Unlock()
+	if !open {
+		return nil, ErrNoEnrolment
 	}
-	s.window = nil
-	return nil
+	if err := clearOpenWindow(tx, subjectID); err != nil {
+		return nil, err
+	}
+	return func() {
+		s.mu.Lock()
+		if s.window != nil && s.window.subject == subjectID {
+			s.window = nil
+		}
+		s.mu.Unlock()
+	}, nil
 }
 
 func (s *Service) expire() {
@@ -186,9 +205,75 @@ func (s *Service) expire() {
 	}
 	s.window = nil
 	s.mu.Unlock()
-	if s.cfg.OnEnrollFailed != nil {
-		s.cfg.OnEnrollFailed(w.subject, "timeout")
+	s.closed(w.subject, "timeout")
+}
+
+// closed forgets the durable record of subject's window and tells the app
+// the enrollment failed for reason.
+func (s *Service) closed(subject, reason string) {
+	if err := s.st.Update(func(tx *bolt.Tx) error { return clearOpenWindow(tx, subject) }); err != nil {
+		s.cfg.Logger.Error("enrollment window record not cleared", "subject_id", subject, "err", err)
 	}
+	if s.cfg.OnEnrollFailed != nil {
+		s.cfg.OnEnrollFailed(subject, reason)
+	}
+}
+
+// openWindow is the durable record of the open enrollment window: who and
+// until when, never a sample (samples live in memory, and a restart
+// starts collecting them again).
+type openWindow struct {
+	SubjectID string    `json:"subject_id"`
+	Deadline  time.Time `json:"deadline"`
+}
+
+var openWindowKey = []byte("enrolling")
+
+func putOpenWindow(tx *bolt.Tx, w openWindow) error {
+	raw, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(store.BucketFaces).Put(openWindowKey, raw)
+}
+
+// clearOpenWindow removes the record if it is subject's.
+func clearOpenWindow(tx *bolt.Tx, subject string) error {
+	b := tx.Bucket(store.BucketFaces)
+	var w openWindow
+	if raw := b.Get(openWindowKey); raw == nil || (json.Unmarshal(raw, &w) == nil && w.SubjectID != subject) {
+		return nil
+	}
+	return b.Delete(openWindowKey)
+}
+
+// resume reopens the window a restart interrupted, with the deadline the
+// app was given; past that deadline the enrollment fails as timed out.
+func (s *Service) resume() error {
+	var w openWindow
+	found := false
+	err := s.st.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(store.BucketFaces).Get(openWindowKey)
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(raw, &w)
+	})
+	if err != nil || !found {
+		return err
+	}
+	if !s.cfg.Now().Before(w.Deadline) {
+		s.closed(w.SubjectID, "timeout")
+		return nil
+	}
+	s.mu.Lock()
+	if s.window == nil {
+		s.window = &window{subject: w.SubjectID, deadline: w.Deadline}
+	}
+	s.mu.Unlock()
+	s.cfg.Logger.Info("enrollment window reopened after a restart", "subject_id", w.SubjectID, "deadline", w.Deadline)
+	return nil
 }
 
 // frame reads one frame, deletes it at once, and hands it to whoever needs
@@ -265,15 +350,16 @@ func (s *Service) sample(tpl []byte) {
 				return err
 			}
 		}
+		if err := clearOpenWindow(tx, w.subject); err != nil {
+			return err
+		}
 		_, err := audit.Append(tx, now, "enrollment_completed", w.subject, map[string]string{"samples": strconv.Itoa(len(w.samples))})
 		return err
 	})
 	s.invalidate()
 	if err != nil {
 		s.cfg.Logger.Warn("enrollment not kept", "subject_id", w.subject, "err", err)
-		if s.cfg.OnEnrollFailed != nil {
-			s.cfg.OnEnrollFailed(w.subject, reason(err))
-		}
+		s.closed(w.subject, reason(err))
 		return
 	}
 	if s.cfg.OnEnrolled != nil {
@@ -481,6 +567,9 @@ type Forgotten struct {
 // Forgot so no decrypted copy stays in memory and an open enrollment closes.
 func (s *Service) Forget(tx *bolt.Tx, subject string) (Forgotten, error) {
 	var f Forgotten
+	if err := clearOpenWindow(tx, subject); err != nil {
+		return f, err
+	}
 	b := tx.Bucket(store.BucketFaces)
 	if b.Get(tplKey(subject)) != nil {
 		if err := b.Delete(tplKey(subject)); err != nil {

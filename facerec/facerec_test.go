@@ -56,6 +56,7 @@ type rig struct {
 	st       *store.Store
 	pol      *policy.Policy
 	svc      *Service
+	cfg      Config
 	dir      string
 	dev      []byte
 	mu       sync.Mutex
@@ -75,7 +76,7 @@ func newRig(t *testing.T) *rig {
 	}
 	r := &rig{t: t, st: st, pol: policy.New("US-CA", []string{"US-IL"}), dir: filepath.Join(dir, "frames"), dev: keys.New(),
 		now: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
-	r.svc = New(st, r.pol, frameAnalyzer{}, firstByte{}, Config{
+	r.cfg = Config{
 		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute, DeviceKey: r.dev,
 		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
 		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
@@ -86,17 +87,41 @@ func newRig(t *testing.T) *rig {
 			r.mu.Unlock()
 			return nil
 		},
-	})
+	}
 	st.Update(func(tx *bolt.Tx) error {
 		r.pol.AcceptPolicy(tx, r.now, "v1")
 		_, err := r.pol.SetFeatures(tx, r.now, map[policy.Feature]bool{policy.Patrol: true})
 		return err
 	})
+	r.run()
+	t.Cleanup(func() { r.cancel(); <-r.done; st.Close() })
+	return r
+}
+
+// run starts a new Service over the rig's store, as the daemon does at
+// every start.
+func (r *rig) run() {
+	r.svc = New(r.st, r.pol, frameAnalyzer{}, firstByte{}, r.cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() { r.svc.Run(ctx); close(r.done) }()
-	t.Cleanup(func() { r.cancel(); <-r.done; st.Close() })
-	return r
+}
+
+// restart stops the service and starts a new one: what was only in memory
+// is gone.
+func (r *rig) restart() {
+	r.cancel()
+	<-r.done
+	r.run()
+}
+
+func (r *rig) cancelEnrollment(subject string) error {
+	var closeWindow func()
+	err := r.st.Update(func(tx *bolt.Tx) (err error) { closeWindow, err = r.svc.CancelEnrollment(tx, subject); return })
+	if err == nil {
+		closeWindow()
+	}
+	return err
 }
 
 // list reads one of the callback logs under the lock.
@@ -267,10 +292,10 @@ func TestEnrollmentTimesOutAndCancelKeepsNothing(t *testing.T) {
 	r.consent("ana")
 	r.start("ana")
 	r.frame("A")
-	if err := r.svc.CancelEnrollment("ana"); err != nil {
+	if err := r.cancelEnrollment("ana"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.svc.CancelEnrollment("ana"); err != ErrNoEnrolment {
+	if err := r.cancelEnrollment("ana"); err != ErrNoEnrolment {
 		t.Fatalf("second cancel: %v", err)
 	}
 	r.frame("A")
@@ -286,6 +311,57 @@ func TestEnrollmentTimesOutAndCancelKeepsNothing(t *testing.T) {
 	}
 	if len(r.list(&r.failed)) != 1 || r.list(&r.failed)[0] != "ana:timeout" {
 		t.Fatalf("failures %v", r.list(&r.failed))
+	}
+}
+
+// A restart in the middle of an enrollment does not close it silently:
+// the window reopens with the deadline the app was given and the
+// enrollment completes from frames seen after the restart. Past that
+// deadline it fails as timed out, and the app is told.
+func TestEnrollmentWindowSurvivesARestart(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	if err := r.start("ana"); err != nil {
+		t.Fatal(err)
+	}
+	r.frame("A")
+	r.restart()
+	waitFor(t, func() bool { return r.svc.enrolling() })
+	for range 3 {
+		r.frame("A")
+	}
+	if got := r.list(&r.enrolled); len(got) != 1 || got[0] != "ana" {
+		t.Fatalf("enrolled %v after a restart mid-enrollment", got)
+	}
+	if _, open := r.facesBucket()[string(openWindowKey)]; open {
+		t.Fatal("the window's record outlived the enrollment")
+	}
+
+	r.consent("ben")
+	if err := r.start("ben"); err != nil {
+		t.Fatal(err)
+	}
+	r.cancel()
+	<-r.done
+	r.advance(2 * time.Minute) // the robot was off past the deadline
+	r.run()
+	waitFor(t, func() bool { return len(r.list(&r.failed)) == 1 })
+	if got := r.list(&r.failed); got[0] != "ben:timeout" || r.svc.enrolling() {
+		t.Fatalf("failures %v, still enrolling %v", got, r.svc.enrolling())
+	}
+	if _, open := r.facesBucket()[string(openWindowKey)]; open {
+		t.Fatal("an expired window's record was kept")
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 2 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
