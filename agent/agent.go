@@ -43,6 +43,7 @@ type Daemon struct {
 
 	st        *store.Store
 	deviceKey []byte
+	ring      *keys.Keyring // the keys that seal each person's key
 	outbox    *outbox.Outbox
 	events    *events.Queue // erase requests, kept until the broker has them
 	faces     *facerec.Service
@@ -88,7 +89,30 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.deviceKey = deviceKey
 	d.vision = d.newVision()
 	d.scorer = d.photoScorer()
-	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions)
+	d.ring, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "people.keys"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			d.ring.Close()
+		}
+	}()
+	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions, d.ring)
+	if err := d.st.Update(func(tx *bolt.Tx) error {
+		adopted, err := d.pol.AdoptLegacyKeys(tx, deviceKey)
+		if err != nil {
+			return err
+		}
+		// slots of revocations or grants a crash cut short
+		scrubbed, err := d.pol.ScrubKeys(tx)
+		if adopted+scrubbed > 0 {
+			log.Info("people's keys", "adopted_into_keyring", adopted, "slots_erased", scrubbed)
+		}
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("people's keys: %w", err)
+	}
 	d.outbox, err = outbox.Open(d.st, outbox.Config{
 		Dir:           filepath.Join(cfg.DataDir, "outbox"),
 		DeviceKey:     deviceKey,
@@ -111,7 +135,6 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),
 		SightingInterval: cfg.Faces.SightingInterval.D(),
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
-		DeviceKey:        deviceKey,
 		Now:              d.now,
 		Logger:           log.With("service", "faces"),
 		OnEnrolled: func(subject string) {
@@ -218,6 +241,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 // within ShutdownTimeout and closes the store.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.st.Close()
+	defer d.ring.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	d.ctx = ctx

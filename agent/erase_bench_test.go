@@ -20,8 +20,9 @@ import (
 
 // BenchmarkRevokeWith10kQueued measures revoke_consent from the command's
 // arrival to the durable erase (consent, key, templates, sightings and the
-// person's queued artifacts gone, both transactions committed) while
-// 10,000 artifacts wait in the outbox.
+// person's queued artifacts gone, the transactions committed, the key's
+// keyring slot overwritten and synced) while 10,000 artifacts wait in the
+// outbox.
 //
 //	go test -run '^$' -bench RevokeWith10kQueued -benchtime 50x ./agent/
 func BenchmarkRevokeWith10kQueued(b *testing.B) {
@@ -47,7 +48,7 @@ func BenchmarkRevokeWith10kQueued(b *testing.B) {
 		}
 		for i := 0; i < subjects; i++ {
 			g := policy.Grant{SubjectID: fmt.Sprintf("s%d", i), DisplayName: "P", GrantedBy: "self", Scopes: []string{"face_recognition"}}
-			if _, err := d.pol.GrantConsent(tx, now, d.deviceKey, g); err != nil {
+			if _, err := d.pol.GrantConsent(tx, now, g); err != nil {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	bolt "go.etcd.io/bbolt"
 	"slices"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
@@ -17,7 +18,7 @@ func (d *Daemon) grantConsent(ctx context.Context, e *command.Exec) (any, error)
 	if err := command.Decode(e.Cmd.Payload, &g); err != nil {
 		return nil, err
 	}
-	c, err := d.pol.GrantConsent(e.Tx, e.Now, d.deviceKey, g)
+	c, err := d.pol.GrantConsent(e.Tx, e.Now, g)
 	if err != nil {
 		return nil, refusal(err)
 	}
@@ -59,7 +60,14 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 			return nil, err
 		}
 	}
+	_, stillConsenting, err := d.pol.Consent(e.Tx, p.SubjectID)
+	if err != nil {
+		return nil, err
+	}
 	e.AfterCommit(func() {
+		if !stillConsenting {
+			d.scrubKeys() // the person's key is gone from the store: erase its slot
+		}
 		d.faces.Forgot(p.SubjectID)
 		d.dropQueued(func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked")
 		d.event(map[string]any{"type": "consent_revoked", "subject_id": p.SubjectID, "scopes": revoked})
@@ -137,4 +145,17 @@ func unique(s []string) []string {
 		}
 	}
 	return out
+}
+
+// scrubKeys erases the keyring slots of people no longer recorded. A
+// failure leaves the slot to the next revocation or start; the person's
+// key is already gone from the store.
+func (d *Daemon) scrubKeys() {
+	err := d.st.Update(func(tx *bolt.Tx) error {
+		_, err := d.pol.ScrubKeys(tx)
+		return err
+	})
+	if err != nil {
+		d.log.Error("keyring slots not erased yet", "err", err)
+	}
 }

@@ -44,7 +44,7 @@ func newFixture(t testing.TB, autoPhoto bool) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{t: t, st: st, pol: policy.New("US-CA", nil), spool: filepath.Join(dir, "spool"),
+	f := &fixture{t: t, st: st, pol: policy.New("US-CA", nil, nil), spool: filepath.Join(dir, "spool"),
 		now: time.Date(2026, 11, 22, 10, 0, 0, 0, la)}
 	if autoPhoto {
 		st.Update(func(tx *bolt.Tx) error {

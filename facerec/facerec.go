@@ -69,7 +69,6 @@ type Config struct {
 	EnrollTimeout    time.Duration
 	SightingInterval time.Duration
 	MaxFileBytes     int64
-	DeviceKey        []byte
 	Now              func() time.Time
 	Logger           *slog.Logger
 	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
@@ -437,7 +436,7 @@ func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) e
 		}
 		samples = compact
 	}
-	key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+	key, err := s.pol.SubjectKey(tx, subject)
 	if err != nil {
 		return err
 	}
@@ -459,7 +458,7 @@ type sighting struct {
 }
 
 func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, confidence float64) error {
-	key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+	key, err := s.pol.SubjectKey(tx, subject)
 	if err != nil {
 		return err
 	}
@@ -498,7 +497,7 @@ func (s *Service) loadMatcher() (Matcher, error) {
 			if s.pol.MayRecognize(tx, policy.Patrol, subject) != nil {
 				continue
 			}
-			key, err := s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+			key, err := s.pol.SubjectKey(tx, subject)
 			if err != nil {
 				continue
 			}
@@ -661,7 +660,7 @@ func (s *Service) eachSighting(tx *bolt.Tx, fn func(subject string, k []byte, sg
 			subject, _, _ := strings.Cut(strings.TrimPrefix(key, "sight/"), "/")
 			pk, ok := keyOf[subject]
 			if !ok {
-				pk, _ = s.pol.SubjectKey(tx, s.cfg.DeviceKey, subject)
+				pk, _ = s.pol.SubjectKey(tx, subject)
 				keyOf[subject] = pk
 			}
 			if pk == nil {

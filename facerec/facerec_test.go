@@ -58,7 +58,6 @@ type rig struct {
 	svc      *Service
 	cfg      Config
 	dir      string
-	dev      []byte
 	mu       sync.Mutex
 	now      time.Time
 	enrolled []string
@@ -74,10 +73,15 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, st: st, pol: policy.New("US-CA", []string{"US-IL"}), dir: filepath.Join(dir, "frames"), dev: keys.New(),
+	ring, err := keys.OpenKeyring(filepath.Join(dir, "people.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ring.Close() })
+	r := &rig{t: t, st: st, pol: policy.New("US-CA", []string{"US-IL"}, ring), dir: filepath.Join(dir, "frames"),
 		now: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
 	r.cfg = Config{
-		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute, DeviceKey: r.dev,
+		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute,
 		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
 		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
 		OnEnrollFailed: func(s, why string) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
@@ -137,7 +141,7 @@ func (r *rig) advance(d time.Duration) { r.mu.Lock(); r.now = r.now.Add(d); r.mu
 
 func (r *rig) consent(subject string) {
 	err := r.st.Update(func(tx *bolt.Tx) error {
-		_, err := r.pol.GrantConsent(tx, r.now, r.dev, policy.Grant{SubjectID: subject, DisplayName: "Person " + subject, GrantedBy: "self", Scopes: []string{"face_recognition"}})
+		_, err := r.pol.GrantConsent(tx, r.now, policy.Grant{SubjectID: subject, DisplayName: "Person " + subject, GrantedBy: "self", Scopes: []string{"face_recognition"}})
 		return err
 	})
 	if err != nil {

@@ -910,7 +910,7 @@ func TestStrayFilesSweptAtStart(t *testing.T) {
 }
 
 func TestMaterialPolicyChangePausesWithTheStaging(t *testing.T) {
-	pol := policy.New("US-CA", nil)
+	pol := policy.New("US-CA", nil, nil)
 	f := newFixture(t, func(c *Config) {
 		c.StagedTx = func(tx *bolt.Tx, now time.Time, m Manifest) error {
 			if !m.MaterialPolicyChange {

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,13 +84,18 @@ func validBirthday(s string) bool {
 	return err == nil
 }
 
-func subjectKeyName(id string) []byte     { return []byte("key/" + id) }
+// A person's key is stored under ringKeyName, sealed by a key in a
+// keyring slot: 4 bytes of slot (big endian), then the sealed key. Stores
+// written before the keyring hold it under legacyKeyName, sealed by the
+// device key; AdoptLegacyKeys moves those.
+func ringKeyName(id string) []byte        { return []byte("ringkey/" + id) }
+func legacyKeyName(id string) []byte      { return []byte("key/" + id) }
 func subjectConsentName(id string) []byte { return []byte("consent/" + id) }
 
 // GrantConsent records (or replaces) a person's consent. A new person gets
 // a key of their own, which seals their name and birthday now and their
 // face data later.
-func (p *Policy) GrantConsent(tx *bolt.Tx, now time.Time, deviceKey []byte, g Grant) (Consent, error) {
+func (p *Policy) GrantConsent(tx *bolt.Tx, now time.Time, g Grant) (Consent, error) {
 	if !ValidSubjectID(g.SubjectID) {
 		return Consent{}, fmt.Errorf("%w: subject_id must match [A-Za-z0-9_-]{1,64}", ErrBadValue)
 	}
@@ -122,7 +129,7 @@ func (p *Policy) GrantConsent(tx *bolt.Tx, now time.Time, deviceKey []byte, g Gr
 	if err != nil {
 		return Consent{}, err
 	}
-	key, err := p.subjectKey(tx, deviceKey, g.SubjectID, true)
+	key, err := p.subjectKey(tx, g.SubjectID, true)
 	if err != nil {
 		return Consent{}, err
 	}
@@ -188,7 +195,11 @@ func (p *Policy) RevokeConsent(tx *bolt.Tx, now time.Time, subjectID string, sco
 		if err := b.Delete(subjectConsentName(subjectID)); err != nil {
 			return nil, err
 		}
-		if err := b.Delete(subjectKeyName(subjectID)); err != nil {
+		// The key's slot is erased by ScrubKeys once this commits.
+		if err := b.Delete(ringKeyName(subjectID)); err != nil {
+			return nil, err
+		}
+		if err := b.Delete(legacyKeyName(subjectID)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -234,25 +245,101 @@ func (p *Policy) Consents(tx *bolt.Tx) ([]Consent, error) {
 
 // SubjectKey returns the person's key, or an error when they have no
 // recorded consent (their key is gone with it).
-func (p *Policy) SubjectKey(tx *bolt.Tx, deviceKey []byte, subjectID string) ([]byte, error) {
-	return p.subjectKey(tx, deviceKey, subjectID, false)
+func (p *Policy) SubjectKey(tx *bolt.Tx, subjectID string) ([]byte, error) {
+	return p.subjectKey(tx, subjectID, false)
 }
 
-func (p *Policy) subjectKey(tx *bolt.Tx, deviceKey []byte, id string, create bool) ([]byte, error) {
+// ErrNoKeyring: the Policy was built without a keyring.
+var ErrNoKeyring = errors.New("policy: no keyring for people's keys")
+
+func (p *Policy) subjectKey(tx *bolt.Tx, id string, create bool) ([]byte, error) {
 	b := tx.Bucket(store.BucketSubjects)
 	aad := []byte("subject-key/" + id)
-	if sealed := b.Get(subjectKeyName(id)); sealed != nil {
-		return keys.Open(deviceKey, sealed, aad)
+	if p.ring == nil {
+		return nil, ErrNoKeyring
+	}
+	if v := b.Get(ringKeyName(id)); v != nil {
+		if len(v) < 4 {
+			return nil, fmt.Errorf("key of %s is corrupt", id)
+		}
+		kek, err := p.ring.Get(binary.BigEndian.Uint32(v))
+		if err != nil {
+			return nil, fmt.Errorf("key of %s: %w", id, err)
+		}
+		return keys.Open(kek, v[4:], aad)
 	}
 	if !create {
 		return nil, ErrConsentRequired
 	}
-	k := keys.New()
-	sealed, err := keys.Seal(deviceKey, k, aad)
+	slot, kek, err := p.ring.Alloc() // a rolled-back grant leaves it to ScrubKeys
 	if err != nil {
 		return nil, err
 	}
-	return k, b.Put(subjectKeyName(id), sealed)
+	k := keys.New()
+	sealed, err := keys.Seal(kek, k, aad)
+	if err != nil {
+		return nil, err
+	}
+	v := binary.BigEndian.AppendUint32(nil, slot)
+	return k, b.Put(ringKeyName(id), append(v, sealed...))
+}
+
+// ScrubKeys erases every keyring slot no recorded person's key uses: the
+// slots of people whose consent was revoked (call it after that commits)
+// and of grants that rolled back. Call it in a write transaction, so no
+// grant allocates a slot meanwhile.
+func (p *Policy) ScrubKeys(tx *bolt.Tx) (int, error) {
+	if p.ring == nil {
+		return 0, ErrNoKeyring
+	}
+	used := map[uint32]bool{}
+	c := tx.Bucket(store.BucketSubjects).Cursor()
+	prefix := []byte("ringkey/")
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(v) >= 4 {
+			used[binary.BigEndian.Uint32(v)] = true
+		}
+	}
+	return p.ring.Scrub(func(slot uint32) bool { return used[slot] })
+}
+
+// AdoptLegacyKeys moves people's keys written before the keyring (sealed
+// by the device key) into keyring slots, inside tx. The old sealed copies
+// may linger in the store's free pages; keys adopted here are protected
+// from the next erasure on.
+func (p *Policy) AdoptLegacyKeys(tx *bolt.Tx, deviceKey []byte) (int, error) {
+	if p.ring == nil {
+		return 0, ErrNoKeyring
+	}
+	b := tx.Bucket(store.BucketSubjects)
+	prefix := []byte("key/")
+	var ids []string
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, string(k[len(prefix):]))
+	}
+	for _, id := range ids {
+		aad := []byte("subject-key/" + id)
+		key, err := keys.Open(deviceKey, b.Get(legacyKeyName(id)), aad)
+		if err != nil {
+			return 0, fmt.Errorf("legacy key of %s: %w", id, err)
+		}
+		slot, kek, err := p.ring.Alloc()
+		if err != nil {
+			return 0, err
+		}
+		sealed, err := keys.Seal(kek, key, aad)
+		if err != nil {
+			return 0, err
+		}
+		if err := b.Put(ringKeyName(id), append(binary.BigEndian.AppendUint32(nil, slot), sealed...)); err != nil {
+			return 0, err
+		}
+		if err := b.Delete(legacyKeyName(id)); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
 }
 
 // MayRecognize answers whether face data of subjectID may be captured or

@@ -2,13 +2,16 @@ package policy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
+	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 )
 
 var deviceKey = keys.New()
@@ -17,7 +20,7 @@ func grant(t *testing.T, s interface {
 	Update(func(*bolt.Tx) error) error
 }, p *Policy, g Grant) error {
 	t.Helper()
-	return s.Update(func(tx *bolt.Tx) error { _, err := p.GrantConsent(tx, now, deviceKey, g); return err })
+	return s.Update(func(tx *bolt.Tx) error { _, err := p.GrantConsent(tx, now, g); return err })
 }
 
 func TestP12_MinorNeedsAGuardian(t *testing.T) {
@@ -74,7 +77,7 @@ func TestP5_NamesAreSealedAndRevocationDestroysTheKey(t *testing.T) {
 	}
 	s2 := reopen(t, s.Path())
 	var key []byte
-	s2.View(func(tx *bolt.Tx) (err error) { key, err = p.SubjectKey(tx, deviceKey, "p1"); return })
+	s2.View(func(tx *bolt.Tx) (err error) { key, err = p.SubjectKey(tx, "p1"); return })
 	if key == nil {
 		t.Fatal("no subject key")
 	}
@@ -94,7 +97,7 @@ func TestP5_NamesAreSealedAndRevocationDestroysTheKey(t *testing.T) {
 		if _, ok, _ := p.Consent(tx, "p1"); ok {
 			t.Fatal("consent survives full revocation")
 		}
-		if _, err := p.SubjectKey(tx, deviceKey, "p1"); !errors.Is(err, ErrConsentRequired) {
+		if _, err := p.SubjectKey(tx, "p1"); !errors.Is(err, ErrConsentRequired) {
 			t.Fatalf("subject key survives revocation: %v", err)
 		}
 		if _, err := p.RevokeConsent(tx, now, "p1", nil); !errors.Is(err, ErrNotFound) {
@@ -133,5 +136,133 @@ func TestP6_MayRecognizeChecksEveryCondition(t *testing.T) {
 	s.Update(func(tx *bolt.Tx) error { _, err := p.SetRegion(tx, now, "US-IL", validRegion); return err })
 	if err := check(); !errors.Is(err, ErrRegionProhibited) {
 		t.Fatalf("in Illinois: %v", err)
+	}
+}
+
+// Promise P5 (withdrawal erases every copy): bbolt keeps a deleted
+// record's page until it is reused, so the store file may still hold the
+// person's sealed key after revocation. Its keyring slot is overwritten in
+// place, so that copy, and the whole keyring file, no longer open it.
+func TestP5_RevokedKeyCannotBeOpenedFromWhatTheStoreFileMayKeep(t *testing.T) {
+	s, p := open(t)
+	g := Grant{SubjectID: "p1", DisplayName: "Zebulon Quixote", GrantedBy: "self", Scopes: []string{"face_recognition"}}
+	if err := grant(t, s, p, g); err != nil {
+		t.Fatal(err)
+	}
+	var leftover, key []byte // what a freed page would still hold, and the key it seals
+	s.View(func(tx *bolt.Tx) (err error) {
+		leftover = bytes.Clone(tx.Bucket(store.BucketSubjects).Get(ringKeyName("p1")))
+		key, err = p.SubjectKey(tx, "p1")
+		return err
+	})
+	if len(leftover) < 4 || key == nil {
+		t.Fatalf("no ring key recorded: %x", leftover)
+	}
+	slot := binary.BigEndian.Uint32(leftover)
+	kek, err := p.ring.Get(slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *bolt.Tx) error {
+		_, err := p.RevokeConsent(tx, now, "p1", nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *bolt.Tx) error {
+		n, err := p.ScrubKeys(tx)
+		if n != 1 {
+			t.Errorf("%d slots erased, want 1", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ring.Get(slot); !errors.Is(err, keys.ErrNoSlot) {
+		t.Fatalf("slot after revocation: %v", err)
+	}
+	ringFile, err := os.ReadFile(filepath.Join(filepath.Dir(s.Path()), "people.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(ringFile, kek) {
+		t.Fatal("the revoked person's slot key is still in the keyring file")
+	}
+	for o := 0; o+keys.Size <= len(ringFile); o += keys.Size {
+		if got, err := keys.Open(ringFile[o:o+keys.Size], leftover[4:], []byte("subject-key/p1")); err == nil || bytes.Equal(got, key) {
+			t.Fatal("the leftover sealed key opens with a key from the keyring file")
+		}
+	}
+}
+
+// Grants that never committed leave an allocated slot; ScrubKeys frees it
+// and leaves the slots of recorded people alone.
+func TestScrubKeysFreesOnlyUnrecordedSlots(t *testing.T) {
+	s, p := open(t)
+	if err := grant(t, s, p, Grant{SubjectID: "kept", DisplayName: "K", GrantedBy: "self", Scopes: []string{"face_recognition"}}); err != nil {
+		t.Fatal(err)
+	}
+	rollback := errors.New("command failed later")
+	err := s.Update(func(tx *bolt.Tx) error {
+		if _, err := p.GrantConsent(tx, now, Grant{SubjectID: "lost", DisplayName: "L", GrantedBy: "self", Scopes: []string{"face_recognition"}}); err != nil {
+			return err
+		}
+		return rollback
+	})
+	if !errors.Is(err, rollback) || p.ring.Used() != 2 {
+		t.Fatalf("rolled-back grant: %v, %d slots used", err, p.ring.Used())
+	}
+	s.Update(func(tx *bolt.Tx) error { _, err := p.ScrubKeys(tx); return err })
+	if p.ring.Used() != 1 {
+		t.Fatalf("%d slots used after the scrub, want 1", p.ring.Used())
+	}
+	s.View(func(tx *bolt.Tx) error {
+		if _, err := p.SubjectKey(tx, "kept"); err != nil {
+			t.Fatalf("recorded person's key after the scrub: %v", err)
+		}
+		return nil
+	})
+}
+
+// A store written before the keyring keeps each person's key sealed by the
+// device key; at start those keys move into the keyring unchanged.
+func TestAdoptLegacyKeysKeepsEachPersonsKey(t *testing.T) {
+	s, p := open(t)
+	legacy := keys.New()
+	err := s.Update(func(tx *bolt.Tx) error {
+		sealed, err := keys.Seal(deviceKey, legacy, []byte("subject-key/old-1"))
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(store.BucketSubjects).Put(legacyKeyName("old-1"), sealed)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *bolt.Tx) error {
+		n, err := p.AdoptLegacyKeys(tx, deviceKey)
+		if n != 1 {
+			t.Errorf("adopted %d, want 1", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *bolt.Tx) error {
+		got, err := p.SubjectKey(tx, "old-1")
+		if err != nil || !bytes.Equal(got, legacy) {
+			t.Fatalf("adopted key %x, %v; want the legacy key", got, err)
+		}
+		if tx.Bucket(store.BucketSubjects).Get(legacyKeyName("old-1")) != nil {
+			t.Fatal("the legacy entry is still there")
+		}
+		return nil
+	})
+	err = s.Update(func(tx *bolt.Tx) error { _, err := p.AdoptLegacyKeys(tx, keys.New()); return err })
+	if err != nil {
+		t.Fatalf("second adoption found something to do: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 )
 
@@ -68,12 +69,15 @@ func (s State) On(f Feature) bool { return s.Features[f] }
 type Policy struct {
 	prohibited    []string
 	initialRegion string
+	ring          *keys.Keyring // seals people's keys; nil: no consent can be recorded
 }
 
 // New returns a Policy; initialRegion (from the configuration) applies until
-// the owner sets one with set_region.
-func New(initialRegion string, prohibited []string) *Policy {
-	return &Policy{initialRegion: initialRegion, prohibited: slices.Clone(prohibited)}
+// the owner sets one with set_region. ring keeps the keys that seal each
+// person's key (see keys.Keyring); a Policy without one refuses to record
+// consent.
+func New(initialRegion string, prohibited []string, ring *keys.Keyring) *Policy {
+	return &Policy{initialRegion: initialRegion, prohibited: slices.Clone(prohibited), ring: ring}
 }
 
 var keyState = []byte("state")

@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
 	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 )
 
@@ -28,12 +29,18 @@ func reopen(t *testing.T, path string) *store.Store {
 
 func open(t *testing.T) (*store.Store, *Policy) {
 	t.Helper()
-	s, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	dir := t.TempDir()
+	s, err := store.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, New("US-CA", []string{"US-IL"})
+	ring, err := keys.OpenKeyring(filepath.Join(dir, "people.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ring.Close() })
+	return s, New("US-CA", []string{"US-IL"}, ring)
 }
 
 func TestP1_EveryFeatureIsOffByDefault(t *testing.T) {

@@ -80,7 +80,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 	if err := st.Check(); err != nil {
 		t.Fatal(err)
 	}
-	pol := policy.New("US-CA", []string{"US-IL"})
+	pol := policy.New("US-CA", []string{"US-IL"}, nil)
 	err = st.View(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{store.BucketOutbox, store.BucketFirmware, store.BucketSubjects, store.BucketFaces, store.BucketScoring, store.BucketEvents} {
 			if tx.Bucket(b) == nil {
