@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -108,6 +110,9 @@ type Stats struct {
 	IdleStops int  // workers stopped after IdleTimeout
 	Requests  int  // requests sent (handshakes not counted)
 	Failed    int  // requests that ended in an error of any kind
+	// NoNetwork: the running (or last) worker has a network namespace of
+	// its own and cannot reach any network.
+	NoNetwork bool
 }
 
 // Client runs the vision worker on demand. Requests are served one at a
@@ -254,7 +259,7 @@ func (c *Client) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStart, err)
 	}
-	c.count(func(s *Stats) { s.Starts++; s.Running = true; s.PID = w.pid })
+	c.count(func(s *Stats) { s.Starts++; s.Running = true; s.PID = w.pid; s.NoNetwork = w.isolated })
 	c.w = w
 	resp, err := c.roundTrip(ctx, w, &Request{Op: OpPing}, c.cfg.StartTimeout)
 	if err == nil && (resp.Pong == nil || resp.Pong.Protocol != ProtocolVersion) {
@@ -268,7 +273,10 @@ func (c *Client) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrStart, c.cfg.Path, err)
 	}
-	c.cfg.Logger.Info("vision worker started", "pid", w.pid)
+	if w.isolateErr != nil {
+		c.cfg.Logger.Warn("vision worker runs without a network namespace of its own", "err", w.isolateErr)
+	}
+	c.cfg.Logger.Info("vision worker started", "pid", w.pid, "no_network", w.isolated)
 	return nil
 }
 
@@ -387,6 +395,9 @@ type worker struct {
 	done    chan struct{} // closed once Wait returned
 	waitErr error
 	once    sync.Once
+
+	isolated   bool  // in a network namespace of its own
+	isolateErr error // why not, when the kernel refused it
 }
 
 func startWorker(cfg Config) (*worker, error) {
@@ -401,15 +412,27 @@ func startWorker(cfg Config) (*worker, error) {
 		return nil, err
 	}
 	w := &worker{stdin: inW, outR: outR, stdout: bufio.NewReaderSize(outR, 64<<10), stderr: &tail{fwd: cfg.Stderr}, done: make(chan struct{})}
-	cmd := exec.Command(cfg.Path, cfg.Args...)
-	cmd.Env = cfg.Env
-	cmd.Dir = cfg.Dir
-	cmd.Stdin = inR
-	cmd.Stdout = outW
-	cmd.Stderr = w.stderr
-	cmd.WaitDelay = time.Second
-	setProcAttr(cmd)
+	command := func(isolate bool) *exec.Cmd {
+		cmd := exec.Command(cfg.Path, cfg.Args...)
+		cmd.Env = cfg.Env
+		cmd.Dir = cfg.Dir
+		cmd.Stdin = inR
+		cmd.Stdout = outW
+		cmd.Stderr = w.stderr
+		cmd.WaitDelay = time.Second
+		setProcAttr(cmd, isolate)
+		return cmd
+	}
+	cmd := command(true)
 	err = cmd.Start()
+	w.isolated = err == nil && runtime.GOOS == "linux"
+	if err != nil && isolationRefused(err) {
+		// A kernel or container that forbids namespaces: run the worker
+		// anyway (faces and photos still work) and say so.
+		w.isolateErr = err
+		cmd = command(false)
+		err = cmd.Start()
+	}
 	inR.Close() // the child holds its own copies
 	outW.Close()
 	if err != nil {
@@ -424,6 +447,11 @@ func startWorker(cfg Config) (*worker, error) {
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// isolationRefused tells a refused namespace from a missing binary.
+func isolationRefused(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC)
 }
 
 func (w *worker) exited() bool {

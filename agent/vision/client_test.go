@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -46,14 +47,23 @@ func fakeWorker(mode string) int {
 			fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"decoder blew up"}`)
 			os.Exit(3)
 		case img == "hang":
-			select {}
+			hang()
 		case img == "garbage":
 			os.Stdout.Write([]byte("\x00\x00\x00\x09not a frame"))
-			select {}
+			hang()
 		case img == "err":
 			return ScoreResult{}, errors.New("not an image")
 		case img == "panic":
 			panic("handler bug")
+		case strings.HasPrefix(img, "dial:"):
+			// what an exploited decoder would try: send the image out
+			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(img, "dial:"), time.Second)
+			if err != nil {
+				return ScoreResult{Score: 0}, nil
+			}
+			conn.Write([]byte("a face"))
+			conn.Close()
+			return ScoreResult{Score: 1}, nil
 		case strings.HasPrefix(img, "slow:"):
 			d, _ := time.ParseDuration(strings.TrimPrefix(img, "slow:"))
 			time.Sleep(d)
@@ -63,13 +73,21 @@ func fakeWorker(mode string) int {
 	}}
 	err := Serve(context.Background(), os.Stdin, os.Stdout, h)
 	if mode == "ignore-eof" {
-		select {}
+		hang()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	return 0
+}
+
+// hang blocks for good. A bare select{} would not: with no other
+// goroutine the runtime calls it a deadlock and exits.
+func hang() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 func newFake(t *testing.T, mode string, tweak func(*Config)) *Client {
@@ -410,5 +428,42 @@ func BenchmarkRoundTrip(b *testing.B) {
 		if _, err := c.Score(context.Background(), Score{Image: img}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The worker decodes untrusted images and sees every face: even if an
+// image took it over, it has no network to send anything on.
+func TestWorkerCannotReachTheNetwork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			got <- struct{}{}
+			c.Close()
+		}
+	}()
+	// the daemon's side can connect: the listener works
+	if c, err := net.Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	} else {
+		c.Close()
+		<-got
+	}
+	c := newFake(t, "ok", nil)
+	res, err := score(c, "dial:"+ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Score != 0 || !c.Stats().NoNetwork {
+		t.Fatalf("the worker connected out (score %v, stats %+v)", res.Score, c.Stats())
+	}
+	select {
+	case <-got:
+		t.Fatal("the listener was reached from the worker")
+	case <-time.After(100 * time.Millisecond):
 	}
 }

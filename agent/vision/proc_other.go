@@ -4,7 +4,8 @@ package vision
 
 import "os/exec"
 
-func setProcAttr(cmd *exec.Cmd) {}
+// setProcAttr cannot isolate the worker outside Linux.
+func setProcAttr(cmd *exec.Cmd, isolate bool) {}
 
 func killProcess(cmd *exec.Cmd) {
 	if cmd.Process != nil {
