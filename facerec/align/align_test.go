@@ -53,12 +53,18 @@ func frameWith(t *testing.T, deg float64) (gocv.Mat, image.Rectangle) {
 	return out, box
 }
 
-func TestEyesAreLevelledFromATiltedHead(t *testing.T) {
+func aligner(t *testing.T) *Aligner {
+	t.Helper()
 	a, err := New(models)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func TestEyesAreLevelledFromATiltedHead(t *testing.T) {
+	a := aligner(t)
 	upright, box := frameWith(t, 0)
 	defer upright.Close()
 	base, ok := a.eyeAngle(upright, box)
@@ -95,11 +101,7 @@ func TestEyesAreLevelledFromATiltedHead(t *testing.T) {
 }
 
 func TestCropFramesTheHeadAtTheNormalisedScale(t *testing.T) {
-	a, err := New(models)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := aligner(t)
 	m, box := frameWith(t, 0)
 	defer m.Close()
 	crop, err := a.Crop(m, box)
@@ -122,11 +124,7 @@ func TestCropFramesTheHeadAtTheNormalisedScale(t *testing.T) {
 
 // A face box at the frame's edge is cut to the frame, never read past it.
 func TestCropAtTheFrameEdgeStaysInside(t *testing.T) {
-	a, err := New(models)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := aligner(t)
 	m, _ := frameWith(t, 0)
 	defer m.Close()
 	crop, err := a.Crop(m, image.Rect(-40, -40, 160, 160))

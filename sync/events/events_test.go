@@ -134,17 +134,23 @@ func TestP5_EraseRequestsSurviveADeadBrokerAndARestart(t *testing.T) {
 	}
 }
 
-// An event added in a transaction that rolls back (the erasure failed) is
-// never published.
-func TestEventOfARolledBackTransactionIsNotKept(t *testing.T) {
+// openQueue is a queue over a new store, without a link.
+func openQueue(t *testing.T) (*store.Store, *Queue) {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	q := New(st, slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil)))
+	t.Cleanup(func() { st.Close() })
+	return st, New(st, slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil)))
+}
+
+// An event added in a transaction that rolls back (the erasure failed) is
+// never published.
+func TestEventOfARolledBackTransactionIsNotKept(t *testing.T) {
+	st, q := openQueue(t)
 	failed := errors.New("erasure failed")
-	err = st.Update(func(tx *bolt.Tx) error {
+	err := st.Update(func(tx *bolt.Tx) error {
 		if err := q.Add(tx, []byte(`{"type":"erase_request"}`)); err != nil {
 			return err
 		}
@@ -159,18 +165,13 @@ func TestEventOfARolledBackTransactionIsNotKept(t *testing.T) {
 }
 
 func TestAddRefusesEmptyOversizedAndOverflowingEvents(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	q := New(st, slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil)))
+	st, q := openQueue(t)
 	for _, ev := range [][]byte{nil, make([]byte, MaxEventBytes+1)} {
 		if err := st.Update(func(tx *bolt.Tx) error { return q.Add(tx, ev) }); err == nil {
 			t.Fatalf("event of %d bytes accepted", len(ev))
 		}
 	}
-	err = st.Update(func(tx *bolt.Tx) error {
+	err := st.Update(func(tx *bolt.Tx) error {
 		for i := range MaxPending {
 			if err := q.Add(tx, fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
 				return err
