@@ -3,8 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
-	bolt "go.etcd.io/bbolt"
 	"slices"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
