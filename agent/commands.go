@@ -193,11 +193,13 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 				return nil, err
 			}
 		}
+		if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "region_prohibited"); err != nil {
+			return nil, err
+		}
 		e.AfterCommit(func() {
 			for subject := range held {
 				d.faces.Forgot(subject)
 			}
-			d.dropQueued(func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "region_prohibited")
 		})
 	}
 	e.AfterCommit(d.stateChanged)

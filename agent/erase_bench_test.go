@@ -20,9 +20,9 @@ import (
 
 // BenchmarkRevokeWith10kQueued measures revoke_consent from the command's
 // arrival to the durable erase (consent, key, templates, sightings and the
-// person's queued artifacts gone, the transactions committed, the key's
-// keyring slot overwritten and synced) while 10,000 artifacts wait in the
-// outbox.
+// person's queued artifacts gone in one committed transaction, then the
+// key's keyring slot overwritten and synced) while 10,000 artifacts wait
+// in the outbox.
 //
 //	go test -run '^$' -bench RevokeWith10kQueued -benchtime 50x ./agent/
 func BenchmarkRevokeWith10kQueued(b *testing.B) {

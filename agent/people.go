@@ -5,8 +5,6 @@ import (
 	"errors"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
@@ -36,6 +34,7 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
+	slot, hasSlot := d.pol.KeySlot(e.Tx, p.SubjectID)
 	revoked, err := d.pol.RevokeConsent(e.Tx, e.Now, p.SubjectID, p.Scopes)
 	if err != nil {
 		return nil, refusal(err)
@@ -61,16 +60,23 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 			return nil, err
 		}
 	}
+	if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked"); err != nil {
+		return nil, err
+	}
 	_, stillConsenting, err := d.pol.Consent(e.Tx, p.SubjectID)
 	if err != nil {
 		return nil, err
 	}
 	e.AfterCommit(func() {
-		if !stillConsenting {
-			d.scrubKeys() // the person's key is gone from the store: erase its slot
+		if !stillConsenting && hasSlot {
+			// The person's key is gone from the store: overwrite the slot
+			// that could still open its copies in bbolt's free pages. A
+			// failure is retried by ScrubKeys at the next start.
+			if err := d.pol.EraseKeySlot(slot); err != nil {
+				d.log.Error("keyring slot not erased yet", "subject_id", p.SubjectID, "err", err)
+			}
 		}
 		d.faces.Forgot(p.SubjectID)
-		d.dropQueued(func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked")
 		d.event(map[string]any{"type": "consent_revoked", "subject_id": p.SubjectID, "scopes": revoked})
 		d.stateChanged()
 	})
@@ -114,6 +120,18 @@ func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, er
 	return map[string]any{"subject_id": p.SubjectID}, nil
 }
 
+// dropQueuedTx removes the queued artifacts match selects in the command's
+// own transaction (match must not open one); the rest of the removal runs
+// after the commit.
+func (d *Daemon) dropQueuedTx(e *command.Exec, match func(outbox.Meta) bool, reason string) error {
+	after, err := d.outbox.DropTx(e.Tx, match, reason)
+	if err != nil {
+		return err
+	}
+	e.AfterCommit(after)
+	return nil
+}
+
 // dropQueued removes queued artifacts; the gate already refuses them, so a
 // failure here only delays their removal to the next publish attempt.
 func (d *Daemon) dropQueued(match func(outbox.Meta) bool, reason string) {
@@ -146,17 +164,4 @@ func unique(s []string) []string {
 		}
 	}
 	return out
-}
-
-// scrubKeys erases the keyring slots of people no longer recorded. A
-// failure leaves the slot to the next revocation or start; the person's
-// key is already gone from the store.
-func (d *Daemon) scrubKeys() {
-	err := d.st.Update(func(tx *bolt.Tx) error {
-		_, err := d.pol.ScrubKeys(tx)
-		return err
-	})
-	if err != nil {
-		d.log.Error("keyring slots not erased yet", "err", err)
-	}
 }

@@ -110,11 +110,13 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 	if err := d.eraseRequest(e, kinds, ""); err != nil {
 		return nil, err
 	}
+	if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "delete_data"); err != nil {
+		return nil, err
+	}
 	e.AfterCommit(func() {
 		for _, s := range forgotten {
 			d.faces.Forgot(s)
 		}
-		d.dropQueued(func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "delete_data")
 		if err := d.vault.RemoveFiles(photoIDs); err != nil {
 			d.log.Error("remove erased photo files", "err", err)
 		}

@@ -284,6 +284,26 @@ func (p *Policy) subjectKey(tx *bolt.Tx, id string, create bool) ([]byte, error)
 	return k, b.Put(ringKeyName(id), append(v, sealed...))
 }
 
+// KeySlot is the keyring slot of subjectID's key, if they have one. Read
+// it before a revocation, to erase the slot once the revocation commits.
+func (p *Policy) KeySlot(tx *bolt.Tx, subjectID string) (uint32, bool) {
+	v := tx.Bucket(store.BucketSubjects).Get(ringKeyName(subjectID))
+	if len(v) < 4 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(v), true
+}
+
+// EraseKeySlot overwrites a slot whose key the store no longer references
+// (after the revocation that deleted it committed). Until then the slot
+// stays occupied, so no grant can be given it meanwhile.
+func (p *Policy) EraseKeySlot(slot uint32) error {
+	if p.ring == nil {
+		return ErrNoKeyring
+	}
+	return p.ring.Erase(slot)
+}
+
 // ScrubKeys erases every keyring slot no recorded person's key uses: the
 // slots of people whose consent was revoked (call it after that commits)
 // and of grants that rolled back. Call it in a write transaction, so no

@@ -228,6 +228,26 @@ func TestP5_P6_P7_FacesEnrolRecogniseAndForget(t *testing.T) {
 	if keys := keysMentioning(t, r, "bob"); len(keys) == 0 {
 		t.Fatal("bob's records vanished too: the check reads nothing")
 	}
+	// What bbolt's free pages may still hold of alice was sealed by her
+	// keyring slot; only bob's slot is left.
+	if n := keyringSlots(t, r); n != 1 {
+		t.Fatalf("%d occupied keyring slots after alice's revocation, want 1 (bob)", n)
+	}
+}
+
+// keyringSlots counts the occupied (non-zero) slots of people.keys.
+func keyringSlots(t *testing.T, r *rig) int {
+	raw, err := os.ReadFile(filepath.Join(r.dataDir, "people.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for o := 0; o+32 <= len(raw); o += 32 {
+		if !bytes.Equal(raw[o:o+32], make([]byte, 32)) {
+			n++
+		}
+	}
+	return n
 }
 
 // faceRecords counts the records of the faces bucket.

@@ -579,12 +579,7 @@ func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	// Choose from the in-memory index (every committed artifact is in it:
 	// Open loads them all and a commit adds its own before it returns), so
 	// the transaction reads only the records it deletes.
-	o.mu.Lock()
-	metas := make([]Meta, 0, len(o.items))
-	for _, it := range o.items {
-		metas = append(metas, it.meta.clone())
-	}
-	o.mu.Unlock()
+	metas := o.List()
 	ids := map[string]bool{}
 	for _, m := range metas { // outside the lock: match may read the store
 		if match(m) {
@@ -597,15 +592,36 @@ func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	return o.removeIDs(ids, false, reason)
 }
 
+// DropTx is Drop inside the caller's transaction, so the artifacts go in
+// the same commit as the decision that drops them (a revoked consent). It
+// returns the function to call once tx has committed: it forgets them in
+// memory (stopping a send in progress), removes their files and reports
+// them dropped. If tx rolls back, nothing is dropped and after must not be
+// called. match must not open a transaction of its own.
+func (o *Outbox) DropTx(tx *bolt.Tx, match func(Meta) bool, reason string) (after func(), err error) {
+	if match == nil {
+		return nil, errors.New("outbox: nil match")
+	}
+	ids := map[string]bool{}
+	for _, m := range o.List() {
+		if match(m) {
+			ids[m.ID] = true
+		}
+	}
+	gone, err := deleteIDsTx(tx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: remove: %w", err)
+	}
+	return func() { o.forget(gone, false, reason) }, nil
+}
+
 // removeIDs is remove for a known set of ids, reading only those records.
 func (o *Outbox) removeIDs(ids map[string]bool, acked bool, reason string) ([]Meta, error) {
 	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteIDsTx(tx, ids) }, acked, reason)
 }
 
 // removeWith erases the artifacts del deletes: records (with their keys)
-// and inline contents in one transaction, then the in-memory entries
-// (stopping a send in progress between messages), then the files; then it
-// calls OnAcked or OnDropped.
+// and inline contents in one transaction, then the rest (forget).
 func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool, reason string) ([]Meta, error) {
 	var gone []record
 	err := o.st.Update(func(tx *bolt.Tx) error {
@@ -616,8 +632,15 @@ func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool,
 	if err != nil {
 		return nil, fmt.Errorf("outbox: remove: %w", err)
 	}
+	return o.forget(gone, acked, reason), nil
+}
+
+// forget finishes removing the artifacts whose records a committed
+// transaction deleted: the in-memory entries (stopping a send in progress
+// between messages), then the files; then it calls OnAcked or OnDropped.
+func (o *Outbox) forget(gone []record, acked bool, reason string) []Meta {
 	if len(gone) == 0 {
-		return nil, nil
+		return nil
 	}
 	metas := make([]Meta, len(gone))
 	var removed []*item
@@ -680,7 +703,7 @@ func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool,
 			}
 		}
 	}
-	return metas, nil
+	return metas
 }
 
 // Summary counts the queued artifacts and their content bytes.

@@ -755,3 +755,53 @@ func TestGateHoldKeepsTheArtifactUntilItMaySend(t *testing.T) {
 		t.Fatal("a held artifact was dropped")
 	}
 }
+
+// DropTx drops in the caller's transaction: a rollback keeps every
+// artifact, a commit followed by the returned function leaves nothing
+// (record, inline content or file) of the dropped ones and keeps the rest.
+func TestDropTxFollowsTheCallersTransaction(t *testing.T) {
+	e := newEnv(t)
+	o := e.open(nil)
+	big := enqueue(t, o, KindPhoto, randBytes(64*1024)) // in a file
+	small := enqueue(t, o, KindSighting, []byte(`{"confidence":0.9}`))
+	keep := enqueue(t, o, KindPhoto, randBytes(1024))
+	drop := func(m Meta) bool { return m.ID == big.ID || m.ID == small.ID }
+	filesBefore := len(contentFiles(t, e.dir))
+	if filesBefore == 0 {
+		t.Fatal("the 64 KiB artifact has no content file")
+	}
+
+	failed := errors.New("the command failed later")
+	err := e.st.Update(func(tx *bolt.Tx) error {
+		if _, err := o.DropTx(tx, drop, "consent_revoked"); err != nil {
+			return err
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) || len(o.List()) != 3 {
+		t.Fatalf("after a rollback: %v, %d queued", err, len(o.List()))
+	}
+	if a, _ := e.records(t); a != 3 {
+		t.Fatalf("%d records after a rollback, want 3", a)
+	}
+
+	var after func()
+	err = e.st.Update(func(tx *bolt.Tx) (err error) { after, err = o.DropTx(tx, drop, "consent_revoked"); return })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := e.records(t); a != 1 {
+		t.Fatalf("%d records after the commit, want 1", a)
+	}
+	after()
+	if got := o.List(); len(got) != 1 || got[0].ID != keep.ID {
+		t.Fatalf("queued after the drop: %+v", got)
+	}
+	if r := e.waitDropped(small.ID); r != "consent_revoked" {
+		t.Fatalf("reason %q", r)
+	}
+	e.waitDropped(big.ID)
+	if files := contentFiles(t, e.dir); len(files) != filesBefore-1 {
+		t.Fatalf("content files %v after dropping the 64 KiB artifact, want %d", files, filesBefore-1)
+	}
+}
