@@ -195,7 +195,8 @@ func (p *Policy) RevokeConsent(tx *bolt.Tx, now time.Time, subjectID string, sco
 		if err := b.Delete(subjectConsentName(subjectID)); err != nil {
 			return nil, err
 		}
-		// The key's slot is erased by ScrubKeys once this commits.
+		// The caller erases the key's slot (EraseKeySlot) once this
+		// commits; ScrubKeys catches it at the next start otherwise.
 		if err := b.Delete(ringKeyName(subjectID)); err != nil {
 			return nil, err
 		}
@@ -305,9 +306,9 @@ func (p *Policy) EraseKeySlot(slot uint32) error {
 }
 
 // ScrubKeys erases every keyring slot no recorded person's key uses: the
-// slots of people whose consent was revoked (call it after that commits)
-// and of grants that rolled back. Call it in a write transaction, so no
-// grant allocates a slot meanwhile.
+// slots of revocations whose EraseKeySlot a crash cut short, and of grants
+// that rolled back. The daemon runs it at start. Call it in a write
+// transaction, so no grant allocates a slot meanwhile.
 func (p *Policy) ScrubKeys(tx *bolt.Tx) (int, error) {
 	if p.ring == nil {
 		return 0, ErrNoKeyring
