@@ -30,8 +30,8 @@ type Keyring struct {
 var ErrNoSlot = errors.New("keys: keyring slot is empty")
 
 // OpenKeyring opens (creating with mode 0600) the keyring at path. A file
-// readable by group or others, or whose size is not a whole number of
-// slots, is refused.
+// readable by group or others is refused; a partial slot at the end (an
+// append a power cut interrupted) is cut off.
 func OpenKeyring(path string) (*Keyring, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -50,11 +50,20 @@ func OpenKeyring(path string) (*Keyring, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("keyring %s has mode %v; it must be 0600", path, st.Mode().Perm())
 	}
-	if st.Size()%Size != 0 {
-		return nil, fmt.Errorf("keyring %s has %d bytes, not a whole number of %d-byte slots", path, st.Size(), Size)
+	size := st.Size() - st.Size()%Size
+	if size != st.Size() {
+		// A power cut during Alloc's append: that slot's grant never
+		// committed (the store is written after the slot is synced), so
+		// the partial slot seals nothing and is cut off.
+		if err := f.Truncate(size); err != nil {
+			return nil, fmt.Errorf("keyring: cut a partial slot: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("keyring: %w", err)
+		}
 	}
-	raw := make([]byte, st.Size())
-	if _, err := f.ReadAt(raw, 0); err != nil && st.Size() > 0 {
+	raw := make([]byte, size)
+	if _, err := f.ReadAt(raw, 0); err != nil && size > 0 {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
 	k := &Keyring{f: f}
