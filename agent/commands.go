@@ -11,11 +11,11 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )

@@ -14,7 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )

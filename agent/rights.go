@@ -10,9 +10,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 

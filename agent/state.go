@@ -9,8 +9,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 )
 

@@ -11,9 +11,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 )
 
 // technician answers the diagnostic socket: counts, ages and ids only.

@@ -6,9 +6,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 

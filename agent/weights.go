@@ -6,10 +6,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 var keyWeights = []byte("weights")

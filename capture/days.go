@@ -7,7 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 // DayCounts are the photo counters of one local calendar day (contract

@@ -14,8 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 )
 

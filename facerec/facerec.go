@@ -24,10 +24,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
 )
 

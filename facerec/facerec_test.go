@@ -13,9 +13,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 // frameAnalyzer stands in for the vision worker: a frame's bytes are a

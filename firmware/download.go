@@ -16,8 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 	"github.com/aibo-privacy/aibo-privacyd/internal/semver"
 )

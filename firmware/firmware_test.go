@@ -20,9 +20,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 const kid = "fw-2026"

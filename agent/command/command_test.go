@@ -12,7 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 func newDispatcher(t *testing.T, opt Options) (*Dispatcher, *store.Store) {

@@ -30,7 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 )
 
 // Check is the outcome of one health or self-test check.

@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 

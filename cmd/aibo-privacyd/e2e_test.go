@@ -19,7 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 

@@ -65,7 +65,7 @@ Flags (before or after the command words):
 Exit codes: 0 ok, 1 the daemon reported a problem, 2 usage error or socket unreachable.
 `
 
-// The wire types below mirror agent/diag.Health and agent/audit.Record and
+// The wire types below mirror agent/diag.Health and core/audit.Record and
 // Report (the tests run against the real server). aiboctl keeps its own
 // copies so it links neither the store nor the daemon's packages.
 

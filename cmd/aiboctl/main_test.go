@@ -17,8 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 )
 
 // fakeBackend is a test double of diag.Backend.

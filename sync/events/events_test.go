@@ -13,7 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"

@@ -21,8 +21,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"

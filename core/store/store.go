@@ -19,8 +19,8 @@ import (
 // names it.
 var (
 	BucketMeta     = []byte("meta")     // store: schema version, device facts
-	BucketPolicy   = []byte("policy")   // agent/policy: features, accepted policy, region
-	BucketAudit    = []byte("audit")    // agent/audit: hash-chained records by sequence
+	BucketPolicy   = []byte("policy")   // core/policy: features, accepted policy, region
+	BucketAudit    = []byte("audit")    // core/audit: hash-chained records by sequence
 	BucketDays     = []byte("days")     // capture: per-day counters and cap reservation
 	BucketPhotos   = []byte("photos")   // capture: admitted photos and their wrapped keys
 	BucketIntake   = []byte("intake")   // capture: spool files already decided

@@ -8,10 +8,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/policy"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 // Bytes as schema-1 code wrote them: the policy state and one day's

@@ -8,9 +8,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 var now = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)

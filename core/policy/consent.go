@@ -15,9 +15,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/audit"
-	"github.com/aibo-privacy/aibo-privacyd/agent/keys"
-	"github.com/aibo-privacy/aibo-privacyd/agent/store"
+	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 )
 
 // Scope is a purpose a person consented to.
