@@ -1,11 +1,14 @@
 // Package agent is the composition of the daemon: it opens the store once,
-// builds the services (intake, MQTT link, command handlers, diagnostic
-// socket), wires them through small interfaces and runs them until the
-// context ends. Only cmd/aibo-privacyd imports it. It never links OpenCV.
+// builds the services (intake and selection, faces, MQTT link, outbox,
+// command handlers, diagnostic socket), adapts their small interfaces to
+// each other and runs them until the context ends. It owns no bucket: the
+// one erasure path (forget.go) calls each owner in the trigger's
+// transaction. Only cmd/aibo-privacyd imports it. It never links OpenCV.
 package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,34 +44,32 @@ type Daemon struct {
 	now     func() time.Time
 	started time.Time
 
-	st        *store.Store
-	deviceKey []byte
-	ring      *keys.Keyring // the keys that seal each person's key
-	outbox    *outbox.Outbox
-	events    *events.Queue // erase requests, kept until the broker has them
-	faces     *facerec.Service
-	pol       *policy.Policy
-	vault     *capture.Vault
-	intake    *capture.Intake
-	link      *link.Link
-	disp      *command.Dispatcher
-	diag      *diag.Server
-	fw        *firmware.Manager
-	metrics   *metrics
+	st         *store.Store
+	ring       *keys.Keyring // people's identity and face keys, slots erased in place
+	outbox     *outbox.Outbox
+	events     *events.Queue // erase requests and enrollment_needed, kept until the broker has them
+	faces      *facerec.Service
+	recognizer facerec.Recognizer
+	pol        *policy.Policy
+	vault      *capture.Vault
+	intake     *capture.Intake
+	selector   *capture.Selector
+	link       *link.Link
+	disp       *command.Dispatcher
+	diag       *diag.Server
+	fw         *firmware.Manager
+	metrics    *metrics
+	vision     *vision.Client // nil when the worker binary is missing
 
-	vision *vision.Client // nil when the worker binary is missing
-	scorer photoScorer
-	selMu  sync.Mutex      // one selection at a time
-	ctx    context.Context // the daemon's run context, for background work
-	bg     sync.WaitGroup  // background work to wait for at shutdown
-
-	stateDirty chan struct{}
-	lastState  string // owned by publishStates
+	notifications chan []byte // events in the order raised (notify.go)
+	stateDirty    chan struct{}
+	lastState     string // owned by publishStates
 }
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(), stateDirty: make(chan struct{}, 1), ctx: context.Background()}
+	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(),
+		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -86,9 +87,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.st.Close()
 		}
 	}()
-	d.deviceKey = deviceKey
 	d.vision = d.newVision()
-	d.scorer = d.photoScorer()
 	d.ring, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "people.keys"))
 	if err != nil {
 		return nil, err
@@ -99,73 +98,87 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 	}()
 	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions, d.ring)
-	if err := d.st.Update(func(tx *bolt.Tx) error {
-		adopted, err := d.pol.AdoptLegacyKeys(tx, deviceKey)
-		if err != nil {
-			return err
-		}
-		// slots of revocations or grants a crash cut short
-		scrubbed, err := d.pol.ScrubKeys(tx)
-		if adopted+scrubbed > 0 {
-			log.Info("people's keys", "adopted_into_keyring", adopted, "slots_erased", scrubbed)
-		}
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("people's keys: %w", err)
-	}
+	d.pol.SetLogger(log.With("component", "policy"))
 	d.outbox, err = outbox.Open(d.st, outbox.Config{
 		Dir:           filepath.Join(cfg.DataDir, "outbox"),
 		DeviceKey:     deviceKey,
+		Keyring:       d.ring,
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
 		AckTimeout:    cfg.MQTT.AckTimeout.D(),
 		Now:           d.now,
-		Logger:        log.With("service", "outbox"),
-		Gate:          d.mayPublish,
-		OnAcked:       d.artifactAcked,
-		OnDropped:     d.artifactDropped,
+		Logger:        log.With("component", "outbox"),
+		MaySend:       d.mayPublish,
+		AckedTx:       d.artifactAckedTx,
+		DroppedTx:     d.artifactDroppedTx,
+		OnAcked:       func(outbox.Meta) { d.stateChanged() },
+		OnDropped:     func(outbox.Meta, string) { d.stateChanged() },
 	})
 	if err != nil {
 		return nil, err
 	}
-	d.events = events.New(d.st, log.With("service", "events"))
-	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer(), facerec.Config{
+	d.events = events.New(d.st, log.With("component", "events"))
+	d.recognizer = facerec.Templates{}
+	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,
 		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),
 		SightingInterval: cfg.Faces.SightingInterval.D(),
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
 		Now:              d.now,
-		Logger:           log.With("service", "faces"),
+		Logger:           log.With("component", "faces"),
+		EnrolledTx:       d.templateBackupTx,
 		OnEnrolled: func(subject string) {
-			d.event(map[string]any{"type": "enrollment_completed", "subject_id": subject})
+			d.notify(map[string]any{"type": "enrollment_completed", "subject_id": subject})
 			d.stateChanged()
 		},
 		OnEnrollFailed: func(subject, reason string) {
-			d.event(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+			d.notify(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
 		},
-		EnrolledTx:    d.templateBackup,
-		OnSighting:    d.sightingArtifact,
-		AfterSighting: func(string) { d.stateChanged() },
+		SightingTx: d.sightingTx,
+		OnSighting: func(string) { d.stateChanged() },
 	})
+	if err := d.st.Update(func(tx *bolt.Tx) error { return d.migrateTx(tx, deviceKey) }); err != nil {
+		return nil, fmt.Errorf("migrate people's data: %w", err)
+	}
 	d.metrics = newMetrics(d)
 	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
 	if err != nil {
 		return nil, err
 	}
+	var masker capture.Masker
+	if d.vision != nil {
+		masker = faceMasker{an: d.analyzer(), faces: d.faces}
+	}
+	d.selector = capture.NewSelector(capture.SelectorConfig{
+		KeepPerDay: cfg.Photos.KeepPerDay,
+		MinScore:   cfg.Photos.MinScore,
+		SelectAt:   cfg.Photos.SelectAt,
+		Location:   cfg.Location(),
+		Now:        d.now,
+		Logger:     log.With("component", "selection"),
+		OnSelected: func(s capture.Selection) {
+			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
+			d.stateChanged()
+		},
+		OnFailed: func(day, reason string) {
+			d.notify(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
+		},
+	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
 	d.intake = capture.NewIntake(capture.Config{
 		PhotosDir:    filepath.Join(cfg.SpoolDir, "photos"),
 		DailyCap:     cfg.Photos.DailyCap,
 		Location:     cfg.Location(),
 		MaxFileBytes: cfg.Photos.MaxFileBytes,
 		Now:          d.now,
-		Logger:       log.With("service", "intake"),
-		Decided: func(o capture.Outcome) {
+		Logger:       log.With("component", "intake"),
+		OnDecided: func(o capture.Outcome) {
 			d.metrics.photos.WithLabelValues(string(o)).Inc()
 			d.stateChanged()
 		},
-		CapReached: func(day string) {
-			d.event(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
+		OnCapReached: func(day string) {
+			d.notify(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
+			d.selector.Request() // the day is complete: decide it now
 		},
 	}, d.st, d.pol, d.vault)
 
@@ -177,7 +190,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Authenticate: command.Verifier(commandKeys),
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
-		Logger:       log.With("service", "commands"),
+		Logger:       log.With("component", "commands"),
 		Observe:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
 	})
 	d.registerCommands()
@@ -186,7 +199,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		DeviceID: cfg.DeviceID,
 		Broker:   cfg.MQTT.Broker,
 		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
-		Logger:   log.With("service", "mqtt"),
+		Logger:   log.With("component", "mqtt"),
 	}, d.handleCommand)
 	if err != nil {
 		return nil, err
@@ -201,14 +214,14 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Keys:            fwKeys,
 		DownloadTimeout: cfg.Firmware.DownloadTimeout.D(),
 		Now:             d.now,
-		Logger:          log.With("service", "firmware"),
-		StagedTx:        d.pauseForMaterialChange,
+		Logger:          log.With("component", "firmware"),
+		StagedTx:        d.pauseForMaterialChangeTx,
 		OnStaged: func(m firmware.Manifest) {
-			d.event(map[string]any{"type": "firmware_staged", "version": m.Version})
+			d.notify(map[string]any{"type": "firmware_staged", "version": m.Version})
 			d.stateChanged()
 		},
 		OnRejected: func(version, reason string) {
-			d.event(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
+			d.notify(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
 		},
 	})
 	if err != nil {
@@ -228,7 +241,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		AllowedUIDs: cfg.Diag.AllowedUIDs,
 		Backend:     &technician{d: d},
 		Metrics:     d.metrics.reg,
-		Logger:      log.With("service", "diag"),
+		Logger:      log.With("component", "diag"),
 	})
 	if err != nil {
 		return nil, err
@@ -237,54 +250,159 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	return d, nil
 }
 
+// migrateTx brings people's data to the current layout at start, in one
+// transaction: legacy single keys become per-purpose keys (face data and
+// queued artifacts sealed again under the face key), face data of nobody
+// who consents to recognition is erased (and the cloud asked to erase its
+// copies), templates of another face model are erased and the app told
+// that the person must enroll again, and keyring slots nothing uses are
+// overwritten.
+func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) error {
+	now := d.now()
+	moved, err := d.pol.MigratePeopleTx(tx, deviceKey)
+	if err != nil {
+		return err
+	}
+	for _, p := range moved {
+		c, ok, err := d.pol.Consent(tx, p.SubjectID)
+		if err != nil || !ok || !c.Has(policy.ScopeFaceRecognition) || p.Key == nil {
+			continue // their face data is an orphan: erased below
+		}
+		_, faceKey, err := d.pol.FaceKeyForWriteTx(tx, p.SubjectID)
+		if err != nil {
+			return err
+		}
+		_, err = d.faces.ResealTx(tx, p.SubjectID, p.Key, faceKey)
+		clear(faceKey)
+		clear(p.Key)
+		if err != nil {
+			return err
+		}
+	}
+	sealed, dropped, err := d.outbox.SealPersonLinkedTx(tx, func(subject string) (uint32, bool) {
+		slot, key, err := d.pol.FaceKeyForWriteTx(tx, subject)
+		clear(key)
+		return slot, err == nil
+	})
+	if err != nil {
+		return err
+	}
+	subjects, err := d.faces.Subjects(tx)
+	if err != nil {
+		return err
+	}
+	orphans := 0
+	for _, s := range subjects {
+		c, ok, err := d.pol.Consent(tx, s)
+		if err != nil {
+			return err
+		}
+		if ok && c.Has(policy.ScopeFaceRecognition) {
+			continue
+		}
+		// Face data a withdrawal left behind (an older version's narrower
+		// grant did): it goes, and the cloud is asked to erase its copies.
+		if _, err := d.forgetTx(tx, now, s, erasure{reason: "orphaned", what: allFaceData, drop: faceKinds, cloud: faceKinds}); err != nil {
+			return err
+		}
+		orphans++
+	}
+	stale, err := d.faces.StaleTemplates(tx)
+	if err != nil {
+		return err
+	}
+	for _, s := range stale {
+		// The recognizer changed: these templates can no longer be used.
+		// They go; consent stays; the app learns the person must enroll
+		// again (a durable event: the broker may be away at start).
+		if _, err := d.forgetTx(tx, now, s, erasure{reason: "model_changed", what: facerec.What{Templates: true}}); err != nil {
+			return err
+		}
+		if err := d.faces.MarkEnrollmentNeededTx(tx, s); err != nil {
+			return err
+		}
+		if err := d.durableEventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
+			return err
+		}
+	}
+	scrubbed, err := d.pol.ScrubKeys(tx)
+	if err != nil {
+		return err
+	}
+	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed > 0 {
+		d.log.Info("people's data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
+			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed)
+	}
+	return nil
+}
+
+// durableEventTx queues an event that must reach the cloud even across a
+// dead broker and a restart, in tx.
+func (d *Daemon) durableEventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
+	ev["event_id"] = newEventID()
+	ev["at"] = now.UTC().Format(time.RFC3339)
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := d.events.Add(tx, raw); err != nil {
+		return err
+	}
+	tx.OnCommit(d.events.Wake)
+	return nil
+}
+
 // Run runs every service until ctx ends or one fails, then stops them all
 // within ShutdownTimeout and closes the store.
 func (d *Daemon) Run(ctx context.Context) error {
-	defer d.st.Close()
-	defer d.ring.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	d.ctx = ctx
 	services := []struct {
 		name string
 		run  func(context.Context) error
 	}{
 		{"intake", d.intake.Run},
+		{"selection", d.selector.Run},
 		{"mqtt", d.link.Run},
 		{"diag", d.diag.Run},
 		{"state", d.publishStates},
+		{"notifier", d.runNotifier},
 		{"janitor", d.janitor},
 		{"firmware", d.fw.Run},
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
-		{"selection", d.selector},
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			err := s.run(ctx)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				d.log.Error("service failed", "service", s.name, "err", err)
 				cancel(fmt.Errorf("%s: %w", s.name, err))
 			}
-		}()
+		})
 	}
 	d.stateChanged()
 	d.log.Info("aibo-privacyd running", "device_id", d.cfg.DeviceID, "schema", d.st.SchemaVersion())
 	<-ctx.Done()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	stopped := true
 	select {
 	case <-done:
 	case <-time.After(ShutdownTimeout):
-		d.log.Error("services did not stop in time", "timeout", ShutdownTimeout)
+		stopped = false
+		d.log.Error("services did not stop in time; exiting without closing the store", "timeout", ShutdownTimeout.String())
 	}
-	d.bg.Wait() // a selection in flight stops at its next step
 	if d.vision != nil {
 		d.vision.Close()
+	}
+	if stopped {
+		// Every write committed or rolled back: nothing is lost either
+		// way, closing only releases the file's lock sooner.
+		d.ring.Close()
+		d.st.Close()
 	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

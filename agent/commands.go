@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"maps"
-	"slices"
 	"strconv"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -47,12 +46,12 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	var rej *firmware.Rejection
 	switch {
 	case errors.As(err, &rej):
-		e.AfterRefusal(func() {
+		e.OnRefusal(func() {
 			err := d.st.Update(func(tx *bolt.Tx) error { return firmware.RecordRejection(tx, e.Now, rej) })
 			if err != nil {
 				d.log.Error("audit firmware rejection", "err", err)
 			}
-			d.event(map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
+			d.notify(map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
 		})
 		code := command.CodeBadRequest
 		if rej.Reason == firmware.ReasonSignature {
@@ -67,10 +66,10 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	return map[string]any{"version": m.Version, "chunks": m.Chunks, "size": m.Size}, nil
 }
 
-// pauseForMaterialChange runs in the transaction that stages an image: a
+// pauseForMaterialChangeTx runs in the transaction that stages an image: a
 // material policy change pauses every consent-gated feature until the owner
 // accepts the new policy version (unless they already have).
-func (d *Daemon) pauseForMaterialChange(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+func (d *Daemon) pauseForMaterialChangeTx(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
 	if !m.MaterialPolicyChange {
 		return nil
 	}
@@ -79,22 +78,6 @@ func (d *Daemon) pauseForMaterialChange(tx *bolt.Tx, now time.Time, m firmware.M
 		return err
 	}
 	_, err = d.pol.PauseFor(tx, now, m.PolicyVersion)
-	return err
-}
-
-// refusal maps the policy's refusals to contract error codes.
-func refusal(err error) error {
-	if e := peopleRefusal(err); e != nil {
-		return e
-	}
-	switch {
-	case errors.Is(err, policy.ErrPolicyNotAccepted):
-		return command.Errorf(command.CodePolicyNotAccepted, "%s", err.Error())
-	case errors.Is(err, policy.ErrRegionProhibited):
-		return command.Errorf(command.CodeRegionProhibited, "%s", err.Error())
-	case errors.Is(err, policy.ErrUnknownFeature), errors.Is(err, policy.ErrBadValue):
-		return command.Errorf(command.CodeBadRequest, "%s", err.Error())
-	}
 	return err
 }
 
@@ -110,7 +93,7 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 	for name, raw := range fields {
 		var on bool
 		if err := json.Unmarshal(raw, &on); err != nil {
-			return nil, command.Errorf(command.CodeBadRequest, "feature %q must be true or false", trim(name))
+			return nil, command.Errorf(command.CodeBadRequest, "feature %q must be true or false", textx.Cut(name, 40))
 		}
 		set[policy.Feature(name)] = on
 	}
@@ -128,16 +111,22 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 				return nil, err
 			}
 		}
-		e.AfterCommit(func() {
+		e.OnCommit(func() {
 			if err := d.vault.RemoveFiles(ids); err != nil {
 				d.log.Error("remove erased photo files", "err", err)
 			}
 		})
 	}
-	e.AfterCommit(func() {
-		// Whatever a switch turned off may no longer leave: drop it now
-		// rather than at its next publish attempt (the broker may be away).
-		d.dropQueued(func(m outbox.Meta) bool { return d.mayPublish(m) == outbox.Refuse }, "consent_withdrawn")
+	// Whatever the switches no longer allow may not leave: drop it in the
+	// switch's own transaction rather than at its next publish attempt
+	// (the broker may be away). Blurring switched on refuses the photos
+	// queued unmasked.
+	after, err := d.outbox.DropTx(e.Tx, func(m outbox.Meta) bool { return d.pol.MaySend(e.Tx, m.Outgoing()) == policy.Refuse }, outbox.ReasonGate)
+	if err != nil {
+		return nil, err
+	}
+	e.OnCommit(after)
+	e.OnCommit(func() {
 		d.faces.ConsentChanged() // who may be recognised depends on the switches too
 		d.stateChanged()
 	})
@@ -155,7 +144,9 @@ func (d *Daemon) acceptPolicy(ctx context.Context, e *command.Exec) (any, error)
 	if err != nil {
 		return nil, refusal(err)
 	}
-	e.AfterCommit(d.stateChanged)
+	e.OnCommit(d.stateChanged)
+	e.OnCommit(d.outbox.Wake)          // what a pause held may go now
+	e.OnCommit(d.faces.ConsentChanged) // and recognition may resume
 	return map[string]any{"policy_version": ch.After.PolicyVersion, "paused_for_policy": ch.After.PausedForPolicy}, nil
 }
 
@@ -171,38 +162,20 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 		return nil, refusal(err)
 	}
 	if d.pol.Prohibited(ch.After.Region) {
-		// Face data may not exist here: erase every person's templates and
-		// sightings now, and ask the cloud to erase its copies.
-		held, err := d.faces.Holdings(e.Tx)
+		// Face data may not exist here: erase every person's templates,
+		// sightings and queued face artifacts now, and ask the cloud to
+		// erase its copies.
+		held, err := d.everyoneTx(e.Tx, e.Now, erasure{reason: "region_prohibited", what: allFaceData, drop: faceKinds, cloud: faceKinds})
 		if err != nil {
 			return nil, err
-		}
-		for subject := range held {
-			if _, err := d.faces.Forget(e.Tx, subject); err != nil {
-				return nil, err
-			}
 		}
 		if len(held) > 0 {
 			if _, err := audit.Append(e.Tx, e.Now, "faces_erased", "", map[string]string{"reason": "region_prohibited", "subjects": strconv.Itoa(len(held))}); err != nil {
 				return nil, err
 			}
 		}
-		kinds := []string{outbox.KindFaceTemplate, outbox.KindSighting}
-		for _, subject := range slices.Sorted(maps.Keys(held)) {
-			if err := d.eraseRequest(e, kinds, subject); err != nil {
-				return nil, err
-			}
-		}
-		if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "region_prohibited"); err != nil {
-			return nil, err
-		}
-		e.AfterCommit(func() {
-			for subject := range held {
-				d.faces.Forgot(subject)
-			}
-		})
 	}
-	e.AfterCommit(d.stateChanged)
+	e.OnCommit(d.stateChanged)
 	return map[string]any{"region": ch.After.Region, "prohibited": d.pol.Prohibited(ch.After.Region), "features": featureMap(ch.After)}, nil
 }
 
@@ -212,11 +185,4 @@ func featureMap(s policy.State) map[string]bool {
 		m[string(f)] = s.On(f)
 	}
 	return m
-}
-
-func trim(s string) string {
-	if len(s) > 40 {
-		return s[:40]
-	}
-	return s
 }

@@ -42,15 +42,21 @@ func BenchmarkRevokeWith10kQueued(b *testing.B) {
 	subjects := max(b.N, 1)
 	perSubject := 10000 / subjects
 	now := time.Now()
+	slots := map[string]uint32{}
 	err = d.st.Update(func(tx *bolt.Tx) error {
 		if _, err := d.pol.AcceptPolicy(tx, now, "v1"); err != nil {
 			return err
 		}
 		for i := 0; i < subjects; i++ {
 			g := policy.Grant{SubjectID: fmt.Sprintf("s%d", i), DisplayName: "P", GrantedBy: "self", Scopes: []string{"face_recognition"}}
-			if _, err := d.pol.GrantConsent(tx, now, g); err != nil {
+			if _, _, err := d.pol.GrantConsent(tx, now, g); err != nil {
 				return err
 			}
+			slot, _, err := d.pol.FaceKeyForWriteTx(tx, g.SubjectID)
+			if err != nil {
+				return err
+			}
+			slots[g.SubjectID] = slot
 		}
 		return nil
 	})
@@ -61,7 +67,8 @@ func BenchmarkRevokeWith10kQueued(b *testing.B) {
 		err := d.st.Update(func(tx *bolt.Tx) error {
 			for j := i; j < i+500; j++ {
 				subject := fmt.Sprintf("s%d", min(j/max(perSubject, 1), subjects-1))
-				p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindSighting, SubjectID: subject, Content: []byte(`{"confidence":0.9}`)})
+				slot := slots[subject]
+				p, err := d.outbox.Prepare(outbox.Artifact{Kind: policy.KindSighting, SubjectID: subject, Slot: &slot, Content: []byte(`{"confidence":0.9}`)})
 				if err != nil {
 					return err
 				}

@@ -9,20 +9,39 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
-	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
+// grantConsent records a person's consent. A grant replaces the person's
+// scopes: a scope the previous grant had and this one does not name is
+// withdrawn first, exactly as revoke_consent withdraws it (contract v2).
 func (d *Daemon) grantConsent(ctx context.Context, e *command.Exec) (any, error) {
 	var g policy.Grant
 	if err := command.Decode(e.Cmd.Payload, &g); err != nil {
 		return nil, err
 	}
-	c, err := d.pol.GrantConsent(e.Tx, e.Now, g)
-	if err != nil {
-		return nil, refusal(err)
+	if policy.ValidSubjectID(g.SubjectID) {
+		old, had, err := d.pol.Consent(e.Tx, g.SubjectID)
+		if err != nil {
+			return nil, err
+		}
+		var drop []string
+		for _, s := range old.Scopes {
+			if had && !slices.Contains(g.Scopes, string(s)) {
+				drop = append(drop, string(s))
+			}
+		}
+		if len(drop) > 0 {
+			if _, _, err := d.withdrawTx(e.Tx, e.Now, g.SubjectID, drop); err != nil {
+				return nil, refusal(err)
+			}
+		}
 	}
-	e.AfterCommit(d.stateChanged)
-	e.AfterCommit(d.faces.ConsentChanged)
+	c, _, err := d.pol.GrantConsent(e.Tx, e.Now, g)
+	if err != nil {
+		return nil, refusal(err) // a refused grant rolls the withdrawal back too
+	}
+	e.OnCommit(d.stateChanged)
+	e.OnCommit(d.faces.ConsentChanged)
 	return map[string]any{"subject_id": c.SubjectID, "scopes": c.Scopes, "policy_version": c.PolicyVersion}, nil
 }
 
@@ -34,53 +53,11 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
-	slot, hasSlot := d.pol.KeySlot(e.Tx, p.SubjectID)
-	revoked, err := d.pol.RevokeConsent(e.Tx, e.Now, p.SubjectID, p.Scopes)
+	revoked, f, err := d.withdrawTx(e.Tx, e.Now, p.SubjectID, p.Scopes)
 	if err != nil {
 		return nil, refusal(err)
 	}
-	res := map[string]any{"subject_id": p.SubjectID, "revoked": revoked}
-	var kinds []string
-	for _, s := range revoked {
-		switch s {
-		case policy.ScopeFaceRecognition:
-			f, err := d.faces.Forget(e.Tx, p.SubjectID)
-			if err != nil {
-				return nil, err
-			}
-			res["erased"] = f
-			kinds = append(kinds, outbox.KindFaceTemplate, outbox.KindSighting)
-		case policy.ScopeCloudBackup:
-			kinds = append(kinds, outbox.KindFaceTemplate)
-		}
-	}
-	kinds = unique(kinds)
-	if len(kinds) > 0 {
-		if err := d.eraseRequest(e, kinds, p.SubjectID); err != nil {
-			return nil, err
-		}
-	}
-	if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return m.SubjectID == p.SubjectID && slices.Contains(kinds, m.Kind) }, "consent_revoked"); err != nil {
-		return nil, err
-	}
-	_, stillConsenting, err := d.pol.Consent(e.Tx, p.SubjectID)
-	if err != nil {
-		return nil, err
-	}
-	e.AfterCommit(func() {
-		if !stillConsenting && hasSlot {
-			// The person's key is gone from the store: overwrite the slot
-			// that could still open its copies in bbolt's free pages. A
-			// failure is retried by ScrubKeys at the next start.
-			if err := d.pol.EraseKeySlot(slot); err != nil {
-				d.log.Error("keyring slot not erased yet", "subject_id", p.SubjectID, "err", err)
-			}
-		}
-		d.faces.Forgot(p.SubjectID)
-		d.event(map[string]any{"type": "consent_revoked", "subject_id": p.SubjectID, "scopes": revoked})
-		d.stateChanged()
-	})
-	return res, nil
+	return map[string]any{"subject_id": p.SubjectID, "revoked": revoked, "erased": f}, nil
 }
 
 func (d *Daemon) startEnrollment(ctx context.Context, e *command.Exec) (any, error) {
@@ -97,7 +74,7 @@ func (d *Daemon) startEnrollment(ctx context.Context, e *command.Exec) (any, err
 	if err != nil {
 		return nil, refusal(err)
 	}
-	e.AfterCommit(open)
+	e.OnCommit(open)
 	return map[string]any{"subject_id": p.SubjectID, "samples": d.cfg.Faces.EnrollmentSamples,
 		"timeout_seconds": d.cfg.Faces.EnrollmentTimeout.D().Seconds()}, nil
 }
@@ -113,55 +90,36 @@ func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, er
 	if err != nil {
 		return nil, refusal(err)
 	}
-	e.AfterCommit(closeWindow)
+	e.OnCommit(closeWindow)
 	if _, err := audit.Append(e.Tx, e.Now, "enrollment_cancelled", p.SubjectID, nil); err != nil {
 		return nil, err
 	}
 	return map[string]any{"subject_id": p.SubjectID}, nil
 }
 
-// dropQueuedTx removes the queued artifacts match selects in the command's
-// own transaction (match must not open one); the rest of the removal runs
-// after the commit.
-func (d *Daemon) dropQueuedTx(e *command.Exec, match func(outbox.Meta) bool, reason string) error {
-	after, err := d.outbox.DropTx(e.Tx, match, reason)
-	if err != nil {
-		return err
-	}
-	e.AfterCommit(after)
-	return nil
-}
-
-// dropQueued removes queued artifacts; the gate already refuses them, so a
-// failure here only delays their removal to the next publish attempt.
-func (d *Daemon) dropQueued(match func(outbox.Meta) bool, reason string) {
-	if _, err := d.outbox.Drop(match, reason); err != nil {
-		d.log.Error("drop queued artifacts", "reason", reason, "err", err)
-	}
-}
-
-func peopleRefusal(err error) error {
+// refusal maps the policy's and the features' refusals to contract error
+// codes; anything else is an internal error.
+func refusal(err error) error {
+	code := ""
 	switch {
 	case errors.Is(err, policy.ErrGuardianRequired):
-		return command.Errorf(command.CodeGuardianRequired, "%s", err.Error())
+		code = command.CodeGuardianRequired
 	case errors.Is(err, policy.ErrConsentRequired):
-		return command.Errorf(command.CodeConsentRequired, "%s", err.Error())
-	case errors.Is(err, policy.ErrNotFound), errors.Is(err, facerec.ErrNoEnrolment):
-		return command.Errorf(command.CodeNotFound, "%s", err.Error())
+		code = command.CodeConsentRequired
+	case errors.Is(err, policy.ErrNotFound), errors.Is(err, facerec.ErrNoEnrollment):
+		code = command.CodeNotFound
 	case errors.Is(err, policy.ErrFeatureDisabled):
-		return command.Errorf(command.CodeFeatureDisabled, "%s", err.Error())
+		code = command.CodeFeatureDisabled
 	case errors.Is(err, facerec.ErrBusy):
-		return command.Errorf(command.CodeBusy, "%s", err.Error())
+		code = command.CodeBusy
+	case errors.Is(err, policy.ErrPolicyNotAccepted):
+		code = command.CodePolicyNotAccepted
+	case errors.Is(err, policy.ErrRegionProhibited):
+		code = command.CodeRegionProhibited
+	case errors.Is(err, policy.ErrUnknownFeature), errors.Is(err, policy.ErrBadValue):
+		code = command.CodeBadRequest
+	default:
+		return err
 	}
-	return nil
-}
-
-func unique(s []string) []string {
-	var out []string
-	for _, v := range s {
-		if !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
+	return command.Errorf(code, "%s", err.Error())
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,23 +14,19 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
 // The data categories of delete_data.
 var dataCategories = []string{"photos", "faces", "sightings", "usage"}
 
-// categoryKinds maps a category to the artifact kinds the cloud may hold.
-var categoryKinds = map[string][]string{
-	"photos":    {outbox.KindPhoto},
-	"faces":     {outbox.KindFaceTemplate},
-	"sightings": {outbox.KindSighting},
-	"usage":     {outbox.KindUsage},
-}
-
 // deleteData erases categories on the device in the command's transaction
-// (records and keys), then drops queued artifacts, removes files and asks
-// the cloud to erase its copies.
+// (records, keys and queued artifacts), then removes files and asks the
+// cloud to erase its copies. "all" also forgets every person: consent
+// records, names and birthdays (the audit keeps opaque ids only).
 func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 	var p struct {
 		Categories []string `json:"categories"`
@@ -41,88 +38,103 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		return nil, command.Errorf(command.CodeBadRequest, "categories must name at least one of photos, faces, sightings, usage, all")
 	}
 	var cats []string
+	all := false
 	for _, c := range p.Categories {
 		switch {
 		case c == "all":
-			cats = dataCategories
+			all, cats = true, dataCategories
 		case slices.Contains(dataCategories, c):
 			if !slices.Contains(cats, c) {
 				cats = append(cats, c)
 			}
 		default:
-			return nil, command.Errorf(command.CodeBadRequest, "unknown category %q", trim(c))
+			return nil, command.Errorf(command.CodeBadRequest, "unknown category %q", textx.Cut(c, 40))
 		}
 	}
 	counts := map[string]int{}
-	var photoIDs []string
-	var forgotten []string
+	var cloud []policy.Kind
+	queued := 0
 	if slices.Contains(cats, "photos") {
 		ids, err := capture.ForgetUndecided(e.Tx)
 		if err != nil {
 			return nil, err
 		}
-		photoIDs = ids
 		counts["photos"] = len(ids)
+		e.OnCommit(func() {
+			if err := d.vault.RemoveFiles(ids); err != nil {
+				d.log.Error("remove erased photo files", "err", err)
+			}
+		})
+		cloud = append(cloud, policy.KindPhoto)
 	}
-	if slices.Contains(cats, "faces") || slices.Contains(cats, "sightings") {
-		held, err := d.faces.Holdings(e.Tx)
+	// Faces and people: through the one erasure path, person by person.
+	er := erasure{reason: "delete_data", person: all}
+	switch {
+	case slices.Contains(cats, "faces"):
+		// Templates and sightings both go: a sighting is face data too.
+		er.what, er.drop = allFaceData, faceKinds
+		cloud = append(cloud, faceKinds...)
+	case slices.Contains(cats, "sightings"):
+		er.what, er.drop = facerec.What{Sightings: true}, []policy.Kind{policy.KindSighting}
+		cloud = append(cloud, policy.KindSighting)
+	}
+	if er.drop != nil || er.person {
+		held, err := d.everyoneTx(e.Tx, e.Now, er)
 		if err != nil {
 			return nil, err
 		}
-		for subject, h := range held {
+		for _, f := range held {
 			if slices.Contains(cats, "faces") {
-				// Templates and sightings both go: a sighting is face data too.
-				if _, err := d.faces.Forget(e.Tx, subject); err != nil {
-					return nil, err
-				}
-				counts["faces"] += h.Templates
-				counts["sightings"] += h.Sightings
-				forgotten = append(forgotten, subject)
-				continue
+				counts["faces"] += f.Templates
 			}
-			if _, err := d.faces.ForgetSightings(e.Tx, subject); err != nil {
-				return nil, err
-			}
-			counts["sightings"] += h.Sightings
+			counts["sightings"] += f.Sightings
+			queued += f.Queued
+		}
+		if all {
+			counts["people"] = len(held)
 		}
 	}
-	var kinds []string
-	for _, c := range cats {
-		kinds = append(kinds, categoryKinds[c]...)
+	var kinds []policy.Kind // queued artifacts about no one in particular
+	if slices.Contains(cats, "photos") {
+		kinds = append(kinds, policy.KindPhoto)
 	}
-	if slices.Contains(cats, "faces") {
-		kinds = append(kinds, outbox.KindSighting)
+	if slices.Contains(cats, "usage") {
+		kinds = append(kinds, policy.KindUsage)
 	}
-	kinds = unique(kinds)
-	queued := 0
-	for _, m := range d.outbox.List() {
-		if slices.Contains(kinds, m.Kind) {
-			queued++
+	if len(kinds) > 0 {
+		after, n, err := d.outbox.DropKindsTx(e.Tx, kinds, "delete_data")
+		if err != nil {
+			return nil, err
 		}
+		e.OnCommit(after)
+		queued += n
 	}
-	fields := map[string]string{"categories": join(cats)}
+	if slices.Contains(cats, "usage") {
+		cloud = append(cloud, policy.KindUsage)
+	}
+	fields := map[string]string{"categories": strings.Join(cats, ",")}
 	for c, n := range counts {
 		fields[c] = strconv.Itoa(n)
 	}
 	if _, err := audit.Append(e.Tx, e.Now, "data_deleted", "", fields); err != nil {
 		return nil, err
 	}
-	if err := d.eraseRequest(e, kinds, ""); err != nil {
+	cloud = unique(cloud)
+	if err := d.eraseRequestTx(e.Tx, e.Now, cloud, ""); err != nil {
 		return nil, err
 	}
-	if err := d.dropQueuedTx(e, func(m outbox.Meta) bool { return slices.Contains(kinds, m.Kind) }, "delete_data"); err != nil {
-		return nil, err
+	e.OnCommit(d.stateChanged)
+	return map[string]any{"categories": cats, "erased": counts, "queued_dropped": queued, "erase_requested": cloud}, nil
+}
+
+func unique[T comparable](s []T) []T {
+	var out []T
+	for _, v := range s {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
 	}
-	e.AfterCommit(func() {
-		for _, s := range forgotten {
-			d.faces.Forgot(s)
-		}
-		if err := d.vault.RemoveFiles(photoIDs); err != nil {
-			d.log.Error("remove erased photo files", "err", err)
-		}
-		d.stateChanged()
-	})
-	return map[string]any{"categories": cats, "erased": counts, "queued_dropped": queued, "erase_requested": kinds}, nil
+	return out
 }
 
 // exportInventory queues an inventory artifact: what the device holds,
@@ -133,7 +145,7 @@ func (d *Daemon) exportInventory(ctx context.Context, e *command.Exec) (any, err
 		return nil, err
 	}
 	body, _ := json.Marshal(inv)
-	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindInventory, ContentType: "application/json", Content: body, CreatedAt: e.Now})
+	p, err := d.outbox.Prepare(outbox.Artifact{Kind: policy.KindInventory, ContentType: "application/json", Content: body, CreatedAt: e.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -142,11 +154,13 @@ func (d *Daemon) exportInventory(ctx context.Context, e *command.Exec) (any, err
 		p.Discard()
 		return nil, command.Errorf(command.CodeBusy, "outbox: %s", err.Error())
 	}
-	e.AfterCommit(d.stateChanged)
+	e.OnCommit(d.stateChanged)
 	return map[string]any{"artifact_id": m.ID}, nil
 }
 
-// Inventory is what the device holds, by category and by person.
+// Inventory is what the device holds, by category and by person, read
+// from the store itself: a person it holds anything about is listed,
+// whether or not a consent is recorded.
 type Inventory struct {
 	GeneratedAt time.Time                  `json:"generated_at"`
 	Categories  map[string]CategoryHolding `json:"categories"`
@@ -160,17 +174,22 @@ type CategoryHolding struct {
 	Bytes            int64   `json:"bytes,omitempty"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds,omitempty"`
 	NewestAgeSeconds float64 `json:"newest_age_seconds,omitempty"`
+	Unreadable       int     `json:"unreadable,omitempty"`
 	ErasedBy         string  `json:"erased_by"`
 }
 
 // SubjectHolding is what the device holds about one person (opaque id).
 type SubjectHolding struct {
 	SubjectID               string   `json:"subject_id"`
+	Consent                 bool     `json:"consent"`
 	Scopes                  []string `json:"scopes"`
 	Minor                   bool     `json:"minor"`
-	ConsentAgeSeconds       float64  `json:"consent_age_seconds"`
+	ConsentAgeSeconds       float64  `json:"consent_age_seconds,omitempty"`
 	Templates               int      `json:"templates"`
+	TemplateModel           string   `json:"template_model,omitempty"`
+	EnrollmentNeeded        bool     `json:"enrollment_needed,omitempty"`
 	Sightings               int      `json:"sightings"`
+	Unreadable              int      `json:"unreadable,omitempty"`
 	OldestSightingAgeSecond float64  `json:"oldest_sighting_age_seconds,omitempty"`
 	NextSightingErasure     string   `json:"next_sighting_erasure,omitempty"`
 	QueuedArtifacts         int      `json:"queued_artifacts"`
@@ -178,7 +197,7 @@ type SubjectHolding struct {
 
 func (d *Daemon) inventory(tx *bolt.Tx) (Inventory, error) {
 	now := d.now()
-	inv := Inventory{GeneratedAt: now.UTC(), Categories: map[string]CategoryHolding{}}
+	inv := Inventory{GeneratedAt: now.UTC(), Categories: map[string]CategoryHolding{}, Subjects: []SubjectHolding{}}
 	photos, err := capture.Photos(tx)
 	if err != nil {
 		return inv, err
@@ -202,40 +221,58 @@ func (d *Daemon) inventory(tx *bolt.Tx) (Inventory, error) {
 	if err != nil {
 		return inv, err
 	}
-	queuedBy := map[string]int{}
-	for _, m := range d.outbox.List() {
-		if m.SubjectID != "" {
-			queuedBy[m.SubjectID]++
+	queue, err := d.outbox.HoldingsTx(tx)
+	if err != nil {
+		return inv, err
+	}
+	byID := map[string]*SubjectHolding{}
+	subject := func(id string) *SubjectHolding {
+		if s, ok := byID[id]; ok {
+			return s
+		}
+		s := &SubjectHolding{SubjectID: id, Scopes: []string{}}
+		byID[id] = s
+		return s
+	}
+	for _, c := range consents {
+		sh := subject(c.SubjectID)
+		sh.Consent, sh.Minor, sh.ConsentAgeSeconds = true, c.Minor, now.Sub(c.GrantedAt).Seconds()
+		for _, s := range c.Scopes {
+			sh.Scopes = append(sh.Scopes, string(s))
 		}
 	}
 	faces := CategoryHolding{ErasedBy: "revoke_consent, delete_data faces, or a move to a prohibited region"}
 	sightings := CategoryHolding{ErasedBy: "retention after " + d.cfg.Retention.Sightings.D().String() + ", revoke_consent or delete_data"}
-	for _, c := range consents {
-		h := held[c.SubjectID]
-		sh := SubjectHolding{SubjectID: c.SubjectID, Minor: c.Minor, ConsentAgeSeconds: now.Sub(c.GrantedAt).Seconds(),
-			Templates: h.Templates, Sightings: h.Sightings, QueuedArtifacts: queuedBy[c.SubjectID]}
-		for _, s := range c.Scopes {
-			sh.Scopes = append(sh.Scopes, string(s))
-		}
-		if h.Sightings > 0 {
+	for id, h := range held {
+		sh := subject(id)
+		sh.Templates, sh.Sightings, sh.Unreadable = h.Templates, h.Sightings, h.Unreadable
+		sh.TemplateModel = h.Model
+		sh.EnrollmentNeeded = h.EnrollmentNeeded || (h.Templates > 0 && h.Model != d.recognizer.Model())
+		faces.Count += h.Templates
+		faces.Unreadable += h.Unreadable
+		sightings.Count += h.Sightings
+		if !h.OldestSighting.IsZero() {
 			sh.OldestSightingAgeSecond = now.Sub(h.OldestSighting).Seconds()
 			sh.NextSightingErasure = h.OldestSighting.Add(d.cfg.Retention.Sightings.D()).UTC().Format(time.RFC3339)
-			sightings.Count += h.Sightings
 			sightings.OldestAgeSeconds = max(sightings.OldestAgeSeconds, sh.OldestSightingAgeSecond)
 			age := now.Sub(h.NewestSighting).Seconds()
 			if sightings.NewestAgeSeconds == 0 || age < sightings.NewestAgeSeconds {
 				sightings.NewestAgeSeconds = age
 			}
 		}
-		faces.Count += h.Templates
-		inv.Subjects = append(inv.Subjects, sh)
+	}
+	for id, n := range queue.BySubject {
+		subject(id).QueuedArtifacts = n
+	}
+	for _, id := range slices.Sorted(maps.Keys(byID)) {
+		inv.Subjects = append(inv.Subjects, *byID[id])
 	}
 	inv.Categories["faces"] = faces
 	inv.Categories["sightings"] = sightings
-	inv.Categories["consents"] = CategoryHolding{Count: len(consents), ErasedBy: "revoke_consent"}
+	inv.Categories["consents"] = CategoryHolding{Count: len(consents), ErasedBy: "revoke_consent or delete_data all"}
 	inv.Categories["usage"] = CategoryHolding{ErasedBy: "not collected on the device"}
-	q := CategoryHolding{ErasedBy: "the cloud's ok ack, a withdrawn consent or delete_data"}
-	for _, k := range d.outbox.ByKind() {
+	q := CategoryHolding{Unreadable: queue.Unreadable, ErasedBy: "the cloud's ok ack, a withdrawn consent or delete_data"}
+	for _, k := range queue.Kinds {
 		q.Count += k.Count
 		q.Bytes += k.Bytes
 		q.OldestAgeSeconds = max(q.OldestAgeSeconds, k.OldestAgeSeconds)
@@ -260,5 +297,3 @@ func (t *technician) Inventory(ctx context.Context) (any, error) {
 	err := t.d.view(func(tx *bolt.Tx) (err error) { inv, err = t.d.inventory(tx); return })
 	return inv, err
 }
-
-func join(s []string) string { return strings.Join(s, ",") }

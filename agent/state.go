@@ -3,15 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
-	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 )
 
 // ReportedState is the retained state of contract section 5.
@@ -110,48 +107,4 @@ func (d *Daemon) publishStates(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// event publishes an event now if the broker is reachable: a notification
-// that may be lost. What must reach the cloud goes through eraseRequest.
-func (d *Daemon) event(ev map[string]any) {
-	ev["at"] = d.now().UTC().Format(time.RFC3339)
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := d.link.PublishEvent(ctx, raw); err != nil {
-			d.log.Warn("event not published", "type", ev["type"], "err", err)
-		}
-	}()
-}
-
-// eraseRequest queues an erase_request event in tx, the transaction of
-// the erasure it reports: the cloud gets it even if the broker is down now
-// or the daemon restarts first. Only when MaxPending requests already wait
-// does it fall back to publishing now, and say so: the erasure itself
-// never waits on the cloud.
-func (d *Daemon) eraseRequest(e *command.Exec, kinds []string, subjectID string) error {
-	ev := map[string]any{"type": "erase_request", "kinds": kinds}
-	if subjectID != "" {
-		ev["subject_id"] = subjectID
-	}
-	ev["at"] = d.now().UTC().Format(time.RFC3339)
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	switch err := d.events.Add(e.Tx, raw); {
-	case errors.Is(err, events.ErrFull):
-		d.log.Error("erase request not kept: too many wait for the broker; publishing now", "subject_id", subjectID, "pending", events.MaxPending)
-		e.AfterCommit(func() { d.event(ev) })
-	case err != nil:
-		return err
-	default:
-		e.AfterCommit(d.events.Wake)
-	}
-	return nil
 }

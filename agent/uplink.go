@@ -2,86 +2,84 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
-	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
-// mayPublish is the outbox's gate, asked right before the manifest and
-// every chunk: nothing leaves the device unless a consent covers it now.
-// While a policy change awaits the owner's acceptance, what the accepted
-// policy allowed is held, not dropped.
-func (d *Daemon) mayPublish(m outbox.Meta) outbox.Verdict {
-	verdict := outbox.Refuse
-	_ = d.view(func(tx *bolt.Tx) error {
-		st, err := d.pol.Read(tx)
-		if err != nil {
-			return err
-		}
-		if d.allowedKind(tx, st, m) {
-			verdict = outbox.Send
-			return nil
-		}
-		if st.PausedForPolicy != "" && m.Kind != outbox.KindInventory {
-			unpaused := st
-			unpaused.PausedForPolicy = ""
-			if d.allowedKind(tx, unpaused, m) {
-				verdict = outbox.Hold
-			}
-		}
-		return nil
-	})
-	return verdict
-}
-
-func (d *Daemon) allowedKind(tx *bolt.Tx, st policy.State, m outbox.Meta) bool {
-	switch m.Kind {
-	case outbox.KindPhoto:
-		return d.pol.Allows(st, policy.AutoPhoto)
-	case outbox.KindSighting:
-		return d.pol.Allows(st, policy.Patrol) && d.hasScope(tx, m.SubjectID, policy.ScopeFaceRecognition)
-	case outbox.KindFaceTemplate:
-		return d.pol.Allows(st, policy.CloudBackup) && !d.pol.Prohibited(st.Region) &&
-			d.hasScope(tx, m.SubjectID, policy.ScopeCloudBackup) && d.hasScope(tx, m.SubjectID, policy.ScopeFaceRecognition)
-	case outbox.KindUsage:
-		return d.pol.Allows(st, policy.UsageAnalytics)
-	case outbox.KindInventory:
-		return true // counts and ids the owner asked for; never content
+// mayPublish is the outbox's MaySend: the policy decides, right before the
+// manifest and every chunk.
+func (d *Daemon) mayPublish(m outbox.Meta) (v policy.Verdict) {
+	if err := d.view(func(tx *bolt.Tx) error { v = d.pol.MaySend(tx, m.Outgoing()); return nil }); err != nil {
+		return policy.Hold
 	}
-	return false
+	return v
 }
 
-func (d *Daemon) hasScope(tx *bolt.Tx, subject string, s policy.Scope) bool {
-	c, ok, err := d.pol.Consent(tx, subject)
-	return err == nil && ok && c.Has(s)
-}
-
-// artifactAcked counts an uploaded photo on its day once the cloud has it.
-func (d *Daemon) artifactAcked(m outbox.Meta) {
-	if m.Kind == outbox.KindPhoto {
-		day, _ := m.Attrs["day"].(string)
-		if day != "" {
-			if err := d.st.Update(func(tx *bolt.Tx) error { return capture.AddUploaded(tx, day, 1) }); err != nil {
-				d.log.Error("count uploaded photo", "err", err)
-			}
-		}
+// artifactAckedTx counts an uploaded photo on its day, in the transaction
+// that forgets it once the cloud has it.
+func (d *Daemon) artifactAckedTx(tx *bolt.Tx, m outbox.Meta) error {
+	if day, _ := m.Attrs["day"].(string); m.Kind == policy.KindPhoto && day != "" {
+		return capture.UploadedTx(tx, day)
 	}
-	d.stateChanged()
+	return nil
 }
 
-func (d *Daemon) artifactDropped(m outbox.Meta, reason string) { d.stateChanged() }
+// artifactDroppedTx counts a queued photo that will never be uploaded as
+// deleted on its day, in the transaction that drops it.
+func (d *Daemon) artifactDroppedTx(tx *bolt.Tx, m outbox.Meta, reason string) error {
+	if day, _ := m.Attrs["day"].(string); m.Kind == policy.KindPhoto && day != "" {
+		return capture.UnsentTx(tx, day)
+	}
+	return nil
+}
 
-// sightingArtifact queues a Patrol report inside the transaction that
-// records the sighting.
-func (d *Daemon) sightingArtifact(tx *bolt.Tx, subjectID string, at time.Time, confidence float64) error {
+// sightingTx queues a Patrol report inside the transaction that records
+// the sighting, sealed whole by the person's face key: its time and
+// confidence are never in clear on the device.
+func (d *Daemon) sightingTx(tx *bolt.Tx, subjectID string, faceSlot uint32, at time.Time, confidence float64) error {
 	body, _ := json.Marshal(map[string]any{"subject_id": subjectID, "time": at.UTC().Format(time.RFC3339), "confidence": round3(confidence)})
-	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindSighting, ContentType: "application/json", SubjectID: subjectID,
+	return d.enqueueTx(tx, outbox.Artifact{Kind: policy.KindSighting, ContentType: "application/json", SubjectID: subjectID, Slot: &faceSlot,
 		Attrs: map[string]any{"time": at.UTC().Format(time.RFC3339), "confidence": round3(confidence)}, CreatedAt: at, Content: body})
+}
+
+// templateBackupTx queues a face_template artifact, sealed whole by the
+// person's face key, when the policy would let it leave now (the
+// cloud_backup feature and the person's cloud_backup scope); otherwise
+// templates never leave.
+func (d *Daemon) templateBackupTx(tx *bolt.Tx, subjectID string, faceSlot uint32, samples [][]byte) error {
+	if d.pol.MaySend(tx, policy.Outgoing{Kind: policy.KindFaceTemplate, Subject: subjectID}) != policy.Send {
+		return nil
+	}
+	body, _ := json.Marshal(map[string]any{"subject_id": subjectID, "format": "aibo-face-template", "model": d.recognizer.Model(), "samples": samples})
+	err := d.enqueueTx(tx, outbox.Artifact{Kind: policy.KindFaceTemplate, ContentType: "application/json",
+		SubjectID: subjectID, Slot: &faceSlot, Attrs: map[string]any{"samples": len(samples)}, Content: body})
+	if errors.Is(err, outbox.ErrQueueFull) {
+		d.log.Warn("face template backup not queued: outbox full", "subject_id", subjectID)
+		return nil // the enrollment itself is kept
+	}
+	return err
+}
+
+// usageReportTx queues one de-identified usage artifact a day when the
+// owner allows analytics: counters only, no person ids, names or images.
+func (d *Daemon) usageReportTx(tx *bolt.Tx, now time.Time) error {
+	return d.selector.UsageReportTx(tx, now, func(c capture.DayCounts) error {
+		body, _ := json.Marshal(map[string]any{"day": c.Day, "photos": map[string]int{
+			"admitted": c.Admitted, "refused": c.Refused, "over_cap": c.OverCap, "invalid": c.Invalid,
+			"uploaded": c.Uploaded, "deleted": c.Deleted}, "firmware": d.cfg.Firmware.Version})
+		return d.enqueueTx(tx, outbox.Artifact{Kind: policy.KindUsage, ContentType: "application/json", Attrs: map[string]any{"day": c.Day}, Content: body})
+	})
+}
+
+// enqueueTx prepares and queues a in tx.
+func (d *Daemon) enqueueTx(tx *bolt.Tx, a outbox.Artifact) error {
+	p, err := d.outbox.Prepare(a)
 	if err != nil {
 		return err
 	}
@@ -93,58 +91,3 @@ func (d *Daemon) sightingArtifact(tx *bolt.Tx, subjectID string, at time.Time, c
 }
 
 func round3(f float64) float64 { return float64(int(f*1000+0.5)) / 1000 }
-
-// templateBackup queues a face_template artifact when the person and the
-// owner both chose cloud backup; otherwise templates never leave.
-func (d *Daemon) templateBackup(tx *bolt.Tx, subjectID string, samples [][]byte) error {
-	st, err := d.pol.Read(tx)
-	if err != nil {
-		return err
-	}
-	c, ok, err := d.pol.Consent(tx, subjectID)
-	if err != nil || !ok || !c.Has(policy.ScopeCloudBackup) || !d.pol.Allows(st, policy.CloudBackup) {
-		return err
-	}
-	body, _ := json.Marshal(map[string]any{"subject_id": subjectID, "format": "aibo-face-template", "samples": samples})
-	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindFaceTemplate, ContentType: "application/json",
-		SubjectID: subjectID, Attrs: map[string]any{"samples": len(samples)}, Content: body})
-	if err != nil {
-		return err
-	}
-	if _, err := d.outbox.EnqueueTx(tx, p); err != nil {
-		p.Discard()
-		return err
-	}
-	return nil
-}
-
-// usageReport queues one de-identified usage artifact a day when the owner
-// allows analytics: counters only, no person ids, names or images.
-func (d *Daemon) usageReport(tx *bolt.Tx, now time.Time) error {
-	st, err := d.pol.Read(tx)
-	if err != nil || !d.pol.Allows(st, policy.UsageAnalytics) {
-		return err
-	}
-	day := capture.LocalDay(now.Add(-24*time.Hour), d.cfg.Location())
-	b := tx.Bucket(store.BucketScoring)
-	key := []byte("usage/" + day)
-	if b.Get(key) != nil {
-		return nil // already reported
-	}
-	c, err := capture.ReadDay(tx, day)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(map[string]any{"day": day, "photos": map[string]int{
-		"admitted": c.Admitted, "refused": c.Refused, "over_cap": c.OverCap, "invalid": c.Invalid,
-		"uploaded": c.Uploaded, "deleted": c.Deleted}, "firmware": d.cfg.Firmware.Version})
-	p, err := d.outbox.Prepare(outbox.Artifact{Kind: outbox.KindUsage, ContentType: "application/json", Attrs: map[string]any{"day": day}, Content: body})
-	if err != nil {
-		return err
-	}
-	if _, err := d.outbox.EnqueueTx(tx, p); err != nil {
-		p.Discard()
-		return err
-	}
-	return b.Put(key, []byte(now.UTC().Format(time.RFC3339)))
-}

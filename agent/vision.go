@@ -6,7 +6,6 @@ import (
 	"image"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
@@ -30,7 +29,7 @@ func (d *Daemon) newVision() *vision.Client {
 	return vision.NewClient(vision.Config{
 		Path:   path,
 		Args:   []string{"-models", d.cfg.Vision.ModelsDir},
-		Logger: d.log.With("service", "vision"),
+		Logger: d.log.With("component", "vision"),
 	})
 }
 
@@ -41,11 +40,9 @@ func (d *Daemon) analyzer() facerec.Analyzer {
 	return workerFaces{d.vision}
 }
 
-func (d *Daemon) recognizer() facerec.Recognizer { return facerec.Templates{} }
-
-func (d *Daemon) photoScorer() photoScorer {
+func (d *Daemon) photoScorer() capture.Scorer {
 	if d.vision == nil {
-		return basicScorer{}
+		return basicScores{}
 	}
 	return workerScores{d.vision}
 }
@@ -65,29 +62,10 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 	return out, nil
 }
 
-// workerScores asks the worker for the breakdown.
-type workerScores struct{ c *vision.Client }
-
-func (w workerScores) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
-	r, err := w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt})
-	if err != nil {
-		return Scored{}, err
-	}
-	return Scored{Breakdown: r.Breakdown, PHash: r.PHash}, nil
-}
-
 // noVision stands in when the worker is missing: every frame is dropped
 // unanalysed, which keeps nothing.
 type noVision struct{}
 
 func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
 	return nil, errors.New("vision worker not available")
-}
-
-// basicScorer scores in pure Go when the vision worker cannot run.
-type basicScorer struct{}
-
-func (basicScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
-	b, h, err := capture.BasicFeatures(img)
-	return Scored{Breakdown: b, PHash: h}, err
 }

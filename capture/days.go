@@ -103,15 +103,18 @@ func AddDeleted(tx *bolt.Tx, day string, n int) error {
 	return writeDay(tx, c)
 }
 
-// WriteDay stores a day's counters (for the selection).
-func WriteDay(tx *bolt.Tx, c DayCounts) error { return writeDay(tx, c) }
-
-// AddUploaded counts a photo of day acknowledged by the cloud.
-func AddUploaded(tx *bolt.Tx, day string, n int) error {
+// UploadedTx counts, in the transaction that forgets it, a photo of day
+// the cloud acknowledged.
+func UploadedTx(tx *bolt.Tx, day string) error {
 	c, err := ReadDay(tx, day)
 	if err != nil {
 		return err
 	}
-	c.Uploaded += n
+	c.Uploaded++
 	return writeDay(tx, c)
 }
+
+// UnsentTx counts, in the transaction that drops it, a queued photo of day
+// that will never be uploaded (auto_photo off, delete_data, a withdrawn
+// consent): every admitted photo ends uploaded or deleted.
+func UnsentTx(tx *bolt.Tx, day string) error { return AddDeleted(tx, day, 1) }

@@ -40,14 +40,14 @@ const (
 	Invalid  Outcome = "invalid"
 )
 
-// Tunables that tests may change.
-var (
-	// Settle is how long a file name must be quiet before it is read.
-	Settle = 30 * time.Millisecond
-	// Rescan is how often the spool is listed in case an event was missed.
-	Rescan = 2 * time.Second
-	// Workers decide files in parallel; admissions still commit one by one.
-	Workers = 2
+// The spool's pace.
+const (
+	// settle is how long a file name must be quiet before it is read.
+	settle = 30 * time.Millisecond
+	// rescan is how often the spool is listed in case an event was missed.
+	rescan = 2 * time.Second
+	// workers decide files in parallel; admissions still commit one by one.
+	workers = 2
 )
 
 // Config is what the intake needs to know.
@@ -58,10 +58,11 @@ type Config struct {
 	MaxFileBytes int64
 	Now          func() time.Time
 	Logger       *slog.Logger
-	// Decided is told every outcome after it is durable (metrics, state).
-	Decided func(Outcome)
-	// CapReached is told once per day when the day's last admission commits.
-	CapReached func(day string)
+	// OnDecided is told every outcome after it is durable (metrics, state).
+	OnDecided func(Outcome)
+	// OnCapReached is told once per day after the day's last admission
+	// committed (the daemon starts the day's selection).
+	OnCapReached func(day string)
 }
 
 // Intake watches the spool and decides every photo.
@@ -101,7 +102,11 @@ func (in *Intake) Run(ctx context.Context) error {
 	if err := in.pruneMarkers(); err != nil {
 		return err
 	}
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
@@ -114,9 +119,9 @@ func (in *Intake) Run(ctx context.Context) error {
 				}
 			}
 		}
-	}()
+	})
 	w := &spool.Watcher{Dir: in.cfg.PhotosDir, Owned: Owned, Handle: in.process,
-		Workers: Workers, Settle: Settle, Rescan: Rescan, Logger: in.cfg.Logger}
+		Workers: workers, Settle: settle, Rescan: rescan, Logger: in.cfg.Logger}
 	return w.Run(ctx)
 }
 
@@ -157,8 +162,8 @@ func (in *Intake) process(name string) {
 	}
 	if outcome != "" {
 		in.cfg.Logger.Debug("photo decided", "file", name, "outcome", outcome)
-		if in.cfg.Decided != nil {
-			in.cfg.Decided(outcome)
+		if in.cfg.OnDecided != nil {
+			in.cfg.OnDecided(outcome)
 		}
 	}
 }
@@ -291,8 +296,8 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 	if err != nil {
 		return "", fmt.Errorf("record %s: %w", want, err)
 	}
-	if capDay != "" && in.cfg.CapReached != nil {
-		in.cfg.CapReached(capDay)
+	if capDay != "" && in.cfg.OnCapReached != nil {
+		in.cfg.OnCapReached(capDay)
 	}
 	return got, nil
 }

@@ -92,19 +92,6 @@ func (v *Vault) remove(id string) error {
 	return nil
 }
 
-// ReadPhoto returns the record of id.
-func ReadPhoto(tx *bolt.Tx, id string) (Photo, bool, error) {
-	raw := tx.Bucket(store.BucketPhotos).Get([]byte(id))
-	if raw == nil {
-		return Photo{}, false, nil
-	}
-	var p Photo
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return Photo{}, false, fmt.Errorf("photo %s record unreadable: %w", id, err)
-	}
-	return p, true, nil
-}
-
 // Photos lists every admitted photo record.
 func Photos(tx *bolt.Tx) ([]Photo, error) {
 	var out []Photo

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +24,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
-	"github.com/aibo-privacy/aibo-privacyd/core/keys"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
@@ -45,6 +43,9 @@ type Analyzer interface {
 
 // Recognizer builds a matcher over the enrolled people's samples.
 type Recognizer interface {
+	// Model names what made the samples it matches: templates stored
+	// under another model cannot be used and must be enrolled again.
+	Model() string
 	Build(gallery map[string][][]byte) (Matcher, error)
 }
 
@@ -58,8 +59,8 @@ type Matcher interface {
 
 // Refusals of enrollment commands.
 var (
-	ErrBusy        = errors.New("another enrollment is open")
-	ErrNoEnrolment = errors.New("no enrollment is open for this subject")
+	ErrBusy         = errors.New("another enrollment is open")
+	ErrNoEnrollment = errors.New("no enrollment is open for this subject")
 )
 
 // Config tunes the service.
@@ -74,16 +75,18 @@ type Config struct {
 	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
 	AnalyzeTimeout time.Duration
 
-	OnEnrolled func(subjectID string)
 	// EnrolledTx runs inside the transaction that stores a new enrollment
-	// (the caller may queue a cloud backup of the templates there).
-	EnrolledTx     func(tx *bolt.Tx, subjectID string, samples [][]byte) error
+	// (the caller may queue a cloud backup of the templates there, sealed
+	// by the face key in faceSlot); OnEnrolled after it committed.
+	EnrolledTx func(tx *bolt.Tx, subjectID string, faceSlot uint32, samples [][]byte) error
+	OnEnrolled func(subjectID string)
+	// OnEnrollFailed runs when an enrollment window closed without one.
 	OnEnrollFailed func(subjectID, reason string)
-	// OnSighting runs inside the transaction that records the sighting
-	// (the caller queues the artifact there, so both commit together).
-	OnSighting func(tx *bolt.Tx, subjectID string, at time.Time, confidence float64) error
-	// AfterSighting runs after that commit.
-	AfterSighting func(subjectID string)
+	// SightingTx runs inside the transaction that records a sighting (the
+	// caller queues the artifact there, sealed by the face key in
+	// faceSlot, so both commit together); OnSighting after it committed.
+	SightingTx func(tx *bolt.Tx, subjectID string, faceSlot uint32, at time.Time, confidence float64) error
+	OnSighting func(subjectID string)
 }
 
 // Service runs enrollment and Patrol on the frames spool.
@@ -97,9 +100,19 @@ type Service struct {
 	mu       sync.Mutex
 	window   *window              // the one open enrollment, if any
 	lastSeen map[string]time.Time // per subject, for the sighting interval
-	matcher  Matcher              // over the decrypted templates of consenting people; nil: rebuild
+	// matcher is built over the decrypted templates of the people who may
+	// be recognised, at a recognition generation (policy.RecognitionGen)
+	// and an epoch (bumped by every invalidate): it is used only while
+	// both still hold, so a build that raced an erasure is never used.
+	matcher *builtMatcher
+	epoch   uint64
 
 	handled atomic.Int64 // frames fully handled (tests wait on it)
+}
+
+type builtMatcher struct {
+	m          Matcher // nil: nobody may be recognised
+	gen, epoch uint64
 }
 
 type window struct {
@@ -131,7 +144,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.resume(); err != nil {
 		return fmt.Errorf("facerec: resume enrollment: %w", err)
 	}
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -142,7 +159,7 @@ func (s *Service) Run(ctx context.Context) error {
 				s.expire()
 			}
 		}
-	}()
+	})
 	w := &spool.Watcher{Dir: s.cfg.FramesDir, Owned: spool.Image, Handle: func(name string) { s.frame(ctx, name) }, Logger: s.cfg.Logger}
 	return w.Run(ctx)
 }
@@ -181,7 +198,7 @@ func (s *Service) CancelEnrollment(tx *bolt.Tx, subjectID string) (closeWindow f
 	open := s.window != nil && s.window.subject == subjectID
 	s.mu.Unlock()
 	if !open {
-		return nil, ErrNoEnrolment
+		return nil, ErrNoEnrollment
 	}
 	if err := clearOpenWindow(tx, subjectID); err != nil {
 		return nil, err
@@ -193,6 +210,20 @@ func (s *Service) CancelEnrollment(tx *bolt.Tx, subjectID string) (closeWindow f
 		}
 		s.mu.Unlock()
 	}, nil
+}
+
+// closeWindow closes subject's window, if it is still the open one, and
+// reports the enrollment failed for why.
+func (s *Service) closeWindow(subject, why string) {
+	s.mu.Lock()
+	open := s.window != nil && s.window.subject == subject
+	if open {
+		s.window = nil
+	}
+	s.mu.Unlock()
+	if open {
+		s.closed(subject, why)
+	}
 }
 
 func (s *Service) expire() {
@@ -280,13 +311,23 @@ func (s *Service) resume() error {
 func (s *Service) frame(ctx context.Context, name string) {
 	defer s.handled.Add(1)
 	path := filepath.Join(s.cfg.FramesDir, name)
-	enrolling := s.enrolling()
-	patrol := false
+	enrolling, patrol := false, false
+	var refused error
+	subject := s.enrollingSubject()
 	_ = s.st.View(func(tx *bolt.Tx) error {
-		st, err := s.pol.Read(tx)
-		patrol = err == nil && s.pol.Allows(st, policy.Patrol)
+		if subject != "" {
+			refused = s.pol.MayRecognize(tx, policy.Patrol, subject)
+			enrolling = refused == nil
+		}
+		patrol = s.pol.MayRecognizeAnyone(tx, policy.Patrol) == nil
 		return nil
 	})
+	if refused != nil {
+		// The window's subject may no longer be enrolled (consent
+		// withdrawn, patrol off, a prohibited region, a policy pause): it
+		// closes now, having computed and kept nothing more.
+		s.closeWindow(subject, reason(refused))
+	}
 	var data []byte
 	if enrolling || patrol {
 		data, _ = spool.ReadRegular(path, nil, s.cfg.MaxFileBytes)
@@ -314,10 +355,13 @@ func (s *Service) frame(ctx context.Context, name string) {
 	}
 }
 
-func (s *Service) enrolling() bool {
+func (s *Service) enrollingSubject() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.window != nil
+	if s.window == nil {
+		return ""
+	}
+	return s.window.subject
 }
 
 // sample adds a template to the open window and completes the enrollment
@@ -341,18 +385,19 @@ func (s *Service) sample(tpl []byte) {
 		if err := s.pol.MayRecognize(tx, policy.Patrol, w.subject); err != nil {
 			return err // consent withdrawn meanwhile: keep nothing
 		}
-		if err := s.saveTemplates(tx, w.subject, w.samples); err != nil {
+		slot, err := s.saveTemplates(tx, w.subject, w.samples)
+		if err != nil {
 			return err
 		}
 		if s.cfg.EnrolledTx != nil {
-			if err := s.cfg.EnrolledTx(tx, w.subject, w.samples); err != nil {
+			if err := s.cfg.EnrolledTx(tx, w.subject, slot, w.samples); err != nil {
 				return err
 			}
 		}
 		if err := clearOpenWindow(tx, w.subject); err != nil {
 			return err
 		}
-		_, err := audit.Append(tx, now, "enrollment_completed", w.subject, map[string]string{"samples": strconv.Itoa(len(w.samples))})
+		_, err = audit.Append(tx, now, "enrollment_completed", w.subject, map[string]string{"samples": strconv.Itoa(len(w.samples))})
 		return err
 	})
 	s.invalidate()
@@ -384,7 +429,7 @@ func reason(err error) string {
 // records a sighting at most once per interval per person. A face that
 // matches nobody is dropped here, with nothing written or logged.
 func (s *Service) recognise(probe []byte) {
-	m, err := s.loadMatcher()
+	m, _, err := s.loadMatcher()
 	if err != nil || m == nil {
 		return
 	}
@@ -404,11 +449,12 @@ func (s *Service) recognise(probe []byte) {
 		if err := s.pol.MayRecognize(tx, policy.Patrol, subject); err != nil {
 			return err
 		}
-		if err := s.recordSighting(tx, subject, now, confidence); err != nil {
+		slot, err := s.recordSighting(tx, subject, now, confidence)
+		if err != nil {
 			return err
 		}
-		if s.cfg.OnSighting != nil {
-			return s.cfg.OnSighting(tx, subject, now, confidence)
+		if s.cfg.SightingTx != nil {
+			return s.cfg.SightingTx(tx, subject, slot, now, confidence)
 		}
 		return nil
 	})
@@ -416,283 +462,7 @@ func (s *Service) recognise(probe []byte) {
 		s.cfg.Logger.Debug("sighting not recorded", "subject_id", subject, "err", err)
 		return
 	}
-	if s.cfg.AfterSighting != nil {
-		s.cfg.AfterSighting(subject)
+	if s.cfg.OnSighting != nil {
+		s.cfg.OnSighting(subject)
 	}
-}
-
-func tplKey(subject string) []byte { return []byte("tpl/" + subject) }
-
-func sightPrefix(subject string) []byte { return []byte("sight/" + subject + "/") }
-
-func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) error {
-	if c, ok := s.rec.(interface{ Compact([]byte) ([]byte, error) }); ok {
-		compact := make([][]byte, len(samples))
-		for i, smp := range samples {
-			var err error
-			if compact[i], err = c.Compact(smp); err != nil {
-				return err
-			}
-		}
-		samples = compact
-	}
-	key, err := s.pol.SubjectKey(tx, subject)
-	if err != nil {
-		return err
-	}
-	raw, err := json.Marshal(samples)
-	if err != nil {
-		return err
-	}
-	sealed, err := keys.Seal(key, raw, tplKey(subject))
-	if err != nil {
-		return err
-	}
-	return tx.Bucket(store.BucketFaces).Put(tplKey(subject), sealed)
-}
-
-// sighting is the local record of one sighting, sealed with the person's key.
-type sighting struct {
-	At         time.Time `json:"at"`
-	Confidence float64   `json:"confidence"`
-}
-
-func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, confidence float64) error {
-	key, err := s.pol.SubjectKey(tx, subject)
-	if err != nil {
-		return err
-	}
-	b := tx.Bucket(store.BucketFaces)
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	// The key holds only the opaque id and a counter: when a person was
-	// seen is sealed with their key like everything else about them.
-	k := append(sightPrefix(subject), store.Uint64Key(seq)...)
-	raw, _ := json.Marshal(sighting{At: at.UTC(), Confidence: confidence})
-	sealed, err := keys.Seal(key, raw, k)
-	if err != nil {
-		return err
-	}
-	return b.Put(k, sealed)
-}
-
-// loadMatcher returns a matcher over the templates of every enrolled
-// person whose consent still covers recognition, decrypting and building it
-// once until the next change; nil when nobody is enrolled.
-func (s *Service) loadMatcher() (Matcher, error) {
-	s.mu.Lock()
-	m := s.matcher
-	s.mu.Unlock()
-	if m != nil {
-		return m, nil
-	}
-	g := map[string][][]byte{}
-	err := s.st.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(store.BucketFaces).Cursor()
-		prefix := []byte("tpl/")
-		for k, v := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), "tpl/"); k, v = c.Next() {
-			subject := strings.TrimPrefix(string(k), "tpl/")
-			if s.pol.MayRecognize(tx, policy.Patrol, subject) != nil {
-				continue
-			}
-			key, err := s.pol.SubjectKey(tx, subject)
-			if err != nil {
-				continue
-			}
-			raw, err := keys.Open(key, v, k)
-			if err != nil {
-				return fmt.Errorf("templates of %s: %w", subject, err)
-			}
-			var samples [][]byte
-			if err := json.Unmarshal(raw, &samples); err != nil {
-				return err
-			}
-			g[subject] = samples
-		}
-		return nil
-	})
-	if err != nil || len(g) == 0 {
-		return nil, err
-	}
-	m, err = s.rec.Build(g)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.matcher = m
-	s.mu.Unlock()
-	return m, nil
-}
-
-// ConsentChanged drops the matcher so the next match sees the people whose
-// consent covers recognition now.
-func (s *Service) ConsentChanged() { s.invalidate() }
-
-// invalidate drops the matcher; the next match rebuilds it.
-func (s *Service) invalidate() {
-	s.mu.Lock()
-	s.matcher = nil
-	s.mu.Unlock()
-}
-
-// Strangers returns the boxes of faces that match no enrolled person whose
-// consent covers recognition now (all of them when recognition is not
-// allowed): the faces to blur before a photo leaves the device.
-func (s *Service) Strangers(faces []Face) []image.Rectangle {
-	m, err := s.loadMatcher()
-	var out []image.Rectangle
-	for _, f := range faces {
-		if err == nil && m != nil {
-			if _, _, ok := m.Identify(f.Template); ok {
-				continue
-			}
-		}
-		out = append(out, f.Box)
-	}
-	return out
-}
-
-// Forgotten counts what Forget erased.
-type Forgotten struct {
-	Templates int `json:"templates"`
-	Sightings int `json:"sightings"`
-}
-
-// Forget erases, inside tx, everything the device holds of subject's face:
-// templates and local sightings. The caller drops queued artifacts and
-// destroys the person's key with the consent. After the commit, call
-// Forgot so no decrypted copy stays in memory and an open enrollment closes.
-func (s *Service) Forget(tx *bolt.Tx, subject string) (Forgotten, error) {
-	var f Forgotten
-	if err := clearOpenWindow(tx, subject); err != nil {
-		return f, err
-	}
-	b := tx.Bucket(store.BucketFaces)
-	if b.Get(tplKey(subject)) != nil {
-		if err := b.Delete(tplKey(subject)); err != nil {
-			return f, err
-		}
-		f.Templates = 1
-	}
-	n, err := s.ForgetSightings(tx, subject)
-	f.Sightings = n
-	return f, err
-}
-
-// Forgot clears the in-memory state of subject after Forget committed.
-func (s *Service) Forgot(subject string) {
-	s.mu.Lock()
-	s.matcher = nil
-	delete(s.lastSeen, subject)
-	if s.window != nil && s.window.subject == subject {
-		s.window = nil
-	}
-	s.mu.Unlock()
-}
-
-// Holding is what the device holds of one person's face data, for the
-// inventory: counts and times, never content.
-type Holding struct {
-	Templates      int       `json:"templates"`
-	Sightings      int       `json:"sightings"`
-	OldestSighting time.Time `json:"oldest_sighting,omitempty"`
-	NewestSighting time.Time `json:"newest_sighting,omitempty"`
-}
-
-// Holdings opens each person's sightings with their key to report counts
-// and times.
-func (s *Service) Holdings(tx *bolt.Tx) (map[string]Holding, error) {
-	out := map[string]Holding{}
-	err := s.eachSighting(tx, func(subject string, k []byte, sg *sighting) error {
-		h := out[subject]
-		if sg != nil {
-			h.Sightings++
-			if h.OldestSighting.IsZero() || sg.At.Before(h.OldestSighting) {
-				h.OldestSighting = sg.At
-			}
-			if sg.At.After(h.NewestSighting) {
-				h.NewestSighting = sg.At
-			}
-		} else {
-			h.Templates++
-		}
-		out[subject] = h
-		return nil
-	})
-	return out, err
-}
-
-// PruneSightings erases local sightings older than cutoff.
-func (s *Service) PruneSightings(tx *bolt.Tx, cutoff time.Time) (int, error) {
-	var old [][]byte
-	err := s.eachSighting(tx, func(subject string, k []byte, sg *sighting) error {
-		if sg != nil && sg.At.Before(cutoff) {
-			old = append(old, append([]byte(nil), k...))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	b := tx.Bucket(store.BucketFaces)
-	for _, k := range old {
-		if err := b.Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	return len(old), nil
-}
-
-// eachSighting calls fn for every template set (sg nil) and every
-// sighting, opened with its person's key. Records of a person whose key is
-// gone are unreadable leftovers and are reported as templates of nobody:
-// skipped.
-func (s *Service) eachSighting(tx *bolt.Tx, fn func(subject string, k []byte, sg *sighting) error) error {
-	keyOf := map[string][]byte{}
-	return tx.Bucket(store.BucketFaces).ForEach(func(k, v []byte) error {
-		key := string(k)
-		switch {
-		case strings.HasPrefix(key, "tpl/"):
-			return fn(strings.TrimPrefix(key, "tpl/"), k, nil)
-		case strings.HasPrefix(key, "sight/"):
-			subject, _, _ := strings.Cut(strings.TrimPrefix(key, "sight/"), "/")
-			pk, ok := keyOf[subject]
-			if !ok {
-				pk, _ = s.pol.SubjectKey(tx, subject)
-				keyOf[subject] = pk
-			}
-			if pk == nil {
-				return nil
-			}
-			raw, err := keys.Open(pk, v, k)
-			if err != nil {
-				return nil
-			}
-			var sg sighting
-			if json.Unmarshal(raw, &sg) != nil {
-				return nil
-			}
-			return fn(subject, k, &sg)
-		}
-		return nil
-	})
-}
-
-// ForgetSightings erases subject's local sightings, keeping templates.
-func (s *Service) ForgetSightings(tx *bolt.Tx, subject string) (int, error) {
-	b := tx.Bucket(store.BucketFaces)
-	var ks [][]byte
-	c := b.Cursor()
-	p := sightPrefix(subject)
-	for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, _ = c.Next() {
-		ks = append(ks, append([]byte(nil), k...))
-	}
-	for _, k := range ks {
-		if err := b.Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	return len(ks), nil
 }

@@ -36,6 +36,8 @@ func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 
 type firstByte struct{}
 
+func (firstByte) Model() string { return "first-byte-v1" }
+
 func (firstByte) Build(g map[string][][]byte) (Matcher, error) { return firstByteMatcher(g), nil }
 
 type firstByteMatcher map[string][][]byte
@@ -85,7 +87,7 @@ func newRig(t *testing.T) *rig {
 		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
 		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
 		OnEnrollFailed: func(s, why string) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
-		OnSighting: func(tx *bolt.Tx, s string, at time.Time, c float64) error {
+		SightingTx: func(tx *bolt.Tx, s string, slot uint32, at time.Time, c float64) error {
 			r.mu.Lock()
 			r.seen = append(r.seen, s)
 			r.mu.Unlock()
@@ -141,12 +143,21 @@ func (r *rig) advance(d time.Duration) { r.mu.Lock(); r.now = r.now.Add(d); r.mu
 
 func (r *rig) consent(subject string) {
 	err := r.st.Update(func(tx *bolt.Tx) error {
-		_, err := r.pol.GrantConsent(tx, r.now, policy.Grant{SubjectID: subject, DisplayName: "Person " + subject, GrantedBy: "self", Scopes: []string{"face_recognition"}})
+		_, _, err := r.pol.GrantConsent(tx, r.now, policy.Grant{SubjectID: subject, DisplayName: "Person " + subject, GrantedBy: "self", Scopes: []string{"face_recognition"}})
 		return err
 	})
 	if err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// revoke withdraws every scope of subject, as the daemon records it.
+func (r *rig) revoke(tx *bolt.Tx, subject string) error {
+	revoked, kept, err := r.pol.Withdrawal(tx, subject, nil)
+	if err != nil {
+		return err
+	}
+	return r.pol.RecordWithdrawalTx(tx, r.now, subject, revoked, kept)
 }
 
 func (r *rig) start(subject string) error {
@@ -261,7 +272,7 @@ func TestP7_StrangersLeaveNothingAndSightingsAreRateLimited(t *testing.T) {
 	}
 }
 
-func TestP5_ForgetErasesTemplatesAndSightingsAndStopsRecognition(t *testing.T) {
+func TestP5_EraseErasesTemplatesAndSightingsAndStopsRecognition(t *testing.T) {
 	r := newRig(t)
 	r.consent("ana")
 	r.start("ana")
@@ -270,12 +281,11 @@ func TestP5_ForgetErasesTemplatesAndSightingsAndStopsRecognition(t *testing.T) {
 	r.frame("A")
 	var f Forgotten
 	r.st.Update(func(tx *bolt.Tx) (err error) {
-		f, err = r.svc.Forget(tx, "ana")
+		f, _, err = r.svc.EraseTx(tx, "ana", What{Templates: true, Sightings: true})
 		if err != nil {
 			return err
 		}
-		_, err = r.pol.RevokeConsent(tx, r.now, "ana", nil)
-		return err
+		return r.revoke(tx, "ana")
 	})
 	r.svc.Forgot("ana")
 	if f.Templates != 1 || f.Sightings != 1 { // the enrollment frame's sighting
@@ -299,7 +309,7 @@ func TestEnrollmentTimesOutAndCancelKeepsNothing(t *testing.T) {
 	if err := r.cancelEnrollment("ana"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.cancelEnrollment("ana"); err != ErrNoEnrolment {
+	if err := r.cancelEnrollment("ana"); err != ErrNoEnrollment {
 		t.Fatalf("second cancel: %v", err)
 	}
 	r.frame("A")
@@ -330,7 +340,7 @@ func TestEnrollmentWindowSurvivesARestart(t *testing.T) {
 	}
 	r.frame("A")
 	r.restart()
-	waitFor(t, func() bool { return r.svc.enrolling() })
+	waitFor(t, func() bool { return (r.svc.enrollingSubject() != "") })
 	for range 3 {
 		r.frame("A")
 	}
@@ -350,8 +360,8 @@ func TestEnrollmentWindowSurvivesARestart(t *testing.T) {
 	r.advance(2 * time.Minute) // the robot was off past the deadline
 	r.run()
 	waitFor(t, func() bool { return len(r.list(&r.failed)) == 1 })
-	if got := r.list(&r.failed); got[0] != "ben:timeout" || r.svc.enrolling() {
-		t.Fatalf("failures %v, still enrolling %v", got, r.svc.enrolling())
+	if got := r.list(&r.failed); got[0] != "ben:timeout" || (r.svc.enrollingSubject() != "") {
+		t.Fatalf("failures %v, still enrolling %v", got, (r.svc.enrollingSubject() != ""))
 	}
 	if _, open := r.facesBucket()[string(openWindowKey)]; open {
 		t.Fatal("an expired window's record was kept")
@@ -375,7 +385,7 @@ func TestConsentWithdrawnDuringEnrollmentKeepsNothing(t *testing.T) {
 	r.start("ana")
 	r.frame("A")
 	r.frame("A")
-	r.st.Update(func(tx *bolt.Tx) error { _, err := r.pol.RevokeConsent(tx, r.now, "ana", nil); return err })
+	r.st.Update(func(tx *bolt.Tx) error { return r.revoke(tx, "ana") })
 	r.frame("A")
 	if len(r.facesBucket()) != 0 {
 		t.Fatal("templates kept after consent was withdrawn")

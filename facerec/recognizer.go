@@ -10,6 +10,9 @@ import (
 // cohort-normalised decision at the shipped threshold.
 type Templates struct{}
 
+// Model names the LBP templates of facerec/template.
+func (Templates) Model() string { return legacyModel }
+
 // Build enrolls every subject's samples in a fresh gallery. A subject whose
 // samples do not parse is left out (and so never matched).
 func (Templates) Build(g map[string][][]byte) (Matcher, error) {

@@ -198,7 +198,7 @@ func TestAfterCommitRunsOnlyOnSuccess(t *testing.T) {
 	d, _ := newDispatcher(t, Options{})
 	ran := 0
 	d.Register("act", func(ctx context.Context, e *Exec) (any, error) {
-		e.AfterCommit(func() { ran++ })
+		e.OnCommit(func() { ran++ })
 		var p struct{ Fail bool }
 		Decode(e.Cmd.Payload, &p)
 		if p.Fail {

@@ -25,12 +25,12 @@ type Exec struct {
 	undo  []func()
 }
 
-// AfterCommit runs f once the transaction has committed; never on rollback.
-func (e *Exec) AfterCommit(f func()) { e.after = append(e.after, f) }
+// OnCommit runs f once the transaction has committed; never on rollback.
+func (e *Exec) OnCommit(f func()) { e.after = append(e.after, f) }
 
-// AfterRefusal runs f once a refused command's transaction has rolled back
+// OnRefusal runs f once a refused command's transaction has rolled back
 // (to record or report the refusal itself).
-func (e *Exec) AfterRefusal(f func()) { e.undo = append(e.undo, f) }
+func (e *Exec) OnRefusal(f func()) { e.undo = append(e.undo, f) }
 
 // Handler carries out one command type. It returns the result body, or an
 // error: an *Error is answered as is, anything else as internal. On error the

@@ -108,6 +108,7 @@ func TestP2_DailyCapHoldsAcrossRestart(t *testing.T) {
 	b := testbroker.Start(t)
 	r := newRig(t, b, "")
 	a := newApp(t, b, r.deviceID)
+	metas := a.c.Subscribe(t, a.topic("artifacts/+/meta"))
 	r.start()
 	enableAutoPhoto(a)
 	for i, p := range photos(t, 35) {
@@ -121,6 +122,14 @@ func TestP2_DailyCapHoldsAcrossRestart(t *testing.T) {
 		t.Fatalf("photos_today %+v, want 30 admitted and 5 over_cap", c)
 	}
 	a.events.WaitFor(t, 5*time.Second, func(m testbroker.Message) bool { return bytes.Contains(m.Payload, []byte(`"cap_reached"`)) })
+	// The day is complete: its selection runs without select_photos, and
+	// every admitted photo is either queued for upload or deleted.
+	done := a.events.WaitFor(t, 20*time.Second, func(m testbroker.Message) bool { return bytes.Contains(m.Payload, []byte(`"selection_done"`)) })
+	var sel struct{ Kept, Deleted int }
+	if err := json.Unmarshal(done.Payload, &sel); err != nil || sel.Kept < 1 || sel.Kept+sel.Deleted != 30 {
+		t.Fatalf("selection_done %s: want the day's 30 photos decided, some kept", done.Payload)
+	}
+	metas.WaitFor(t, 10*time.Second, func(m testbroker.Message) bool { return bytes.Contains(m.Payload, []byte(`"kind":"photo"`)) })
 	r.stop()
 
 	r.start()
@@ -132,8 +141,8 @@ func TestP2_DailyCapHoldsAcrossRestart(t *testing.T) {
 	if c := r.today(); c.Admitted != 30 || c.OverCap != 6 {
 		t.Fatalf("a restart granted more photos: %+v", c)
 	}
-	if n := vaultFiles(t, r); n != 30 {
-		t.Fatalf("%d sealed photos on disk, want 30", n)
+	if n := vaultFiles(t, r); n != 0 {
+		t.Fatalf("%d sealed photos left on disk after the day's selection, want 0", n)
 	}
 	r.stop()
 }

@@ -229,9 +229,9 @@ func TestP5_P6_P7_FacesEnrolRecogniseAndForget(t *testing.T) {
 		t.Fatal("bob's records vanished too: the check reads nothing")
 	}
 	// What bbolt's free pages may still hold of alice was sealed by her
-	// keyring slot; only bob's slot is left.
-	if n := keyringSlots(t, r); n != 1 {
-		t.Fatalf("%d occupied keyring slots after alice's revocation, want 1 (bob)", n)
+	// identity and face keys' slots; only bob's two are left.
+	if n := keyringSlots(t, r); n != 2 {
+		t.Fatalf("%d occupied keyring slots after alice's revocation, want 2 (bob's identity and face keys)", n)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strconv"
@@ -69,7 +70,8 @@ func (s State) On(f Feature) bool { return s.Features[f] }
 type Policy struct {
 	prohibited    []string
 	initialRegion string
-	ring          *keys.Keyring // seals people's keys; nil: no consent can be recorded
+	ring          *keys.Keyring // people's identity and face keys; nil: no consent can be recorded
+	logger        *slog.Logger
 }
 
 // New returns a Policy; initialRegion (from the configuration) applies until
@@ -79,6 +81,10 @@ type Policy struct {
 func New(initialRegion string, prohibited []string, ring *keys.Keyring) *Policy {
 	return &Policy{initialRegion: initialRegion, prohibited: slices.Clone(prohibited), ring: ring}
 }
+
+// SetLogger sets where the policy reports a keyring slot it could not
+// overwrite (slog.Default otherwise).
+func (p *Policy) SetLogger(l *slog.Logger) { p.logger = l }
 
 var keyState = []byte("state")
 
@@ -163,6 +169,11 @@ func (p *Policy) SetFeatures(tx *bolt.Tx, now time.Time, set map[Feature]bool) (
 			return Change{}, err
 		}
 	}
+	if before.Features[Patrol] && !after.Features[Patrol] {
+		if err := BumpRecognitionTx(tx); err != nil {
+			return Change{}, err
+		}
+	}
 	return Change{Before: before, After: after}, p.write(tx, after)
 }
 
@@ -201,6 +212,9 @@ func (p *Policy) SetRegion(tx *bolt.Tx, now time.Time, region string, valid func
 	after.Region = region
 	prohibited := p.Prohibited(region)
 	if prohibited {
+		if err := BumpRecognitionTx(tx); err != nil {
+			return Change{}, err
+		}
 		for _, f := range Features {
 			if FaceFeature(f) {
 				after.Features[f] = false

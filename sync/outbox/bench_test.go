@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +25,7 @@ func BenchmarkEnqueue1KiB(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := o.Enqueue(context.Background(), Artifact{Kind: KindUsage, Content: content}); err != nil {
+					if _, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindUsage, Content: content}); err != nil {
 						b.Error(err)
 						return
 					}
@@ -60,7 +61,7 @@ func BenchmarkPublishAcked(b *testing.B) {
 			for w := range 32 {
 				wg.Go(func() {
 					for i := w; i < b.N; i += 32 {
-						if _, err := o.Enqueue(context.Background(), Artifact{Kind: KindPhoto, Content: content}); err != nil {
+						if _, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindPhoto, Content: content}); err != nil {
 							b.Error(err)
 							return
 						}

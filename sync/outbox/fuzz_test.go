@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"testing"
 )
 
@@ -16,7 +17,7 @@ func FuzzAck(f *testing.F) {
 	f.Add("aibo/dev-1/artifacts/ID/ack/ack", []byte(`{"ok":"true"}`))
 	e := newEnv(f)
 	o := e.open(nil)
-	m, err := o.Enqueue(context.Background(), Artifact{Kind: KindInventory, Content: []byte("{}")})
+	m, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindInventory, Content: []byte("{}")})
 	if err != nil {
 		f.Fatal(err)
 	}

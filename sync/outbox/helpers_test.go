@@ -22,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
@@ -185,11 +186,11 @@ func (e *env) waitDropped(id string) string {
 func (e *env) records(t testing.TB) (arts, contents int) {
 	t.Helper()
 	err := e.st.View(func(tx *bolt.Tx) error {
-		a, c, _, err := buckets(tx)
+		b, err := buckets(tx)
 		if err != nil {
 			return err
 		}
-		arts, contents = a.Stats().KeyN, c.Stats().KeyN
+		arts, contents = b.arts.Stats().KeyN, b.content.Stats().KeyN
 		return nil
 	})
 	if err != nil {
@@ -220,7 +221,7 @@ func randBytes(n int) []byte {
 	return b
 }
 
-func enqueue(t testing.TB, o *Outbox, kind string, content []byte) Meta {
+func enqueue(t testing.TB, o *Outbox, kind policy.Kind, content []byte) Meta {
 	t.Helper()
 	m, err := o.Enqueue(context.Background(), Artifact{Kind: kind, ContentType: "application/octet-stream", Content: content})
 	if err != nil {

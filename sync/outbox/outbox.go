@@ -52,6 +52,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 )
@@ -79,20 +80,9 @@ const (
 	fileExt       = ".art"
 )
 
-// Kinds of artifact (contract section 4).
-const (
-	KindPhoto        = "photo"
-	KindSighting     = "sighting"
-	KindFaceTemplate = "face_template"
-	KindInventory    = "inventory"
-	KindUsage        = "usage"
-)
-
-var knownKinds = map[string]bool{KindPhoto: true, KindSighting: true, KindFaceTemplate: true, KindInventory: true, KindUsage: true}
-
 // Drop reasons the outbox itself gives to OnDropped.
 const (
-	ReasonGate           = "consent_withdrawn" // Gate said no right before a publish
+	ReasonGate           = "consent_withdrawn" // MaySend said no right before a publish
 	ReasonNackLimit      = "nack_limit"        // MaxNacks not-ok acks
 	ReasonContentMissing = "content_missing"   // file or inline content gone, or unreadable
 )
@@ -111,18 +101,27 @@ var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // Artifact is something to send to the cloud.
 type Artifact struct {
 	ID          string         // artifact_id; generated (32 hex chars, random) when empty; else [A-Za-z0-9_-]{1,64}
-	Kind        string         // photo, sighting, face_template, inventory, usage
+	Kind        policy.Kind    // photo, sighting, face_template, inventory, usage
 	ContentType string         // default application/octet-stream
 	SubjectID   string         // when about one person ("" otherwise; never for usage)
 	Attrs       map[string]any // manifest attrs; ids and counts, never personal data beyond ids
 	CreatedAt   time.Time      // default: now
 	Content     []byte         // only on Enqueue; sealed at rest with a per-artifact key
+	// Slot makes the artifact person-linked: its whole record (subject,
+	// attrs, times, content key) is sealed by the key in this keyring slot,
+	// so erasing the slot erases every copy, freed pages included. Only the
+	// queue order and the slot number stay in clear.
+	Slot *uint32
+	// Facts MaySend needs about a photo, kept on the device only (never in
+	// the manifest): see policy.Outgoing.
+	Masked, ShowsKnown bool
+	Generation         uint64
 }
 
 // Meta is an artifact without its content, as queued.
 type Meta struct {
 	ID          string
-	Kind        string
+	Kind        policy.Kind
 	ContentType string
 	SubjectID   string
 	Attrs       map[string]any
@@ -132,6 +131,15 @@ type Meta struct {
 	Attempts    int    // complete sends (manifest and every chunk); persisted with each nack
 	Nacks       int    // not-ok acks received (durable)
 	QueuedAt    time.Time
+	Slot        *uint32 // person-linked: the slot whose key seals the record
+	Masked      bool
+	ShowsKnown  bool
+	Generation  uint64
+}
+
+// Outgoing is what MaySend needs to know of m.
+func (m Meta) Outgoing() policy.Outgoing {
+	return policy.Outgoing{Kind: m.Kind, Subject: m.SubjectID, Masked: m.Masked, ShowsKnown: m.ShowsKnown, Generation: m.Generation}
 }
 
 // KindStats is the queue of one kind, for GET /v1/queue.
@@ -141,10 +149,16 @@ type KindStats struct {
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 }
 
+// SlotKeys hands out the key of a keyring slot (core/keys.Keyring).
+type SlotKeys interface {
+	Get(slot uint32) ([]byte, error)
+}
+
 // Config configures an Outbox.
 type Config struct {
 	Dir           string        // data_dir/outbox: sealed content files (mode 0700 dir, 0600 files)
-	DeviceKey     []byte        // seals the per-artifact keys stored in bbolt
+	DeviceKey     []byte        // seals the per-artifact keys of records that are not person-linked
+	Keyring       SlotKeys      // seals person-linked records whole (Artifact.Slot)
 	MaxQueueBytes int64         // mqtt.max_queue_bytes (default 64 MiB)
 	ChunkSize     int           // mqtt.chunk_size (1024..131072, default 65536)
 	AckTimeout    time.Duration // mqtt.ack_timeout: resend an unacked artifact after this (default 30 s)
@@ -155,29 +169,26 @@ type Config struct {
 	Now                func() time.Time // wall clock for timestamps and ages; timers use the monotonic clock
 	Logger             *slog.Logger
 
-	// Gate is asked right before the manifest and before every chunk.
+	// MaySend is asked right before the manifest and before every chunk.
 	// Refuse means consent is gone: nothing more of the artifact is
 	// published and it is dropped (record, key and content). Hold means
-	// not now (a policy change awaits acceptance): it stays queued and is
-	// tried again later. It runs on the sender goroutine and must not call
-	// back into the Outbox.
-	Gate func(Meta) Verdict
+	// not now (a policy change awaits acceptance): it stays queued, the
+	// artifacts behind it go on, and it is asked again later. It runs on
+	// the sender goroutine and must not call back into the Outbox. Nil
+	// sends everything.
+	MaySend func(Meta) policy.Verdict
+	// AckedTx runs inside the transaction that forgets an artifact after
+	// its ok ack; DroppedTx inside the one that erases it without one.
+	// An error rolls that transaction back.
+	AckedTx   func(tx *bolt.Tx, m Meta) error
+	DroppedTx func(tx *bolt.Tx, m Meta, reason string) error
 	// OnAcked is called after an ok ack made the deletion durable.
 	OnAcked func(Meta)
 	// OnDropped is called after an artifact was erased without an ok ack:
-	// Gate said no, Drop, the nack limit, or content lost (found at Open).
+	// MaySend said no, a Drop, the nack limit, or content lost (found at
+	// Open).
 	OnDropped func(m Meta, reason string)
 }
-
-// Verdict is the gate's answer for one publish.
-type Verdict int
-
-// The gate's answers.
-const (
-	Send   Verdict = iota // publish
-	Hold                  // keep it queued and try later
-	Refuse                // drop it: its consent is gone
-)
 
 // Outbox is the durable artifact queue. Create it with Open; publish with
 // Run.
@@ -221,6 +232,7 @@ type item struct {
 	deadline  time.Time // waiting: resend after this
 	notBefore time.Time // after a nack: not before this
 	acked     bool      // an ok ack is being made durable
+	held      bool      // MaySend said not now; Wake asks again at once
 	// deferredNack is a not-ok ack that arrived while sending; applied
 	// when the send is over.
 	deferredNack *ackMsg
@@ -298,7 +310,7 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 		if root == nil {
 			return errors.New("bucket outbox missing (store schema < 2)")
 		}
-		for _, name := range [][]byte{bucketArtifacts, bucketContent, bucketState} {
+		for _, name := range [][]byte{bucketArtifacts, bucketContent, bucketState, bucketBySlot, bucketByKind} {
 			if _, err := root.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -365,10 +377,10 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if !idRe.MatchString(a.ID) {
 		return nil, fmt.Errorf("outbox: artifact id %q must match [A-Za-z0-9_-]{1,64}", a.ID)
 	}
-	if !knownKinds[a.Kind] {
+	if !slices.Contains(policy.Kinds, a.Kind) {
 		return nil, fmt.Errorf("outbox: artifact %s: unknown kind %q", a.ID, a.Kind)
 	}
-	if a.SubjectID != "" && a.Kind == KindUsage {
+	if a.SubjectID != "" && a.Kind == policy.KindUsage {
 		return nil, fmt.Errorf("outbox: artifact %s: usage artifacts carry no subject id", a.ID)
 	}
 	if len(a.Content) == 0 {
@@ -400,11 +412,26 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
 	}
-	sealedKey, err := keys.Seal(o.cfg.DeviceKey, k, keyAAD(a.ID))
-	if err != nil {
-		return nil, fmt.Errorf("outbox: seal artifact %s key: %w", a.ID, err)
+	var sealedKey, rawKey []byte
+	if a.Slot != nil {
+		if o.cfg.Keyring == nil {
+			return nil, fmt.Errorf("outbox: artifact %s is person-linked but the outbox has no keyring", a.ID)
+		}
+		if _, err := o.cfg.Keyring.Get(*a.Slot); err != nil {
+			return nil, fmt.Errorf("outbox: artifact %s: slot %d: %w", a.ID, *a.Slot, err)
+		}
+		rawKey = k // sealed with the whole record, by the slot's key
+	} else {
+		if sealedKey, err = keys.Seal(o.cfg.DeviceKey, k, keyAAD(a.ID)); err != nil {
+			return nil, fmt.Errorf("outbox: seal artifact %s key: %w", a.ID, err)
+		}
+		clear(k)
 	}
-	clear(k)
+	var slot *uint32
+	if a.Slot != nil {
+		s := *a.Slot
+		slot = &s
+	}
 	p := &Prepared{o: o, rec: record{
 		V:           recordVersion,
 		ID:          a.ID,
@@ -417,6 +444,11 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		Size:        int64(len(a.Content)),
 		SHA256:      hex.EncodeToString(sum[:]),
 		Key:         sealedKey,
+		RawKey:      rawKey,
+		Slot:        slot,
+		Masked:      a.Masked,
+		ShowsKnown:  a.ShowsKnown,
+		Generation:  a.Generation,
 	}}
 	if len(a.Content) <= InlineMax {
 		p.rec.Inline = true
@@ -560,6 +592,19 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
+// Wake asks again at once about the artifacts MaySend held (the owner
+// accepted a policy, say).
+func (o *Outbox) Wake() {
+	o.mu.Lock()
+	for _, it := range o.order {
+		if it.held {
+			it.held, it.notBefore = false, time.Time{}
+		}
+	}
+	o.mu.Unlock()
+	o.wake()
+}
+
 func (o *Outbox) wake() {
 	select {
 	case o.wakeCh <- struct{}{}:
@@ -570,64 +615,233 @@ func (o *Outbox) wake() {
 // Drop erases every queued artifact match accepts (records, keys, inline
 // contents in one transaction, then files), including one being sent right
 // now: when Drop returns, nothing more of a dropped artifact is published.
-// OnDropped is called for each with reason. match runs before the
-// transaction and may read the store.
+// OnDropped is called for each with reason. It scans the store, so an
+// artifact committed a moment ago is seen; match runs inside the
+// transaction and must not open one of its own.
 func (o *Outbox) Drop(match func(Meta) bool, reason string) ([]Meta, error) {
 	if match == nil {
 		return nil, errors.New("outbox: nil match")
 	}
-	// Choose from the in-memory index (every committed artifact is in it:
-	// Open loads them all and a commit adds its own before it returns), so
-	// the transaction reads only the records it deletes.
-	metas := o.List()
-	ids := map[string]bool{}
-	for _, m := range metas { // outside the lock: match may read the store
-		if match(m) {
-			ids[m.ID] = true
-		}
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	return o.removeIDs(ids, false, reason)
+	return o.removeWith(func(tx *bolt.Tx) ([]record, error) {
+		return o.deleteTx(tx, func(r *record) bool { return r.Kind != "" && match(r.meta()) })
+	}, false, reason)
 }
 
 // DropTx is Drop inside the caller's transaction, so the artifacts go in
-// the same commit as the decision that drops them (a revoked consent). It
-// returns the function to call once tx has committed: it forgets them in
-// memory (stopping a send in progress), removes their files and reports
-// them dropped. If tx rolls back, nothing is dropped and after must not be
-// called. match must not open a transaction of its own.
+// the same commit as the decision that drops them. It chooses them by
+// scanning the store in tx (never a cache an unfinished commit hook has
+// not filled yet). It returns the function to call once tx has committed:
+// it forgets them in memory (stopping a send in progress), removes their
+// files and reports them dropped. If tx rolls back, nothing is dropped and
+// after must not be called. match must not open a transaction of its own.
 func (o *Outbox) DropTx(tx *bolt.Tx, match func(Meta) bool, reason string) (after func(), err error) {
 	if match == nil {
 		return nil, errors.New("outbox: nil match")
 	}
-	ids := map[string]bool{}
-	for _, m := range o.List() {
-		if match(m) {
-			ids[m.ID] = true
+	return o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
+		return o.deleteTx(tx, func(r *record) bool { return r.Kind != "" && match(r.meta()) })
+	}, reason)
+}
+
+// DropSlotTx drops, in tx, the person-linked artifacts sealed by slot's
+// key whose kind is in kinds (every kind when kinds is empty), reading
+// only those through the slot index. See DropTx for after.
+func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reason string) (after func(), dropped []Meta, err error) {
+	var gone []record
+	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
+		recs, err := o.slotRecordsTx(tx, slot)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if len(kinds) == 0 || r.Kind == "" || slices.Contains(kinds, r.Kind) {
+				gone = append(gone, r)
+			}
+		}
+		return gone, o.deleteRecordsTx(tx, gone)
+	}, reason)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, r := range gone {
+		dropped = append(dropped, r.meta())
+	}
+	return after, dropped, nil
+}
+
+// DropKindsTx drops, in tx, every artifact of kinds that is not
+// person-linked, through the kind index. See DropTx for after.
+func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (after func(), n int, err error) {
+	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
+		ids := map[string]bool{}
+		for _, k := range kinds {
+			list, err := kindIDsTx(tx, k)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range list {
+				ids[id] = true
+			}
+		}
+		n = len(ids)
+		return o.deleteIDsTx(tx, ids)
+	}, reason)
+	return after, n, err
+}
+
+// ResealSlotTx moves, in tx, every artifact sealed by the key of slot from
+// to the key of slot to: the records are opened and sealed again (their
+// contents, sealed by keys inside them, stay as they are). The caller
+// erases slot from once tx has committed, so what a freed page keeps of
+// the old records can no longer be opened. It returns how many moved.
+func (o *Outbox) ResealSlotTx(tx *bolt.Tx, from, to uint32) (int, error) {
+	recs, err := o.slotRecordsTx(tx, from)
+	if err != nil {
+		return 0, err
+	}
+	b, err := buckets(tx)
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	var lost []record
+	for i := range recs {
+		r := &recs[i]
+		if err := b.bySlot.Delete(slotKey(from, r.ID)); err != nil {
+			return 0, err
+		}
+		if r.Kind == "" { // unreadable: it goes with the old key
+			lost = append(lost, *r)
+			continue
+		}
+		s := to
+		r.Slot = &s
+		if err := o.putRecord(b.arts, r); err != nil {
+			return 0, err
+		}
+		if err := b.bySlot.Put(slotKey(to, r.ID), nil); err != nil {
+			return 0, err
+		}
+		moved++
+	}
+	if len(lost) > 0 {
+		for i := range lost {
+			s := to
+			lost[i].Slot = &s // its index entry under from is already gone
+		}
+		if err := o.deleteRecordsTx(tx, lost); err != nil {
+			return 0, err
 		}
 	}
-	gone, err := deleteIDsTx(tx, ids)
+	return moved, nil
+}
+
+// SealPersonLinkedTx seals whole, in tx, the records of person-linked
+// artifacts that an older version stored in clear (a sighting or
+// face_template with a subject and no slot): slotOf names the slot of the
+// person's face key; one it cannot name is dropped. It returns how many
+// were sealed and dropped. The daemon runs it once at start.
+func (o *Outbox) SealPersonLinkedTx(tx *bolt.Tx, slotOf func(subject string) (uint32, bool)) (sealed, dropped int, err error) {
+	b, err := buckets(tx)
+	if err != nil {
+		return 0, 0, err
+	}
+	var clearRecs []record
+	err = o.scanTx(tx, func(r *record) error {
+		if r.Slot == nil && r.SubjectID != "" && (r.Kind == policy.KindSighting || r.Kind == policy.KindFaceTemplate) {
+			clearRecs = append(clearRecs, *r)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	var gone []record
+	for i := range clearRecs {
+		r := &clearRecs[i]
+		slot, ok := slotOf(r.SubjectID)
+		k, kerr := keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+		if !ok || kerr != nil {
+			gone = append(gone, *r)
+			continue
+		}
+		if err := b.byKind.Delete(kindKey(r.Kind, r.ID)); err != nil {
+			return 0, 0, err
+		}
+		r.Key, r.RawKey, r.Slot = nil, k, &slot
+		if err := o.putRecord(b.arts, r); err != nil {
+			return 0, 0, err
+		}
+		if err := b.bySlot.Put(slotKey(slot, r.ID), nil); err != nil {
+			return 0, 0, err
+		}
+		sealed++
+	}
+	if err := o.deleteRecordsTx(tx, gone); err != nil {
+		return 0, 0, err
+	}
+	for _, r := range gone {
+		if err := o.droppedTx(tx, r.meta(), ReasonContentMissing); err != nil {
+			return 0, 0, err
+		}
+	}
+	if len(gone) > 0 {
+		tx.OnCommit(func() { o.forget(gone, false, ReasonContentMissing) })
+	}
+	return sealed, len(gone), nil
+}
+
+// dropTx runs del in the caller's tx and the DroppedTx hook for each
+// record it deleted.
+func (o *Outbox) dropTx(tx *bolt.Tx, del func(tx *bolt.Tx) ([]record, error), reason string) (after func(), err error) {
+	gone, err := del(tx)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: remove: %w", err)
+	}
+	for _, r := range gone {
+		if err := o.droppedTx(tx, r.meta(), reason); err != nil {
+			return nil, err
+		}
 	}
 	return func() { o.forget(gone, false, reason) }, nil
 }
 
+func (o *Outbox) droppedTx(tx *bolt.Tx, m Meta, reason string) error {
+	if o.cfg.DroppedTx == nil || m.Kind == "" {
+		return nil
+	}
+	return o.cfg.DroppedTx(tx, m, reason)
+}
+
 // removeIDs is remove for a known set of ids, reading only those records.
 func (o *Outbox) removeIDs(ids map[string]bool, acked bool, reason string) ([]Meta, error) {
-	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return deleteIDsTx(tx, ids) }, acked, reason)
+	return o.removeWith(func(tx *bolt.Tx) ([]record, error) { return o.deleteIDsTx(tx, ids) }, acked, reason)
 }
 
 // removeWith erases the artifacts del deletes: records (with their keys)
-// and inline contents in one transaction, then the rest (forget).
+// and inline contents in one transaction, with the AckedTx or DroppedTx
+// hook of each, then the rest (forget).
 func (o *Outbox) removeWith(del func(tx *bolt.Tx) ([]record, error), acked bool, reason string) ([]Meta, error) {
 	var gone []record
 	err := o.st.Update(func(tx *bolt.Tx) error {
 		var err error
-		gone, err = del(tx)
-		return err
+		if gone, err = del(tx); err != nil {
+			return err
+		}
+		for _, r := range gone {
+			m := r.meta()
+			switch {
+			case m.Kind == "":
+			case acked && o.cfg.AckedTx != nil:
+				err = o.cfg.AckedTx(tx, m)
+			case !acked:
+				err = o.droppedTx(tx, m, reason)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: remove: %w", err)
@@ -714,9 +928,9 @@ func (o *Outbox) Summary() (pending int, bytes int64) {
 }
 
 // ByKind summarizes the queue per kind.
-func (o *Outbox) ByKind() map[string]KindStats {
+func (o *Outbox) ByKind() map[policy.Kind]KindStats {
 	now := o.cfg.Now()
-	out := map[string]KindStats{}
+	out := map[policy.Kind]KindStats{}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, it := range o.order {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,9 +29,9 @@ func TestDeliverManifestThenChunksAndDeleteOnAck(t *testing.T) {
 
 	small := randBytes(700)                // inline, one chunk
 	large := randBytes(InlineMax + 5*1024) // file, 21 chunks of 1 KiB
-	ms := enqueue(t, o, KindSighting, small)
+	ms := enqueue(t, o, policy.KindSighting, small)
 	ml, err := o.Enqueue(context.Background(), Artifact{
-		Kind: KindPhoto, ContentType: "image/jpeg", SubjectID: "s-42",
+		Kind: policy.KindPhoto, ContentType: "image/jpeg", SubjectID: "s-42",
 		Attrs: map[string]any{"score": 0.75, "day": "2026-03-01"}, Content: large,
 	})
 	if err != nil {
@@ -97,7 +98,7 @@ func TestResendSameIDWithoutAck(t *testing.T) {
 	cl := newCloud(t, b)
 	l, _ := startLink(t, b)
 	content := randBytes(3000)
-	m := enqueue(t, o, KindInventory, content)
+	m := enqueue(t, o, policy.KindInventory, content)
 	start := time.Now()
 	runOutbox(t, o, l)
 
@@ -122,8 +123,8 @@ func TestResendAfterRestart(t *testing.T) {
 	o := e.open(func(c *Config) { c.AckTimeout = time.Hour })
 	l, stopLink := startLink(t, b)
 	small, large := randBytes(100), randBytes(40_000)
-	m1 := enqueue(t, o, KindSighting, small)
-	m2 := enqueue(t, o, KindPhoto, large)
+	m1 := enqueue(t, o, policy.KindSighting, small)
+	m2 := enqueue(t, o, policy.KindPhoto, large)
 	stop := runOutbox(t, o, l)
 	cl.waitDelivered(m1.ID, 1)
 	cl.waitDelivered(m2.ID, 1)
@@ -164,7 +165,7 @@ func TestBrokerDownThenBackNothingLost(t *testing.T) {
 	add := func(n int) {
 		for range n {
 			c := randBytes(500 + len(ids)*997%30_000)
-			m := enqueue(t, o, KindSighting, c)
+			m := enqueue(t, o, policy.KindSighting, c)
 			want[m.ID] = c
 			ids = append(ids, m.ID)
 		}
@@ -210,17 +211,17 @@ func TestGateFlipsMidArtifact(t *testing.T) {
 	victim.Store("")
 	var calls atomic.Int32
 	o := e.open(func(c *Config) {
-		c.Gate = func(m Meta) Verdict {
+		c.MaySend = func(m Meta) policy.Verdict {
 			if m.ID != victim.Load().(string) || calls.Add(1) <= 3 { // manifest, chunk 0, chunk 1
-				return Send
+				return policy.Send
 			}
-			return Refuse // then consent is gone
+			return policy.Refuse // then consent is gone
 		}
 	})
 	cl := newCloud(t, b)
 	cl.autoAck(`{"ok":true}`)
 	l, _ := startLink(t, b)
-	m := enqueue(t, o, KindFaceTemplate, randBytes(10*1024))
+	m := enqueue(t, o, policy.KindFaceTemplate, randBytes(10*1024))
 	victim.Store(m.ID)
 	runOutbox(t, o, l)
 
@@ -229,7 +230,7 @@ func TestGateFlipsMidArtifact(t *testing.T) {
 	}
 	// A later artifact goes through; the broker keeps order, so anything
 	// more of the victim would have arrived before it.
-	other := enqueue(t, o, KindSighting, randBytes(100))
+	other := enqueue(t, o, policy.KindSighting, randBytes(100))
 	cl.waitDelivered(other.ID, 1)
 	e.waitAcked(other.ID)
 	msgs := cl.messages(m.ID)
@@ -253,20 +254,20 @@ func TestDropWhileSending(t *testing.T) {
 	release := make(chan struct{})
 	var calls atomic.Int32
 	o := e.open(func(c *Config) {
-		c.Gate = func(m Meta) Verdict {
+		c.MaySend = func(m Meta) policy.Verdict {
 			if m.ID == victim.Load().(string) && calls.Add(1) == 4 { // before chunk 2
 				close(atChunk2)
 				<-release
 			}
-			return Send
+			return policy.Send
 		}
 	})
 	cl := newCloud(t, b)
 	cl.autoAck(`{"ok":true}`)
 	l, _ := startLink(t, b)
-	m := enqueue(t, o, KindPhoto, randBytes(30*1024))
+	m := enqueue(t, o, policy.KindPhoto, randBytes(30*1024))
 	victim.Store(m.ID)
-	keep := enqueue(t, o, KindPhoto, randBytes(20*1024))
+	keep := enqueue(t, o, policy.KindPhoto, randBytes(20*1024))
 	runOutbox(t, o, l)
 
 	<-atChunk2
@@ -320,13 +321,13 @@ func TestQueueFull(t *testing.T) {
 	b := testbroker.Start(t)
 	e := newEnv(t)
 	o := e.open(func(c *Config) { c.MaxQueueBytes = 50_000 })
-	a1 := enqueue(t, o, KindPhoto, randBytes(20_000))
-	a2 := enqueue(t, o, KindPhoto, randBytes(20_000))
-	_, err := o.Enqueue(context.Background(), Artifact{Kind: KindPhoto, Content: randBytes(20_000)})
+	a1 := enqueue(t, o, policy.KindPhoto, randBytes(20_000))
+	a2 := enqueue(t, o, policy.KindPhoto, randBytes(20_000))
+	_, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindPhoto, Content: randBytes(20_000)})
 	if !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("third enqueue: %v, want ErrQueueFull", err)
 	}
-	_, err = o.Enqueue(context.Background(), Artifact{Kind: KindPhoto, Content: randBytes(60_000)})
+	_, err = o.Enqueue(context.Background(), Artifact{Kind: policy.KindPhoto, Content: randBytes(60_000)})
 	if !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("too large: %v, want ErrQueueFull", err)
 	}
@@ -337,7 +338,7 @@ func TestQueueFull(t *testing.T) {
 		t.Fatalf("files after refusals: %v", f)
 	}
 	// Same through EnqueueTx.
-	p, err := o.Prepare(Artifact{Kind: KindPhoto, Content: randBytes(20_000)})
+	p, err := o.Prepare(Artifact{Kind: policy.KindPhoto, Content: randBytes(20_000)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func TestQueueFull(t *testing.T) {
 	l, _ := startLink(t, b)
 	runOutbox(t, o, l)
 	e.waitAcked(a1.ID, a2.ID)
-	a3 := enqueue(t, o, KindPhoto, randBytes(45_000))
+	a3 := enqueue(t, o, policy.KindPhoto, randBytes(45_000))
 	e.waitAcked(a3.ID)
 }
 
@@ -367,8 +368,8 @@ func TestNackRetriesThenDrops(t *testing.T) {
 	})
 	cl := newCloud(t, b)
 	l, _ := startLink(t, b)
-	bad := enqueue(t, o, KindUsage, randBytes(2000))
-	flaky := enqueue(t, o, KindSighting, randBytes(2000))
+	bad := enqueue(t, o, policy.KindUsage, randBytes(2000))
+	flaky := enqueue(t, o, policy.KindSighting, randBytes(2000))
 	var mu sync.Mutex
 	var badTimes []time.Time
 	cl.setAck(func(d Delivery) []byte {
@@ -429,7 +430,7 @@ func TestNackCountSurvivesRestart(t *testing.T) {
 	cl := newCloud(t, b)
 	cl.autoAck(`{"ok":false,"reason":"no"}`)
 	l, stopLink := startLink(t, b)
-	m := enqueue(t, o, KindSighting, randBytes(100))
+	m := enqueue(t, o, policy.KindSighting, randBytes(100))
 	stop := runOutbox(t, o, l)
 	cl.waitDelivered(m.ID, 1)
 	deadline := time.Now().Add(wait)
@@ -460,7 +461,7 @@ func TestMalformedAndUnknownAcksIgnored(t *testing.T) {
 	o := e.open(func(c *Config) { c.AckTimeout = time.Hour })
 	cl := newCloud(t, b)
 	l, _ := startLink(t, b)
-	m := enqueue(t, o, KindSighting, randBytes(1500))
+	m := enqueue(t, o, policy.KindSighting, randBytes(1500))
 	runOutbox(t, o, l)
 	cl.waitDelivered(m.ID, 1)
 
@@ -474,7 +475,7 @@ func TestMalformedAndUnknownAcksIgnored(t *testing.T) {
 	cl.publish(topic("artifacts/"+m.ID+"/x/ack"), []byte(`{"ok":true}`))
 
 	// Still queued, still working: a new artifact goes out and is acked.
-	m2 := enqueue(t, o, KindSighting, randBytes(100))
+	m2 := enqueue(t, o, policy.KindSighting, randBytes(100))
 	cl.waitDelivered(m2.ID, 1)
 	cl.sendAck(m2.ID, `{"ok":true}`)
 	e.waitAcked(m2.ID)
@@ -491,9 +492,9 @@ func TestMalformedAndUnknownAcksIgnored(t *testing.T) {
 func TestReconcileAtOpen(t *testing.T) {
 	e := newEnv(t)
 	o := e.open(nil)
-	keep := enqueue(t, o, KindPhoto, randBytes(30_000))
-	lost := enqueue(t, o, KindPhoto, randBytes(30_000))
-	inline := enqueue(t, o, KindSighting, randBytes(100))
+	keep := enqueue(t, o, policy.KindPhoto, randBytes(30_000))
+	lost := enqueue(t, o, policy.KindPhoto, randBytes(30_000))
+	inline := enqueue(t, o, policy.KindSighting, randBytes(100))
 	files := contentFiles(t, e.dir)
 	if len(files) != 2 {
 		t.Fatalf("files %v", files)
@@ -533,10 +534,10 @@ func TestReconcileAtOpen(t *testing.T) {
 	}
 	// The byte counter was rebuilt too: exactly the room left is accepted.
 	o3 := e.open(func(c *Config) { c.MaxQueueBytes = 30_200 })
-	if _, err := o3.Enqueue(context.Background(), Artifact{Kind: KindSighting, Content: randBytes(101)}); !errors.Is(err, ErrQueueFull) {
+	if _, err := o3.Enqueue(context.Background(), Artifact{Kind: policy.KindSighting, Content: randBytes(101)}); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("over the limit: %v", err)
 	}
-	if _, err := o3.Enqueue(context.Background(), Artifact{Kind: KindSighting, Content: randBytes(100)}); err != nil {
+	if _, err := o3.Enqueue(context.Background(), Artifact{Kind: policy.KindSighting, Content: randBytes(100)}); err != nil {
 		t.Fatalf("up to the limit: %v", err)
 	}
 }
@@ -546,8 +547,8 @@ func TestContentSealedAtRest(t *testing.T) {
 	o := e.open(nil)
 	small := append([]byte("PLAINTEXT-SMALL-"), randBytes(2000)...)
 	large := append([]byte("PLAINTEXT-LARGE-"), randBytes(200_000)...)
-	enqueue(t, o, KindFaceTemplate, small)
-	enqueue(t, o, KindPhoto, large)
+	enqueue(t, o, policy.KindFaceTemplate, small)
+	enqueue(t, o, policy.KindPhoto, large)
 	st, err := os.Stat(e.dir)
 	if err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("dir mode %v %v", st.Mode(), err)
@@ -586,7 +587,7 @@ func TestEnqueueTxCommitsWithTheCallersTransaction(t *testing.T) {
 	e := newEnv(t)
 	o := e.open(nil)
 	other := []byte("test-other")
-	p, err := o.Prepare(Artifact{Kind: KindPhoto, Content: randBytes(50_000)})
+	p, err := o.Prepare(Artifact{Kind: policy.KindPhoto, Content: randBytes(50_000)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +610,7 @@ func TestEnqueueTxCommitsWithTheCallersTransaction(t *testing.T) {
 		t.Fatalf("after rollback: %d queued, files %v", n, contentFiles(t, e.dir))
 	}
 	// Committed: queued with the caller's write.
-	p, err = o.Prepare(Artifact{ID: "photo-1", Kind: KindPhoto, Content: randBytes(50_000)})
+	p, err = o.Prepare(Artifact{ID: "photo-1", Kind: policy.KindPhoto, Content: randBytes(50_000)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +629,7 @@ func TestEnqueueTxCommitsWithTheCallersTransaction(t *testing.T) {
 		t.Fatalf("after commit: %+v, files %v", got, contentFiles(t, e.dir))
 	}
 	// A duplicate id is refused and does not touch the queued file.
-	if _, err := o.Enqueue(context.Background(), Artifact{ID: "photo-1", Kind: KindPhoto, Content: randBytes(50_000)}); !errors.Is(err, ErrDuplicate) {
+	if _, err := o.Enqueue(context.Background(), Artifact{ID: "photo-1", Kind: policy.KindPhoto, Content: randBytes(50_000)}); !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	if _, c, err := o.load("photo-1"); err != nil || len(c) != 50_000 {
@@ -650,7 +651,7 @@ func TestConcurrentEnqueueGroupCommit(t *testing.T) {
 			if i%10 == 0 {
 				size = 20_000
 			}
-			if _, err := o.Enqueue(context.Background(), Artifact{Kind: KindUsage, Content: randBytes(size)}); err != nil {
+			if _, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindUsage, Content: randBytes(size)}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -673,7 +674,7 @@ func TestConcurrentEnqueueGroupCommit(t *testing.T) {
 			t.Fatalf("order differs at %d", i)
 		}
 	}
-	k := o2.ByKind()[KindUsage]
+	k := o2.ByKind()[policy.KindUsage]
 	if k.Count != n || k.Bytes != by || k.OldestAgeSeconds < 0 {
 		t.Fatalf("ByKind %+v", k)
 	}
@@ -684,11 +685,11 @@ func TestEnqueueValidation(t *testing.T) {
 	o := e.open(nil)
 	for _, a := range []Artifact{
 		{Kind: "selfie", Content: []byte("x")},
-		{Kind: KindPhoto},
-		{ID: "a/b", Kind: KindPhoto, Content: []byte("x")},
-		{ID: "a+", Kind: KindPhoto, Content: []byte("x")},
-		{Kind: KindUsage, SubjectID: "s1", Content: []byte("x")},
-		{Kind: KindPhoto, Attrs: map[string]any{"f": func() {}}, Content: []byte("x")},
+		{Kind: policy.KindPhoto},
+		{ID: "a/b", Kind: policy.KindPhoto, Content: []byte("x")},
+		{ID: "a+", Kind: policy.KindPhoto, Content: []byte("x")},
+		{Kind: policy.KindUsage, SubjectID: "s1", Content: []byte("x")},
+		{Kind: policy.KindPhoto, Attrs: map[string]any{"f": func() {}}, Content: []byte("x")},
 	} {
 		if _, err := o.Enqueue(context.Background(), a); err == nil {
 			t.Errorf("accepted %+v", a)
@@ -727,17 +728,17 @@ func TestGateHoldKeepsTheArtifactUntilItMaySend(t *testing.T) {
 	e := newEnv(t)
 	var open atomic.Bool
 	o := e.open(func(c *Config) {
-		c.Gate = func(m Meta) Verdict {
+		c.MaySend = func(m Meta) policy.Verdict {
 			if open.Load() {
-				return Send
+				return policy.Send
 			}
-			return Hold
+			return policy.Hold
 		}
 	})
 	cl := newCloud(t, b)
 	cl.autoAck(`{"ok":true}`)
 	l, _ := startLink(t, b)
-	m := enqueue(t, o, KindPhoto, randBytes(2048))
+	m := enqueue(t, o, policy.KindPhoto, randBytes(2048))
 	runOutbox(t, o, l)
 	time.Sleep(700 * time.Millisecond)
 	if msgs := cl.messages(m.ID); len(msgs) != 0 {
@@ -762,9 +763,9 @@ func TestGateHoldKeepsTheArtifactUntilItMaySend(t *testing.T) {
 func TestDropTxFollowsTheCallersTransaction(t *testing.T) {
 	e := newEnv(t)
 	o := e.open(nil)
-	big := enqueue(t, o, KindPhoto, randBytes(64*1024)) // in a file
-	small := enqueue(t, o, KindSighting, []byte(`{"confidence":0.9}`))
-	keep := enqueue(t, o, KindPhoto, randBytes(1024))
+	big := enqueue(t, o, policy.KindPhoto, randBytes(64*1024)) // in a file
+	small := enqueue(t, o, policy.KindSighting, []byte(`{"confidence":0.9}`))
+	keep := enqueue(t, o, policy.KindPhoto, randBytes(1024))
 	drop := func(m Meta) bool { return m.ID == big.ID || m.ID == small.ID }
 	filesBefore := len(contentFiles(t, e.dir))
 	if filesBefore == 0 {

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,28 +17,41 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 )
 
 // Sub-buckets of store.BucketOutbox, created by Open.
 var (
-	bucketArtifacts = []byte("artifacts") // artifact id -> record JSON
+	bucketArtifacts = []byte("artifacts") // artifact id -> record JSON, or an envelope sealing it whole
 	bucketContent   = []byte("content")   // artifact id -> sealed content (inline artifacts only)
 	bucketState     = []byte("state")     // keyBytes -> queued content bytes (uint64)
+	// bucketBySlot indexes person-linked artifacts: slot (4 bytes, big
+	// endian) + artifact id -> empty. Keys hold a keyring slot number and
+	// a random id, nothing about the person.
+	bucketBySlot = []byte("by_slot")
+	// bucketByKind indexes the other artifacts: kind + 0x00 + artifact id.
+	bucketByKind = []byte("by_kind")
 )
 
 var keyBytes = []byte("bytes")
 
-const recordVersion = 1
+const (
+	recordVersion   = 1 // a record in clear; its content key sealed by the device key
+	envelopeVersion = 2 // a person-linked record sealed whole by a keyring slot's key
+)
 
-// record is an artifact's bbolt record. Key is the artifact's content key,
-// sealed by the device key: deleting the record erases the content.
+// record is an artifact's bbolt record. Key is the artifact's content
+// key, sealed by the device key; deleting the record erases the content.
+// A person-linked record is never stored like this: it is sealed whole in
+// an envelope by the person's keyring slot, and RawKey holds its content
+// key inside it.
 type record struct {
 	V           int            `json:"v"`
 	Seq         uint64         `json:"seq"` // queue order
 	ID          string         `json:"id"`
-	Kind        string         `json:"kind"`
+	Kind        policy.Kind    `json:"kind"`
 	ContentType string         `json:"content_type"`
 	SubjectID   string         `json:"subject_id,omitempty"`
 	Attrs       map[string]any `json:"attrs,omitempty"`
@@ -47,13 +61,27 @@ type record struct {
 	SHA256      string         `json:"sha256"`
 	Inline      bool           `json:"inline,omitempty"` // content in bucketContent, not in a file
 	File        string         `json:"file,omitempty"`   // content file name in Dir (not inline)
-	Key         []byte         `json:"key"`
+	Key         []byte         `json:"key,omitempty"`
+	RawKey      []byte         `json:"raw_key,omitempty"`
 	Attempts    int            `json:"attempts,omitempty"`
 	Nacks       int            `json:"nacks,omitempty"`
+	Masked      bool           `json:"masked,omitempty"`
+	ShowsKnown  bool           `json:"shows_known,omitempty"`
+	Generation  uint64         `json:"generation,omitempty"`
+	Slot        *uint32        `json:"-"` // person-linked: the envelope's slot
+}
+
+// envelope is how a person-linked record is stored: only the queue order
+// and the slot whose key seals the rest are in clear.
+type envelope struct {
+	V      int    `json:"v"`
+	Seq    uint64 `json:"seq"`
+	Slot   uint32 `json:"slot"`
+	Sealed []byte `json:"sealed"`
 }
 
 func (r *record) meta() Meta {
-	return Meta{
+	m := Meta{
 		ID:          r.ID,
 		Kind:        r.Kind,
 		ContentType: r.ContentType,
@@ -65,27 +93,44 @@ func (r *record) meta() Meta {
 		Attempts:    r.Attempts,
 		Nacks:       r.Nacks,
 		QueuedAt:    r.QueuedAt,
+		Masked:      r.Masked,
+		ShowsKnown:  r.ShowsKnown,
+		Generation:  r.Generation,
 	}
+	if r.Slot != nil {
+		s := *r.Slot
+		m.Slot = &s
+	}
+	return m
 }
 
 func (m Meta) clone() Meta {
 	m.Attrs = maps.Clone(m.Attrs)
+	if m.Slot != nil {
+		s := *m.Slot
+		m.Slot = &s
+	}
 	return m
 }
 
-func contentAAD(id string) []byte { return []byte("outbox-content/" + id) }
-func keyAAD(id string) []byte     { return []byte("outbox-key/" + id) }
+func contentAAD(id string) []byte  { return []byte("outbox-content/" + id) }
+func keyAAD(id string) []byte      { return []byte("outbox-key/" + id) }
+func envelopeAAD(id string) []byte { return []byte("outbox-record/" + id) }
 
-func buckets(tx *bolt.Tx) (arts, content, state *bolt.Bucket, err error) {
+type bucketSet struct {
+	arts, content, state, bySlot, byKind *bolt.Bucket
+}
+
+func buckets(tx *bolt.Tx) (bucketSet, error) {
 	root := tx.Bucket(store.BucketOutbox)
 	if root == nil {
-		return nil, nil, nil, errors.New("bucket outbox missing")
+		return bucketSet{}, errors.New("bucket outbox missing")
 	}
-	arts, content, state = root.Bucket(bucketArtifacts), root.Bucket(bucketContent), root.Bucket(bucketState)
-	if arts == nil || content == nil || state == nil {
-		return nil, nil, nil, errors.New("outbox sub-buckets missing (Open creates them)")
+	b := bucketSet{root.Bucket(bucketArtifacts), root.Bucket(bucketContent), root.Bucket(bucketState), root.Bucket(bucketBySlot), root.Bucket(bucketByKind)}
+	if b.arts == nil || b.content == nil || b.state == nil || b.bySlot == nil || b.byKind == nil {
+		return bucketSet{}, errors.New("outbox sub-buckets missing (Open creates them)")
 	}
-	return arts, content, state, nil
+	return b, nil
 }
 
 func queuedBytes(state *bolt.Bucket) int64 {
@@ -100,22 +145,88 @@ func setQueuedBytes(state *bolt.Bucket, n int64) error {
 	return state.Put(keyBytes, store.Uint64Key(uint64(max(n, 0))))
 }
 
-func readRecord(arts *bolt.Bucket, id string) (*record, error) {
+func slotKey(slot uint32, id string) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, slot), id...)
+}
+
+func kindKey(kind policy.Kind, id string) []byte { return []byte(string(kind) + "\x00" + id) }
+
+// errSealed marks a person-linked record whose slot's key is gone: it can
+// never be read again (and should not exist: erasure deletes the records
+// before it erases the slot).
+var errSealed = errors.New("sealed by an erased key")
+
+// decodeRecord reads a stored record or envelope; an envelope is opened
+// with its slot's key from the keyring.
+func (o *Outbox) decodeRecord(id string, raw []byte) (*record, error) {
+	var head struct {
+		V int `json:"v"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
+	}
+	if head.V != envelopeVersion {
+		var r record
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
+		}
+		return &r, nil
+	}
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, fmt.Errorf("artifact %s envelope unreadable: %w", id, err)
+	}
+	if o.cfg.Keyring == nil {
+		return nil, fmt.Errorf("artifact %s: %w (no keyring)", id, errSealed)
+	}
+	k, err := o.cfg.Keyring.Get(env.Slot)
+	if err != nil {
+		return nil, fmt.Errorf("artifact %s: %w: %w", id, errSealed, err)
+	}
+	defer clear(k)
+	pt, err := keys.Open(k, env.Sealed, envelopeAAD(id))
+	if err != nil {
+		return nil, fmt.Errorf("artifact %s: %w: %w", id, errSealed, err)
+	}
+	var r record
+	if err := json.Unmarshal(pt, &r); err != nil {
+		return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
+	}
+	r.Seq, r.Slot = env.Seq, &env.Slot
+	return &r, nil
+}
+
+func (o *Outbox) readRecord(arts *bolt.Bucket, id string) (*record, error) {
 	raw := arts.Get([]byte(id))
 	if raw == nil {
 		return nil, nil
 	}
-	var r record
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
-	}
-	return &r, nil
+	return o.decodeRecord(id, raw)
 }
 
-func putRecord(arts *bolt.Bucket, r *record) error {
+// putRecord stores r, sealing it whole when it is person-linked.
+func (o *Outbox) putRecord(arts *bolt.Bucket, r *record) error {
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
+	}
+	if r.Slot != nil {
+		if o.cfg.Keyring == nil {
+			return errors.New("outbox: a person-linked artifact needs a keyring")
+		}
+		k, err := o.cfg.Keyring.Get(*r.Slot)
+		if err != nil {
+			return fmt.Errorf("outbox: artifact %s: %w", r.ID, err)
+		}
+		defer clear(k)
+		sealed, err := keys.Seal(k, raw, envelopeAAD(r.ID))
+		clear(raw)
+		if err != nil {
+			return err
+		}
+		if raw, err = json.Marshal(envelope{V: envelopeVersion, Seq: r.Seq, Slot: *r.Slot, Sealed: sealed}); err != nil {
+			return err
+		}
 	}
 	return arts.Put([]byte(r.ID), raw)
 }
@@ -123,90 +234,164 @@ func putRecord(arts *bolt.Bucket, r *record) error {
 // putTx queues rec (assigning its Seq) unless its ID is taken or the
 // queue would overflow; those two refusals write nothing.
 func (o *Outbox) putTx(tx *bolt.Tx, rec *record, inline []byte) error {
-	arts, content, state, err := buckets(tx)
+	b, err := buckets(tx)
 	if err != nil {
 		return err
 	}
-	if arts.Get([]byte(rec.ID)) != nil {
+	if b.arts.Get([]byte(rec.ID)) != nil {
 		return fmt.Errorf("%w: %s", ErrDuplicate, rec.ID)
 	}
-	q := queuedBytes(state)
+	q := queuedBytes(b.state)
 	if q+rec.Size > o.cfg.MaxQueueBytes {
 		return fmt.Errorf("%w: %d bytes queued, %d more would exceed %d", ErrQueueFull, q, rec.Size, o.cfg.MaxQueueBytes)
 	}
-	if rec.Seq, err = arts.NextSequence(); err != nil {
+	if rec.Seq, err = b.arts.NextSequence(); err != nil {
 		return err
 	}
-	if err := putRecord(arts, rec); err != nil {
+	if err := o.putRecord(b.arts, rec); err != nil {
+		return err
+	}
+	if rec.Slot != nil {
+		err = b.bySlot.Put(slotKey(*rec.Slot, rec.ID), nil)
+	} else {
+		err = b.byKind.Put(kindKey(rec.Kind, rec.ID), nil)
+	}
+	if err != nil {
 		return err
 	}
 	if rec.Inline {
-		if err := content.Put([]byte(rec.ID), inline); err != nil {
+		if err := b.content.Put([]byte(rec.ID), inline); err != nil {
 			return err
 		}
 	}
-	return setQueuedBytes(state, q+rec.Size)
+	return setQueuedBytes(b.state, q+rec.Size)
 }
 
-// deleteTx deletes the records sel accepts, with their inline contents,
-// and returns them. An unreadable record is deleted too (reported with
-// its id only).
-func deleteTx(tx *bolt.Tx, sel func(*record) bool) ([]record, error) {
-	arts, content, state, err := buckets(tx)
+// scanTx calls fn for every queued record in the store, person-linked ones
+// opened with their slot's key. A record that cannot be read is passed as
+// a record with only its ID (and Slot, for an envelope).
+func (o *Outbox) scanTx(tx *bolt.Tx, fn func(r *record) error) error {
+	b, err := buckets(tx)
+	if err != nil {
+		return err
+	}
+	return b.arts.ForEach(func(k, v []byte) error {
+		r, err := o.decodeRecord(string(k), v)
+		if err != nil || r.ID != string(k) {
+			r = &record{ID: string(k)}
+		}
+		return fn(r)
+	})
+}
+
+// slotRecordsTx returns the person-linked records sealed by slot's key,
+// reading only those (through the slot index).
+func (o *Outbox) slotRecordsTx(tx *bolt.Tx, slot uint32) ([]record, error) {
+	b, err := buckets(tx)
 	if err != nil {
 		return nil, err
 	}
-	var gone []record
-	err = arts.ForEach(func(k, v []byte) error {
-		var r record
-		if json.Unmarshal(v, &r) != nil || r.ID != string(k) {
-			r = record{ID: string(k)}
+	var out []record
+	prefix := binary.BigEndian.AppendUint32(nil, slot)
+	c := b.bySlot.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		id := string(k[len(prefix):])
+		r, err := o.readRecord(b.arts, id)
+		switch {
+		case err != nil:
+			s := slot
+			r = &record{ID: id, Slot: &s} // unreadable: erased all the same
+		case r == nil:
+			continue // index entry without a record (not expected)
 		}
-		if sel(&r) {
-			gone = append(gone, r)
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+// kindIDsTx lists the ids of the queued artifacts of kind that are not
+// person-linked, through the kind index.
+func kindIDsTx(tx *bolt.Tx, kind policy.Kind) ([]string, error) {
+	b, err := buckets(tx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	prefix := []byte(string(kind) + "\x00")
+	c := b.byKind.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out, nil
+}
+
+// deleteTx deletes the records sel accepts, with their inline contents
+// and index entries, and returns them. An unreadable record is passed to
+// sel with its id only.
+func (o *Outbox) deleteTx(tx *bolt.Tx, sel func(*record) bool) ([]record, error) {
+	var gone []record
+	err := o.scanTx(tx, func(r *record) error {
+		if sel(r) {
+			gone = append(gone, *r)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return gone, deleteRecords(arts, content, state, gone)
+	return gone, o.deleteRecordsTx(tx, gone)
 }
 
 // deleteIDsTx deletes the records of ids that exist, reading only those.
-func deleteIDsTx(tx *bolt.Tx, ids map[string]bool) ([]record, error) {
-	arts, content, state, err := buckets(tx)
+func (o *Outbox) deleteIDsTx(tx *bolt.Tx, ids map[string]bool) ([]record, error) {
+	b, err := buckets(tx)
 	if err != nil {
 		return nil, err
 	}
 	var gone []record
 	for id := range ids {
-		v := arts.Get([]byte(id))
+		v := b.arts.Get([]byte(id))
 		if v == nil {
 			continue
 		}
-		var r record
-		if json.Unmarshal(v, &r) != nil || r.ID != id {
-			r = record{ID: id}
+		r, err := o.decodeRecord(id, v)
+		if err != nil || r.ID != id {
+			r = &record{ID: id}
+			var env envelope
+			if json.Unmarshal(v, &env) == nil && env.V == envelopeVersion {
+				r.Slot = &env.Slot
+			}
 		}
-		gone = append(gone, r)
+		gone = append(gone, *r)
 	}
-	return gone, deleteRecords(arts, content, state, gone)
+	return gone, o.deleteRecordsTx(tx, gone)
 }
 
-func deleteRecords(arts, content, state *bolt.Bucket, gone []record) error {
-	q := queuedBytes(state)
+func (o *Outbox) deleteRecordsTx(tx *bolt.Tx, gone []record) error {
+	b, err := buckets(tx)
+	if err != nil {
+		return err
+	}
+	q := queuedBytes(b.state)
 	for _, r := range gone {
-		if err := arts.Delete([]byte(r.ID)); err != nil {
+		if err := b.arts.Delete([]byte(r.ID)); err != nil {
 			return err
 		}
-		if err := content.Delete([]byte(r.ID)); err != nil {
+		if err := b.content.Delete([]byte(r.ID)); err != nil {
+			return err
+		}
+		if r.Slot != nil {
+			err = b.bySlot.Delete(slotKey(*r.Slot, r.ID))
+		} else {
+			err = b.byKind.Delete(kindKey(r.Kind, r.ID))
+		}
+		if err != nil {
 			return err
 		}
 		q -= r.Size
 	}
 	if len(gone) > 0 {
-		return setQueuedBytes(state, q)
+		return setQueuedBytes(b.state, q)
 	}
 	return nil
 }
@@ -220,18 +405,21 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 	var rec *record
 	var sealed []byte
 	err := o.st.View(func(tx *bolt.Tx) error {
-		arts, content, _, err := buckets(tx)
+		b, err := buckets(tx)
 		if err != nil {
 			return err
 		}
-		if rec, err = readRecord(arts, id); err != nil || rec == nil {
+		if rec, err = o.readRecord(b.arts, id); err != nil || rec == nil {
 			return err
 		}
 		if rec.Inline {
-			sealed = slices.Clone(content.Get([]byte(id)))
+			sealed = slices.Clone(b.content.Get([]byte(id)))
 		}
 		return nil
 	})
+	if errors.Is(err, errSealed) {
+		return &record{ID: id}, nil, fmt.Errorf("%w: %w", errUnreadable, err)
+	}
 	if err != nil || rec == nil {
 		return nil, nil, err
 	}
@@ -242,7 +430,7 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 			return rec, nil, fmt.Errorf("artifact %s: %w", id, err)
 		}
 	}
-	k, err := keys.Open(o.cfg.DeviceKey, rec.Key, keyAAD(id))
+	k, err := o.contentKey(rec)
 	if err != nil {
 		return rec, nil, fmt.Errorf("artifact %s key: %w: %w", id, errUnreadable, err)
 	}
@@ -255,6 +443,18 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 		return rec, nil, fmt.Errorf("artifact %s content: %w: %d bytes, record says %d", id, errUnreadable, len(pt), rec.Size)
 	}
 	return rec, pt, nil
+}
+
+// contentKey is the key that seals r's content: inside the envelope for a
+// person-linked record, sealed by the device key otherwise.
+func (o *Outbox) contentKey(r *record) ([]byte, error) {
+	if r.Slot != nil {
+		if len(r.RawKey) != keys.Size {
+			return nil, keys.ErrOpen
+		}
+		return slices.Clone(r.RawKey), nil
+	}
+	return keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
 }
 
 // reconcile makes files, records and the byte counter agree after a crash
@@ -283,15 +483,15 @@ func (o *Outbox) reconcile() error {
 	var lost []record
 	err = o.st.Update(func(tx *bolt.Tx) error {
 		kept, lost = nil, nil
-		arts, content, state, err := buckets(tx)
+		b, err := buckets(tx)
 		if err != nil {
 			return err
 		}
 		var total int64
-		lost, err = deleteTx(tx, func(r *record) bool {
-			ok := r.V == recordVersion && len(r.Key) > 0
+		lost, err = o.deleteTx(tx, func(r *record) bool {
+			ok := r.V == recordVersion && (len(r.Key) > 0 || (r.Slot != nil && len(r.RawKey) == keys.Size))
 			if ok && r.Inline {
-				ok = content.Get([]byte(r.ID)) != nil
+				ok = b.content.Get([]byte(r.ID)) != nil
 			} else if ok {
 				ok = r.File != "" && files[r.File]
 			}
@@ -306,8 +506,8 @@ func (o *Outbox) reconcile() error {
 		}
 		// Inline contents without a record (none expected).
 		var strays [][]byte
-		if err := content.ForEach(func(k, _ []byte) error {
-			if arts.Get(k) == nil {
+		if err := b.content.ForEach(func(k, _ []byte) error {
+			if b.arts.Get(k) == nil {
 				strays = append(strays, slices.Clone(k))
 			}
 			return nil
@@ -315,12 +515,15 @@ func (o *Outbox) reconcile() error {
 			return err
 		}
 		for _, k := range strays {
-			if err := content.Delete(k); err != nil {
+			if err := b.content.Delete(k); err != nil {
 				return err
 			}
 		}
-		if queuedBytes(state) != total {
-			return setQueuedBytes(state, total)
+		if err := o.reindexTx(tx, kept); err != nil {
+			return err
+		}
+		if queuedBytes(b.state) != total {
+			return setQueuedBytes(b.state, total)
 		}
 		return nil
 	})
@@ -365,4 +568,79 @@ func (o *Outbox) reconcile() error {
 		}
 	}
 	return nil
+}
+
+// reindexTx rebuilds the slot and kind indexes from the records kept (a
+// store written before they existed has none).
+func (o *Outbox) reindexTx(tx *bolt.Tx, kept []record) error {
+	root := tx.Bucket(store.BucketOutbox)
+	for _, name := range [][]byte{bucketBySlot, bucketByKind} {
+		if err := root.DeleteBucket(name); err != nil {
+			return err
+		}
+		if _, err := root.CreateBucket(name); err != nil {
+			return err
+		}
+	}
+	b, err := buckets(tx)
+	if err != nil {
+		return err
+	}
+	for _, r := range kept {
+		if r.Slot != nil {
+			err = b.bySlot.Put(slotKey(*r.Slot, r.ID), nil)
+		} else {
+			err = b.byKind.Put(kindKey(r.Kind, r.ID), nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SlotCountTx counts, in tx, the person-linked artifacts sealed by slot's
+// key.
+func (o *Outbox) SlotCountTx(tx *bolt.Tx, slot uint32) (int, error) {
+	b, err := buckets(tx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	prefix := binary.BigEndian.AppendUint32(nil, slot)
+	c := b.bySlot.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n, nil
+}
+
+// Holdings is what the store holds in the queue, read from the store
+// itself (not the in-memory index), for the inventory.
+type Holdings struct {
+	Kinds      map[policy.Kind]KindStats
+	BySubject  map[string]int // person-linked artifacts per subject
+	Unreadable int            // records no key on the device opens
+}
+
+// HoldingsTx reads every queued record in tx.
+func (o *Outbox) HoldingsTx(tx *bolt.Tx) (Holdings, error) {
+	h := Holdings{Kinds: map[policy.Kind]KindStats{}, BySubject: map[string]int{}}
+	now := o.cfg.Now()
+	err := o.scanTx(tx, func(r *record) error {
+		if r.Kind == "" {
+			h.Unreadable++
+			return nil
+		}
+		k := h.Kinds[r.Kind]
+		k.Count++
+		k.Bytes += r.Size
+		k.OldestAgeSeconds = max(k.OldestAgeSeconds, now.Sub(r.QueuedAt).Seconds())
+		h.Kinds[r.Kind] = k
+		if r.SubjectID != "" {
+			h.BySubject[r.SubjectID]++
+		}
+		return nil
+	})
+	return h, err
 }

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
 )
 
@@ -47,7 +48,7 @@ type wireAck struct {
 
 type manifest struct {
 	ArtifactID  string         `json:"artifact_id"`
-	Kind        string         `json:"kind"`
+	Kind        policy.Kind    `json:"kind"`
 	ContentType string         `json:"content_type"`
 	Size        int64          `json:"size"`
 	SHA256      string         `json:"sha256"`
@@ -221,17 +222,17 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 		return nil
 	}
 	err := o.st.Update(func(tx *bolt.Tx) error {
-		arts, _, _, err := buckets(tx)
+		b, err := buckets(tx)
 		if err != nil {
 			return err
 		}
 		for _, n := range nacks {
-			r, err := readRecord(arts, n.id)
+			r, err := o.readRecord(b.arts, n.id)
 			if err != nil || r == nil {
 				continue // removed meanwhile, or unreadable (Drop/Open handle it)
 			}
 			r.Nacks, r.Attempts = max(r.Nacks, n.nacks), max(r.Attempts, n.sent)
-			if err := putRecord(arts, r); err != nil {
+			if err := o.putRecord(b.arts, r); err != nil {
 				return err
 			}
 		}
@@ -282,6 +283,8 @@ func (o *Outbox) sendLoop(ctx context.Context, p Publisher) {
 		case sentAll:
 			linkDelay = linkRetryMin
 			retryAt = time.Time{}
+		case held:
+			// Only this artifact waits; the ones behind it go on.
 		case linkDown:
 			d := retry.Jitter(linkDelay)
 			retryAt = time.Now().Add(d)
@@ -334,9 +337,14 @@ type sendResult int
 
 const (
 	sentAll  sendResult = iota
-	stopped             // removed, acked, refused by the gate, or shutting down
+	stopped             // removed, acked, refused by MaySend, or shutting down
 	linkDown            // a publish failed
+	held                // MaySend said not now: asked again after HoldRetry or Wake
 )
+
+// HoldRetry is how long an artifact MaySend held waits before it is asked
+// about again (Wake asks at once).
+const HoldRetry = 5 * time.Second
 
 // send publishes one artifact whole: manifest, then every chunk, asking
 // the gate before each.
@@ -357,6 +365,10 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 		it.meta.Attempts++
 	} else if it.state == sending {
 		it.state = idle
+	}
+	it.held = res == held
+	if it.held {
+		it.notBefore = time.Now().Add(HoldRetry)
 	}
 	if n := it.deferredNack; n != nil {
 		it.deferredNack = nil
@@ -449,20 +461,20 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 		it.sendMu.Unlock()
 		return stopped
 	}
-	verdict := Send
-	if o.cfg.Gate != nil {
-		verdict = o.cfg.Gate(meta)
+	verdict := policy.Send
+	if o.cfg.MaySend != nil {
+		verdict = o.cfg.MaySend(meta)
 	}
 	switch verdict {
-	case Refuse:
+	case policy.Refuse:
 		it.sendMu.Unlock()
-		o.log.Info("artifact refused by the gate before publishing; dropping it", "artifact_id", meta.ID, "kind", meta.Kind, "topic_suffix", suffix)
+		o.log.Info("artifact refused right before publishing; dropping it", "artifact_id", meta.ID, "kind", meta.Kind, "topic_suffix", suffix)
 		o.dropIDs(ReasonGate, meta.ID)
 		return stopped
-	case Hold:
+	case policy.Hold:
 		it.sendMu.Unlock()
-		o.log.Debug("artifact held by the gate", "artifact_id", meta.ID, "kind", meta.Kind)
-		return linkDown // the same "later"; resent whole, with the same id
+		o.log.Debug("artifact held until the policy allows it", "artifact_id", meta.ID, "kind", meta.Kind)
+		return held // resent whole, with the same id
 	}
 	if it.gone.Load() || sctx.Err() != nil { // removed while the gate was deciding
 		it.sendMu.Unlock()
