@@ -568,4 +568,3 @@ func (p *Policy) log() *slog.Logger {
 	}
 	return slog.Default()
 }
-

@@ -143,7 +143,10 @@ func TestRecognitionGenMovesOnWhenRecognitionShrinks(t *testing.T) {
 		_, _, err := p.GrantConsent(tx, now, Grant{SubjectID: "a", DisplayName: "A", GrantedBy: "self", Scopes: []string{"face_recognition", "cloud_backup"}})
 		return err
 	})
-	step("usage on", false, func(tx *bolt.Tx) error { _, err := p.SetFeatures(tx, now, map[Feature]bool{UsageAnalytics: true}); return err })
+	step("usage on", false, func(tx *bolt.Tx) error {
+		_, err := p.SetFeatures(tx, now, map[Feature]bool{UsageAnalytics: true})
+		return err
+	})
 	step("revoke cloud_backup", false, func(tx *bolt.Tx) error { _, err := revoke(tx, p, "a", []string{"cloud_backup"}); return err })
 	step("revoke face_recognition", true, func(tx *bolt.Tx) error { _, err := revoke(tx, p, "a", nil); return err })
 	step("patrol off", true, func(tx *bolt.Tx) error { _, err := p.SetFeatures(tx, now, map[Feature]bool{Patrol: false}); return err })
