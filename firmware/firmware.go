@@ -214,7 +214,7 @@ func New(st *store.Store, cfg Config) (*Manager, error) {
 	m := &Manager{
 		st:        st,
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "firmware"),
+		log:       cfg.Logger,
 		installed: inst,
 		dlDir:     filepath.Join(cfg.Dir, downloadDir),
 		tick:      min(max(cfg.DownloadTimeout/10, 10*time.Millisecond), 30*time.Second),

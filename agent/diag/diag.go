@@ -144,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "diag")}
+	s := &Server{cfg: cfg, log: cfg.Logger}
 	if len(cfg.AllowedUIDs) > 0 {
 		s.allowed = make(map[uint32]struct{}, len(cfg.AllowedUIDs))
 		for _, uid := range cfg.AllowedUIDs {

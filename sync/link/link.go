@@ -198,7 +198,7 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 	return &Link{
 		cfg:        cfg,
 		handle:     handle,
-		log:        log.With("component", "mqtt"),
+		log:        log,
 		tls:        tlsConf,
 		prefix:     "aibo/" + cfg.DeviceID + "/",
 		cmds:       make(chan []byte, cmdQueueSize),

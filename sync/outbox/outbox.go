@@ -292,7 +292,7 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 	o := &Outbox{
 		st:     st,
 		cfg:    cfg,
-		log:    log.With("component", "outbox"),
+		log:    log,
 		items:  map[string]*item{},
 		tomb:   map[string]bool{},
 		acks:   map[string]ackMsg{},
