@@ -38,7 +38,7 @@ const (
 	exitNotOK = 1
 	exitUsage = 2
 
-	maxAuditLimit = 1000 // as agent/maxAuditLimit
+	maxAuditLimit = 1000 // as agent/diag.MaxAuditLimit
 
 	// requestTimeout leaves room for the daemon's own 30 s write timeout.
 	requestTimeout = 40 * time.Second

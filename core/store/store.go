@@ -21,9 +21,9 @@ var (
 	BucketMeta     = []byte("meta")     // store: schema version, device facts
 	BucketPolicy   = []byte("policy")   // core/policy: features, accepted policy, region
 	BucketAudit    = []byte("audit")    // core/audit: hash-chained records by sequence
-	BucketDays     = []byte("days")     // capture: per-day counters and cap reservation
+	BucketDays     = []byte("days")     // capture: per-day counters and cap reservation (Intake and Selector)
 	BucketPhotos   = []byte("photos")   // capture: admitted photos and their wrapped keys
-	BucketIntake   = []byte("intake")   // capture: spool files already decided
+	BucketIntake   = []byte("intake")   // capture: spool files already decided (Intake)
 	BucketCommands = []byte("commands") // agent/command: handled command ids and results
 )
 
@@ -31,14 +31,14 @@ var (
 var (
 	BucketOutbox   = []byte("outbox")   // sync/outbox: queued artifacts until the cloud's ok ack
 	BucketFirmware = []byte("firmware") // firmware: offers, chunks received, staged slots, highest version
-	BucketSubjects = []byte("subjects") // facerec: consent records, sealed with each person's key
-	BucketFaces    = []byte("faces")    // facerec: templates and sightings, sealed with each person's key
-	BucketScoring  = []byte("scoring")  // capture: learned scoring weights and photo decisions
+	BucketSubjects = []byte("subjects") // core/policy: people's consent records, sealed whole by their identity keys
+	BucketFaces    = []byte("faces")    // facerec: templates and sightings, sealed by each person's face key
+	BucketScoring  = []byte("scoring")  // capture (Selector): learned weights, uploaded photos' features, usage days
 )
 
 // Buckets added by schema version 3.
 var (
-	BucketEvents = []byte("events") // sync/events: events the broker has not taken yet (erase requests)
+	BucketEvents = []byte("events") // sync/events: events the broker has not taken yet (erase requests, enrollment_needed)
 )
 
 // Sub-buckets of BucketCommands.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 )
 
 // Publisher is the MQTT side the outbox needs; *link.Link is one. Topic
@@ -25,7 +26,7 @@ type Publisher interface {
 const (
 	ackTopic       = "artifacts/+/ack"
 	maxAckBytes    = 4 << 10 // larger ack payloads are ignored unparsed
-	maxReasonLog   = 200     // runes of a nack reason that are logged
+	maxReasonLog   = 200     // bytes of a nack reason that are logged
 	publishTimeout = 30 * time.Second
 
 	// Backoff while publishing fails (link down). The link reconnects on
@@ -243,7 +244,7 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 	}
 	limit := map[string]bool{}
 	for _, n := range nacks {
-		o.log.Warn("artifact rejected by the cloud", "artifact_id", n.id, "nacks", n.nacks, "max_nacks", o.cfg.MaxNacks, "reason", truncate(n.reason, maxReasonLog))
+		o.log.Warn("artifact rejected by the cloud", "artifact_id", n.id, "nacks", n.nacks, "max_nacks", o.cfg.MaxNacks, "reason", textx.Cut(n.reason, maxReasonLog))
 		if n.nacks >= o.cfg.MaxNacks {
 			limit[n.id] = true
 		}
@@ -514,12 +515,4 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, hi)
-}
-
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }
