@@ -1,0 +1,322 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image/jpeg"
+	"log/slog"
+	"math"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+)
+
+// seedScorer reads back the seed testJPEG painted into the blue channel:
+// seeds in good score high, the others score zero on every feature. Each
+// seed gets a perceptual hash far from the others'.
+type seedScorer struct{ good map[int]bool }
+
+func seedOf(img []byte) int {
+	m, err := jpeg.Decode(bytes.NewReader(img))
+	if err != nil {
+		return -1
+	}
+	var sum, n float64
+	r := m.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			_, _, b, _ := m.At(x, y).RGBA()
+			sum += float64(b >> 8)
+			n++
+		}
+	}
+	return int(math.Round(sum / n / 7))
+}
+
+func (s seedScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
+	seed := seedOf(img)
+	v := 0.0
+	if s.good[seed] {
+		v = 1
+	}
+	b := map[string]float64{}
+	for _, f := range weights.Features {
+		b[f] = v
+	}
+	h := uint64(seed+1) * 0x9E3779B97F4A7C15
+	return Scored{Breakdown: b, PHash: h ^ h>>29}, nil
+}
+
+// queue is an Uploads that keeps what was committed.
+type queue struct {
+	mu        sync.Mutex
+	committed []Upload
+	discarded int
+	onStage   func()
+	full      bool
+}
+
+type staged struct {
+	q *queue
+	u Upload
+}
+
+func (s *staged) Discard() { s.q.mu.Lock(); s.q.discarded++; s.q.mu.Unlock() }
+
+func (q *queue) Stage(u Upload) (Staged, error) {
+	if q.onStage != nil {
+		q.onStage()
+	}
+	return &staged{q, u}, nil
+}
+
+func (q *queue) CommitTx(tx *bolt.Tx, s Staged) (string, error) {
+	if q.full {
+		return "", ErrUploadsFull
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.committed = append(q.committed, s.(*staged).u)
+	return "a" + string(rune('0'+len(q.committed))), nil
+}
+
+type fixedMask struct {
+	m   Mask
+	err error
+}
+
+func (f fixedMask) Mask(ctx context.Context, img []byte) (Mask, error) { return f.m, f.err }
+
+// admitted returns a fixture whose intake admitted n photos (seeds 0..n-1).
+func admitted(t *testing.T, n int) *fixture {
+	f := newFixture(t, true)
+	f.run()
+	f.drop(n, "p")
+	f.waitEmpty()
+	f.stop()
+	if c := f.today(); c.Admitted != n {
+		t.Fatalf("admitted %+v", c)
+	}
+	return f
+}
+
+func (f *fixture) selector(sc Scorer, m Masker, up Uploads, keep int) *Selector {
+	return NewSelector(SelectorConfig{KeepPerDay: keep, MinScore: 0.25, Location: la, Now: f.clock,
+		Logger: slog.New(slog.DiscardHandler)}, f.st, f.pol, f.vault, sc, m, up)
+}
+
+func (f *fixture) set(features map[policy.Feature]bool) {
+	f.t.Helper()
+	if err := f.st.Update(func(tx *bolt.Tx) error { _, err := f.pol.SetFeatures(tx, f.clock(), features); return err }); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// Promise P4: the chosen photos go up, the device deletes the rest at
+// once (records, keys and files).
+func TestP4_SelectionQueuesTheBestAndDeletesTheRestAtOnce(t *testing.T) {
+	f := admitted(t, 6)
+	q := &queue{}
+	s := f.selector(seedScorer{good: map[int]bool{0: true, 1: true, 2: true}}, nil, q, 2)
+	res, err := s.SelectNow(context.Background(), true)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("select: %v %v", res, err)
+	}
+	if len(res[0].Kept) != 2 || res[0].Deleted != 4 || len(q.committed) != 2 {
+		t.Fatalf("kept %v deleted %d committed %d", res[0].Kept, res[0].Deleted, len(q.committed))
+	}
+	for _, u := range q.committed {
+		if seed := seedOf(u.Content); seed > 2 {
+			t.Errorf("a photo scoring zero (seed %d) was kept", seed)
+		}
+		if u.Masked || u.ShowsKnown {
+			t.Errorf("blurring is off, yet %+v", u)
+		}
+	}
+	why := map[string]int{}
+	for _, r := range res[0].Reasons {
+		why[r.Why]++
+	}
+	if why["kept"] != 2 || why["below_min_score"] != 3 || why["near_duplicate_or_no_room"] != 1 {
+		t.Errorf("reasons %v", why)
+	}
+	f.st.View(func(tx *bolt.Tx) error {
+		photos, _ := Photos(tx)
+		c, _ := ReadDay(tx, res[0].Day)
+		if len(photos) != 0 || c.Deleted != 4 || c.Selected != 2 {
+			t.Fatalf("after selection: %d photos, counts %+v", len(photos), c)
+		}
+		return nil
+	})
+	if n := len(vaultFiles(t, f)); n != 0 {
+		t.Fatalf("%d sealed files left", n)
+	}
+}
+
+// Promise P14: switching auto_photo off while a selection prepares its
+// uploads wins: nothing is queued.
+func TestP14_SwitchingAutoPhotoOffDuringASelectionQueuesNothing(t *testing.T) {
+	f := admitted(t, 3)
+	q := &queue{}
+	q.onStage = func() { f.set(map[policy.Feature]bool{policy.AutoPhoto: false}) }
+	s := f.selector(seedScorer{good: map[int]bool{0: true, 1: true, 2: true}}, nil, q, 10)
+	if _, err := s.SelectNow(context.Background(), true); !errors.Is(err, errSelectionAborted) {
+		t.Fatalf("select: %v", err)
+	}
+	if len(q.committed) != 0 || q.discarded == 0 {
+		t.Fatalf("committed %d, discarded %d", len(q.committed), q.discarded)
+	}
+}
+
+// Promise P7 with blurring on: a photo whose mask left a recognised
+// person's face is not kept if someone stopped being recognisable while it
+// was prepared; one whose faces could not be found is not kept at all.
+func TestP7_BlurredPhotosAreKeptOnlyAtTheCurrentRecognitionGeneration(t *testing.T) {
+	f := admitted(t, 2)
+	f.set(map[policy.Feature]bool{policy.BlurUnknownFaces: true})
+	q := &queue{}
+	q.onStage = func() { f.st.Update(policy.BumpRecognitionTx) } // a revocation commits meanwhile
+	s := f.selector(seedScorer{good: map[int]bool{0: true, 1: true}}, fixedMask{m: Mask{ShowsKnown: true, Generation: 0}}, q, 10)
+	res, err := s.SelectNow(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q.committed) != 0 || res[0].Deleted != 2 {
+		t.Fatalf("committed %d deleted %d: a photo showing someone no longer recognisable was kept", len(q.committed), res[0].Deleted)
+	}
+
+	f = admitted(t, 1)
+	f.set(map[policy.Feature]bool{policy.BlurUnknownFaces: true})
+	q = &queue{}
+	s = f.selector(seedScorer{good: map[int]bool{0: true}}, fixedMask{err: errors.New("worker crashed")}, q, 10)
+	if _, err := s.SelectNow(context.Background(), true); err != nil || len(q.committed) != 0 {
+		t.Fatalf("unmaskable photo: committed %d, %v", len(q.committed), err)
+	}
+
+	f = admitted(t, 1)
+	f.set(map[policy.Feature]bool{policy.BlurUnknownFaces: true})
+	q = &queue{}
+	s = f.selector(seedScorer{good: map[int]bool{0: true}}, fixedMask{m: Mask{}}, q, 10)
+	if _, err := s.SelectNow(context.Background(), true); err != nil || len(q.committed) != 1 || !q.committed[0].Masked {
+		t.Fatalf("masked photo: committed %+v, %v", q.committed, err)
+	}
+}
+
+// keep_per_day holds across selections of one day, and a full queue
+// deletes the photo rather than keeping it undecided forever.
+func TestP4_KeepPerDayHoldsAcrossSelections(t *testing.T) {
+	f := admitted(t, 2)
+	q := &queue{}
+	s := f.selector(seedScorer{good: map[int]bool{0: true, 1: true}}, nil, q, 1)
+	s.SelectNow(context.Background(), true)
+	f.run()
+	f.drop(1, "late")
+	f.waitEmpty()
+	f.stop()
+	res, err := s.SelectNow(context.Background(), true)
+	if err != nil || len(q.committed) != 1 || len(res) != 1 || res[0].Deleted != 1 {
+		t.Fatalf("second selection: %+v committed %d %v", res, len(q.committed), err)
+	}
+}
+
+// The service: a Request (the cap reached, select_photos) runs a selection
+// on the service's goroutine and reports it.
+func TestRequestRunsASelection(t *testing.T) {
+	f := admitted(t, 2)
+	done := make(chan Selection, 1)
+	s := NewSelector(SelectorConfig{KeepPerDay: 5, MinScore: 0.25, Location: la, Now: f.clock, SelectAt: "23:59",
+		Logger: slog.New(slog.DiscardHandler), OnSelected: func(sel Selection) { done <- sel }},
+		f.st, f.pol, f.vault, seedScorer{good: map[int]bool{0: true}}, nil, &queue{})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error)
+	go func() { stopped <- s.Run(ctx) }()
+	s.Request()
+	select {
+	case sel := <-done:
+		if len(sel.Kept) != 1 || sel.Deleted != 1 {
+			t.Fatalf("selection %+v", sel)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no selection within 5 s of a request")
+	}
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Promise P3: the owner's feedback on an uploaded photo moves the weights;
+// feedback on anything else is refused.
+func TestP3_FeedbackTeachesFromTheKeptPhotosFeatures(t *testing.T) {
+	f := admitted(t, 1)
+	q := &queue{}
+	s := f.selector(seedScorer{good: map[int]bool{0: true}}, nil, q, 5)
+	res, _ := s.SelectNow(context.Background(), true)
+	if len(res) != 1 || len(res[0].Kept) != 1 {
+		t.Fatalf("selection %+v", res)
+	}
+	err := f.st.Update(func(tx *bolt.Tx) error {
+		if _, err := s.FeedbackTx(tx, f.clock(), "nope", weights.SignalFavorite); !errors.Is(err, ErrUnknownArtifact) {
+			t.Errorf("unknown artifact: %v", err)
+		}
+		if _, err := s.FeedbackTx(tx, f.clock(), res[0].Kept[0], "love"); !errors.Is(err, ErrBadSignal) {
+			t.Errorf("bad signal: %v", err)
+		}
+		fb, err := s.FeedbackTx(tx, f.clock(), res[0].Kept[0], weights.SignalDeleted)
+		if err != nil || fb.Updates != 1 || fb.ScoreAfter >= fb.ScoreBefore {
+			t.Errorf("feedback %+v %v", fb, err)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Scores are kept 90 days for feedback, then pruned.
+	f.st.Update(func(tx *bolt.Tx) error {
+		n, err := s.PruneScoresTx(tx, f.clock().Add(ScoreRetention+time.Hour))
+		if n != 1 || err != nil {
+			t.Errorf("pruned %d, %v", n, err)
+		}
+		return err
+	})
+}
+
+// Promise P17: usage is reported once a day, only while analytics is on.
+func TestP17_UsageIsReportedOnceADayOnlyWithConsent(t *testing.T) {
+	f := admitted(t, 1)
+	s := f.selector(seedScorer{}, nil, &queue{}, 5)
+	reports := 0
+	queue := func(DayCounts) error { reports++; return nil }
+	tomorrow := f.clock().Add(24 * time.Hour)
+	f.st.Update(func(tx *bolt.Tx) error { return s.UsageReportTx(tx, tomorrow, queue) })
+	if reports != 0 {
+		t.Fatal("usage reported without usage_analytics")
+	}
+	f.set(map[policy.Feature]bool{policy.UsageAnalytics: true})
+	for range 2 {
+		f.st.Update(func(tx *bolt.Tx) error { return s.UsageReportTx(tx, tomorrow, queue) })
+	}
+	if reports != 1 {
+		t.Fatalf("%d reports for one day", reports)
+	}
+}
+
+func vaultFiles(t *testing.T, f *fixture) []string {
+	t.Helper()
+	entries, err := os.ReadDir(f.vault.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
