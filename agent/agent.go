@@ -34,6 +34,10 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
+// newRecognizer is the face recognizer the daemon matches with (a test
+// swaps it to play a change of model).
+var newRecognizer = func() facerec.Recognizer { return facerec.Templates{} }
+
 // ShutdownTimeout bounds how long the services get to stop.
 const ShutdownTimeout = 5 * time.Second
 
@@ -118,7 +122,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.events = events.New(d.st, log.With("component", "events"))
-	d.recognizer = facerec.Templates{}
+	d.recognizer = newRecognizer()
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,

@@ -62,6 +62,20 @@ func decodeTemplates(raw []byte) (templateSet, error) {
 	return t, json.Unmarshal(raw, &t)
 }
 
+// StoreTemplatesTx stores samples as subject's templates in tx, as a
+// completed enrollment does (without its checks and hooks): for the
+// composition's tests and tools. It returns the face key's slot.
+func (s *Service) StoreTemplatesTx(tx *bolt.Tx, subject string, samples [][]byte) (uint32, error) {
+	return s.saveTemplates(tx, subject, samples)
+}
+
+// RecordSightingTx records a sighting of subject at at in tx, as Patrol
+// does (without its checks and hooks): for the composition's tests and
+// tools. It returns the face key's slot.
+func (s *Service) RecordSightingTx(tx *bolt.Tx, subject string, at time.Time, confidence float64) (uint32, error) {
+	return s.recordSighting(tx, subject, at, confidence)
+}
+
 // saveTemplates seals samples under subject's face key (made now if they
 // have none) and returns the key's slot.
 func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) (uint32, error) {
