@@ -116,11 +116,30 @@ func (k *Keyring) Get(slot uint32) ([]byte, error) {
 	return bytes.Clone(k.slots[slot]), nil
 }
 
-// Erase zeroes slot on disk and syncs. Erasing a free slot is a no-op.
-func (k *Keyring) Erase(slot uint32) error {
+// Erase zeroes slots on disk and syncs once. Erasing a free slot is a
+// no-op.
+func (k *Keyring) Erase(slots ...uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.erase(int(slot))
+	dirty := false
+	for _, s := range slots {
+		if int(s) >= len(k.slots) || k.slots[s] == nil {
+			continue
+		}
+		if _, err := k.f.WriteAt(make([]byte, Size), int64(s)*Size); err != nil {
+			return fmt.Errorf("keyring: erase slot %d: %w", s, err)
+		}
+		clear(k.slots[s])
+		k.slots[s] = nil
+		dirty = true
+	}
+	if !dirty {
+		return nil
+	}
+	if err := k.f.Sync(); err != nil {
+		return fmt.Errorf("keyring: sync: %w", err)
+	}
+	return nil
 }
 
 // Scrub erases every occupied slot inUse does not claim, and returns how

@@ -197,10 +197,8 @@ func (p *Policy) eraseOnCommit(tx *bolt.Tx, slots ...uint32) {
 	}
 	slots = slices.Clone(slots)
 	tx.OnCommit(func() {
-		for _, s := range slots {
-			if err := p.ring.Erase(s); err != nil {
-				p.log().Error("keyring slot not erased yet; retried at the next start", "slot", s, "err", err)
-			}
+		if err := p.ring.Erase(slots...); err != nil {
+			p.log().Error("keyring slots not erased yet; retried at the next start", "slots", len(slots), "err", err)
 		}
 	})
 }

@@ -380,6 +380,9 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if !slices.Contains(policy.Kinds, a.Kind) {
 		return nil, fmt.Errorf("outbox: artifact %s: unknown kind %q", a.ID, a.Kind)
 	}
+	if a.Slot != nil && a.Kind != policy.KindSighting && a.Kind != policy.KindFaceTemplate {
+		return nil, fmt.Errorf("outbox: artifact %s: only sightings and face templates are person-linked", a.ID)
+	}
 	if a.SubjectID != "" && a.Kind == policy.KindUsage {
 		return nil, fmt.Errorf("outbox: artifact %s: usage artifacts carry no subject id", a.ID)
 	}
@@ -648,13 +651,15 @@ func (o *Outbox) DropTx(tx *bolt.Tx, match func(Meta) bool, reason string) (afte
 // only those through the slot index. See DropTx for after.
 func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reason string) (after func(), dropped []Meta, err error) {
 	var gone []record
+	// Dropping every kind needs nothing sealed: the envelopes go unopened.
+	all := len(kinds) == 0 || (slices.Contains(kinds, policy.KindSighting) && slices.Contains(kinds, policy.KindFaceTemplate))
 	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
-		recs, err := o.slotRecordsTx(tx, slot)
+		recs, err := o.slotRecordsTx(tx, slot, !all)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range recs {
-			if len(kinds) == 0 || r.Kind == "" || slices.Contains(kinds, r.Kind) {
+			if all || r.Kind == "" || slices.Contains(kinds, r.Kind) {
 				gone = append(gone, r)
 			}
 		}
@@ -695,7 +700,7 @@ func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (a
 // erases slot from once tx has committed, so what a freed page keeps of
 // the old records can no longer be opened. It returns how many moved.
 func (o *Outbox) ResealSlotTx(tx *bolt.Tx, from, to uint32) (int, error) {
-	recs, err := o.slotRecordsTx(tx, from)
+	recs, err := o.slotRecordsTx(tx, from, true)
 	if err != nil {
 		return 0, err
 	}

@@ -71,12 +71,16 @@ type record struct {
 	Slot        *uint32        `json:"-"` // person-linked: the envelope's slot
 }
 
-// envelope is how a person-linked record is stored: only the queue order
-// and the slot whose key seals the rest are in clear.
+// envelope is how a person-linked record is stored: only the queue order,
+// the slot whose key seals the rest, the content's size and its file's
+// random name are in clear (so the person's artifacts can all be dropped
+// without opening them).
 type envelope struct {
 	V      int    `json:"v"`
 	Seq    uint64 `json:"seq"`
 	Slot   uint32 `json:"slot"`
+	Size   int64  `json:"size"`
+	File   string `json:"file,omitempty"`
 	Sealed []byte `json:"sealed"`
 }
 
@@ -159,22 +163,16 @@ var errSealed = errors.New("sealed by an erased key")
 // decodeRecord reads a stored record or envelope; an envelope is opened
 // with its slot's key from the keyring.
 func (o *Outbox) decodeRecord(id string, raw []byte) (*record, error) {
-	var head struct {
-		V int `json:"v"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil {
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
 		return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
 	}
-	if head.V != envelopeVersion {
+	if env.V != envelopeVersion {
 		var r record
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return nil, fmt.Errorf("artifact %s record unreadable: %w", id, err)
 		}
 		return &r, nil
-	}
-	var env envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("artifact %s envelope unreadable: %w", id, err)
 	}
 	if o.cfg.Keyring == nil {
 		return nil, fmt.Errorf("artifact %s: %w (no keyring)", id, errSealed)
@@ -224,7 +222,7 @@ func (o *Outbox) putRecord(arts *bolt.Bucket, r *record) error {
 		if err != nil {
 			return err
 		}
-		if raw, err = json.Marshal(envelope{V: envelopeVersion, Seq: r.Seq, Slot: *r.Slot, Sealed: sealed}); err != nil {
+		if raw, err = json.Marshal(envelope{V: envelopeVersion, Seq: r.Seq, Slot: *r.Slot, Size: r.Size, File: r.File, Sealed: sealed}); err != nil {
 			return err
 		}
 	}
@@ -285,8 +283,10 @@ func (o *Outbox) scanTx(tx *bolt.Tx, fn func(r *record) error) error {
 }
 
 // slotRecordsTx returns the person-linked records sealed by slot's key,
-// reading only those (through the slot index).
-func (o *Outbox) slotRecordsTx(tx *bolt.Tx, slot uint32) ([]record, error) {
+// reading only those (through the slot index). Without open, only what
+// the envelope keeps in clear is filled in (id, slot, size, file): enough
+// to drop them all.
+func (o *Outbox) slotRecordsTx(tx *bolt.Tx, slot uint32, open bool) ([]record, error) {
 	b, err := buckets(tx)
 	if err != nil {
 		return nil, err
@@ -296,13 +296,20 @@ func (o *Outbox) slotRecordsTx(tx *bolt.Tx, slot uint32) ([]record, error) {
 	c := b.bySlot.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		id := string(k[len(prefix):])
-		r, err := o.readRecord(b.arts, id)
-		switch {
-		case err != nil:
-			s := slot
-			r = &record{ID: id, Slot: &s} // unreadable: erased all the same
-		case r == nil:
+		raw := b.arts.Get([]byte(id))
+		if raw == nil {
 			continue // index entry without a record (not expected)
+		}
+		s := slot
+		if !open {
+			var env envelope
+			_ = json.Unmarshal(raw, &env)
+			out = append(out, record{ID: id, Slot: &s, Size: env.Size, File: env.File, Inline: env.File == ""})
+			continue
+		}
+		r, err := o.decodeRecord(id, raw)
+		if err != nil {
+			r = &record{ID: id, Slot: &s} // unreadable: erased all the same
 		}
 		out = append(out, *r)
 	}
