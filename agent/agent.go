@@ -390,23 +390,37 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stateChanged()
 	d.log.Info("aibo-privacyd running", "device_id", d.cfg.DeviceID, "schema", d.st.SchemaVersion())
 	<-ctx.Done()
+	// Everything stops within ShutdownTimeout: the services, and the
+	// vision worker (stopped at once, which also ends a request a
+	// selection may be waiting on).
+	deadline := time.After(ShutdownTimeout)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	visionDone := make(chan struct{})
+	go func() {
+		if d.vision != nil {
+			d.vision.Close()
+		}
+		close(visionDone)
+	}()
 	stopped := true
-	select {
-	case <-done:
-	case <-time.After(ShutdownTimeout):
-		stopped = false
-		d.log.Error("services did not stop in time; exiting without closing the store", "timeout", ShutdownTimeout.String())
-	}
-	if d.vision != nil {
-		d.vision.Close()
+	for _, c := range []chan struct{}{done, visionDone} {
+		select {
+		case <-c:
+		case <-deadline:
+			stopped = false
+		}
+		if !stopped {
+			break
+		}
 	}
 	if stopped {
 		// Every write committed or rolled back: nothing is lost either
 		// way, closing only releases the file's lock sooner.
 		d.ring.Close()
 		d.st.Close()
+	} else {
+		d.log.Error("services did not stop in time; exiting without closing the store", "timeout", ShutdownTimeout.String())
 	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

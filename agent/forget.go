@@ -83,13 +83,32 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 		return out, err
 	}
 	out.Templates, out.Sightings = f.Templates, f.Sightings
-	if hasKey && len(e.drop) > 0 {
+	switch {
+	case len(e.drop) == 0:
+	case hasKey:
 		after, dropped, err := d.outbox.DropSlotTx(tx, slot, e.drop, e.reason)
 		if err != nil {
 			return out, err
 		}
 		tx.OnCommit(after)
 		out.Queued = len(dropped)
+	default:
+		// Nobody's record names this person's face key any more (an
+		// orphan an older version left): find their artifacts by opening
+		// the store's records.
+		n := 0
+		after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool {
+			hit := m.SubjectID == subject && slices.Contains(e.drop, m.Kind)
+			if hit {
+				n++
+			}
+			return hit
+		}, e.reason)
+		if err != nil {
+			return out, err
+		}
+		tx.OnCommit(after)
+		out.Queued = n
 	}
 	if hasKey {
 		queued, err := d.outbox.SlotCountTx(tx, slot)

@@ -551,3 +551,45 @@ func TestP5_ANarrowerGrantThenARevocationLeaveNothing(t *testing.T) {
 		t.Fatalf("faces category %+v", c)
 	}
 }
+
+// Promise P9: the inventory reports what the store holds, not what the
+// consent records say: face data nobody's consent covers (what an older
+// version's narrower grant left behind) is listed under its subject, and
+// at the next start it is erased and the cloud asked to erase its copies.
+func TestP9_TheInventoryShowsOrphansAndTheNextStartErasesThem(t *testing.T) {
+	dv := newDevice(t, "")
+	dv.people()
+	// An orphan as an older version left it: the consent record goes,
+	// the face data, its queued artifacts and its key's slot stay.
+	err := dv.d.st.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketSubjects).Delete([]byte("person/ana"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv Inventory
+	dv.d.st.View(func(tx *bolt.Tx) (err error) { inv, err = dv.d.inventory(tx); return })
+	var ana *SubjectHolding
+	for i := range inv.Subjects {
+		if inv.Subjects[i].SubjectID == "ana" {
+			ana = &inv.Subjects[i]
+		}
+	}
+	if ana == nil || ana.Consent || ana.Templates != 1 || ana.Sightings != 2 {
+		t.Fatalf("the orphan is not in the inventory: %+v", ana)
+	}
+	dir := dv.dataDir
+	dv.close()
+	dv2 := newDevice(t, dir)
+	for _, r := range dv2.records() {
+		if r.subject == "ana" || r.what == "queued_unreadable" {
+			t.Errorf("%s of %q survived the start", r.what, r.subject)
+		}
+	}
+	found := slices.ContainsFunc(dv2.eraseRequests(), func(ev map[string]any) bool {
+		return ev["subject_id"] == "ana" && slices.Equal(kinds(ev), []string{"face_template", "sighting"})
+	})
+	if !found {
+		t.Fatalf("no erase_request for the orphan: %v", dv2.eraseRequests())
+	}
+}
