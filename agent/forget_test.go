@@ -71,8 +71,8 @@ func (dv *device) close() {
 }
 
 type answer struct {
-	ID     string          `json:"id"`
-	OK     bool            `json:"ok"`
+	ID     string `json:"id"`
+	OK     bool   `json:"ok"`
 	Error  *struct{ Code string }
 	Result json.RawMessage `json:"result"`
 }
