@@ -121,16 +121,48 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 	// switch's own transaction rather than at its next publish attempt
 	// (the broker may be away). Blurring switched on refuses the photos
 	// queued unmasked.
-	after, err := d.outbox.DropTx(e.Tx, func(m outbox.Meta) bool { return d.pol.MaySend(e.Tx, m.Outgoing()) == policy.Refuse }, outbox.ReasonGate)
-	if err != nil {
+	// A person's queued artifacts go through the one erasure path, so the
+	// copies a freed page keeps are sealed by a key that no longer exists.
+	if err := d.dropRefusedTx(e.Tx, e.Now); err != nil {
 		return nil, err
 	}
-	e.OnCommit(after)
 	e.OnCommit(func() {
 		d.faces.ConsentChanged() // who may be recognised depends on the switches too
 		d.stateChanged()
 	})
 	return map[string]any{"features": featureMap(ch.After)}, nil
+}
+
+// dropRefusedTx drops, in tx, every queued artifact the policy refuses
+// now: a person's through forgetTx (their face key replaced), the others
+// directly.
+func (d *Daemon) dropRefusedTx(tx *bolt.Tx, now time.Time) error {
+	after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool {
+		return m.Slot == nil && d.pol.MaySend(tx, m.Outgoing()) == policy.Refuse
+	}, outbox.ReasonGate)
+	if err != nil {
+		return err
+	}
+	tx.OnCommit(after)
+	consents, err := d.pol.Consents(tx)
+	if err != nil {
+		return err
+	}
+	for _, c := range consents {
+		var drop []policy.Kind
+		for _, k := range faceKinds {
+			if d.pol.MaySend(tx, policy.Outgoing{Kind: k, Subject: c.SubjectID}) == policy.Refuse {
+				drop = append(drop, k)
+			}
+		}
+		if len(drop) == 0 {
+			continue
+		}
+		if _, err := d.forgetTx(tx, now, c.SubjectID, erasure{reason: outbox.ReasonGate, drop: drop}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) acceptPolicy(ctx context.Context, e *command.Exec) (any, error) {

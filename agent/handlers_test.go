@@ -149,3 +149,38 @@ func TestP9_ExportInventoryQueuesCountsNeverContent(t *testing.T) {
 		}
 	}
 }
+
+// Promise P14 with P5: a switch turned off drops the person-linked
+// artifacts it no longer allows through the one erasure path: the copies
+// a freed page keeps open with no key left, while what the person still
+// holds stays readable under a new key.
+func TestP14_ASwitchTurnedOffDropsQueuedFaceArtifactsAndReplacesTheKey(t *testing.T) {
+	dv := newDevice(t, "")
+	dv.people()
+	before := dv.records()
+	dv.cmd("set_features", map[string]any{"cloud_backup": false})
+	devKeys := dv.deviceKeys()
+	after := dv.records()
+	for _, r := range before {
+		if r.what == "queued_backup" && openWith(devKeys, r.sealed, r.aad) != nil {
+			t.Errorf("%s's queued backup still opens after cloud_backup went off", r.subject)
+		}
+		if r.what == "queued_backup" && slicesContainsRecord(after, r.subject, r.what) {
+			t.Errorf("%s's queued backup is still queued", r.subject)
+		}
+	}
+	for _, w := range []string{"template", "sighting_new", "queued_sighting"} {
+		if !slicesContainsRecord(after, "ana", w) {
+			t.Errorf("ana's %s went with the backups", w)
+		}
+	}
+}
+
+func slicesContainsRecord(rs []record, subject, what string) bool {
+	for _, r := range rs {
+		if r.subject == subject && r.what == what {
+			return true
+		}
+	}
+	return false
+}
