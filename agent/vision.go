@@ -26,11 +26,23 @@ func (d *Daemon) newVision() *vision.Client {
 		d.log.Warn("vision worker not found: faces are not analysed, photos are scored without faces", "path", path)
 		return nil
 	}
-	return vision.NewClient(vision.Config{
+	cfg := vision.Config{
 		Path:   path,
 		Args:   []string{"-models", d.cfg.Vision.ModelsDir},
 		Logger: d.log.With("component", "vision"),
-	})
+	}
+	// The worker starts through this binary, confined: it reads only
+	// itself, its libraries and its models (vision.Sandbox).
+	if self, err := os.Executable(); err == nil {
+		cfg.Launcher = self
+		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir}, vision.SystemReadPaths...)}
+	} else {
+		d.log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
+	}
+	if vision.LandlockABI() == 0 {
+		d.log.Warn("this kernel has no Landlock: the vision worker's files are not confined (seccomp and its network namespace still apply)")
+	}
+	return vision.NewClient(cfg)
 }
 
 func (d *Daemon) analyzer() facerec.Analyzer {

@@ -48,6 +48,11 @@ type Config struct {
 	// Path of the worker binary (cmd/aibo-vision); Args its arguments.
 	Path string
 	Args []string
+	// Launcher, when set, is a binary that calls RunLauncher first (the
+	// daemon's own): the worker is started through it, confined to
+	// reading Sandbox.Read (see sandbox_linux.go). Empty: unconfined.
+	Launcher string
+	Sandbox  Sandbox
 	// Env is the worker's whole environment. nil gives DefaultEnv: the
 	// daemon's own environment (which may hold secrets) is not passed on.
 	Env []string
@@ -113,6 +118,10 @@ type Stats struct {
 	// NoNetwork: the running (or last) worker has a network namespace of
 	// its own and cannot reach any network.
 	NoNetwork bool
+	// Sandboxed: the running (or last) worker was started through the
+	// launcher (filesystem confined where the kernel has Landlock, no
+	// sockets at all by seccomp).
+	Sandboxed bool
 }
 
 // Client runs the vision worker on demand. Requests are served one at a
@@ -259,7 +268,13 @@ func (c *Client) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStart, err)
 	}
-	c.count(func(s *Stats) { s.Starts++; s.Running = true; s.PID = w.pid; s.NoNetwork = w.isolated })
+	c.count(func(s *Stats) {
+		s.Starts++
+		s.Running = true
+		s.PID = w.pid
+		s.NoNetwork = w.isolated
+		s.Sandboxed = c.cfg.Launcher != ""
+	})
 	c.w = w
 	resp, err := c.roundTrip(ctx, w, &Request{Op: OpPing}, c.cfg.StartTimeout)
 	if err == nil && (resp.Pong == nil || resp.Pong.Protocol != ProtocolVersion) {
@@ -276,7 +291,7 @@ func (c *Client) start(ctx context.Context) error {
 	if w.isolateErr != nil {
 		c.cfg.Logger.Warn("vision worker runs without a network namespace of its own", "err", w.isolateErr)
 	}
-	c.cfg.Logger.Info("vision worker started", "pid", w.pid, "no_network", w.isolated)
+	c.cfg.Logger.Info("vision worker started", "pid", w.pid, "no_network", w.isolated, "sandboxed", c.cfg.Launcher != "", "landlock_abi", LandlockABI())
 	return nil
 }
 
@@ -414,6 +429,10 @@ func startWorker(cfg Config) (*worker, error) {
 	w := &worker{stdin: inW, outR: outR, stdout: bufio.NewReaderSize(outR, 64<<10), stderr: &tail{fwd: cfg.Stderr}, done: make(chan struct{})}
 	command := func(isolate bool) *exec.Cmd {
 		cmd := exec.Command(cfg.Path, cfg.Args...)
+		if cfg.Launcher != "" {
+			name, args := launcherCommand(cfg.Launcher, cfg.Sandbox, cfg.Path, cfg.Args)
+			cmd = exec.Command(name, args...)
+		}
 		cmd.Env = cfg.Env
 		cmd.Dir = cfg.Dir
 		cmd.Stdin = inR

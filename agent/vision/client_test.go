@@ -21,6 +21,7 @@ import (
 const fakeEnv = "AIBO_VISION_FAKE"
 
 func TestMain(m *testing.M) {
+	RunLauncher() // this binary launches its own fake worker in the sandbox tests
 	if mode := os.Getenv(fakeEnv); mode != "" {
 		os.Exit(fakeWorker(mode))
 	}
@@ -62,6 +63,26 @@ func fakeWorker(mode string) int {
 				return ScoreResult{Score: 0}, nil
 			}
 			conn.Write([]byte("a face"))
+			conn.Close()
+			return ScoreResult{Score: 1}, nil
+		case strings.HasPrefix(img, "open:"):
+			// what an exploited decoder would try: read the device key
+			if _, err := os.ReadFile(strings.TrimPrefix(img, "open:")); err != nil {
+				return ScoreResult{Score: 0}, nil
+			}
+			return ScoreResult{Score: 1}, nil
+		case strings.HasPrefix(img, "write:"):
+			if err := os.WriteFile(strings.TrimPrefix(img, "write:"), []byte("x"), 0o600); err != nil {
+				return ScoreResult{Score: 0}, nil
+			}
+			return ScoreResult{Score: 1}, nil
+		case strings.HasPrefix(img, "connect:"):
+			// or talk to the daemon's diagnostic socket
+			conn, err := net.DialTimeout("unix", strings.TrimPrefix(img, "connect:"), time.Second)
+			if err != nil {
+				return ScoreResult{Score: 0}, nil
+			}
+			conn.Write([]byte("GET /v1/inventory HTTP/1.0\r\n\r\n"))
 			conn.Close()
 			return ScoreResult{Score: 1}, nil
 		case strings.HasPrefix(img, "slow:"):

@@ -17,9 +17,11 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/agent"
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 )
 
 func main() {
+	vision.RunLauncher() // started as the vision worker's launcher: confine, exec, never return
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "aibo-privacyd: %s\n", err)
 		os.Exit(1)
