@@ -32,14 +32,6 @@ func (w workerScores) Score(ctx context.Context, img []byte, takenAt time.Time) 
 	return capture.Scored{Breakdown: r.Breakdown, PHash: r.PHash}, nil
 }
 
-// basicScores scores in pure Go when the vision worker cannot run.
-type basicScores struct{}
-
-func (basicScores) Score(ctx context.Context, img []byte, takenAt time.Time) (capture.Scored, error) {
-	b, h, err := capture.BasicFeatures(img)
-	return capture.Scored{Breakdown: b, PHash: h}, err
-}
-
 // faceMasker finds the faces of a photo with the worker and keeps those of
 // people facerec recognises as enrolled and consenting.
 type faceMasker struct {

@@ -54,7 +54,7 @@ func (d *Daemon) analyzer() facerec.Analyzer {
 
 func (d *Daemon) photoScorer() capture.Scorer {
 	if d.vision == nil {
-		return basicScores{}
+		return &capture.InProcess{} // no faces, and no image over its budget
 	}
 	return workerScores{d.vision}
 }

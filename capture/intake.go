@@ -58,6 +58,9 @@ type Config struct {
 	MaxFileBytes int64
 	Now          func() time.Time
 	Logger       *slog.Logger
+	// Pixels validates an admitted file by decoding it completely (the
+	// vision worker in the daemon); default InProcess within DefaultBudget.
+	Pixels Pixels
 	// OnDecided is told every outcome after it is durable (metrics, state).
 	OnDecided func(Outcome)
 	// OnCapReached is told once per day after the day's last admission
@@ -67,12 +70,11 @@ type Config struct {
 
 // Intake watches the spool and decides every photo.
 type Intake struct {
-	cfg    Config
-	st     *store.Store
-	pol    *policy.Policy
-	vault  *Vault
-	decode sync.Mutex // one full decode at a time bounds memory
-
+	cfg   Config
+	st    *store.Store
+	pol   *policy.Policy
+	vault *Vault
+	ctx   context.Context // Run's, for the decoder
 }
 
 // NewIntake builds an intake over the store, the policy and the vault.
@@ -86,7 +88,10 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
 	}
-	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault}
+	if cfg.Pixels == nil {
+		cfg.Pixels = &InProcess{}
+	}
+	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background()}
 }
 
 // Run reconciles the vault, decides the files already in the spool and then
@@ -106,6 +111,7 @@ func (in *Intake) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	in.ctx = ctx
 	wg.Go(func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
@@ -200,10 +206,18 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 		}
 		return "", err
 	}
-	in.decode.Lock()
-	info, verr := Validate(data)
-	in.decode.Unlock()
-	if verr != nil {
+	// The header first: a file claiming 50000x50000 costs nothing. Then
+	// the whole decode, away from the daemon's memory; a decoder that
+	// crashed or hung on it makes it invalid, once and for good.
+	if _, err := DecodedBytes(data); err != nil {
+		return in.commit(id, now, Invalid, nil)
+	}
+	info, verr := in.cfg.Pixels.Validate(in.ctx, data)
+	switch {
+	case errors.Is(verr, ErrRetryLater):
+		return "", verr // not judged: the file waits in the spool
+	case verr != nil:
+		in.cfg.Logger.Info("photo invalid", "file", filepath.Base(path), "bytes", len(data), "err", verr)
 		return in.commit(id, now, Invalid, nil)
 	}
 	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}

@@ -111,6 +111,9 @@ type SelectorConfig struct {
 	Location   *time.Location
 	Now        func() time.Time
 	Logger     *slog.Logger
+	// Pixels re-encodes the kept photos for upload (the vision worker in
+	// the daemon); default InProcess within DefaultBudget.
+	Pixels Pixels
 	// OnSelected runs after a day's decision committed.
 	OnSelected func(Selection)
 	// OnFailed runs when a selection could not finish (a full disk, a
@@ -150,6 +153,9 @@ func NewSelector(cfg SelectorConfig, st *store.Store, pol *policy.Policy, vault 
 	}
 	if cfg.SelectAt == "" {
 		cfg.SelectAt = "21:00"
+	}
+	if cfg.Pixels == nil {
+		cfg.Pixels = &InProcess{}
 	}
 	return &Selector{cfg: cfg, st: st, pol: pol, vault: vault, scorer: scorer, masker: masker, uploads: uploads, kick: make(chan bool, 1)}
 }
@@ -339,8 +345,13 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 			}
 			hide, u.Masked, u.ShowsKnown, u.Generation = m.Hide, true, m.ShowsKnown, m.Generation
 		}
-		if u.Content, err = CleanForUpload(img, hide); err != nil {
-			return res, err
+		if u.Content, err = s.cfg.Pixels.Clean(ctx, img, hide); err != nil {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			s.cfg.Logger.Warn("photo could not be re-encoded; not kept", "photo_id", id, "err", err)
+			why[id] = "not_cleaned"
+			continue
 		}
 		st, err := s.uploads.Stage(u)
 		if err != nil {
