@@ -188,6 +188,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.disp = command.NewDispatcher(d.st, command.Options{
 		Authenticate: command.Verifier(commandKeys),
+		DeviceID:     cfg.DeviceID,
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
