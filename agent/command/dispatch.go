@@ -331,4 +331,3 @@ func (d *Dispatcher) prune(tx *bolt.Tx, now time.Time) error {
 func ids(tx *bolt.Tx) *bolt.Bucket {
 	return tx.Bucket(store.BucketCommands).Bucket(store.BucketCommandIDs)
 }
-
