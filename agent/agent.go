@@ -201,6 +201,10 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Broker:   cfg.MQTT.Broker,
 		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
 		Logger:   log.With("component", "mqtt"),
+		// Persistent session (client id from device_id, clean session
+		// off) and size checks are the link's defaults; a command too
+		// large to queue is still answered from its prefix.
+		Oversized: d.disp.HandleOversized,
 	}, d.handleCommand)
 	if err != nil {
 		return nil, err

@@ -176,6 +176,15 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	return res
 }
 
+// HandleOversized answers a command too large for the link to queue, of
+// which only a prefix was kept: bad_request, addressed to the id a bounded
+// scan of the prefix reads (nothing when none), never recorded.
+func (d *Dispatcher) HandleOversized(_ context.Context, prefix []byte, size int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refuse(PeekID(prefix), "", Errorf(CodeBadRequest, "command of %d bytes exceeds %d", size, MaxEnvelope))
+}
+
 // answer records an error result (so a repeat gets the same answer) unless
 // the failure was transient.
 func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
