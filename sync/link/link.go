@@ -147,8 +147,8 @@ type Link struct {
 	running    atomic.Bool
 	cmds       chan inbound
 	msgs       chan inbound
-	cmdBytes   atomic.Int64 // payload bytes waiting in cmds
-	msgBytes   atomic.Int64 // payload bytes waiting in msgs
+	cmdBytes   atomic.Int64  // payload bytes waiting in cmds
+	msgBytes   atomic.Int64  // payload bytes waiting in msgs
 	stateDirty chan struct{} // capacity 1: "publish the latest state"
 
 	mu       sync.Mutex
@@ -381,7 +381,7 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(l.cfg.Broker).
 		SetClientID(l.cfg.ClientID).
-		SetCleanSession(false). // the broker queues QoS 1 messages while we are away
+		SetCleanSession(false).   // the broker queues QoS 1 messages while we are away
 		SetAutoAckDisabled(true). // PUBACK after the handler, not on receipt
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
