@@ -26,7 +26,7 @@ func TestP16_SignedManifestIsReadStrictly(t *testing.T) {
 		"version twice":         sign(`{"version":"1.1.0","version":"9.0.0",` + body + `}`),
 		"sha256 twice":          sign(`{"version":"1.1.0",` + body + `,"sha256":"` + good.SHA256 + `"}`),
 		"case-folded Version":   sign(`{"Version":"1.1.0",` + body + `}`),
-		"offer member twice":    []byte(`{"kid":"x","kid":` + string(sign(`{"version":"1.1.0",`+body+`}`))[len(`{"kid":`):]),
+		"offer member twice":    []byte(`{"kid":"x","kid":` + string(sign(`{"version":"1.1.0",` + body + `}`))[len(`{"kid":`):]),
 		"case-folded Manifest":  []byte(`{"kid":"` + kid + `","Manifest":"e30=","sig":"AAAA"}`),
 		"invalid UTF-8 in JSON": sign("{\"version\":\"1.1.0\",\"policy_version\":\"\xff\"," + body + `}`),
 	}

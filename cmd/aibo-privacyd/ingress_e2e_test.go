@@ -30,11 +30,10 @@ func (a *app) waitResult(id string, d time.Duration) result {
 	return r
 }
 
-// signer signs command bodies for one device.
+// signer holds a command key pair and signs command bodies.
 type signer struct {
-	priv     ed25519.PrivateKey
-	pub      ed25519.PublicKey
-	deviceID string
+	priv ed25519.PrivateKey
+	pub  ed25519.PublicKey
 }
 
 func newSigner(t *testing.T) *signer {
