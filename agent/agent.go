@@ -192,6 +192,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.disp = command.NewDispatcher(d.st, command.Options{
 		Authenticate: command.Verifier(commandKeys),
+		DeviceID:     cfg.DeviceID,
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
@@ -204,6 +205,10 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Broker:   cfg.MQTT.Broker,
 		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
 		Logger:   log.With("component", "mqtt"),
+		// Persistent session (client id from device_id, clean session
+		// off) and size checks are the link's defaults; a command too
+		// large to queue is still answered from its prefix.
+		Oversized: d.disp.HandleOversized,
 	}, d.handleCommand)
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 	"github.com/aibo-privacy/aibo-privacyd/internal/semver"
+	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
 
 // Reasons of a firmware_rejected event (contract section 8).
@@ -307,7 +308,7 @@ func (m *Manager) Offer(tx *bolt.Tx, now time.Time, payload []byte) (Manifest, e
 		Manifest string `json:"manifest"`
 		Sig      string `json:"sig"`
 	}
-	if err := json.Unmarshal(payload, &p); err != nil {
+	if err := strictjson.Unmarshal(payload, &p); err != nil {
 		return Manifest{}, fmt.Errorf("%w: payload is not {kid, manifest, sig} JSON", ErrBadOffer)
 	}
 	if p.Manifest == "" || p.Sig == "" {
@@ -452,7 +453,7 @@ func (m *Manager) Status(tx *bolt.Tx) (Status, error) {
 // ErrBadOffer; an impossible size or chunk layout is a size Rejection.
 func parseManifest(raw []byte) (Manifest, semver.Version, error) {
 	var man Manifest
-	if err := json.Unmarshal(raw, &man); err != nil {
+	if err := strictjson.Unmarshal(raw, &man); err != nil {
 		return Manifest{}, semver.Version{}, fmt.Errorf("%w: manifest is not JSON of the contract's shape", ErrBadOffer)
 	}
 	if len(man.Version) > maxVersionLen {

@@ -7,17 +7,23 @@
 package command
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 )
 
 // MaxPayload is the largest command accepted, in bytes.
 const MaxPayload = 256 << 10
+
+// MaxEnvelope is the largest signed envelope accepted (its body is base64,
+// a third larger than the command it carries). Anything larger is refused
+// bad_request with the id a bounded scan can read.
+const MaxEnvelope = 2 * MaxPayload
 
 // Error codes of contract section 5.
 const (
@@ -26,6 +32,7 @@ const (
 	CodeUnsigned          = "unsigned"
 	CodeBadSignature      = "bad_signature"
 	CodeExpired           = "expired"
+	CodeWrongDevice       = "wrong_device"
 	CodePolicyNotAccepted = "policy_not_accepted"
 	CodeFeatureDisabled   = "feature_disabled"
 	CodeConsentRequired   = "consent_required"
@@ -55,7 +62,11 @@ type Command struct {
 	ID       string
 	Type     string
 	IssuedAt time.Time // zero when the command did not say
+	DeviceID string    // the device a signed body names; "" when absent
 	Payload  json.RawMessage
+	// Signed is true when the command came in the signed envelope and
+	// verified with a configured key (then the signed-mode rules applied).
+	Signed bool
 }
 
 // Result is what goes back on cmd/result.
@@ -69,26 +80,28 @@ type Result struct {
 var idPattern = regexp.MustCompile(`^[\x21-\x7e]{1,64}$`)
 
 // wire is the JSON shape; pointers tell a missing field from an empty one.
+// It is decoded strictly (internal/strictjson): exact member names, no
+// duplicate anywhere in the command, payload included; unknown top-level
+// members are ignored.
 type wire struct {
 	ID       *string         `json:"id"`
 	Type     *string         `json:"type"`
 	IssuedAt *string         `json:"issued_at"`
+	DeviceID *string         `json:"device_id"`
 	Payload  json.RawMessage `json:"payload"`
 }
 
 // Parse reads one command. On failure it returns the id when one could be
-// read (so the error can be answered) and the refusal.
+// read (so the error can be answered) and the refusal. The id of a command
+// that does not parse (too large, malformed, nested too deep, a member
+// given twice) is read by PeekID's bounded scan, never by decoding it.
 func Parse(raw []byte) (Command, string, *Error) {
 	if len(raw) > MaxPayload {
-		return Command{}, peekID(raw), Errorf(CodeBadRequest, "command of %d bytes exceeds %d", len(raw), MaxPayload)
+		return Command{}, PeekID(raw), Errorf(CodeBadRequest, "command of %d bytes exceeds %d", len(raw), MaxPayload)
 	}
 	var w wire
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := dec.Decode(&w); err != nil {
-		return Command{}, peekID(raw), Errorf(CodeBadRequest, "command is not a JSON object")
-	}
-	if dec.More() {
-		return Command{}, peekID(raw), Errorf(CodeBadRequest, "trailing data after the command")
+	if err := strictjson.Unmarshal(raw, &w); err != nil {
+		return Command{}, PeekID(raw), Errorf(CodeBadRequest, "command is not a JSON object of the contract's shape: %s", err)
 	}
 	if w.ID == nil || *w.ID == "" {
 		return Command{}, "", Errorf(CodeBadRequest, "command has no id")
@@ -104,6 +117,9 @@ func Parse(raw []byte) (Command, string, *Error) {
 		return Command{}, id, Errorf(CodeBadRequest, "command has no type")
 	}
 	c := Command{ID: id, Type: *w.Type, Payload: w.Payload}
+	if w.DeviceID != nil {
+		c.DeviceID = *w.DeviceID
+	}
 	if w.IssuedAt != nil {
 		t, err := time.Parse(time.RFC3339, *w.IssuedAt)
 		if err != nil {
@@ -120,31 +136,10 @@ func Parse(raw []byte) (Command, string, *Error) {
 	return c, id, nil
 }
 
-// peekID pulls a usable id out of bytes that failed to parse as a command,
-// reading no further than a bounded prefix.
-func peekID(raw []byte) string {
-	var w struct {
-		ID string `json:"id"`
-	}
-	if len(raw) > 2*MaxPayload {
-		return ""
-	}
-	if json.NewDecoder(bytes.NewReader(raw)).Decode(&w) != nil || !idPattern.MatchString(w.ID) {
-		return ""
-	}
-	return w.ID
-}
-
-// Decode reads a payload strictly into v: unknown fields and wrong types
-// are bad requests.
+// Decode reads a payload strictly into v: exact member names, no
+// duplicates; unknown members and wrong types are bad requests.
 func Decode(payload json.RawMessage, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) && ute.Field != "" {
-			return Errorf(CodeBadRequest, "payload field %q has the wrong type", ute.Field)
-		}
+	if err := strictjson.UnmarshalKnown(payload, v); err != nil {
 		return Errorf(CodeBadRequest, "payload: %s", scrub(err))
 	}
 	return nil
@@ -167,5 +162,11 @@ func ErrorResult(id string, e *Error) []byte {
 }
 
 func logRefusal(log *slog.Logger, id, typ string, e *Error) {
-	log.Info("command refused", "id", id, "type", typ, "code", e.Code)
+	log.Info("command refused", "id", id, "type", logType(typ), "code", e.Code)
 }
+
+// maxLoggedType bounds a command type quoted in a log line or a message:
+// an unknown type is whatever the sender wrote, up to the size of a command.
+const maxLoggedType = 64
+
+func logType(typ string) string { return textx.Cut(typ, maxLoggedType) }

@@ -112,7 +112,17 @@ func TestBadCommandsGetClearErrors(t *testing.T) {
 	cases := []struct {
 		name, raw, id, code string
 	}{
-		{"not json", `{"id":"x1", "type": `, "", ""},
+		{"not json", `{"id":"x1", "type": `, "x1", CodeBadRequest},
+		{"not json, no id", `{"i":"x1", "type": `, "", ""},
+		{"id twice", `{"id":"x10","type":"bump","id":"x11"}`, "x10", CodeBadRequest},
+		{"type twice", `{"id":"x12","type":"bump","type":"make_coffee"}`, "x12", CodeBadRequest},
+		{"case-folded id", `{"ID":"x13","type":"bump"}`, "", ""},
+		{"case-folded type", `{"id":"x14","Type":"bump"}`, "x14", CodeBadRequest},
+		{"payload member twice", `{"id":"x15","type":"bump","payload":{"fail":true,"fail":false}}`, "x15", CodeBadRequest},
+		{"case-folded payload member", `{"id":"x16","type":"bump","payload":{"Fail":false}}`, "x16", CodeBadRequest},
+		{"nested 20,000 deep", `{"id":"x17","type":"bump","payload":{"a":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`, "x17", CodeBadRequest},
+		{"nested 20,000 deep, id last", `{"type":"bump","payload":{"a":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `},"id":"x18"}`, "x18", CodeBadRequest},
+		{"oversized, id last", `{"type":"bump","payload":{"pad":"` + strings.Repeat("p", MaxEnvelope) + `"},"id":"x19"}`, "x19", CodeBadRequest},
 		{"no id", `{"type":"bump"}`, "", ""},
 		{"empty id", `{"id":"","type":"bump"}`, "", ""},
 		{"id too long", `{"id":"` + strings.Repeat("a", 65) + `","type":"bump"}`, strings.Repeat("a", 64), CodeBadRequest},

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 )
 
 // Exec is what a handler works with: the transaction its effect is written
@@ -43,12 +44,18 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxIDs bounds how many command ids are remembered (default 10,000).
 	MaxIDs int
-	// IDRetention is how long a handled id is remembered (default 30 days).
+	// IDRetention is how long a handled id is remembered (default 30 days),
+	// counted from the later of its arrival and its issued_at. It is also
+	// how long after its issued_at a signed withdrawal is accepted
+	// (Withdraws): one value, so a withdrawal can never be accepted again
+	// once its id is forgotten.
 	IDRetention time.Duration
 	// Authenticate, when set, turns the raw bytes into the command bytes to
 	// parse (for the signed envelope) or refuses them with an id if one is
-	// readable.
-	Authenticate func(raw []byte, now time.Time) ([]byte, string, *Error)
+	// readable. A body it marks Signed must name DeviceID.
+	Authenticate func(raw []byte, now time.Time) (Verified, string, *Error)
+	// DeviceID is this device's id, which a signed body must carry.
+	DeviceID string
 	// Observe, when set, is told the type and outcome code ("ok") of every
 	// answered command, for metrics.
 	Observe func(typ, code string)
@@ -83,9 +90,26 @@ func NewDispatcher(st *store.Store, opt Options) *Dispatcher {
 func (d *Dispatcher) Register(typ string, h Handler) { d.handlers[typ] = h }
 
 type stored struct {
-	At     time.Time       `json:"at"`
-	Result json.RawMessage `json:"result"`
+	At time.Time `json:"at"`
+	// IssuedAt is set for signed commands only: the id is kept at least
+	// until IssuedAt + IDRetention, when the command's window closes.
+	IssuedAt *time.Time      `json:"issued_at,omitempty"`
+	Result   json.RawMessage `json:"result"`
 }
+
+// keepFrom is when a remembered id's retention starts.
+func (s stored) keepFrom() time.Time {
+	if s.IssuedAt != nil && s.IssuedAt.After(s.At) {
+		return *s.IssuedAt
+	}
+	return s.At
+}
+
+// floorKey, in BucketCommands, holds the latest issued_at (RFC 3339) of a
+// signed command whose id was forgotten: signed commands issued at or
+// before it are refused as expired, since a replay of the forgotten one
+// could no longer be recognised.
+var floorKey = []byte("forgotten_issued_at")
 
 // Handle answers one raw command with the bytes to publish on cmd/result,
 // or nil when no id could be read to address an answer.
@@ -93,26 +117,32 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opt.Now()
-	body := raw
+	v := Verified{Body: raw}
 	if d.opt.Authenticate != nil {
 		var id string
 		var e *Error
-		body, id, e = d.opt.Authenticate(raw, now)
+		v, id, e = d.opt.Authenticate(raw, now)
 		if e != nil {
 			return d.refuse(id, "", e)
 		}
 	}
-	cmd, id, e := Parse(body)
+	cmd, id, e := Parse(v.Body)
 	if e != nil {
 		return d.refuse(id, cmd.Type, e)
 	}
+	if v.Signed {
+		cmd.Signed = true
+		if e := checkSigned(cmd, d.opt.DeviceID, now, d.opt.IDRetention, d.floor()); e != nil {
+			return d.refuse(cmd.ID, cmd.Type, e)
+		}
+	}
 	if prev, ok := d.lookup(cmd.ID); ok {
-		d.opt.Logger.Info("command repeated", "id", cmd.ID, "type", cmd.Type)
+		d.opt.Logger.Info("command repeated", "id", cmd.ID, "type", logType(cmd.Type))
 		return prev
 	}
 	h, ok := d.handlers[cmd.Type]
 	if !ok {
-		return d.answer(cmd, Errorf(CodeUnknownType, "unknown command type %q", truncate(cmd.Type, 40)))
+		return d.answer(cmd, Errorf(CodeUnknownType, "unknown command type %q", textx.Cut(cmd.Type, 40)))
 	}
 	ex := &Exec{Now: now, Cmd: cmd}
 	var res []byte
@@ -124,7 +154,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 			return herr
 		}
 		var err error
-		res, err = d.record(tx, now, cmd.ID, body)
+		res, err = d.record(tx, now, cmd, body)
 		return err
 	})
 	if err != nil {
@@ -133,7 +163,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		}
 		var ce *Error
 		if !errors.As(err, &ce) {
-			d.opt.Logger.Error("command failed", "id", cmd.ID, "type", cmd.Type, "err", err)
+			d.opt.Logger.Error("command failed", "id", cmd.ID, "type", logType(cmd.Type), "err", err)
 			ce = Errorf(CodeInternal, "internal error")
 		}
 		return d.answer(cmd, ce)
@@ -142,8 +172,17 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		f()
 	}
 	d.observe(cmd.Type, "ok")
-	d.opt.Logger.Info("command done", "id", cmd.ID, "type", cmd.Type)
+	d.opt.Logger.Info("command done", "id", cmd.ID, "type", logType(cmd.Type))
 	return res
+}
+
+// HandleOversized answers a command too large for the link to queue, of
+// which only a prefix was kept: bad_request, addressed to the id a bounded
+// scan of the prefix reads (nothing when none), never recorded.
+func (d *Dispatcher) HandleOversized(_ context.Context, prefix []byte, size int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refuse(PeekID(prefix), "", Errorf(CodeBadRequest, "command of %d bytes exceeds %d", size, MaxEnvelope))
 }
 
 // answer records an error result (so a repeat gets the same answer) unless
@@ -156,7 +195,7 @@ func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
 		return out
 	}
 	err := d.st.Update(func(tx *bolt.Tx) error {
-		_, err := d.recordRaw(tx, d.opt.Now(), cmd.ID, out)
+		_, err := d.recordRaw(tx, d.opt.Now(), cmd, out)
 		return err
 	})
 	if err != nil {
@@ -203,8 +242,8 @@ func (d *Dispatcher) lookup(id string) ([]byte, bool) {
 	return out, out != nil
 }
 
-func (d *Dispatcher) record(tx *bolt.Tx, now time.Time, id string, body any) ([]byte, error) {
-	r := Result{ID: id, OK: true}
+func (d *Dispatcher) record(tx *bolt.Tx, now time.Time, cmd Command, body any) ([]byte, error) {
+	r := Result{ID: cmd.ID, OK: true}
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
@@ -216,23 +255,51 @@ func (d *Dispatcher) record(tx *bolt.Tx, now time.Time, id string, body any) ([]
 	if err != nil {
 		return nil, err
 	}
-	return d.recordRaw(tx, now, id, raw)
+	return d.recordRaw(tx, now, cmd, raw)
 }
 
-func (d *Dispatcher) recordRaw(tx *bolt.Tx, now time.Time, id string, result []byte) ([]byte, error) {
-	v, err := json.Marshal(stored{At: now, Result: result})
+func (d *Dispatcher) recordRaw(tx *bolt.Tx, now time.Time, cmd Command, result []byte) ([]byte, error) {
+	s := stored{At: now, Result: result}
+	if cmd.Signed && !cmd.IssuedAt.IsZero() {
+		at := cmd.IssuedAt.UTC()
+		s.IssuedAt = &at
+	}
+	v, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
 	}
-	if err := ids(tx).Put([]byte(id), v); err != nil {
+	if err := ids(tx).Put([]byte(cmd.ID), v); err != nil {
 		return nil, err
 	}
 	order := tx.Bucket(store.BucketCommands).Bucket(store.BucketCommandOrder)
 	seq, _ := order.NextSequence()
-	if err := order.Put(store.Uint64Key(seq), []byte(id)); err != nil {
+	if err := order.Put(store.Uint64Key(seq), []byte(cmd.ID)); err != nil {
 		return nil, err
 	}
 	return result, d.prune(tx, now)
+}
+
+// floor is the issued_at at or before which signed commands are refused
+// (see floorKey); zero when no signed id was ever forgotten.
+func (d *Dispatcher) floor() time.Time {
+	var f time.Time
+	_ = d.st.View(func(tx *bolt.Tx) error {
+		f = readFloor(tx)
+		return nil
+	})
+	return f
+}
+
+func readFloor(tx *bolt.Tx) time.Time {
+	raw := tx.Bucket(store.BucketCommands).Get(floorKey)
+	if raw == nil {
+		return time.Time{}
+	}
+	f, err := time.Parse(time.RFC3339Nano, string(raw))
+	if err != nil {
+		return time.Time{}
+	}
+	return f
 }
 
 // prune forgets the oldest ids beyond MaxIDs or past IDRetention, a bounded
@@ -246,14 +313,19 @@ func (d *Dispatcher) prune(tx *bolt.Tx, now time.Time) error {
 		// Sequences are contiguous: only the oldest are ever removed.
 		count := int(binary.BigEndian.Uint64(last) - binary.BigEndian.Uint64(k) + 1)
 		old := false
-		if raw := idb.Get(v); raw != nil {
-			var s stored
-			if json.Unmarshal(raw, &s) == nil && now.Sub(s.At) > d.opt.IDRetention {
-				old = true
-			}
+		var s stored
+		if raw := idb.Get(v); raw != nil && json.Unmarshal(raw, &s) == nil && now.Sub(s.keepFrom()) > d.opt.IDRetention {
+			old = true
 		}
 		if count <= d.opt.MaxIDs && !old {
 			return nil
+		}
+		// A signed command forgotten now can no longer be recognised if it
+		// comes again: raise the floor so that it would be expired.
+		if s.IssuedAt != nil && s.IssuedAt.After(readFloor(tx)) {
+			if err := tx.Bucket(store.BucketCommands).Put(floorKey, []byte(s.IssuedAt.UTC().Format(time.RFC3339Nano))); err != nil {
+				return err
+			}
 		}
 		if err := idb.Delete(v); err != nil {
 			return err
@@ -267,11 +339,4 @@ func (d *Dispatcher) prune(tx *bolt.Tx, now time.Time) error {
 
 func ids(tx *bolt.Tx) *bolt.Bucket {
 	return tx.Bucket(store.BucketCommands).Bucket(store.BucketCommandIDs)
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

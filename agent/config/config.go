@@ -5,8 +5,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -178,14 +176,22 @@ func Load(path string) (Config, error) {
 	return Parse(b)
 }
 
-// Parse decodes YAML strictly (an unknown key is an error) over the defaults
-// and validates the result.
+// Parse decodes YAML strictly (an unknown key, a key given twice, a key in
+// another case, a second document are errors) over the defaults and
+// validates the result.
 func Parse(b []byte) (Config, error) {
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
+	// yaml.v3 already refuses a key given twice and matches keys by exact
+	// case; a second document would be read by nobody, so it is refused
+	// rather than silently ignored.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("config: more than one YAML document (a second --- section) is not allowed")
 	}
 	if err := c.validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
@@ -305,25 +311,6 @@ func (c Config) Location() *time.Location {
 		return time.UTC
 	}
 	return c.location
-}
-
-// PublicKeys decodes a kid -> standard base64 ed25519 public key map.
-func PublicKeys(m map[string]string) (map[string]ed25519.PublicKey, error) {
-	out := make(map[string]ed25519.PublicKey, len(m))
-	for kid, s := range m {
-		if kid == "" {
-			return nil, errors.New("empty key id")
-		}
-		raw, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("key %q is not standard base64", kid)
-		}
-		if len(raw) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("key %q has %d bytes, an ed25519 public key has %d", kid, len(raw), ed25519.PublicKeySize)
-		}
-		out[kid] = ed25519.PublicKey(raw)
-	}
-	return out, nil
 }
 
 func oneLine(s string) string {

@@ -1,9 +1,19 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"filippo.io/edwards25519"
 )
 
 func TestDefaultsMatchTheContract(t *testing.T) {
@@ -83,13 +93,149 @@ func FuzzParse(f *testing.F) {
 }
 
 func TestShippedConfigsParse(t *testing.T) {
-	for _, f := range []string{"../../configs/dev.yaml", "../../configs/production.example.yaml"} {
-		c, err := Load(f)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if strings.Contains(f, "production") && len(c.Security.CommandKeys) < 2 {
-			t.Errorf("%s: production must require signed commands (with a second key for rotation)", f)
+	if _, err := Load("../../configs/dev.yaml"); err != nil {
+		t.Fatalf("dev.yaml: %v", err)
+	}
+	// The production example must not run with its placeholders: it loads
+	// only once every placeholder is replaced by a real key.
+	const prod = "../../configs/production.example.yaml"
+	_, err := Load(prod)
+	if err == nil || !strings.Contains(err.Error(), "keys") {
+		t.Fatalf("%s loads with its placeholder keys: %v", prod, err)
+	}
+	raw, err := os.ReadFile(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := regexp.MustCompile(`REPLACE_WITH_[A-Z_]+`).ReplaceAllFunc(raw, func([]byte) []byte {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		return []byte(base64.StdEncoding.EncodeToString(pub))
+	})
+	c, err := Parse(real)
+	if err != nil {
+		t.Fatalf("%s with real keys: %v", prod, err)
+	}
+	if len(c.Security.CommandKeys) < 2 || len(c.Firmware.Keys) < 1 {
+		t.Errorf("production must require signed commands (with a second key for rotation) and name a firmware key")
+	}
+}
+
+// TestConfigIsStrictYAML: a key given twice, a key in another case or a
+// second document would let two readers of the file see different
+// settings; each is refused.
+func TestConfigIsStrictYAML(t *testing.T) {
+	for name, y := range map[string]string{
+		"key twice":            "device_id: a\ndevice_id: b\n",
+		"nested key twice":     "photos:\n  daily_cap: 5\n  daily_cap: 6\n",
+		"section twice":        "photos:\n  daily_cap: 5\nphotos:\n  keep_per_day: 1\n",
+		"map key twice":        "security:\n  command_keys:\n    k1: " + testKey(t) + "\n    k1: " + testKey(t) + "\n",
+		"key in another case":  "Device_ID: a\n",
+		"nested in other case": "photos:\n  Daily_Cap: 5\n",
+		"second document":      "device_id: a\n---\nphotos: {daily_cap: 99}\n",
+	} {
+		if _, err := Parse([]byte(y)); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: reason spans lines: %q", name, err)
 		}
 	}
+}
+
+func testKey(t *testing.T) string {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(pub)
+}
+
+// The eight points of small order (RFC 8032 keys anyone can sign for),
+// canonical encodings, hex.
+var smallOrder = []string{
+	"0100000000000000000000000000000000000000000000000000000000000000", // identity
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+	"0000000000000000000000000000000000000000000000000000000000000000", // order 4 (all zero)
+	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+}
+
+// TestP16_KeysAnyoneCanSignForAreRefused: small-order, all-zero,
+// non-canonical and torsioned keys are refused at load, in both key sets.
+func TestP16_KeysAnyoneCanSignForAreRefused(t *testing.T) {
+	// Why it matters: crypto/ed25519 accepts a forgery made with no
+	// private key at all against the identity point.
+	identity, _ := hex.DecodeString(smallOrder[0])
+	forged := append(append([]byte{}, identity...), make([]byte, 32)...) // R = identity, S = 0
+	if !ed25519.Verify(identity, []byte(`{"type":"delete_data"}`), forged) {
+		t.Fatal("crypto/ed25519 refused the small-order forgery; this test no longer shows the risk")
+	}
+
+	type badKey struct {
+		key    []byte
+		reason string // what the refusal must say: each check has a case
+	}
+	bad := map[string]badKey{}
+	for i, h := range smallOrder {
+		b, _ := hex.DecodeString(h)
+		reason := "small order"
+		if i == 2 {
+			reason = "all zero"
+		}
+		bad[fmt.Sprintf("small order #%d", i)] = badKey{b, reason}
+	}
+	// Non-canonical: y = p + k for small k (only those that decode).
+	p := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+	nonCanonical := 0
+	for k := int64(0); k < 19; k++ {
+		b := littleEndian(new(big.Int).Add(p, big.NewInt(k)))
+		if _, err := new(edwards25519.Point).SetBytes(b); err == nil {
+			bad[fmt.Sprintf("y = p+%d", k)] = badKey{b, "canonical"}
+			nonCanonical++
+		}
+	}
+	if nonCanonical == 0 {
+		t.Fatal("no non-canonical encoding decodes: the case checks nothing")
+	}
+	// The identity with the sign bit set: x = 0 cannot be negative.
+	negZero, _ := hex.DecodeString("0100000000000000000000000000000000000000000000000000000000000080")
+	bad["x = 0 with the sign bit"] = badKey{negZero, "canonical"}
+	// A real key plus a point of order 8: decodes, large order, no key pair.
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	A, _ := new(edwards25519.Point).SetBytes(pub)
+	t8, _ := hex.DecodeString(smallOrder[4])
+	T, _ := new(edwards25519.Point).SetBytes(t8)
+	bad["key with a torsion part"] = badKey{new(edwards25519.Point).Add(A, T).Bytes(), "prime-order"}
+	notOnCurve, _ := hex.DecodeString("0200000000000000000000000000000000000000000000000000000000000000")
+	bad["not on the curve"] = badKey{notOnCurve, "not a point"}
+
+	for name, c := range bad {
+		for _, section := range []string{"security:\n  command_keys", "firmware:\n  keys"} {
+			y := section + ":\n    k1: " + base64.StdEncoding.EncodeToString(c.key) + "\n"
+			_, err := Parse([]byte(y))
+			if err == nil {
+				t.Errorf("%s in %s: accepted", name, strings.SplitN(section, ":", 2)[0])
+			} else if !strings.Contains(err.Error(), c.reason) {
+				t.Errorf("%s: refused as %q, want a reason naming %q", name, err, c.reason)
+			} else if strings.Contains(err.Error(), "\n") {
+				t.Errorf("%s: reason spans lines: %q", name, err)
+			}
+		}
+	}
+	// Real keys still load.
+	y := "security:\n  command_keys:\n    k1: " + testKey(t) + "\nfirmware:\n  keys:\n    f1: " + testKey(t) + "\n"
+	if _, err := Parse([]byte(y)); err != nil {
+		t.Fatalf("real keys refused: %v", err)
+	}
+}
+
+func littleEndian(n *big.Int) []byte {
+	be := n.FillBytes(make([]byte, 32))
+	out := make([]byte, 32)
+	for i := range be {
+		out[i] = be[31-i]
+	}
+	return out
 }

@@ -242,7 +242,8 @@ func TestBadCommandsGetErrorsAndTheDaemonKeepsWorking(t *testing.T) {
 	cases := []struct {
 		id, raw, code string
 	}{
-		{"", `{"id": "broken", "type": `, ""},
+		{"", `{"i": "broken", "type": `, ""},
+		{"broken", `{"id": "broken", "type": `, "bad_request"},
 		{"", `{"type":"accept_policy","payload":{"version":"1"}}`, ""},
 		{"no-type", `{"id":"no-type","payload":{}}`, "bad_request"},
 		{"unknown", `{"id":"unknown","type":"feed_the_dog","payload":{}}`, "unknown_type"},
@@ -503,14 +504,14 @@ func TestP16_SignedModeRefusesForgeriesAndReplays(t *testing.T) {
 	a := newApp(t, b, r.deviceID)
 	r.start()
 	signed := func(id, typ string, payload any) []byte {
-		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
+		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
 		return command.Sign("k1", priv, body)
 	}
 	if res := a.send("plain-1", "accept_policy", map[string]any{"version": "v1"}); res.OK || res.Error.Code != "unsigned" {
 		t.Fatalf("unsigned command in signed mode: %+v", res)
 	}
 	_, stranger, _ := ed25519.GenerateKey(crand.Reader)
-	body, _ := json.Marshal(map[string]any{"id": "forged-1", "type": "accept_policy", "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": map[string]any{"version": "v1"}})
+	body, _ := json.Marshal(map[string]any{"id": "forged-1", "type": "accept_policy", "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": map[string]any{"version": "v1"}})
 	if res := a.sendRaw("forged-1", command.Sign("k1", stranger, body)); res.OK || res.Error.Code != "bad_signature" {
 		t.Fatalf("forged command: %+v", res)
 	}

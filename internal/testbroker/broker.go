@@ -27,6 +27,10 @@ const (
 	stopTimeout  = 5 * time.Second
 )
 
+// MaxPacketSize is the max_packet_size of every broker this package
+// starts, the same as configs/mosquitto-dev.conf.
+const MaxPacketSize = 1<<20 + 1<<10
+
 // Broker is a running (or stopped) Mosquitto instance.
 type Broker struct {
 	// URL is tcp://127.0.0.1:PORT, or ssl://127.0.0.1:PORT for StartTLS.
@@ -122,6 +126,9 @@ func (b *Broker) writeConf(t testing.TB, listenerExtra string) {
 	sb.WriteString("allow_anonymous true\n")
 	// Like a cloud broker tuned for small QoS 1 messages: no Nagle delay.
 	sb.WriteString("set_tcp_nodelay true\n")
+	// As configs/mosquitto-dev.conf: no packet over 1 MiB + 1 KiB reaches
+	// the daemon (paho allocates what a packet announces).
+	fmt.Fprintf(&sb, "max_packet_size %d\n", MaxPacketSize)
 	fmt.Fprintf(&sb, "listener %d 127.0.0.1\n", b.Port)
 	sb.WriteString(listenerExtra)
 	if err := os.WriteFile(b.conf, []byte(sb.String()), 0o600); err != nil {

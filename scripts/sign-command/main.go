@@ -1,16 +1,22 @@
 // Command sign-command makes an ed25519 key pair for security.command_keys
 // and signs commands with it, for trying signed mode by hand:
 //
-//	go run ./scripts/sign-command -genkey -out owner.key     # prints the public key for the config
-//	go run ./scripts/sign-command -key owner.key -kid k1 \
+//	go run ./scripts/sign-command -genkey -key owner.key     # prints the public key for the config
+//	go run ./scripts/sign-command -key owner.key -kid k1 -config configs/dev.yaml \
 //	    '{"id":"c1","type":"accept_policy","payload":{"version":"2026-11"}}' |
 //	  mosquitto_pub -p 18830 -t aibo/aibo-dev/cmd -s
 //
-// issued_at is set to now when the command lacks one. Test keys only: a
-// production signing key never sits in a file on a laptop.
+// -genkey -key FILE is the same as scripts/sign-firmware's (-out FILE is
+// still accepted), and never overwrites a key. A signed body must name the
+// device it is for (contract section 5, v2): device_id comes from -device,
+// or from the daemon's -config, and is added to the command unless it
+// already names the same device. issued_at is set to now when the command
+// lacks one. Test keys only: a production signing key never sits in a file
+// on a laptop.
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,56 +24,133 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:], os.Stdout, time.Now); err != nil {
 		fmt.Fprintln(os.Stderr, "sign-command:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	genkey := flag.Bool("genkey", false, "make a key pair")
-	out := flag.String("out", "command.key", "with -genkey: where to write the private key (base64, mode 0600)")
-	keyFile := flag.String("key", "", "private key file made by -genkey")
-	kid := flag.String("kid", "k1", "key id as named in security.command_keys")
-	flag.Parse()
+const usage = "usage: sign-command -key FILE [-kid K] (-device ID | -config PATH) 'COMMAND JSON'  |  sign-command -genkey -key FILE [-kid K]"
+
+func run(args []string, stdout io.Writer, now func() time.Time) error {
+	fs := flag.NewFlagSet("sign-command", flag.ContinueOnError)
+	genkey := fs.Bool("genkey", false, "make a key pair: private key to -key, public key printed for security.command_keys")
+	keyFile := fs.String("key", "", "private key file (standard base64 of the ed25519 private key)")
+	out := fs.String("out", "", "with -genkey: the same as -key (older spelling)")
+	kid := fs.String("kid", "k1", "key id as named in security.command_keys")
+	device := fs.String("device", "", "device_id the command is for")
+	cfgPath := fs.String("config", "", "the daemon's config file, to read device_id from")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	if *genkey {
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return err
+		path := *keyFile
+		if path == "" {
+			path = *out
 		}
-		if err := os.WriteFile(*out, []byte(base64.StdEncoding.EncodeToString(priv)+"\n"), 0o600); err != nil {
-			return err
+		if path == "" {
+			return errors.New("-genkey needs -key FILE")
 		}
-		fmt.Printf("security:\n  command_keys:\n    %s: %s\n", *kid, base64.StdEncoding.EncodeToString(pub))
-		return nil
+		return genKey(path, *kid, stdout)
 	}
-	if *keyFile == "" || flag.NArg() != 1 {
-		return errors.New("usage: sign-command -key FILE [-kid K] 'COMMAND JSON'  |  sign-command -genkey [-out FILE]")
+	if *keyFile == "" || fs.NArg() != 1 {
+		return errors.New(usage)
 	}
-	raw, err := os.ReadFile(*keyFile)
+	deviceID, err := deviceFor(*device, *cfgPath)
 	if err != nil {
 		return err
 	}
+	priv, err := readKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	body, err := prepare([]byte(fs.Arg(0)), deviceID, now())
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, string(command.Sign(*kid, priv, body)))
+	return err
+}
+
+func deviceFor(device, cfgPath string) (string, error) {
+	switch {
+	case device != "" && cfgPath != "":
+		return "", errors.New("give -device or -config, not both")
+	case device != "":
+		return device, nil
+	case cfgPath != "":
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		return c.DeviceID, nil
+	}
+	return "", errors.New("a signed command must name its device: give -device ID or -config PATH")
+}
+
+// prepare adds device_id and issued_at to the command JSON. The command
+// must be one JSON object with no member given twice (the daemon refuses
+// those), and any device_id it has must be deviceID.
+func prepare(raw []byte, deviceID string, now time.Time) ([]byte, error) {
+	var strict map[string]json.RawMessage
+	if err := strictjson.Unmarshal(raw, &strict); err != nil || strict == nil {
+		return nil, fmt.Errorf("command is not one JSON object the daemon would read: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // numbers go out as they came in
+	var cmd map[string]any
+	if err := dec.Decode(&cmd); err != nil {
+		return nil, err
+	}
+	if d, ok := cmd["device_id"]; ok && d != deviceID {
+		return nil, fmt.Errorf("command names device_id %v, signing for %s", d, deviceID)
+	}
+	cmd["device_id"] = deviceID
+	if _, ok := cmd["issued_at"]; !ok {
+		cmd["issued_at"] = now.UTC().Format(time.RFC3339)
+	}
+	return json.Marshal(cmd)
+}
+
+func genKey(path, kid string, stdout io.Writer) error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("private key: %w (it is never overwritten)", err)
+	}
+	if _, err := fmt.Fprintln(f, base64.StdEncoding.EncodeToString(priv)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "security:\n  command_keys:\n    %s: %s\n", kid, base64.StdEncoding.EncodeToString(pub))
+	return err
+}
+
+func readKey(path string) (ed25519.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	priv, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
 	if err != nil || len(priv) != ed25519.PrivateKeySize {
-		return errors.New("key file does not hold a base64 ed25519 private key")
+		return nil, errors.New("key file does not hold a base64 ed25519 private key")
 	}
-	var cmd map[string]any
-	if err := json.Unmarshal([]byte(flag.Arg(0)), &cmd); err != nil {
-		return fmt.Errorf("command is not a JSON object: %w", err)
-	}
-	if _, ok := cmd["issued_at"]; !ok {
-		cmd["issued_at"] = time.Now().UTC().Format(time.RFC3339)
-	}
-	body, _ := json.Marshal(cmd)
-	fmt.Println(string(command.Sign(*kid, ed25519.PrivateKey(priv), body)))
-	return nil
+	return ed25519.PrivateKey(priv), nil
 }

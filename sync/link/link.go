@@ -8,6 +8,16 @@
 // decides (and re-checks consent for) everything it publishes. Nothing is
 // queued while offline; the caller owns durability and retries.
 //
+// The session is persistent (a fixed client id, clean session off), so the
+// broker keeps the subscriptions and queues QoS 1 messages (commands,
+// firmware chunks, acks) while the daemon is down, and delivers them right
+// after the next CONNACK. Every inbound message is acknowledged (PUBACK)
+// only after its handler returned, that is after a command's effect
+// committed: a crash or a lost connection before that leaves the message
+// unacknowledged, and the broker delivers it again on the next connection.
+// Handlers therefore see a message at least once; commands are made
+// exactly-once by their id.
+//
 // Payloads are never logged (commands may carry personal data): only
 // topics, sizes and errors.
 package link
@@ -45,6 +55,23 @@ const (
 	cmdQueueSize = 64  // commands waiting for the handler
 	msgQueueSize = 256 // messages waiting for Subscribe handlers
 
+	// Bytes that may wait in each queue. A message over the budget is
+	// left unacknowledged: the broker delivers it again on the next
+	// connection. (A broker bounds what is in flight per client anyway:
+	// Mosquitto's max_inflight_messages is 20.)
+	cmdQueueBytes = 8 << 20
+	msgQueueBytes = 8 << 20
+
+	// DefaultMaxCommandBytes is the largest command queued for the
+	// handler: the max_packet_size of the shipped broker configurations.
+	DefaultMaxCommandBytes = 1 << 20
+	// DefaultMaxMessageBytes is the largest message queued for a Subscribe
+	// handler (firmware chunks are at most 128 KiB, acks a few bytes).
+	DefaultMaxMessageBytes = 256 << 10
+	// oversizedPrefix is how much of an oversized command is kept for
+	// Config.Oversized to find its id in.
+	oversizedPrefix = 64 << 10
+
 	connectTimeout = 10 * time.Second // TCP + TLS + CONNACK
 	keepAlive      = 30 * time.Second
 	pingTimeout    = 10 * time.Second
@@ -74,10 +101,24 @@ type Config struct {
 	DeviceID string    // topics live under aibo/{DeviceID}/
 	Broker   string    // tcp://host:port or ssl://host:port
 	TLS      TLSConfig // used for ssl:// (CA required; cert+key optional as a pair)
-	ClientID string    // default "aibo-privacyd-" + DeviceID
+	// ClientID names the persistent session; default "aibo-privacyd-" +
+	// DeviceID. It must stay the same across restarts: the broker queues
+	// what arrives while the daemon is down under this id.
+	ClientID string
 	Logger   *slog.Logger
 	// Backoff bounds for reconnects; defaults 500ms .. 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// MaxCommandBytes bounds a command queued for the handler (default
+	// DefaultMaxCommandBytes); MaxMessageBytes a message queued for a
+	// Subscribe handler (default DefaultMaxMessageBytes). Both are checked
+	// in paho's callback, before anything is queued; a larger message is
+	// acknowledged and dropped with a log line (it would come back
+	// otherwise), a larger command after Oversized answered it.
+	MaxCommandBytes, MaxMessageBytes int
+	// Oversized, when set, answers a command over MaxCommandBytes from its
+	// first 64 KiB and its size (the id is read from the prefix); its
+	// result is published like any command result.
+	Oversized func(ctx context.Context, prefix []byte, size int) []byte
 }
 
 // CommandHandler gets each payload received on aibo/{id}/cmd, in arrival
@@ -99,10 +140,15 @@ type Link struct {
 	// openConn, when set, replaces paho's dialer (tests use it to cut the
 	// network under the link).
 	openConn mqtt.OpenConnectionFunc
+	// beforeSubscribe, when set, runs between CONNACK and the per-connect
+	// subscriptions (tests widen that gap with it).
+	beforeSubscribe func()
 
 	running    atomic.Bool
-	cmds       chan []byte
+	cmds       chan inbound
 	msgs       chan inbound
+	cmdBytes   atomic.Int64  // payload bytes waiting in cmds
+	msgBytes   atomic.Int64  // payload bytes waiting in msgs
 	stateDirty chan struct{} // capacity 1: "publish the latest state"
 
 	mu       sync.Mutex
@@ -118,9 +164,11 @@ type subscription struct {
 }
 
 type inbound struct {
-	h       func(topic string, payload []byte)
-	topic   string
-	payload []byte
+	h         func(topic string, payload []byte)
+	topic     string
+	payload   []byte
+	oversized int    // for a command over MaxCommandBytes: its size (payload holds a prefix)
+	ack       func() // PUBACK, sent once the handler has returned
 }
 
 // session is one paho client and one network connection. paho clients are
@@ -191,6 +239,12 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = cfg.MinBackoff
 	}
+	if cfg.MaxCommandBytes <= 0 {
+		cfg.MaxCommandBytes = DefaultMaxCommandBytes
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -201,7 +255,7 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 		log:        log,
 		tls:        tlsConf,
 		prefix:     "aibo/" + cfg.DeviceID + "/",
-		cmds:       make(chan []byte, cmdQueueSize),
+		cmds:       make(chan inbound, cmdQueueSize),
 		msgs:       make(chan inbound, msgQueueSize),
 		stateDirty: make(chan struct{}, 1),
 	}, nil
@@ -255,9 +309,16 @@ func (l *Link) topic(suffix string) string { return l.prefix + suffix }
 // ConnectRetry: paho's retry uses a fixed interval (ConnectRetry) or a
 // jitter-less backoff starting at 1 s (AutoReconnect), and while it is
 // "reconnecting" it buffers QoS 1 publishes in its store instead of failing
-// them. A fresh clean-session client per connection gives fail-fast
-// publishes, our own backoff, and one obvious place for the per-connect
-// work, with no paho client reused after a disconnect.
+// them. A fresh client per connection (same client id, same broker-side
+// session) gives fail-fast publishes, our own backoff, and one obvious
+// place for the per-connect work, with no paho client reused after a
+// disconnect.
+//
+// paho's store is in memory and new for every connection, and that is
+// enough: nothing outbound relies on it (the outbox and the event queue
+// keep what must survive, in bbolt, and resend it), and what is inbound
+// and not yet handled is the broker's to keep, since it is acknowledged
+// only after handling. A restart loses nothing but paho's message ids.
 func (l *Link) Run(ctx context.Context) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return errors.New("mqtt: Run called more than once")
@@ -320,7 +381,8 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(l.cfg.Broker).
 		SetClientID(l.cfg.ClientID).
-		SetCleanSession(true).
+		SetCleanSession(false).   // the broker queues QoS 1 messages while we are away
+		SetAutoAckDisabled(true). // PUBACK after the handler, not on receipt
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetConnectTimeout(connectTimeout).
@@ -331,7 +393,14 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		SetOrderMatters(true). // callbacks only enqueue, so in-order delivery cannot block paho
 		SetStore(mqtt.NewMemoryStore()).
 		SetBinaryWill(l.topic("status"), []byte(statusOffline), 1, true).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) { sess.end(err) })
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { sess.end(err) }).
+		// A message on a topic nothing handles (a subscription an older
+		// version left in the persistent session) is acknowledged and
+		// dropped, or the broker would deliver it again forever.
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+			l.log.Warn("mqtt message on an unhandled topic dropped", "topic", m.Topic(), "size", len(m.Payload()))
+			m.Ack()
+		})
 	if l.tls != nil {
 		opts.SetTLSConfig(l.tls.Clone())
 	}
@@ -340,6 +409,15 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 	}
 	c := mqtt.NewClient(opts)
 	sess.client = c
+	// Routes exist before CONNACK: the broker delivers what it queued for
+	// the session right after it, before this connection has subscribed
+	// again, and paho drops a message no route (or default handler) takes.
+	c.AddRoute(l.topic("cmd"), l.onCommand)
+	l.mu.Lock()
+	for _, s := range l.subs {
+		c.AddRoute(l.topic(s.suffix), l.onMessage(s))
+	}
+	l.mu.Unlock()
 	tok := c.Connect()
 	select {
 	case <-tok.Done():
@@ -357,6 +435,9 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 
 // afterConnect does the per-connection work: status, subscriptions, state.
 func (l *Link) afterConnect(ctx context.Context, sess *session) {
+	if l.beforeSubscribe != nil {
+		l.beforeSubscribe()
+	}
 	statusTok := sess.client.Publish(l.topic("status"), 1, true, []byte(statusOnline))
 
 	l.mu.Lock()
@@ -393,42 +474,86 @@ func (l *Link) afterConnect(ctx context.Context, sess *session) {
 }
 
 func (l *Link) subscribeOn(sess *session, s subscription) mqtt.Token {
-	return sess.client.Subscribe(l.topic(s.suffix), 1, func(_ mqtt.Client, m mqtt.Message) {
-		select {
-		case l.msgs <- inbound{h: s.h, topic: m.Topic(), payload: m.Payload()}:
-		default:
-			l.log.Warn("mqtt message queue full, dropping message", "topic", m.Topic(), "size", len(m.Payload()))
-		}
-	})
+	return sess.client.Subscribe(l.topic(s.suffix), 1, l.onMessage(s))
 }
 
-// onCommand runs on paho's delivery goroutine and must never block.
+// onMessage is the paho callback of one subscription. Like onCommand it
+// runs on paho's delivery goroutine and must never block.
+func (l *Link) onMessage(s subscription) mqtt.MessageHandler {
+	return func(_ mqtt.Client, m mqtt.Message) {
+		size := len(m.Payload())
+		if size > l.cfg.MaxMessageBytes {
+			l.log.Warn("mqtt message over the size limit dropped", "topic", m.Topic(), "size", size, "limit", l.cfg.MaxMessageBytes)
+			m.Ack()
+			return
+		}
+		if !l.enqueue(l.msgs, &l.msgBytes, msgQueueBytes, inbound{h: s.h, topic: m.Topic(), payload: m.Payload(), ack: m.Ack}) {
+			l.log.Warn("mqtt message queue full: left unacknowledged for redelivery on the next connection", "topic", m.Topic(), "size", size)
+		}
+	}
+}
+
+// onCommand runs on paho's delivery goroutine and must never block. paho
+// has already read the whole packet (the broker's max_packet_size is what
+// bounds that); this check keeps an oversized one from being queued.
 func (l *Link) onCommand(_ mqtt.Client, m mqtt.Message) {
+	p := m.Payload()
+	in := inbound{topic: m.Topic(), payload: p, ack: m.Ack}
+	if len(p) > l.cfg.MaxCommandBytes {
+		l.log.Warn("mqtt command over the size limit", "topic", m.Topic(), "size", len(p), "limit", l.cfg.MaxCommandBytes)
+		in.payload = append([]byte(nil), p[:min(len(p), oversizedPrefix)]...)
+		in.oversized = len(p)
+	}
+	if l.enqueue(l.cmds, &l.cmdBytes, cmdQueueBytes, in) {
+		l.log.Debug("mqtt command received", "topic", m.Topic(), "size", len(p))
+	} else {
+		l.log.Warn("mqtt command queue full: left unacknowledged for redelivery on the next connection", "topic", m.Topic(), "size", len(p))
+	}
+}
+
+// enqueue queues in unless the queue or its byte budget is full.
+func (l *Link) enqueue(q chan inbound, queued *atomic.Int64, budget int64, in inbound) bool {
+	n := int64(len(in.payload))
+	if after := queued.Add(n); after > budget && after != n { // one message always fits an empty queue
+		queued.Add(-n)
+		return false
+	}
 	select {
-	case l.cmds <- m.Payload():
-		l.log.Debug("mqtt command received", "topic", m.Topic(), "size", len(m.Payload()))
+	case q <- in:
+		return true
 	default:
-		l.log.Warn("mqtt command queue full, dropping command", "topic", m.Topic(), "size", len(m.Payload()))
+		queued.Add(-n)
+		return false
 	}
 }
 
 func (l *Link) commandLoop(ctx context.Context) {
 	resultTopic := "cmd/result"
 	for {
+		var in inbound
 		select {
 		case <-ctx.Done():
 			return
-		case p := <-l.cmds:
-			res := l.handle(ctx, p)
-			if res == nil {
-				continue
-			}
-			pctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err := l.Publish(pctx, resultTopic, res, false)
-			cancel()
-			if err != nil {
-				l.log.Warn("mqtt command result not published", "topic", l.topic(resultTopic), "size", len(res), "err", err)
-			}
+		case in = <-l.cmds:
+		}
+		l.cmdBytes.Add(-int64(len(in.payload)))
+		var res []byte
+		switch {
+		case in.oversized == 0:
+			res = l.handle(ctx, in.payload)
+		case l.cfg.Oversized != nil:
+			res = l.cfg.Oversized(ctx, in.payload, in.oversized)
+		}
+		// The effect is committed (or refused): the broker may forget it.
+		in.ack()
+		if res == nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := l.Publish(pctx, resultTopic, res, false)
+		cancel()
+		if err != nil {
+			l.log.Warn("mqtt command result not published", "topic", l.topic(resultTopic), "size", len(res), "err", err)
 		}
 	}
 }
@@ -439,7 +564,9 @@ func (l *Link) messageLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-l.msgs:
+			l.msgBytes.Add(-int64(len(m.payload)))
 			m.h(m.topic, m.payload)
+			m.ack()
 		}
 	}
 }
@@ -581,8 +708,10 @@ func waitToken(ctx context.Context, sess *session, tok mqtt.Token) error {
 // Subscribe registers h for messages on aibo/{id}/{topicSuffix} (MQTT
 // wildcards allowed, e.g. "artifacts/+/ack"). The topic is subscribed at
 // QoS 1 on every connect, and right away if connected. h runs on one
-// goroutine shared by all Subscribe handlers, in arrival order; it should
-// return quickly (a full queue drops messages rather than block MQTT).
+// goroutine shared by all Subscribe handlers, in arrival order, and the
+// message is acknowledged once h returns; h should return quickly (a full
+// queue leaves messages unacknowledged, for the broker to deliver again on
+// the next connection, rather than block MQTT).
 // Registering the same suffix twice: the later handler wins.
 func (l *Link) Subscribe(topicSuffix string, h func(topic string, payload []byte)) {
 	if topicSuffix == "" || h == nil {

@@ -15,6 +15,8 @@ func FuzzAck(f *testing.F) {
 	f.Add("aibo/dev-1/artifacts//ack", []byte(`{"ok":1}`))
 	f.Add("artifacts/x/ack", []byte(`null`))
 	f.Add("aibo/dev-1/artifacts/ID/ack/ack", []byte(`{"ok":"true"}`))
+	f.Add("aibo/dev-1/artifacts/ID/ack", []byte(`{"OK":true}`))
+	f.Add("aibo/dev-1/artifacts/ID/ack", []byte(`{"ok":false,"ok":true}`))
 	e := newEnv(f)
 	o := e.open(nil)
 	m, err := o.Enqueue(context.Background(), Artifact{Kind: policy.KindInventory, Content: []byte("{}")})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
+	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 )
 
@@ -98,7 +99,7 @@ func (o *Outbox) onAck(topic string, payload []byte) {
 		return
 	}
 	var w wireAck
-	if err := json.Unmarshal(payload, &w); err != nil || w.OK == nil {
+	if err := strictjson.Unmarshal(payload, &w); err != nil || w.OK == nil {
 		o.log.Warn("outbox: malformed ack ignored", "artifact_id", id, "size", len(payload))
 		return
 	}
