@@ -196,7 +196,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
-		Observe:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+		OnAnswered:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
 	})
 	d.registerCommands()
 

@@ -56,9 +56,9 @@ type Options struct {
 	Authenticate func(raw []byte, now time.Time) (Verified, string, *Error)
 	// DeviceID is this device's id, which a signed body must carry.
 	DeviceID string
-	// Observe, when set, is told the type and outcome code ("ok") of every
+	// OnAnswered, when set, is told (after the answer is recorded) the type and outcome code ("ok") of every
 	// answered command, for metrics.
-	Observe func(typ, code string)
+	OnAnswered func(typ, code string)
 }
 
 // Dispatcher runs commands one at a time.
@@ -217,13 +217,13 @@ func (d *Dispatcher) refuse(id, typ string, e *Error) []byte {
 }
 
 func (d *Dispatcher) observe(typ, code string) {
-	if d.opt.Observe == nil {
+	if d.opt.OnAnswered == nil {
 		return
 	}
 	if _, ok := d.handlers[typ]; !ok {
 		typ = "other"
 	}
-	d.opt.Observe(typ, code)
+	d.opt.OnAnswered(typ, code)
 }
 
 func (d *Dispatcher) lookup(id string) ([]byte, bool) {
