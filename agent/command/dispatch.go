@@ -56,8 +56,8 @@ type Options struct {
 	Authenticate func(raw []byte, now time.Time) (Verified, string, *Error)
 	// DeviceID is this device's id, which a signed body must carry.
 	DeviceID string
-	// OnAnswered, when set, is told (after the answer is recorded) the type and outcome code ("ok") of every
-	// answered command, for metrics.
+	// OnAnswered, when set, is told the type and outcome code ("ok") of
+	// every answered command once its answer is recorded, for metrics.
 	OnAnswered func(typ, code string)
 }
 
