@@ -75,7 +75,8 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 	slot, key, kerr := d.pol.FaceKey(tx, subject)
 	clear(key)
 	hasKey := kerr == nil
-	if kerr != nil && !errors.Is(kerr, policy.ErrNoFaceKey) && !errors.Is(kerr, policy.ErrNotFound) {
+	orphan := errors.Is(kerr, policy.ErrNotFound) // no record names their key any more
+	if kerr != nil && !errors.Is(kerr, policy.ErrNoFaceKey) && !orphan {
 		return out, kerr
 	}
 	f, remains, err := d.faces.EraseTx(tx, subject, e.what)
@@ -92,10 +93,10 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 		}
 		tx.OnCommit(after)
 		out.Queued = len(dropped)
-	default:
+	case orphan:
 		// Nobody's record names this person's face key any more (an
 		// orphan an older version left): find their artifacts by opening
-		// the store's records.
+		// the store's records. (A person without a face key has none.)
 		n := 0
 		after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool {
 			hit := m.SubjectID == subject && slices.Contains(e.drop, m.Kind)
