@@ -1,0 +1,67 @@
+package facenet
+
+import (
+	"fmt"
+	"image"
+	"math"
+
+	"gocv.io/x/gocv"
+)
+
+// DescriptorLen is the length of a face descriptor.
+const DescriptorLen = 128
+
+// Face is what the pipeline learns about one detected face.
+type Face struct {
+	Detection
+	Landmarks Landmarks
+}
+
+// Describe aligns the face in box of a BGR frame by its landmarks and
+// returns its 128-D descriptor and the landmarks. The chip exists only
+// inside this call.
+func (n *Nets) Describe(img gocv.Mat, box image.Rectangle) ([]float32, Landmarks, error) {
+	lm, err := n.Landmarks(img, box)
+	if err != nil {
+		return nil, lm, err
+	}
+	chip, err := Chip(img, &lm)
+	if err != nil {
+		return nil, lm, err
+	}
+	defer chip.Close()
+	d, err := n.RawDescriptor(chip)
+	if err != nil {
+		return nil, lm, err
+	}
+	if len(d) != DescriptorLen {
+		return nil, lm, fmt.Errorf("facenet: descriptor of %d values", len(d))
+	}
+	for _, v := range d {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, lm, fmt.Errorf("facenet: descriptor is not finite")
+		}
+	}
+	return d, lm, nil
+}
+
+// Expression labels, in the order of the expression net's output.
+var Expressions = [7]string{"neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"}
+
+// Expressions runs the expression net on the square around the face's
+// landmarks (as the landmark net's second pass sees it).
+func (n *Nets) Expressions(img gocv.Mat, lm *Landmarks) ([7]float32, error) {
+	var out [7]float32
+	minX, minY, maxX, maxY := lm.Bounds()
+	face, _, _, _, err := squareCrop(img, (minX+maxX)/2, (minY+maxY)/2, math.Max(maxX-minX, maxY-minY), FaceSide)
+	if err != nil {
+		return out, err
+	}
+	defer face.Close()
+	p, err := n.RawExpressions(face)
+	if err != nil {
+		return out, err
+	}
+	copy(out[:], p)
+	return out, nil
+}
