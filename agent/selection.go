@@ -148,7 +148,7 @@ func (d *Daemon) selectDay(ctx context.Context, day string, photos []capture.Pho
 		}
 		var hide []image.Rectangle
 		if blur {
-			faces, err := d.analyzer().Faces(ctx, img)
+			faces, err := d.photoFaces().Faces(ctx, img)
 			if err != nil {
 				// Strangers cannot be found, so the photo cannot go out.
 				d.log.Warn("faces not found for blurring; photo not kept", "photo_id", id, "err", err)

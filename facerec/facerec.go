@@ -31,11 +31,14 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
 )
 
-// Face is one face the vision worker found in a frame: a template made from
-// the aligned crop. The crop never leaves the worker.
+// Face is one face the vision worker found in a frame: a template (the
+// descriptor of its aligned chip, made by Model) and where it is. The chip
+// never leaves the worker. Template is nil for a face the worker found but
+// could not describe: it matches nobody.
 type Face struct {
 	Template []byte
 	Box      image.Rectangle // where the face is, in the image's pixels
+	Model    string          // what made Template (see Recognizer.Model)
 }
 
 // Analyzer finds faces in an image (the vision worker).
@@ -46,6 +49,9 @@ type Analyzer interface {
 // Recognizer builds a matcher over the enrolled people's samples.
 type Recognizer interface {
 	Build(gallery map[string][][]byte) (Matcher, error)
+	// Model names the template model the recognizer decides on; samples
+	// and probes of another model cannot be compared with it.
+	Model() string
 }
 
 // Matcher identifies a probe template among the people it was built on.
@@ -426,16 +432,6 @@ func tplKey(subject string) []byte { return []byte("tpl/" + subject) }
 func sightPrefix(subject string) []byte { return []byte("sight/" + subject + "/") }
 
 func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) error {
-	if c, ok := s.rec.(interface{ Compact([]byte) ([]byte, error) }); ok {
-		compact := make([][]byte, len(samples))
-		for i, smp := range samples {
-			var err error
-			if compact[i], err = c.Compact(smp); err != nil {
-				return err
-			}
-		}
-		samples = compact
-	}
 	key, err := s.pol.SubjectKey(tx, subject)
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ type firstByte struct{}
 
 func (firstByte) Build(g map[string][][]byte) (Matcher, error) { return firstByteMatcher(g), nil }
 
+func (firstByte) Model() string { return "first-byte" }
+
 type firstByteMatcher map[string][][]byte
 
 func (g firstByteMatcher) Identify(probe []byte) (string, float64, bool) {

@@ -12,7 +12,11 @@
 // It never opens a network connection, the store or the keys, and takes no
 // configuration but its flags:
 //
-//	aibo-vision [-models /usr/share/opencv4] [-threads 1] [-max-pixels 40000000]
+//	aibo-vision [-models /usr/share/opencv4] [-face-models DIR] [-threads 1] [-max-pixels 40000000]
+//
+// -face-models is the folder of the converted face nets (tools/onnxgen;
+// make setup writes them to build/models). The worker refuses to start
+// when they are missing or do not match their checksums.
 package main
 
 import (
@@ -28,8 +32,11 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
-	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
+
+// DefaultFaceModels is where the packaged face nets are installed.
+const DefaultFaceModels = "/usr/share/aibo-privacyd/models"
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -40,6 +47,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/ and lbpcascades/")
+	faceModels := fs.String("face-models", DefaultFaceModels, "folder holding the converted face nets (tools/onnxgen)")
 	threads := fs.Int("threads", 1, "OpenCV threads per call")
 	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
 	if err := fs.Parse(args); err != nil {
@@ -59,17 +67,21 @@ func run(args []string) int {
 		log.Error("models", "err", err)
 		return 1
 	}
+	if err := facenet.Check(*faceModels); err != nil {
+		log.Error("face models", "err", err)
+		return 1
+	}
 	start := time.Now()
 	score.SetThreads(*threads)
 	var s *score.Scorer
-	var al *align.Aligner
+	ff := &faceFinder{side: patrolSide, thoroughSide: thoroughSide}
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
 		var err error
 		s, err = score.New(score.Options{ModelDir: *models, MaxPixels: *maxPixels})
 		if err == nil {
-			al, err = align.New(*models)
+			ff.nets, err = facenet.Load(*faceModels)
 		}
 		if err != nil {
 			log.Error("load models", "err", err)
@@ -80,7 +92,7 @@ func run(args []string) int {
 	defer func() {
 		<-loaded
 		s.Close()
-		al.Close()
+		ff.nets.Close()
 	}()
 
 	// SIGTERM and SIGINT keep their default action: the worker holds no
@@ -99,12 +111,12 @@ func run(args []string) int {
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()
-		r, err := faces(s, al, req.Image, *maxPixels)
+		r, err := ff.faces(req.Image, *maxPixels, req.Thorough)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
 			return vision.FacesResult{}, err
 		}
-		// Never the templates: only how many and how long.
+		// Never the descriptors: only how many and how long.
 		log.Debug("faces", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
 		return r, nil
 	}}

@@ -7,10 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // The test binary doubles as the worker: with workerEnv set it runs main's
@@ -24,11 +27,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// client runs the worker with the face nets of make setup; args come after
+// (a later flag wins).
 func client(t *testing.T, args ...string) *vision.Client {
 	t.Helper()
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := facenet.Check(abs); err != nil {
+		t.Fatalf("%v\nrun make setup: it fetches face-api and converts its nets into build/models", err)
+	}
 	c := vision.NewClient(vision.Config{
 		Path:           os.Args[0],
-		Args:           args,
+		Args:           append([]string{"-face-models", abs}, args...),
 		Env:            append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"),
 		RequestTimeout: 60 * time.Second, // -race makes OpenCV slow
 		StartTimeout:   60 * time.Second,
@@ -101,6 +113,55 @@ func TestWorkerBadModelDir(t *testing.T) {
 	_, err := c.Ping(context.Background())
 	if !errors.Is(err, vision.ErrStart) {
 		t.Fatalf("err = %v, want ErrStart", err)
+	}
+}
+
+// TestWorkerRefusesBrokenFaceModels: a truncated model (a power cut during
+// an update) or a missing checksum list stops the worker with a clear
+// error before OpenCV, which aborts on a malformed model, parses it.
+func TestWorkerRefusesBrokenFaceModels(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(dir string) error
+	}{
+		{"truncated", func(dir string) error {
+			p := filepath.Join(dir, facenet.DescriptorFile)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(p, b[:len(b)/2], 0o644)
+		}},
+		{"no checksums", func(dir string) error { return os.Remove(filepath.Join(dir, facenet.SumsFile)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range []string{facenet.DetectorFile, facenet.LandmarksFile, facenet.ExpressionsFile, facenet.DescriptorFile, facenet.SumsFile} {
+				b, err := os.ReadFile(filepath.Join(faceModels, f))
+				if err != nil {
+					t.Fatalf("%v\nrun make setup", err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tc.spoil(dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := facenet.Load(dir); !errors.Is(err, facenet.ErrModels) {
+				t.Fatalf("Load: %v, want ErrModels", err)
+			}
+			var log testlog.Buffer
+			c := vision.NewClient(vision.Config{Path: os.Args[0], Args: []string{"-face-models", dir},
+				Env: append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"), StartTimeout: time.Minute, IdleTimeout: -1, Stderr: &log})
+			defer c.Close()
+			if _, err := c.Ping(context.Background()); !errors.Is(err, vision.ErrStart) {
+				t.Fatalf("err = %v, want ErrStart", err)
+			}
+			if !strings.Contains(log.String(), "face models") {
+				t.Errorf("the worker's log does not say why:\n%s", log.String())
+			}
+		})
 	}
 }
 
