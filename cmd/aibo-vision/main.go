@@ -35,8 +35,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
-// DefaultFaceModels is where the packaged face nets are installed.
-const DefaultFaceModels = "/usr/share/aibo-privacyd/models"
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -46,8 +44,8 @@ func run(args []string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("proc", "aibo-vision", "pid", os.Getpid())
 	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/ and lbpcascades/")
-	faceModels := fs.String("face-models", DefaultFaceModels, "folder holding the converted face nets (tools/onnxgen)")
+	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/")
+	faceModels := fs.String("face-models", facenet.DefaultDir, "folder holding the converted face nets (tools/onnxgen)")
 	threads := fs.Int("threads", 1, "OpenCV threads per call")
 	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
 	if err := fs.Parse(args); err != nil {
@@ -79,9 +77,10 @@ func run(args []string) int {
 	go func() {
 		defer close(loaded)
 		var err error
-		s, err = score.New(score.Options{ModelDir: *models, MaxPixels: *maxPixels})
+		ff.nets, err = facenet.Load(*faceModels)
 		if err == nil {
-			ff.nets, err = facenet.Load(*faceModels)
+			// One set of nets serves scoring and the face pipeline.
+			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
 		}
 		if err != nil {
 			log.Error("load models", "err", err)

@@ -42,9 +42,14 @@ func BenchmarkRawNets(b *testing.B) {
 			nets.RawLandmarks(face)
 		}
 	})
+	expr, err := LoadExpressions(modelsDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer expr.Close()
 	b.Run("expressions", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			nets.RawExpressions(face)
+			expr.RawExpressions(face)
 		}
 	})
 }

@@ -48,17 +48,23 @@ func (n *Nets) Describe(img gocv.Mat, box image.Rectangle) ([]float32, Landmarks
 // Expression labels, in the order of the expression net's output.
 var Expressions = [7]string{"neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"}
 
-// Expressions runs the expression net on the square around the face's
-// landmarks (as the landmark net's second pass sees it).
-func (n *Nets) Expressions(img gocv.Mat, lm *Landmarks) ([7]float32, error) {
+// Expressions runs the expression net on a BGR face crop of any size,
+// resampled to 112x112 as face-api does.
+func (e *ExpressionNet) Expressions(face gocv.Mat) ([7]float32, error) {
 	var out [7]float32
-	minX, minY, maxX, maxY := lm.Bounds()
-	face, _, _, _, err := squareCrop(img, (minX+maxX)/2, (minY+maxY)/2, math.Max(maxX-minX, maxY-minY), FaceSide)
+	bgr, err := asBGR(face)
 	if err != nil {
 		return out, err
 	}
-	defer face.Close()
-	p, err := n.RawExpressions(face)
+	defer bgr.Close()
+	in := gocv.NewMat()
+	defer in.Close()
+	interp := gocv.InterpolationArea
+	if bgr.Cols() < FaceSide {
+		interp = gocv.InterpolationLinear
+	}
+	gocv.Resize(bgr, &in, image.Pt(FaceSide, FaceSide), 0, 0, interp)
+	p, err := e.RawExpressions(in)
 	if err != nil {
 		return out, err
 	}

@@ -133,6 +133,11 @@ func TestGoldenDescriptor(t *testing.T) {
 
 func TestGoldenLandmarksAndExpressions(t *testing.T) {
 	nets := loadNets(t)
+	exprNet, err := LoadExpressions(modelsDir)
+	if err != nil {
+		t.Fatalf("%v\nrun make setup", err)
+	}
+	defer exprNet.Close()
 	wl := loadWeights(t, "face_landmark_68_model")
 	we := loadWeights(t, "face_expression_model")
 	for _, f := range goldenFaces {
@@ -150,7 +155,7 @@ func TestGoldenLandmarksAndExpressions(t *testing.T) {
 		} else {
 			t.Logf("%s/%d landmarks: %.2e", f.p, f.n, d)
 		}
-		got, err = nets.RawExpressions(m)
+		got, err = exprNet.RawExpressions(m)
 		m.Close()
 		if err != nil {
 			t.Fatal(err)

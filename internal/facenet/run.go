@@ -56,10 +56,10 @@ func (n *Nets) RawLandmarks(face gocv.Mat) ([]float32, error) {
 // RawExpressions runs the expression net on a 112x112 BGR face: the
 // probabilities of neutral, happy, sad, angry, fearful, disgusted,
 // surprised.
-func (n *Nets) RawExpressions(face gocv.Mat) ([]float32, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return forward(&n.expr, face, FaceSide, FaceSide, meanFace)
+func (e *ExpressionNet) RawExpressions(face gocv.Mat) ([]float32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return forward(&e.net, face, FaceSide, FaceSide, meanFace)
 }
 
 // RawDetector runs the detector on a BGR input whose sides are multiples of
