@@ -1,6 +1,8 @@
 package main
 
 import (
+	"image"
+
 	"gocv.io/x/gocv"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
@@ -11,8 +13,8 @@ import (
 
 // faceFinder is the worker's face pipeline: detection (the tiny face
 // detector), 68 landmarks, the aligned chip and the 128-D descriptor. Only
-// descriptors and boxes leave it; chips and crops stay in this process and
-// are freed before the answer is written.
+// descriptors and head boxes leave it; chips and crops stay in this process
+// and are freed before the answer is written.
 type faceFinder struct {
 	nets *facenet.Nets
 	// side is the long side Patrol frames are scaled to for detection;
@@ -46,8 +48,11 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, e
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
-	if thorough {
-		more, err := f.nets.Detect(img, facenet.DetectOptions{Side: f.thoroughSide})
+	if long := max(img.Cols(), img.Rows()); thorough && long > f.side {
+		// Small faces need the frame near its own size; an image smaller
+		// than that gains nothing from growing.
+		more, err := f.nets.Detect(img, facenet.DetectOptions{Side: min(f.thoroughSide, long)})
+		f.nets.Shrink() // the large pass's buffers are not kept for the next frame
 		if err != nil {
 			return vision.FacesResult{}, err
 		}
@@ -55,7 +60,8 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, e
 	}
 	out := vision.FacesResult{Width: img.Cols(), Height: img.Rows(), Model: facenet.DescriptorModel}
 	for _, d := range dets {
-		face := vision.FaceTemplate{X: d.Box.Min.X, Y: d.Box.Min.Y, W: d.Box.Dx(), H: d.Box.Dy()}
+		head := headBox(d.Box, img.Cols(), img.Rows())
+		face := vision.FaceTemplate{X: head.Min.X, Y: head.Min.Y, W: head.Dx(), H: head.Dy()}
 		v, _, err := f.nets.Describe(img, d.Box)
 		if err == nil {
 			face.Template, err = descriptor.Encode(v)
@@ -68,4 +74,12 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, e
 		out.Faces = append(out.Faces, face)
 	}
 	return out, nil
+}
+
+// headBox grows the detector's box, which runs from the brows to the chin,
+// to the whole head: the box the daemon pixelates (capture.Pixelate grows
+// it by a fifth more), so a stranger's forehead, hair and ears go too.
+func headBox(face image.Rectangle, w, h int) image.Rectangle {
+	dx, up, down := face.Dx()*12/100, face.Dy()*35/100, face.Dy()*5/100
+	return image.Rect(face.Min.X-dx, face.Min.Y-up, face.Max.X+dx, face.Max.Y+down).Intersect(image.Rect(0, 0, w, h))
 }

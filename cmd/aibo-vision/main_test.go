@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +55,7 @@ func client(t *testing.T, args ...string) *vision.Client {
 	return c
 }
 
-func photo(t *testing.T, name string) []byte {
+func photo(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("../../testdata/score", name))
 	if err != nil {
@@ -203,4 +208,73 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	b.ReportMetric(med(ping), "ready-ms")
 	b.ReportMetric(med(first), "first-score-ms")
+}
+
+// BenchmarkWorkerMemory builds the worker as it ships and reports its
+// resident memory idle (models loaded, one small request answered) and its
+// peak after a 1280x720 frame with a face (Patrol and thorough) and a
+// 40-megapixel photo scored and searched for faces, the largest admitted:
+//
+//	go test -run '^$' -bench WorkerMemory -benchtime 3x ./cmd/aibo-vision/
+func BenchmarkWorkerMemory(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "aibo-vision")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := frame720(b, orlFace(b, "s2", 4), 0)
+	big := image.NewGray(image.Rect(0, 0, 7300, 5450)) // 39.8 megapixels
+	for i := range big.Pix {
+		big.Pix[i] = uint8(i*7 + i/7300)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, big, &jpeg.Options{Quality: 80}); err != nil {
+		b.Fatal(err)
+	}
+	var idle, peak float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := vision.NewClient(vision.Config{Path: bin, Args: []string{"-face-models", abs}, IdleTimeout: -1, RequestTimeout: time.Minute})
+		ctx := context.Background()
+		if _, err := c.Faces(ctx, vision.Faces{Image: photo(b, "coffee.jpg")}); err != nil {
+			b.Fatal(err)
+		}
+		pid := c.Stats().PID
+		idle = max(idle, procMB(b, pid, "VmRSS:"))
+		for _, req := range []vision.Faces{{Image: frame}, {Image: frame, Thorough: true}, {Image: buf.Bytes(), Thorough: true}} {
+			if _, err := c.Faces(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := c.Score(ctx, vision.Score{Image: buf.Bytes()}); err != nil {
+			b.Fatal(err)
+		}
+		peak = max(peak, procMB(b, pid, "VmHWM:"))
+		c.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(idle, "idle-RSS-MB")
+	b.ReportMetric(peak, "peak-RSS-MB")
+}
+
+// procMB reads a kB field of /proc/PID/status in MB.
+func procMB(b *testing.B, pid int, field string) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
+			kb, err := strconv.Atoi(f[1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
 }

@@ -18,9 +18,9 @@ type Detection struct {
 
 // DetectOptions tune Detect. Zero values take the defaults.
 type DetectOptions struct {
-	// Side is the long side, in pixels, the frame is scaled to before the
-	// detector sees it (rounded up to a multiple of 32; default
-	// DefaultDetectSide).
+	// Side is the long side, in pixels, the frame is scaled to (up or
+	// down) before the detector sees it (padded up to a multiple of 32;
+	// default DefaultDetectSide).
 	Side int
 	// MinScore drops weaker detections (default DefaultMinScore).
 	MinScore float64
@@ -32,7 +32,7 @@ type DetectOptions struct {
 // behind them.
 const (
 	DefaultDetectSide = 640
-	DefaultMinScore   = 0.5
+	DefaultMinScore   = 0.3
 	defaultMaxFaces   = 8
 	// nmsIoU is face-api's IOU_THRESHOLD for the tiny face detector.
 	nmsIoU = 0.4
@@ -55,24 +55,30 @@ func (n *Nets) Detect(img gocv.Mat, o DetectOptions) ([]Detection, error) {
 	if o.MaxFaces <= 0 {
 		o.MaxFaces = defaultMaxFaces
 	}
-	bgr, err := asBGR(img)
+	bgr, owned, err := viewBGR(img)
 	if err != nil {
 		return nil, err
 	}
-	defer bgr.Close()
+	if owned {
+		defer bgr.Close()
+	}
 	w, h := bgr.Cols(), bgr.Rows()
-	// Scale so the long side is o.Side (never enlarge), then pad right and
-	// bottom with black to multiples of 32, as face-api pads to a square.
-	scale := math.Min(1, float64(o.Side)/float64(max(w, h)))
+	// Scale so the long side is o.Side (as face-api resizes every input to
+	// its input size, small images grow), then pad right and bottom with
+	// black to multiples of 32, as face-api pads to a square.
+	scale := float64(o.Side) / float64(max(w, h))
 	sw, sh := max(1, int(math.Round(float64(w)*scale))), max(1, int(math.Round(float64(h)*scale)))
 	in := gocv.NewMatWithSize(up32(sh), up32(sw), gocv.MatTypeCV8UC3)
 	defer in.Close()
 	in.SetTo(gocv.NewScalar(0, 0, 0, 0))
 	roi := in.Region(image.Rect(0, 0, sw, sh))
-	if sw == w && sh == h {
+	switch {
+	case sw == w && sh == h:
 		bgr.CopyTo(&roi)
-	} else {
+	case scale < 1:
 		gocv.Resize(bgr, &roi, image.Pt(sw, sh), 0, 0, gocv.InterpolationArea)
+	default:
+		gocv.Resize(bgr, &roi, image.Pt(sw, sh), 0, 0, gocv.InterpolationLinear)
 	}
 	roi.Close()
 	out, rows, cols, err := n.RawDetector(in)
@@ -150,6 +156,18 @@ func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 
 func up32(n int) int { return max(64, (n+31)/32*32) }
 
+// viewBGR returns img itself when it is 8-bit BGR (owned false: the
+// caller must not close it), else a new BGR copy (grey replicated to three
+// channels, alpha dropped) the caller closes. A 40-megapixel photo is not
+// copied for nothing.
+func viewBGR(img gocv.Mat) (gocv.Mat, bool, error) {
+	if !img.Empty() && img.Type() == gocv.MatTypeCV8UC3 && img.Cols() >= 16 && img.Rows() >= 16 {
+		return img, false, nil
+	}
+	m, err := asBGR(img)
+	return m, err == nil, err
+}
+
 // asBGR returns a new 3-channel 8-bit copy of img (grey replicated to three
 // channels, alpha dropped).
 func asBGR(img gocv.Mat) (gocv.Mat, error) {
@@ -191,4 +209,14 @@ func Merge(a, b []Detection) []Detection {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return area(out[i].Box) > area(out[j].Box) })
 	return out
+}
+
+// Shrink runs the detector once on the smallest input, so OpenCV drops the
+// buffers a large pass (the thorough 1280 px search: about 110 MB) left
+// allocated in the net.
+func (n *Nets) Shrink() {
+	m := gocv.NewMatWithSize(64, 64, gocv.MatTypeCV8UC3)
+	defer m.Close()
+	m.SetTo(gocv.NewScalar(0, 0, 0, 0))
+	_, _, _, _ = n.RawDetector(m)
 }

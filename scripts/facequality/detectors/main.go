@@ -73,7 +73,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer nets.Close()
-	sc, err := score.New(score.Options{})
+	sc, err := score.New(score.Options{Nets: nets})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -85,9 +85,13 @@ func main() {
 	}
 
 	var dets []detector
-	for _, side := range []int{416, 512, 640, 800} {
-		dets = append(dets, detector{fmt.Sprintf("tiny face detector, long side %d", side), func(m gocv.Mat) []image.Rectangle {
-			d, err := nets.Detect(m, facenet.DetectOptions{Side: side})
+	type tiny struct {
+		side     int
+		minScore float64
+	}
+	for _, c := range []tiny{{416, 0.5}, {416, 0.4}, {416, 0.3}, {512, 0.5}, {640, 0.5}, {800, 0.5}, {1280, 0.5}} {
+		dets = append(dets, detector{fmt.Sprintf("tiny face detector, long side %d, score > %.1f", c.side, c.minScore), func(m gocv.Mat) []image.Rectangle {
+			d, err := nets.Detect(m, facenet.DetectOptions{Side: c.side, MinScore: c.minScore})
 			if err != nil {
 				log.Fatal(err)
 			}
