@@ -35,7 +35,8 @@ FUZZTIME ?= 60s
 FUZZ_TARGETS := \
 	./agent/command:FuzzParse ./agent/command:FuzzVerifier ./agent/command:FuzzHandle \
 	./agent/config:FuzzParse ./capture:FuzzValidate ./agent/diag:FuzzHandler \
-	./sync/outbox:FuzzAck ./agent/vision:FuzzReadRequest
+	./sync/outbox:FuzzAck ./agent/vision:FuzzReadRequest \
+	./internal/tfjs:FuzzLoad ./facerec/descriptor:FuzzDecode
 
 fuzz: setup
 	@set -e; for t in $(FUZZ_TARGETS); do \

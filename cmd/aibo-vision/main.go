@@ -35,7 +35,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
-
 func main() {
 	os.Exit(run(os.Args[1:]))
 }

@@ -57,9 +57,9 @@ const NearDuplicateBits = 10
 
 type options struct {
 	models, faceModels, weightsFile, out string
-	keep                     int
-	min                      float64
-	json                     bool
+	keep                                 int
+	min                                  float64
+	json                                 bool
 }
 
 func run(args []string, stdout io.Writer) error {

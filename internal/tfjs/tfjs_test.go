@@ -27,7 +27,7 @@ func write(t *testing.T, dir, manifest string, shard []byte) {
 func TestLoadDequantizes(t *testing.T) {
 	dir := t.TempDir()
 	var shard []byte
-	shard = append(shard, 0, 10, 255)                   // a: uint8
+	shard = append(shard, 0, 10, 255)                     // a: uint8
 	shard = binary.LittleEndian.AppendUint16(shard, 1000) // b: uint16
 	shard = binary.LittleEndian.AppendUint16(shard, 0x3c00)
 	shard = binary.LittleEndian.AppendUint16(shard, 0xc000) // c: float16 1, -2

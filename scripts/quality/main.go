@@ -29,9 +29,9 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
-	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/smile"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
 func main() {

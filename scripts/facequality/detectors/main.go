@@ -258,8 +258,8 @@ func buildFrames(data string) (frames, empty []frame, err error) {
 			b := f.img.Bounds()
 			h := int(hf * frameH)
 			w := h * b.Dx() / b.Dy()
-			x := rnd.IntN(frameW - w - 20) + 10
-			y := rnd.IntN(frameH - h - 20) + 10
+			x := rnd.IntN(frameW-w-20) + 10
+			y := rnd.IntN(frameH-h-20) + 10
 			rect := image.Rect(x, y, x+w, y+h)
 			img := synth.RGBA(scenes[(fi+hi)%len(scenes)])
 			synth.Paste(img, f.img, rect, f.feather)
