@@ -112,19 +112,18 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 		extraYAML = strings.Replace(extraYAML, "mqtt:\n", mqttBlock, 1)
 		mqttBlock = ""
 	}
-	// Every rig's worker gets the face nets make setup converted.
-	if !strings.Contains(extraYAML, "vision:\n") {
-		extraYAML += "vision:\n  face_models_dir: " + faceModels + "\n"
-	}
+	// Every rig's worker gets the face nets make setup converted (before
+	// the diag block, which some tests extend at the end of the file).
+	visionBlock := "vision:\n  face_models_dir: " + faceModels + "\n"
 	cfg := fmt.Sprintf(`device_id: %s
 data_dir: %s
 spool_dir: %s
 timezone: America/Los_Angeles
 region: US-CA
 log_level: debug
-%sdiag:
+%s%sdiag:
   socket: %s
-%s`, r.deviceID, r.dataDir, r.spool, mqttBlock, r.socket, extraYAML)
+%s`, r.deviceID, r.dataDir, r.spool, mqttBlock, visionBlock, r.socket, extraYAML)
 	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
