@@ -11,12 +11,6 @@ import (
 // DescriptorLen is the length of a face descriptor.
 const DescriptorLen = 128
 
-// Face is what the pipeline learns about one detected face.
-type Face struct {
-	Detection
-	Landmarks Landmarks
-}
-
 // Describe aligns the face in box of a BGR frame by its landmarks and
 // returns its 128-D descriptor and the landmarks. The chip exists only
 // inside this call.
