@@ -16,7 +16,8 @@
 //
 // -face-models is the folder of the converted face nets (tools/onnxgen;
 // make setup writes them to build/models). The worker refuses to start
-// when they are missing or do not match their checksums.
+// when one is missing, and exits before its first answer when one does not
+// match its checksum.
 package main
 
 import (
@@ -64,7 +65,9 @@ func run(args []string) int {
 		log.Error("models", "err", err)
 		return 1
 	}
-	if err := facenet.Check(*faceModels); err != nil {
+	// The quick check here; the SHA-256 of every model (27 MB: tens of
+	// milliseconds) is checked while loading, before OpenCV parses them.
+	if err := facenet.CheckFiles(*faceModels); err != nil {
 		log.Error("face models", "err", err)
 		return 1
 	}
@@ -82,7 +85,7 @@ func run(args []string) int {
 			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
 		}
 		if err != nil {
-			log.Error("load models", "err", err)
+			log.Error("load models", "err", err) // for the face models: "face models unusable"
 			os.Exit(1) // nothing can be scored: let the daemon see a crash
 		}
 		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())

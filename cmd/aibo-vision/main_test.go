@@ -158,10 +158,13 @@ func TestWorkerRefusesBrokenFaceModels(t *testing.T) {
 			}
 			var log testlog.Buffer
 			c := vision.NewClient(vision.Config{Path: os.Args[0], Args: []string{"-face-models", dir},
-				Env: append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"), StartTimeout: time.Minute, IdleTimeout: -1, Stderr: &log})
+				Env: append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"), StartTimeout: time.Minute, RequestTimeout: time.Minute, IdleTimeout: -1, Stderr: &log})
 			defer c.Close()
-			if _, err := c.Ping(context.Background()); !errors.Is(err, vision.ErrStart) {
-				t.Fatalf("err = %v, want ErrStart", err)
+			// A missing list stops the start; a corrupt model (found while
+			// loading, after the handshake) the first request.
+			_, err := c.Faces(context.Background(), vision.Faces{Image: photo(t, "coffee.jpg")})
+			if !errors.Is(err, vision.ErrStart) && !errors.Is(err, vision.ErrCrashed) {
+				t.Fatalf("err = %v, want ErrStart or ErrCrashed", err)
 			}
 			if !strings.Contains(log.String(), "face models") {
 				t.Errorf("the worker's log does not say why:\n%s", log.String())
@@ -184,10 +187,14 @@ func BenchmarkColdStart(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var ping, first []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c := vision.NewClient(vision.Config{Path: bin, IdleTimeout: -1})
+		c := vision.NewClient(vision.Config{Path: bin, Args: []string{"-face-models", abs}, IdleTimeout: -1})
 		t0 := time.Now()
 		if _, err := c.Ping(context.Background()); err != nil {
 			b.Fatal(err)

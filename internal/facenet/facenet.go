@@ -72,18 +72,42 @@ type ExpressionNet struct {
 	net gocv.Net
 }
 
+// CheckFiles is the quick part of Check, for a process that must answer
+// fast: dir/SHA256SUMS lists every model and each is a non-empty file.
+func CheckFiles(dir string) error {
+	_, err := listed(dir)
+	return err
+}
+
+func listed(dir string) (map[string]string, error) {
+	sums, err := readSums(filepath.Join(dir, SumsFile))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
+		if _, ok := sums[f]; !ok {
+			return nil, fmt.Errorf("%w: %s lists no %s", ErrModels, SumsFile, f)
+		}
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
+		}
+		if !st.Mode().IsRegular() || st.Size() == 0 {
+			return nil, fmt.Errorf("%w: %s is empty or not a file", ErrModels, filepath.Join(dir, f))
+		}
+	}
+	return sums, nil
+}
+
 // Check verifies that dir holds every model listed, each matching its
 // SHA-256 in dir/SHA256SUMS. It reads the files but does not parse them.
 func Check(dir string) error {
-	sums, err := readSums(filepath.Join(dir, SumsFile))
+	sums, err := listed(dir)
 	if err != nil {
 		return err
 	}
 	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
-		want, ok := sums[f]
-		if !ok {
-			return fmt.Errorf("%w: %s lists no %s", ErrModels, SumsFile, f)
-		}
+		want := sums[f]
 		got, err := fileSum(filepath.Join(dir, f))
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrModels, err)
