@@ -310,7 +310,7 @@ func (s *Service) frame(ctx context.Context, name string) {
 		s.cfg.Logger.Warn("frame not analysed", "err", err)
 		return
 	}
-	if enrolling && len(faces) == 1 {
+	if enrolling && len(faces) == 1 && faces[0].Template != nil {
 		s.sample(faces[0].Template)
 	}
 	if patrol {

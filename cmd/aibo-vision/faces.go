@@ -22,11 +22,11 @@ type faceFinder struct {
 	side, thoroughSide int
 }
 
-// Detection sides. Measured with scripts/facequality/detectors (README):
-// at a long side of 416 the detector finds faces from about 15% of a
-// 720p frame's height in 16-18 ms on one core; at 1280 from 5%, in about
-// 100 ms. Patrol frames (mostly without a face) take the first; a photo
-// about to be uploaded with blur_unknown_faces takes both.
+// Detection sides. Measured with scripts/facequality/detectors and the
+// benchmarks (README): at a long side of 416 the detector finds faces from
+// about 15% of a 720p frame's height in 14-17 ms on one core; at 1280 from
+// about 5%, in 100-150 ms. Patrol frames (mostly without a face) take the
+// first; a photo about to be uploaded with blur_unknown_faces takes both.
 const (
 	patrolSide   = 416
 	thoroughSide = 1280

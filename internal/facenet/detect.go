@@ -31,7 +31,7 @@ type DetectOptions struct {
 // Detection defaults, see scripts/facequality/detectors for the measurement
 // behind them.
 const (
-	DefaultDetectSide = 640
+	DefaultDetectSide = 416
 	DefaultMinScore   = 0.3
 	defaultMaxFaces   = 8
 	// nmsIoU is face-api's IOU_THRESHOLD for the tiny face detector.

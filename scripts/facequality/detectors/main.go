@@ -107,7 +107,7 @@ func main() {
 			return haarDetect(&haar, m, short)
 		}})
 	}
-	dets = append(dets, detector{"today: score.Detect (LBP + Haar confirmation)", func(m gocv.Mat) []image.Rectangle {
+	dets = append(dets, detector{"best shot: score.Detect (LBP + Haar confirmation, plus the tiny face detector at 416)", func(m gocv.Mat) []image.Rectangle {
 		b, err := sc.Detect(m)
 		if err != nil {
 			log.Fatal(err)
