@@ -86,7 +86,7 @@ func run(args []string) int {
 		}
 		if err != nil {
 			log.Error("load models", "err", err) // for the face models: "face models unusable"
-			os.Exit(1) // nothing can be scored: let the daemon see a crash
+			os.Exit(1)                           // nothing can be scored: let the daemon see a crash
 		}
 		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
 	}()
