@@ -85,8 +85,11 @@ func run(args []string) int {
 			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
 		}
 		if err != nil {
-			log.Error("load models", "err", err) // for the face models: "face models unusable"
-			os.Exit(1)                           // nothing can be scored: let the daemon see a crash
+			// A face model that fails its checksum says "face models
+			// unusable" here. Nothing can be scored: let the daemon see
+			// a crash.
+			log.Error("load models", "err", err)
+			os.Exit(1)
 		}
 		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
 	}()
