@@ -36,7 +36,8 @@ FUZZ_TARGETS := \
 	./agent/command:FuzzParse ./agent/command:FuzzVerifier ./agent/command:FuzzHandle \
 	./agent/config:FuzzParse ./capture:FuzzValidate ./agent/diag:FuzzHandler \
 	./sync/outbox:FuzzAck ./agent/vision:FuzzReadRequest \
-	./agent/command:FuzzPeekID ./internal/strictjson:FuzzUnmarshal
+	./agent/command:FuzzPeekID ./internal/strictjson:FuzzUnmarshal \
+	./internal/tfjs:FuzzLoad ./facerec/descriptor:FuzzDecode
 
 fuzz: setup
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -36,7 +36,7 @@ import (
 
 // newRecognizer is the face recognizer the daemon matches with (a test
 // swaps it to play a change of model).
-var newRecognizer = func() facerec.Recognizer { return facerec.Templates{} }
+var newRecognizer = func() facerec.Recognizer { return facerec.Descriptors{} }
 
 // ShutdownTimeout bounds how long the services get to stop.
 const ShutdownTimeout = 5 * time.Second
@@ -152,7 +152,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	var masker capture.Masker
 	if d.vision != nil {
-		masker = faceMasker{an: d.analyzer(), faces: d.faces}
+		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
 	}
 	d.selector = capture.NewSelector(capture.SelectorConfig{
 		KeepPerDay: cfg.Photos.KeepPerDay,
@@ -196,7 +196,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
-		OnAnswered:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+		OnAnswered:   func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
 	})
 	d.registerCommands()
 

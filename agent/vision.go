@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"os"
 	"path/filepath"
@@ -26,16 +27,21 @@ func (d *Daemon) newVision() *vision.Client {
 		d.log.Warn("vision worker not found: faces are not analysed, photos are scored without faces", "path", path)
 		return nil
 	}
+	// The worker runs in /: its folders must be absolute.
+	faceModels, err := filepath.Abs(d.cfg.Vision.FaceModelsDir)
+	if err != nil {
+		faceModels = d.cfg.Vision.FaceModelsDir
+	}
 	cfg := vision.Config{
 		Path:   path,
-		Args:   []string{"-models", d.cfg.Vision.ModelsDir},
+		Args:   []string{"-models", d.cfg.Vision.ModelsDir, "-face-models", faceModels},
 		Logger: d.log.With("component", "vision"),
 	}
 	// The worker starts through this binary, confined: it reads only
 	// itself, its libraries and its models (vision.Sandbox).
 	if self, err := os.Executable(); err == nil {
 		cfg.Launcher = self
-		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir}, vision.SystemReadPaths...)}
+		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
 	} else {
 		d.log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
 	}
@@ -49,7 +55,17 @@ func (d *Daemon) analyzer() facerec.Analyzer {
 	if d.vision == nil {
 		return noVision{}
 	}
-	return workerFaces{d.vision}
+	return workerFaces{c: d.vision, model: d.recognizer.Model()}
+}
+
+// photoFaces is the analyzer for a photo about to leave the device: it
+// also looks for small faces, so a stranger far from the camera is blurred
+// too.
+func (d *Daemon) photoFaces() facerec.Analyzer {
+	if d.vision == nil {
+		return noVision{}
+	}
+	return workerFaces{c: d.vision, model: d.recognizer.Model(), thorough: true}
 }
 
 func (d *Daemon) photoScorer() capture.Scorer {
@@ -59,17 +75,26 @@ func (d *Daemon) photoScorer() capture.Scorer {
 	return workerScores{d.vision}
 }
 
-// workerFaces asks the worker for templates.
-type workerFaces struct{ c *vision.Client }
+// workerFaces asks the worker for descriptors. Descriptors of a model
+// other than the recognizer's are never handed on: the frame counts as not
+// analysed (and a photo to blur is not sent).
+type workerFaces struct {
+	c        *vision.Client
+	model    string
+	thorough bool
+}
 
 func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
-	r, err := w.c.Faces(ctx, vision.Faces{Image: img})
+	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough})
 	if err != nil {
 		return nil, err
 	}
+	if r.Model != w.model {
+		return nil, fmt.Errorf("vision worker describes faces with %q, the recognizer decides on %q", r.Model, w.model)
+	}
 	out := make([]facerec.Face, len(r.Faces))
 	for i, f := range r.Faces {
-		out[i] = facerec.Face{Template: f.Template, Box: image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H)}
+		out[i] = facerec.Face{Template: f.Template, Box: image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H), Model: r.Model}
 	}
 	return out, nil
 }

@@ -29,11 +29,14 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
 )
 
-// Face is one face the vision worker found in a frame: a template made from
-// the aligned crop. The crop never leaves the worker.
+// Face is one face the vision worker found in a frame: a template (the
+// descriptor of its aligned chip, made by Model) and where it is. The chip
+// never leaves the worker. Template is nil for a face the worker found but
+// could not describe: it matches nobody.
 type Face struct {
 	Template []byte
 	Box      image.Rectangle // where the face is, in the image's pixels
+	Model    string          // what made Template (see Recognizer.Model)
 }
 
 // Analyzer finds faces in an image (the vision worker).
@@ -345,7 +348,7 @@ func (s *Service) frame(ctx context.Context, name string) {
 		s.cfg.Logger.Warn("frame not analysed", "err", err)
 		return
 	}
-	if enrolling && len(faces) == 1 {
+	if enrolling && len(faces) == 1 && faces[0].Template != nil {
 		s.sample(faces[0].Template)
 	}
 	if patrol {

@@ -27,7 +27,10 @@ type frameAnalyzer struct{}
 func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 	var out []Face
 	for _, f := range bytes.Split(img, []byte("|")) {
-		if len(f) > 0 {
+		switch {
+		case len(f) > 0 && f[0] == '?':
+			out = append(out, Face{}) // found, but not described
+		case len(f) > 0:
 			out = append(out, Face{Template: f})
 		}
 	}
@@ -43,6 +46,9 @@ func (firstByte) Build(g map[string][][]byte) (Matcher, error) { return firstByt
 type firstByteMatcher map[string][][]byte
 
 func (g firstByteMatcher) Identify(probe []byte) (string, float64, bool) {
+	if len(probe) == 0 {
+		return "", 0, false
+	}
 	for subject, samples := range g {
 		for _, s := range samples {
 			if s[0] == probe[0] {
@@ -203,6 +209,27 @@ func (r *rig) facesBucket() map[string]string {
 		return tx.Bucket(store.BucketFaces).ForEach(func(k, v []byte) error { out[string(k)] = string(v); return nil })
 	})
 	return out
+}
+
+// TestEnrollmentSkipsAFaceWithoutDescriptor: a face the worker found but
+// could not describe (it reports the box for blurring, no descriptor) is
+// no sample.
+func TestEnrollmentSkipsAFaceWithoutDescriptor(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	if err := r.start("ana"); err != nil {
+		t.Fatal(err)
+	}
+	r.frame("A")
+	r.frame("A")
+	r.frame("?")
+	if len(r.list(&r.enrolled)) != 0 {
+		t.Fatal("a face without a descriptor counted as a sample")
+	}
+	r.frame("A")
+	if len(r.list(&r.enrolled)) != 1 {
+		t.Fatalf("enrolled %v", r.list(&r.enrolled))
+	}
 }
 
 func TestP6_EnrollmentNeedsConsentAndUsesOneFaceFrames(t *testing.T) {

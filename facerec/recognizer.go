@@ -1,47 +1,54 @@
 package facerec
 
 import (
+	"fmt"
 	"math"
 
-	"github.com/aibo-privacy/aibo-privacyd/facerec/template"
+	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
 )
 
-// Templates is the Recognizer of facerec/template: LBP templates with a
-// cohort-normalised decision at the shipped threshold.
-type Templates struct{}
+// Descriptors is the Recognizer of facerec/descriptor: learned 128-D face
+// descriptors, several per person, with its cohort-normalised open-set
+// decision at the shipped constants.
+type Descriptors struct{}
 
-// Model names the LBP templates of facerec/template.
-func (Templates) Model() string { return legacyModel }
+// Model names the descriptor model the samples must come from.
+func (Descriptors) Model() string { return descriptor.Model }
 
-// Build enrolls every subject's samples in a fresh gallery. A subject whose
-// samples do not parse is left out (and so never matched).
-func (Templates) Build(g map[string][][]byte) (Matcher, error) {
-	gal := template.NewGallery()
-	for subject, samples := range g {
-		ts := make([]template.Template, len(samples))
-		for i, s := range samples {
-			ts[i] = template.Template(s)
-		}
-		_ = gal.Enroll(subject, ts)
+// Build enrolls every subject's samples in a fresh gallery. A sample that
+// does not decode (another model's template, corrupt bytes) is left out; a
+// subject left without samples is never matched.
+func (Descriptors) Build(g map[string][][]byte) (Matcher, error) {
+	gal, err := descriptor.NewGallery(descriptor.Shipped, nil)
+	if err != nil {
+		return nil, fmt.Errorf("facerec: %w", err)
 	}
-	return templateMatcher{gal}, nil
+	for subject, samples := range g {
+		var vs []descriptor.Vector
+		for _, s := range samples {
+			if v, err := descriptor.Decode(s); err == nil {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) > 0 {
+			_ = gal.Enroll(subject, vs)
+		}
+	}
+	return descriptorMatcher{gal}, nil
 }
 
-type templateMatcher struct{ g *template.Gallery }
+type descriptorMatcher struct{ g *descriptor.Gallery }
 
-// Identify maps the normalised score (accepted below template.Threshold) to
-// a confidence in [0, 1].
-func (m templateMatcher) Identify(probe []byte) (string, float64, bool) {
-	subject, score, ok := m.g.Identify(template.Template(probe))
-	if !ok {
+// Identify maps the accepted distance to a confidence in [0, 1]: 1 for an
+// identical face, 0 at the shipped threshold.
+func (m descriptorMatcher) Identify(probe []byte) (string, float64, bool) {
+	v, err := descriptor.Decode(probe)
+	if err != nil {
 		return "", 0, false
 	}
-	return subject, math.Max(0, math.Min(1, 1-score)), true
-}
-
-// Compact keeps only what a stored sample needs (a probe carries shifted
-// variants too).
-func (Templates) Compact(sample []byte) ([]byte, error) {
-	c, err := template.Compact(template.Template(sample))
-	return []byte(c), err
+	r := m.g.Match(&v)
+	if !r.Accepted {
+		return "", 0, false
+	}
+	return r.SubjectID, math.Max(0, math.Min(1, 1-r.Distance/descriptor.Shipped.Threshold)), true
 }

@@ -79,16 +79,6 @@ func (s *Service) RecordSightingTx(tx *bolt.Tx, subject string, at time.Time, co
 // saveTemplates seals samples under subject's face key (made now if they
 // have none) and returns the key's slot.
 func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) (uint32, error) {
-	if c, ok := s.rec.(interface{ Compact([]byte) ([]byte, error) }); ok {
-		compact := make([][]byte, len(samples))
-		for i, smp := range samples {
-			var err error
-			if compact[i], err = c.Compact(smp); err != nil {
-				return 0, err
-			}
-		}
-		samples = compact
-	}
 	slot, key, err := s.pol.FaceKeyForWriteTx(tx, subject)
 	if err != nil {
 		return 0, err

@@ -132,6 +132,9 @@ type Vision struct {
 	Worker string `yaml:"worker"`
 	// ModelsDir holds OpenCV's cascades (Debian's opencv-data).
 	ModelsDir string `yaml:"models_dir"`
+	// FaceModelsDir holds the converted face nets and their SHA256SUMS
+	// (tools/onnxgen; make setup writes them to build/models).
+	FaceModelsDir string `yaml:"face_models_dir"`
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -158,7 +161,7 @@ func Default() Config {
 		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
 		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
-		Vision:   Vision{ModelsDir: "/usr/share/opencv4"},
+		Vision:   Vision{ModelsDir: "/usr/share/opencv4", FaceModelsDir: "/usr/share/aibo-privacyd/models"},
 		Retention: Retention{
 			Sightings:  Duration(30 * 24 * time.Hour),
 			CommandIDs: Duration(30 * 24 * time.Hour),

@@ -26,8 +26,8 @@
 //
 // # Adding a request
 //
-// A new operation (for example Faces{Image}: detection, alignment and grey
-// crops turned into templates inside the worker) needs: an Op constant, a
+// A new operation (as Faces{Image} was: detection, landmarks, alignment and
+// the descriptor, all inside the worker) needs: an Op constant, a
 // request struct whose image travels as the blob (see Request.blob), a
 // result field in Response, a field in Handlers, and a Client method that
 // calls c.call. Old workers answer an unknown op with an error, never a
@@ -46,7 +46,10 @@ import (
 
 // ProtocolVersion changes when a frame's meaning changes incompatibly. The
 // client refuses a worker whose Pong carries another version.
-const ProtocolVersion = 1
+//
+// Version 2: a face's Template is a learned descriptor (facerec/descriptor's
+// encoding) of the model FacesResult.Model names, no longer an LBP template.
+const ProtocolVersion = 2
 
 // MaxFrame bounds a frame in either direction (64 MiB). A larger length
 // prefix is a protocol error, never an allocation.
@@ -77,11 +80,16 @@ type Request struct {
 	Faces *Faces `json:"faces,omitempty"`
 }
 
-// Faces asks for the faces of one image, each as a template made from its
-// aligned crop. The crop itself never leaves the worker.
+// Faces asks for the faces of one image, each as a descriptor made from its
+// landmark-aligned chip. The chip itself never leaves the worker.
 type Faces struct {
 	// Image holds the encoded image (JPEG or PNG); it travels as the blob.
 	Image []byte `json:"-"`
+	// Thorough also looks for small faces (down to about 5% of the frame's
+	// height) at a few times the cost: for a photo about to leave the
+	// device, where a stranger's face that is missed goes out unblurred.
+	// Patrol frames leave it false.
+	Thorough bool `json:"thorough,omitempty"`
 }
 
 // FacesResult lists the faces found.
@@ -89,11 +97,15 @@ type FacesResult struct {
 	Faces  []FaceTemplate `json:"faces"`
 	Width  int            `json:"width"`
 	Height int            `json:"height"`
+	// Model names what made the descriptors (net and alignment). The
+	// daemon compares descriptors only with descriptors of the same model.
+	Model string `json:"model"`
 }
 
-// FaceTemplate is one face: where it is and its template (facerec/template
-// format). A template is biometric data: the daemon keeps it only for a
-// consenting person and drops every other at once.
+// FaceTemplate is one face: where it is and its descriptor (Template, in
+// facerec/descriptor's encoding). A descriptor is biometric data: the
+// daemon keeps it only for a consenting person and drops every other at
+// once.
 type FaceTemplate struct {
 	X        int    `json:"x"`
 	Y        int    `json:"y"`

@@ -13,8 +13,9 @@ import (
 // analysis holds one grey frame and what was computed from it, so each
 // measurement is made once.
 type analysis struct {
-	grey gocv.Mat
-	w, h int
+	grey   gocv.Mat
+	source gocv.Mat // the decoded image (BGR or grey), not owned
+	w, h   int
 
 	smallMat     gocv.Mat
 	smallScale   float64 // full pixels per small pixel

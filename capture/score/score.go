@@ -1,5 +1,6 @@
 // Package score judges how good a photo is, on the device, with OpenCV
-// (gocv): faces (found on a downscaled frame, confirmed at full size),
+// (gocv): faces (found on a downscaled frame, confirmed at full size, and
+// by the worker's face detector, internal/facenet),
 // their size and placement, smiles, open eyes, sharpness measured where
 // noise cannot fake it, noise, exposure and time of day, plus a perceptual
 // hash for near-duplicates. Each feature lands in an explainable breakdown
@@ -9,7 +10,8 @@
 // It is linked only by the vision worker (cmd/aibo-vision) and by
 // cmd/bestshot, never by the daemon: a malformed image that crashes libjpeg
 // or OpenCV must take down only the worker. It reads no store, no keys and
-// no network; its only files are OpenCV's cascades.
+// no network; its only files are OpenCV's cascades and the converted face
+// nets.
 package score
 
 import (
@@ -30,6 +32,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/smile"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
 // DefaultModelDir is where Debian's opencv-data installs the cascades.
@@ -42,6 +45,11 @@ const MaxPixels = 40_000_000
 type Options struct {
 	// ModelDir holds haarcascades/ and lbpcascades/ (DefaultModelDir).
 	ModelDir string
+	// Nets are the face nets, shared with the caller (the worker's face
+	// pipeline); nil: the Scorer loads its own from FaceModels
+	// (facenet.DefaultDir) and closes them with itself.
+	Nets       *facenet.Nets
+	FaceModels string
 	// Weights turn the breakdown into the score (weights.Defaults()).
 	Weights *weights.Weights
 	// MaxPixels bounds the decoded size (MaxPixels).
@@ -87,6 +95,8 @@ type Scorer struct {
 	confirm  gocv.CascadeClassifier // on a full-size crop around a candidate
 	confirm2 gocv.CascadeClassifier // second opinion when the first says no
 	eyes     gocv.CascadeClassifier
+	nets     *facenet.Nets
+	ownNets  bool
 	smile    *smile.Model
 	w        weights.Weights
 	max      int
@@ -108,7 +118,10 @@ func New(opts Options) (*Scorer, error) {
 	if opts.MaxPixels <= 0 {
 		opts.MaxPixels = MaxPixels
 	}
-	s := &Scorer{max: opts.MaxPixels, w: weights.Defaults()}
+	if opts.FaceModels == "" {
+		opts.FaceModels = facenet.DefaultDir
+	}
+	s := &Scorer{max: opts.MaxPixels, w: weights.Defaults(), nets: opts.Nets}
 	if opts.Weights != nil {
 		s.w = opts.Weights.Clone()
 	}
@@ -119,6 +132,12 @@ func New(opts Options) (*Scorer, error) {
 	s.smile = m
 	if err := CheckModels(opts.ModelDir); err != nil {
 		return nil, err
+	}
+	if s.nets == nil {
+		if s.nets, err = facenet.Load(opts.FaceModels); err != nil {
+			return nil, fmt.Errorf("score: %w", err)
+		}
+		s.ownNets = true
 	}
 	s.detect = gocv.NewCascadeClassifier()
 	s.confirm = gocv.NewCascadeClassifier()
@@ -156,6 +175,9 @@ func (s *Scorer) Close() error {
 	s.confirm.Close()
 	s.confirm2.Close()
 	s.eyes.Close()
+	if s.ownNets {
+		s.nets.Close()
+	}
 	return nil
 }
 
@@ -229,6 +251,7 @@ func (s *Scorer) ScoreMat(img gocv.Mat, takenAt time.Time) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := newAnalysis(grey)
+	a.source = img
 	defer a.close()
 
 	r := Result{Width: grey.Cols(), Height: grey.Rows(), Measures: map[string]float64{}}
@@ -256,6 +279,7 @@ func (s *Scorer) Detect(img gocv.Mat) ([]image.Rectangle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := newAnalysis(grey)
+	a.source = img
 	defer a.close()
 	var boxes []image.Rectangle
 	for _, f := range s.detectFaces(a) {
@@ -390,6 +414,16 @@ func (s *Scorer) detectFaces(a *analysis) []Face {
 			faces = append(faces, Face{Box: box})
 		}
 	}
+	// The worker's face detector (the one the face pipeline and blurring
+	// use) finds faces the cascades miss: turned, shaded, partly hidden.
+	if dets, err := s.nets.Detect(a.source, facenet.DetectOptions{Side: netSide, MaxFaces: maxFaces}); err == nil {
+		for _, d := range dets {
+			a.candidates++
+			if !overlapsAny(d.Box, faces) {
+				faces = append(faces, Face{Box: d.Box})
+			}
+		}
+	}
 	sort.Slice(faces, func(i, j int) bool {
 		return faces[i].Box.Dx()*faces[i].Box.Dy() > faces[j].Box.Dx()*faces[j].Box.Dy()
 	})
@@ -421,6 +455,8 @@ const (
 	// haarSide: the short side of the frame the Haar fallback searches.
 	haarSide = 135
 	maxFaces = 8
+	// netSide: the long side the face detector sees (as Patrol frames).
+	netSide = 416
 	// smileCropSize: face crops are resampled to this square, the size of
 	// the GENKI-4K crops the smile network learnt from.
 	smileCropSize = 64

@@ -23,6 +23,9 @@ import (
 
 const testdata = "../../testdata/score"
 
+// faceModels is where make setup converts the face nets.
+var faceModels = filepath.Join("..", "..", "build", "models")
+
 var (
 	scorerOnce sync.Once
 	scorer     *Scorer
@@ -33,10 +36,10 @@ func testScorer(t testing.TB) *Scorer {
 	t.Helper()
 	scorerOnce.Do(func() {
 		SetThreads(1)
-		scorer, scorerErr = New(Options{})
+		scorer, scorerErr = New(Options{FaceModels: faceModels})
 	})
 	if scorerErr != nil {
-		t.Fatal(scorerErr)
+		t.Fatalf("%v\nrun make setup: it converts the face nets into build/models", scorerErr)
 	}
 	return scorer
 }
@@ -184,7 +187,7 @@ func TestSmilingPortrait(t *testing.T) {
 func TestWeightsOption(t *testing.T) {
 	w := weights.Defaults()
 	w.W[weights.Faces] = 10
-	s, err := New(Options{Weights: &w})
+	s, err := New(Options{Weights: &w, FaceModels: faceModels})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,10 @@ import (
 
 var binDir string
 
+// faceModels is the absolute path of build/models, where make setup
+// converts the face nets.
+var faceModels string
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "aibo-e2e-bin")
@@ -47,6 +51,16 @@ func TestMain(m *testing.M) {
 		}
 	}
 	binDir = dir
+	// The worker needs the converted face nets; make test runs make setup
+	// first.
+	if faceModels, err = filepath.Abs(filepath.Join("..", "..", "build", "models", "SHA256SUMS")); err == nil {
+		_, err = os.Stat(faceModels)
+		faceModels = filepath.Dir(faceModels)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "face models: %v\nrun make setup: it fetches face-api and converts its nets into build/models\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -98,15 +112,18 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 		extraYAML = strings.Replace(extraYAML, "mqtt:\n", mqttBlock, 1)
 		mqttBlock = ""
 	}
+	// Every rig's worker gets the face nets make setup converted (before
+	// the diag block, which some tests extend at the end of the file).
+	visionBlock := "vision:\n  face_models_dir: " + faceModels + "\n"
 	cfg := fmt.Sprintf(`device_id: %s
 data_dir: %s
 spool_dir: %s
 timezone: America/Los_Angeles
 region: US-CA
 log_level: debug
-%sdiag:
+%s%sdiag:
   socket: %s
-%s`, r.deviceID, r.dataDir, r.spool, mqttBlock, r.socket, extraYAML)
+%s`, r.deviceID, r.dataDir, r.spool, mqttBlock, visionBlock, r.socket, extraYAML)
 	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

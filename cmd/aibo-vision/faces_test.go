@@ -6,17 +6,23 @@ import (
 	"image/color"
 	"image/draw"
 	"image/jpeg"
+	"math"
 	"os"
-	"sort"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
-	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
-	"github.com/aibo-privacy/aibo-privacyd/facerec/template"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 )
+
+// faceModels is where make setup converts the face nets.
+var faceModels = filepath.Join("..", "..", "build", "models")
 
 func orlFace(t testing.TB, person string, n int) *image.Gray {
 	f, err := os.Open("../../testdata/faces/orl-" + person + "-" + strconv.Itoa(n) + ".pgm")
@@ -32,103 +38,231 @@ func orlFace(t testing.TB, person string, n int) *image.Gray {
 }
 
 // frame720 is a 1280x720 camera frame with one face (tripled, as a person
-// a couple of metres from the robot) in it.
-func frame720(t testing.TB, face *image.Gray) []byte {
+// a couple of metres from the robot) in it, rotated by deg degrees about
+// its centre (0: upright), on grey.
+func frame720(t testing.TB, face *image.Gray, deg float64) []byte {
 	img := image.NewRGBA(image.Rect(0, 0, 1280, 720))
 	draw.Draw(img, img.Bounds(), image.NewUniform(color.Gray{Y: 70}), image.Point{}, draw.Src)
-	for y := 0; y < 336; y++ {
-		for x := 0; x < 276; x++ {
-			v := face.Pix[(y/3)*face.Stride+x/3]
-			i := img.PixOffset(540+x, 200+y)
+	const x0, y0, w, h = 540, 200, 276, 336
+	cx, cy := float64(x0)+w/2, float64(y0)+h/2
+	sin, cos := math.Sincos(deg * math.Pi / 180)
+	for y := y0 - 60; y < y0+h+60; y++ {
+		for x := x0 - 60; x < x0+w+60; x++ {
+			// the source pixel that lands here
+			dx, dy := float64(x)-cx, float64(y)-cy
+			sx, sy := cos*dx+sin*dy+w/2, -sin*dx+cos*dy+h/2
+			if sx < 0 || sy < 0 || sx >= w || sy >= h {
+				continue
+			}
+			v := face.Pix[(int(sy)/3)*face.Stride+int(sx)/3]
+			i := img.PixOffset(x, y)
 			img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = v, v, v, 255
 		}
 	}
 	var buf bytes.Buffer
-	jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90})
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}); err != nil {
+		t.Fatal(err)
+	}
 	return buf.Bytes()
 }
 
-func models(t testing.TB) (*score.Scorer, *align.Aligner) {
-	s, err := score.New(score.Options{})
+// finder loads the face nets; their absence fails the test: make test runs
+// make setup first.
+func finder(t testing.TB) *faceFinder {
+	t.Helper()
+	n, err := facenet.Load(faceModels)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nrun make setup: it fetches face-api and converts its nets into build/models", err)
 	}
-	al, err := align.New(score.DefaultModelDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); al.Close() })
-	return s, al
+	t.Cleanup(func() { n.Close() })
+	return &faceFinder{nets: n, side: patrolSide, thoroughSide: thoroughSide}
 }
 
-func TestP7_FacesGiveTemplatesThatTellPeopleApart(t *testing.T) {
-	s, al := models(t)
-	tpl := func(person string, n int) template.Template {
-		r, err := faces(s, al, frame720(t, orlFace(t, person, n)), score.MaxPixels)
+func TestWorkerAndRecognizerAgreeOnTheModel(t *testing.T) {
+	if facenet.DescriptorModel != descriptor.Model || (facerec.Descriptors{}).Model() != descriptor.Model {
+		t.Fatalf("the worker makes %q descriptors, the recognizer decides on %q", facenet.DescriptorModel, descriptor.Model)
+	}
+}
+
+func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
+	ff := finder(t)
+	desc := func(person string, n int) []byte {
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false)
 		if err != nil || len(r.Faces) != 1 {
 			t.Fatalf("%s/%d: %d faces, %v", person, n, len(r.Faces), err)
 		}
+		// The box covers the head: it holds the pasted face's centre and
+		// most of the face.
 		f := r.Faces[0]
-		if f.X < 520 || f.X > 760 || f.Y < 180 || f.Y > 460 {
-			t.Fatalf("%s/%d: face found at %d,%d", person, n, f.X, f.Y)
+		box, pasted := image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H), image.Rect(540, 200, 816, 536)
+		if !image.Pt(678, 368).In(box) || box.Intersect(pasted).Dy() < pasted.Dy()*3/4 || f.Template == nil {
+			t.Fatalf("%s/%d: face at %v, descriptor %d bytes", person, n, box, len(f.Template))
+		}
+		if r.Model != descriptor.Model {
+			t.Fatalf("model %q", r.Model)
 		}
 		return f.Template
 	}
-	g := template.NewGallery()
+	g := map[string][][]byte{}
 	for _, p := range []string{"s2", "s7"} {
-		var samples []template.Template
 		for n := 1; n <= 3; n++ {
-			c, _ := template.Compact(tpl(p, n))
-			samples = append(samples, c)
-		}
-		if err := g.Enroll(p, samples); err != nil {
-			t.Fatal(err)
+			g[p] = append(g[p], desc(p, n))
 		}
 	}
+	m, err := facerec.Descriptors{}.Build(g)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{"s2", "s7"} {
-		if id, _, ok := g.Identify(tpl(p, 4)); !ok || id != p {
+		if id, _, ok := m.Identify(desc(p, 4)); !ok || id != p {
 			t.Errorf("%s/4 identified as %q (ok %v)", p, id, ok)
 		}
 	}
-	if id, _, ok := g.Identify(tpl("s30", 1)); ok {
-		t.Errorf("a stranger was taken for %s", id)
+	for _, s := range []struct {
+		p string
+		n int
+	}{{"s30", 1}, {"s30", 6}, {"s12", 1}} {
+		if id, _, ok := m.Identify(desc(s.p, s.n)); ok {
+			t.Errorf("stranger %s/%d was taken for %s", s.p, s.n, id)
+		}
 	}
-	// No face, no template.
+	// No face, no descriptor.
 	var buf bytes.Buffer
 	jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 640, 480)), nil)
-	if r, err := faces(s, al, buf.Bytes(), score.MaxPixels); err != nil || len(r.Faces) != 0 {
+	if r, err := ff.faces(buf.Bytes(), score.MaxPixels, true); err != nil || len(r.Faces) != 0 {
 		t.Fatalf("empty frame: %v %v", r.Faces, err)
 	}
 }
 
-// BenchmarkFrame measures detect + align + template on a 1280x720 frame and
-// the match against 100 people x 5 samples, on one OpenCV thread.
+// TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled: a household of one has
+// nobody else to compare a face with; the cohort must stand in.
+func TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled(t *testing.T) {
+	ff := finder(t)
+	desc := func(person string, n int) []byte {
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false)
+		if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
+			t.Fatalf("%s/%d: %v %v", person, n, r.Faces, err)
+		}
+		return r.Faces[0].Template
+	}
+	for _, alone := range []string{"s2", "s7", "s12"} {
+		var samples [][]byte
+		for n := 1; n <= 3; n++ {
+			samples = append(samples, desc(alone, n))
+		}
+		m, err := facerec.Descriptors{}.Build(map[string][][]byte{alone: samples})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _, ok := m.Identify(desc(alone, 4)); !ok || id != alone {
+			t.Errorf("%s alone: their own face not recognised", alone)
+		}
+		for _, p := range []string{"s2", "s7", "s12", "s30"} {
+			if p == alone {
+				continue
+			}
+			if _, _, ok := m.Identify(desc(p, 1)); ok {
+				t.Errorf("with only %s enrolled, %s was taken for them", alone, p)
+			}
+		}
+	}
+}
+
+// TestP7_TiltedFaceIsLevelled: the chip comes from the landmarks, so a head
+// tilted in the frame gives a level chip (its eyes on one row, where dlib's
+// mean face has them) and a descriptor close to the upright face's.
+func TestP7_TiltedFaceIsLevelled(t *testing.T) {
+	ff := finder(t)
+	face := orlFace(t, "s7", 1)
+	upright := describe(t, ff, frame720(t, face, 0))
+	for _, deg := range []float64{-20, 20} {
+		data := frame720(t, face, deg)
+		img, err := score.Decode(data, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dets, err := ff.nets.Detect(img, facenet.DetectOptions{Side: patrolSide})
+		if err != nil || len(dets) != 1 {
+			img.Close()
+			t.Fatalf("%v°: %d faces, %v", deg, len(dets), err)
+		}
+		lm, err := ff.nets.Landmarks(img, dets[0].Box)
+		img.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, r := lm.Eyes()
+		if tilt := math.Atan2(r.Y-l.Y, r.X-l.X) * 180 / math.Pi; math.Abs(tilt-deg) > 5 {
+			t.Errorf("%v°: the eyes tilt by %.1f° in the frame", deg, tilt)
+		}
+		tr, err := facenet.ChipTransform(&lm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, cr := tr.Apply(l), tr.Apply(r)
+		if tilt := math.Atan2(cr.Y-cl.Y, cr.X-cl.X) * 180 / math.Pi; math.Abs(tilt) > 2 {
+			t.Errorf("%v°: the chip's eyes tilt by %.1f°", deg, tilt)
+		}
+		// dlib's mean face, padded by 0.25, puts the eye centres 48 px
+		// apart in the 150 px chip.
+		if d := math.Hypot(cr.X-cl.X, cr.Y-cl.Y); d < 40 || d > 65 {
+			t.Errorf("%v°: eyes %.1f px apart in the chip", deg, d)
+		}
+		v := describe(t, ff, data)
+		if d := descriptor.Distance(&upright, &v); d > 0.3 {
+			t.Errorf("%v°: descriptor %.3f from the upright face's", deg, d)
+		}
+	}
+}
+
+func describe(t testing.TB, ff *faceFinder, data []byte) descriptor.Vector {
+	t.Helper()
+	r, err := ff.faces(data, score.MaxPixels, false)
+	if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
+		t.Fatalf("%v %v", r.Faces, err)
+	}
+	v, err := descriptor.Decode(r.Faces[0].Template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// BenchmarkFrame measures, on one OpenCV thread, a 1280x720 frame with one
+// face: detection, landmarks and descriptor in the worker, then the match
+// against 100 people x 5 samples in the daemon; and a frame without a face.
+// JPEG decoding is reported apart.
 //
-//	go test -run '^$' -bench Frame -benchtime 30x ./cmd/aibo-vision/
+//	taskset -c 0 go test -run '^$' -bench Frame -benchtime 40x ./cmd/aibo-vision/
 func BenchmarkFrame(b *testing.B) {
 	score.SetThreads(1)
-	s, al := models(b)
-	frame := frame720(b, orlFace(b, "s2", 4))
-	g := template.NewGallery()
-	people := []string{"s2", "s7", "s12"}
-	var samples [][]template.Template
-	for _, p := range people {
-		var ts []template.Template
-		for n := 1; n <= 3; n++ {
-			r, err := faces(s, al, frame720(b, orlFace(b, p, n)), score.MaxPixels)
+	ff := finder(b)
+	frame := frame720(b, orlFace(b, "s2", 4), 0)
+	var pool [][]byte
+	for _, p := range []string{"s2", "s7", "s12"} {
+		for n := 1; n <= 4; n++ {
+			r, err := ff.faces(frame720(b, orlFace(b, p, n), 0), score.MaxPixels, false)
 			if err != nil || len(r.Faces) != 1 {
 				b.Fatal("enrollment frame without one face")
 			}
-			c, _ := template.Compact(r.Faces[0].Template)
-			ts = append(ts, c, c)
+			pool = append(pool, r.Faces[0].Template)
 		}
-		samples = append(samples, ts[:5])
 	}
+	g := map[string][][]byte{}
 	for i := 0; i < 100; i++ {
-		g.Enroll("p"+strconv.Itoa(i), samples[i%len(samples)])
+		for k := 0; k < 5; k++ {
+			g["p"+strconv.Itoa(i)] = append(g["p"+strconv.Itoa(i)], pool[(i*5+k)%len(pool)])
+		}
 	}
-	g.Identify(samples[0][0]) // build the gallery's spreads once
-	var decode, detect, match []time.Duration
+	m, err := facerec.Descriptors{}.Build(g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var empty bytes.Buffer
+	blank := image.NewRGBA(image.Rect(0, 0, 1280, 720))
+	draw.Draw(blank, blank.Bounds(), image.NewUniform(color.Gray{Y: 70}), image.Point{}, draw.Src)
+	jpeg.Encode(&empty, blank, &jpeg.Options{Quality: 90})
+	var decode, faces, match, none []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -137,22 +271,40 @@ func BenchmarkFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		r, err := facesIn(s, al, img)
+		r, err := ff.facesIn(img, false)
 		img.Close()
 		if err != nil || len(r.Faces) != 1 {
 			b.Fatal("no face")
 		}
 		t2 := time.Now()
-		g.Identify(r.Faces[0].Template)
+		m.Identify(r.Faces[0].Template)
 		t3 := time.Now()
-		decode, detect, match = append(decode, t1.Sub(t0)), append(detect, t2.Sub(t1)), append(match, t3.Sub(t2))
+		img, err = score.Decode(empty.Bytes(), score.MaxPixels)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t4 := time.Now()
+		r, err = ff.facesIn(img, false)
+		t5 := time.Now()
+		img.Close()
+		if err != nil || len(r.Faces) != 0 {
+			b.Fatalf("faces in an empty frame: %v", r.Faces)
+		}
+		decode, faces, match, none = append(decode, t1.Sub(t0)), append(faces, t2.Sub(t1)), append(match, t3.Sub(t2)), append(none, t5.Sub(t4))
 	}
 	b.StopTimer()
-	p50 := func(d []time.Duration) float64 {
-		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-		return float64(d[len(d)/2].Microseconds()) / 1000
+	total := make([]time.Duration, len(faces))
+	for i := range faces {
+		total[i] = faces[i] + match[i]
 	}
 	b.ReportMetric(p50(decode), "decode-p50-ms")
-	b.ReportMetric(p50(detect), "detect+align+template-p50-ms")
+	b.ReportMetric(p50(faces), "detect+landmarks+descriptor-p50-ms")
 	b.ReportMetric(p50(match), "match100x5-p50-ms")
+	b.ReportMetric(p50(total), "face-frame-p50-ms")
+	b.ReportMetric(p50(none), "empty-frame-p50-ms")
+}
+
+func p50(d []time.Duration) float64 {
+	slices.Sort(d)
+	return float64(d[len(d)/2].Microseconds()) / 1000
 }

@@ -12,7 +12,12 @@
 // It never opens a network connection, the store or the keys, and takes no
 // configuration but its flags:
 //
-//	aibo-vision [-models /usr/share/opencv4] [-threads 1] [-max-pixels 40000000]
+//	aibo-vision [-models /usr/share/opencv4] [-face-models DIR] [-threads 1] [-max-pixels 40000000]
+//
+// -face-models is the folder of the converted face nets (tools/onnxgen;
+// make setup writes them to build/models). The worker refuses to start
+// when one is missing, and exits before its first answer when one does not
+// match its checksum.
 package main
 
 import (
@@ -28,7 +33,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
-	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
 func main() {
@@ -39,7 +44,8 @@ func run(args []string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("proc", "aibo-vision", "pid", os.Getpid())
 	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/ and lbpcascades/")
+	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/")
+	faceModels := fs.String("face-models", facenet.DefaultDir, "folder holding the converted face nets (tools/onnxgen)")
 	threads := fs.Int("threads", 1, "OpenCV threads per call")
 	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
 	if err := fs.Parse(args); err != nil {
@@ -59,28 +65,38 @@ func run(args []string) int {
 		log.Error("models", "err", err)
 		return 1
 	}
+	// The quick check here; the SHA-256 of every model (27 MB: tens of
+	// milliseconds) is checked while loading, before OpenCV parses them.
+	if err := facenet.CheckFiles(*faceModels); err != nil {
+		log.Error("face models", "err", err)
+		return 1
+	}
 	start := time.Now()
 	score.SetThreads(*threads)
 	var s *score.Scorer
-	var al *align.Aligner
+	ff := &faceFinder{side: patrolSide, thoroughSide: thoroughSide}
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
 		var err error
-		s, err = score.New(score.Options{ModelDir: *models, MaxPixels: *maxPixels})
+		ff.nets, err = facenet.Load(*faceModels)
 		if err == nil {
-			al, err = align.New(*models)
+			// One set of nets serves scoring and the face pipeline.
+			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
 		}
 		if err != nil {
+			// A face model that fails its checksum says "face models
+			// unusable" here. Nothing can be scored: let the daemon see
+			// a crash.
 			log.Error("load models", "err", err)
-			os.Exit(1) // nothing can be scored: let the daemon see a crash
+			os.Exit(1)
 		}
 		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
 	}()
 	defer func() {
 		<-loaded
 		s.Close()
-		al.Close()
+		ff.nets.Close()
 	}()
 
 	// SIGTERM and SIGINT keep their default action: the worker holds no
@@ -99,12 +115,12 @@ func run(args []string) int {
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()
-		r, err := faces(s, al, req.Image, *maxPixels)
+		r, err := ff.faces(req.Image, *maxPixels, req.Thorough)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
 			return vision.FacesResult{}, err
 		}
-		// Never the templates: only how many and how long.
+		// Never the descriptors: only how many and how long.
 		log.Debug("faces", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
 		return r, nil
 	}}

@@ -1,16 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // The test binary doubles as the worker: with workerEnv set it runs main's
@@ -24,11 +32,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// client runs the worker with the face nets of make setup; args come after
+// (a later flag wins).
 func client(t *testing.T, args ...string) *vision.Client {
 	t.Helper()
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := facenet.Check(abs); err != nil {
+		t.Fatalf("%v\nrun make setup: it fetches face-api and converts its nets into build/models", err)
+	}
 	c := vision.NewClient(vision.Config{
 		Path:           os.Args[0],
-		Args:           args,
+		Args:           append([]string{"-face-models", abs}, args...),
 		Env:            append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"),
 		RequestTimeout: 60 * time.Second, // -race makes OpenCV slow
 		StartTimeout:   60 * time.Second,
@@ -38,7 +55,7 @@ func client(t *testing.T, args ...string) *vision.Client {
 	return c
 }
 
-func photo(t *testing.T, name string) []byte {
+func photo(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("../../testdata/score", name))
 	if err != nil {
@@ -104,6 +121,58 @@ func TestWorkerBadModelDir(t *testing.T) {
 	}
 }
 
+// TestWorkerRefusesBrokenFaceModels: a truncated model (a power cut during
+// an update) or a missing checksum list stops the worker with a clear
+// error before OpenCV, which aborts on a malformed model, parses it.
+func TestWorkerRefusesBrokenFaceModels(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(dir string) error
+	}{
+		{"truncated", func(dir string) error {
+			p := filepath.Join(dir, facenet.DescriptorFile)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(p, b[:len(b)/2], 0o644)
+		}},
+		{"no checksums", func(dir string) error { return os.Remove(filepath.Join(dir, facenet.SumsFile)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range []string{facenet.DetectorFile, facenet.LandmarksFile, facenet.ExpressionsFile, facenet.DescriptorFile, facenet.SumsFile} {
+				b, err := os.ReadFile(filepath.Join(faceModels, f))
+				if err != nil {
+					t.Fatalf("%v\nrun make setup", err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tc.spoil(dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := facenet.Load(dir); !errors.Is(err, facenet.ErrModels) {
+				t.Fatalf("Load: %v, want ErrModels", err)
+			}
+			var log testlog.Buffer
+			c := vision.NewClient(vision.Config{Path: os.Args[0], Args: []string{"-face-models", dir},
+				Env: append(vision.DefaultEnv, workerEnv+"=1", "GORACE=atexit_sleep_ms=0"), StartTimeout: time.Minute, RequestTimeout: time.Minute, IdleTimeout: -1, Stderr: &log})
+			defer c.Close()
+			// A missing list stops the start; a corrupt model (found while
+			// loading, after the handshake) the first request.
+			_, err := c.Faces(context.Background(), vision.Faces{Image: photo(t, "coffee.jpg")})
+			if !errors.Is(err, vision.ErrStart) && !errors.Is(err, vision.ErrCrashed) {
+				t.Fatalf("err = %v, want ErrStart or ErrCrashed", err)
+			}
+			if !strings.Contains(log.String(), "face models") {
+				t.Errorf("the worker's log does not say why:\n%s", log.String())
+			}
+		})
+	}
+}
+
 // BenchmarkColdStart builds the worker as it ships (no -race, no test
 // framework) and measures spawn to first answer, and spawn to the first
 // scored photo, against TARGETS.md's 200 ms:
@@ -118,10 +187,14 @@ func BenchmarkColdStart(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var ping, first []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c := vision.NewClient(vision.Config{Path: bin, IdleTimeout: -1})
+		c := vision.NewClient(vision.Config{Path: bin, Args: []string{"-face-models", abs}, IdleTimeout: -1})
 		t0 := time.Now()
 		if _, err := c.Ping(context.Background()); err != nil {
 			b.Fatal(err)
@@ -142,4 +215,73 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	b.ReportMetric(med(ping), "ready-ms")
 	b.ReportMetric(med(first), "first-score-ms")
+}
+
+// BenchmarkWorkerMemory builds the worker as it ships and reports its
+// resident memory idle (models loaded, one small request answered) and its
+// peak after a 1280x720 frame with a face (Patrol and thorough) and a
+// 40-megapixel photo scored and searched for faces, the largest admitted:
+//
+//	go test -run '^$' -bench WorkerMemory -benchtime 3x ./cmd/aibo-vision/
+func BenchmarkWorkerMemory(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "aibo-vision")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := frame720(b, orlFace(b, "s2", 4), 0)
+	big := image.NewGray(image.Rect(0, 0, 7300, 5450)) // 39.8 megapixels
+	for i := range big.Pix {
+		big.Pix[i] = uint8(i*7 + i/7300)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, big, &jpeg.Options{Quality: 80}); err != nil {
+		b.Fatal(err)
+	}
+	var idle, peak float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := vision.NewClient(vision.Config{Path: bin, Args: []string{"-face-models", abs}, IdleTimeout: -1, RequestTimeout: time.Minute})
+		ctx := context.Background()
+		if _, err := c.Faces(ctx, vision.Faces{Image: photo(b, "coffee.jpg")}); err != nil {
+			b.Fatal(err)
+		}
+		pid := c.Stats().PID
+		idle = max(idle, procMB(b, pid, "VmRSS:"))
+		for _, req := range []vision.Faces{{Image: frame}, {Image: frame, Thorough: true}, {Image: buf.Bytes(), Thorough: true}} {
+			if _, err := c.Faces(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := c.Score(ctx, vision.Score{Image: buf.Bytes()}); err != nil {
+			b.Fatal(err)
+		}
+		peak = max(peak, procMB(b, pid, "VmHWM:"))
+		c.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(idle, "idle-RSS-MB")
+	b.ReportMetric(peak, "peak-RSS-MB")
+}
+
+// procMB reads a kB field of /proc/PID/status in MB.
+func procMB(b *testing.B, pid int, field string) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
+			kb, err := strconv.Atoi(f[1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
 }

@@ -6,8 +6,10 @@
 //	bestshot select [-keep N] [-min S] DIR   the best N, one of near-duplicates
 //	bestshot sheet [-o sheet.png] [-keep N] DIR   contact sheet
 //
-// Common flags: -models DIR (OpenCV cascades), -weights FILE (JSON weights,
-// as the daemon stores them; default: weights.Defaults()).
+// Common flags: -models DIR (OpenCV cascades), -face-models DIR (the
+// converted face nets, make setup writes them to build/models), -weights
+// FILE (JSON weights, as the daemon stores them; default:
+// weights.Defaults()).
 package main
 
 import (
@@ -26,13 +28,14 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
 
 const usage = `usage:
   bestshot score [--json] FILE...
   bestshot select [-keep N] [-min S] DIR
   bestshot sheet [-o sheet.png] [-keep N] [-min S] DIR
-flags for every command: -models DIR, -weights FILE.json`
+flags for every command: -models DIR, -face-models DIR, -weights FILE.json`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -53,10 +56,10 @@ var errUsage = errors.New("bad usage")
 const NearDuplicateBits = 10
 
 type options struct {
-	models, weightsFile, out string
-	keep                     int
-	min                      float64
-	json                     bool
+	models, faceModels, weightsFile, out string
+	keep                                 int
+	min                                  float64
+	json                                 bool
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -68,6 +71,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
 	var o options
 	fs.StringVar(&o.models, "models", score.DefaultModelDir, "OpenCV cascades folder")
+	fs.StringVar(&o.faceModels, "face-models", facenet.DefaultDir, "converted face nets folder (make setup: build/models)")
 	fs.StringVar(&o.weightsFile, "weights", "", "weights JSON (default: built-in defaults)")
 	fs.BoolVar(&o.json, "json", false, "JSON output (score)")
 	fs.IntVar(&o.keep, "keep", 10, "photos to keep (select, sheet)")
@@ -101,7 +105,7 @@ func run(args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
-	opts := score.Options{ModelDir: o.models}
+	opts := score.Options{ModelDir: o.models, FaceModels: o.faceModels}
 	if o.weightsFile != "" {
 		data, err := os.ReadFile(o.weightsFile)
 		if err != nil {

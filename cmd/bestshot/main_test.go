@@ -16,8 +16,12 @@ import (
 
 const testdata = "../../testdata/score"
 
+// bestshot runs the command with the face nets make setup converts.
 func bestshot(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	if len(args) > 0 {
+		args = append([]string{args[0], "-face-models", "../../build/models"}, args[1:]...)
+	}
 	var out bytes.Buffer
 	err := run(args, &out)
 	return out.String(), err

@@ -85,7 +85,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case name := <-w.work:
-					w.Handle(name)
+					// A rescan may have listed it just before an earlier
+					// handler removed it: a name that is gone is done.
+					if _, err := os.Lstat(filepath.Join(w.Dir, name)); err == nil {
+						w.Handle(name)
+					}
 					w.mu.Lock()
 					delete(w.inFlight, name)
 					w.mu.Unlock()

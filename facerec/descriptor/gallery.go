@@ -1,0 +1,166 @@
+package descriptor
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// Params are the constants of the open-set decision. A probe is taken for
+// its nearest enrolled person P (distance d1 to P's nearest sample) only
+// when all three hold:
+//
+//	d1 < Threshold          close in absolute terms;
+//	d1 < Ratio * d2         clearly closer to P than to anybody else, d2
+//	                        being the nearest other face: another enrolled
+//	                        person's sample or a cohort face (so a household
+//	                        of one has competitors too);
+//	d1 < Cohort * c(P)      close relative to how close P's own enrollment
+//	                        samples come to the cohort: c(P) is measured when
+//	                        P enrolls, and a person who resembles many
+//	                        strangers is judged more strictly.
+//
+// The second and third are cohort normalisation: a frame that squeezes
+// every distance (blur, darkness, a poor angle) squeezes d2 and c(P) with
+// d1, where an absolute threshold alone would let a stranger through.
+type Params struct {
+	Threshold, Ratio, Cohort float64
+}
+
+// Shipped are the constants the daemon decides with. Each was fixed by
+// Calibrate on enrollment data only, before any test image was scored:
+// ORL people s1..s20, images 1-5, each in a 1280x720 frame through the
+// vision worker, each image probed against galleries without its person
+// (households of one and of the 19 others), against the shipped cohort
+// (GENKI-4K train faces). scripts/facequality recomputes them and reports
+// the protocol's test images as they fall.
+var Shipped = Params{Threshold: 0.45, Ratio: 0.81, Cohort: 0.78}
+
+// Gallery holds the enrolled people's descriptors and the cohort, and
+// identifies probes. It is not safe for concurrent Enroll; Match may run
+// concurrently once enrollment is done.
+type Gallery struct {
+	p        Params
+	cohort   []Vector
+	subjects []*subject // sorted by id, for deterministic ties
+}
+
+type subject struct {
+	id      string
+	samples []Vector
+	// cohortDist is c(P): the median over the samples of the distance to
+	// the nearest cohort face.
+	cohortDist float64
+}
+
+// ErrNoSamples is returned by Enroll for an empty id or no samples.
+var ErrNoSamples = errors.New("descriptor: enrollment needs a subject id and at least one sample")
+
+// NewGallery returns an empty gallery deciding with p against cohort (nil:
+// the shipped cohort).
+func NewGallery(p Params, cohort []Vector) (*Gallery, error) {
+	if cohort == nil {
+		var err error
+		if cohort, err = Cohort(); err != nil {
+			return nil, err
+		}
+	}
+	if len(cohort) == 0 {
+		return nil, fmt.Errorf("descriptor: empty cohort")
+	}
+	return &Gallery{p: p, cohort: cohort}, nil
+}
+
+// Enroll sets the samples of id, replacing any it had.
+func (g *Gallery) Enroll(id string, samples []Vector) error {
+	if id == "" || len(samples) == 0 {
+		return ErrNoSamples
+	}
+	s := &subject{id: id, samples: slices.Clone(samples)}
+	near := make([]float64, len(samples))
+	for i := range samples {
+		near[i] = nearest(&samples[i], g.cohort)
+	}
+	slices.Sort(near)
+	s.cohortDist = median(near)
+	i, found := slices.BinarySearchFunc(g.subjects, id, func(s *subject, id string) int { return strings.Compare(s.id, id) })
+	if found {
+		g.subjects[i] = s
+	} else {
+		g.subjects = slices.Insert(g.subjects, i, s)
+	}
+	return nil
+}
+
+// Len is the number of enrolled people.
+func (g *Gallery) Len() int { return len(g.subjects) }
+
+// Match is the full outcome of comparing a probe with the gallery.
+type Match struct {
+	SubjectID string  // nearest enrolled person ("" when nobody is enrolled)
+	Distance  float64 // d1: to SubjectID's nearest sample
+	// RunnerDistance is d2: to the nearest face that is not SubjectID's
+	// (another person's sample or a cohort face); RunnerID names the
+	// person, "" for a cohort face.
+	RunnerDistance float64
+	RunnerID       string
+	// CohortDist is c(SubjectID), measured at enrollment.
+	CohortDist float64
+	Accepted   bool // under the gallery's Params
+}
+
+// AcceptedWith applies p to the match's distances.
+func (m Match) AcceptedWith(p Params) bool {
+	return m.SubjectID != "" &&
+		m.Distance < p.Threshold &&
+		m.Distance < p.Ratio*m.RunnerDistance &&
+		m.Distance < p.Cohort*m.CohortDist
+}
+
+// Match compares probe with every enrolled sample and every cohort face.
+func (g *Gallery) Match(probe *Vector) Match {
+	m := Match{Distance: math.Inf(1), RunnerDistance: math.Inf(1)}
+	best := -1
+	perSubject := make([]float64, len(g.subjects))
+	for i, s := range g.subjects {
+		perSubject[i] = math.Inf(1)
+		for k := range s.samples {
+			perSubject[i] = math.Min(perSubject[i], Distance(probe, &s.samples[k]))
+		}
+		if perSubject[i] < m.Distance {
+			best, m.Distance = i, perSubject[i]
+		}
+	}
+	if best < 0 {
+		return m
+	}
+	m.SubjectID = g.subjects[best].id
+	m.CohortDist = g.subjects[best].cohortDist
+	m.RunnerDistance = nearest(probe, g.cohort)
+	for i, d := range perSubject {
+		if i != best && d < m.RunnerDistance {
+			m.RunnerDistance, m.RunnerID = d, g.subjects[i].id
+		}
+	}
+	m.Accepted = m.AcceptedWith(g.p)
+	return m
+}
+
+func nearest(v *Vector, set []Vector) float64 {
+	m := math.Inf(1)
+	for i := range set {
+		m = math.Min(m, Distance(v, &set[i]))
+	}
+	return m
+}
+
+// median of sorted values.
+func median(s []float64) float64 {
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}

@@ -1,0 +1,211 @@
+// Package facenet runs the converted face-api nets (tools/onnxgen) with
+// OpenCV's dnn module: the tiny face detector, the 68-point landmark net,
+// the expression net and the 128-D face descriptor, plus the landmark-based
+// alignment (dlib's get_face_chip_details) that turns a face into the
+// 150x150 chip the descriptor expects.
+//
+// It links OpenCV (gocv), so only the vision worker (cmd/aibo-vision) and
+// the offline tools (cmd/bestshot, scripts) may import it, never the
+// daemon. It owns pixels in and numbers out: it reads no store, no keys and
+// no network, its only files are the .onnx models, and it never returns a
+// crop to its callers except the chip, which the worker turns into a
+// descriptor and drops.
+//
+// The models are verified against the SHA256SUMS file onnxgen writes
+// beside them before OpenCV parses them: OpenCV aborts the process on a
+// malformed model, so a truncated or mixed-up file must be caught here as
+// an error.
+package facenet
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"gocv.io/x/gocv"
+)
+
+// DefaultDir is where the packaged face nets are installed.
+const DefaultDir = "/usr/share/aibo-privacyd/models"
+
+// Model files, relative to the models folder.
+const (
+	DetectorFile    = "tiny_face_detector.onnx"
+	LandmarksFile   = "face_landmark_68.onnx"
+	ExpressionsFile = "face_expression.onnx"
+	DescriptorFile  = "face_recognition.onnx"
+	SumsFile        = "SHA256SUMS"
+)
+
+// DescriptorModel names what makes a descriptor: the net (face-api
+// 1.7.15's port of dlib's ResNet) and the chip it is given (landmark
+// similarity transform to dlib's mean face, 150x150, padding 0.25). A
+// descriptor is comparable only with descriptors of the same DescriptorModel;
+// change it whenever either part changes. facerec/descriptor.Model must be
+// equal (a test in cmd/aibo-vision checks).
+const DescriptorModel = "face-api-1.7.15/dlib-resnet/chip150-pad0.25"
+
+// ErrModels wraps every problem with the model files.
+var ErrModels = errors.New("facenet: face models unusable")
+
+// Nets holds the nets the worker runs: detector, landmarks, descriptor.
+// Calls are serialised: one Nets serves one request at a time, as the
+// worker does.
+type Nets struct {
+	mu             sync.Mutex
+	det, lm, descr gocv.Net
+}
+
+// ExpressionNet is face-api's expression net. The worker does not load it:
+// on GENKI-4K's test split it tells smiles from neutral faces less well
+// than capture/score/smile (scripts/quality reports both), so only the
+// golden tests and that report use it.
+type ExpressionNet struct {
+	mu  sync.Mutex
+	net gocv.Net
+}
+
+// CheckFiles is the quick part of Check, for a process that must answer
+// fast: dir/SHA256SUMS lists every model and each is a non-empty file.
+func CheckFiles(dir string) error {
+	_, err := listed(dir)
+	return err
+}
+
+func listed(dir string) (map[string]string, error) {
+	sums, err := readSums(filepath.Join(dir, SumsFile))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
+		if _, ok := sums[f]; !ok {
+			return nil, fmt.Errorf("%w: %s lists no %s", ErrModels, SumsFile, f)
+		}
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
+		}
+		if !st.Mode().IsRegular() || st.Size() == 0 {
+			return nil, fmt.Errorf("%w: %s is empty or not a file", ErrModels, filepath.Join(dir, f))
+		}
+	}
+	return sums, nil
+}
+
+// Check verifies that dir holds every model listed, each matching its
+// SHA-256 in dir/SHA256SUMS. It reads the files but does not parse them.
+func Check(dir string) error {
+	sums, err := listed(dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
+		want := sums[f]
+		got, err := fileSum(filepath.Join(dir, f))
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrModels, err)
+		}
+		if got != want {
+			return fmt.Errorf("%w: %s does not match its SHA-256 in %s (truncated or replaced: run make setup)", ErrModels, filepath.Join(dir, f), SumsFile)
+		}
+	}
+	return nil
+}
+
+// Load checks the models (Check) and loads them.
+func Load(dir string) (*Nets, error) {
+	if err := Check(dir); err != nil {
+		return nil, err
+	}
+	n := &Nets{}
+	for _, m := range []struct {
+		net  *gocv.Net
+		file string
+	}{{&n.det, DetectorFile}, {&n.lm, LandmarksFile}, {&n.descr, DescriptorFile}} {
+		if err := load(m.net, dir, m.file); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// LoadExpressions checks the models (Check) and loads the expression net.
+func LoadExpressions(dir string) (*ExpressionNet, error) {
+	if err := Check(dir); err != nil {
+		return nil, err
+	}
+	e := &ExpressionNet{}
+	if err := load(&e.net, dir, ExpressionsFile); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func load(net *gocv.Net, dir, file string) error {
+	*net = gocv.ReadNetFromONNX(filepath.Join(dir, file))
+	if net.Empty() {
+		net.Close()
+		*net = gocv.Net{}
+		return fmt.Errorf("%w: OpenCV could not load %s", ErrModels, file)
+	}
+	_ = net.SetPreferableBackend(gocv.NetBackendOpenCV)
+	_ = net.SetPreferableTarget(gocv.NetTargetCPU)
+	return nil
+}
+
+// Close frees the nets.
+func (n *Nets) Close() error {
+	for _, net := range []*gocv.Net{&n.det, &n.lm, &n.descr} {
+		net.Close() // deleting a net never loaded is a no-op
+	}
+	return nil
+}
+
+// Close frees the net.
+func (e *ExpressionNet) Close() error { return e.net.Close() }
+
+func readSums(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
+	}
+	defer f.Close()
+	sums := map[string]string{}
+	sc := bufio.NewScanner(io.LimitReader(f, 64<<10))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		sum, name, ok := strings.Cut(line, "  ")
+		if _, err := hex.DecodeString(sum); !ok || err != nil || len(sum) != 64 || name == "" {
+			return nil, fmt.Errorf("%w: %s: malformed line %q", ErrModels, path, line)
+		}
+		sums[name] = sum
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrModels, path, err)
+	}
+	return sums, nil
+}
+
+func fileSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

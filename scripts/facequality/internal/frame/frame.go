@@ -1,0 +1,137 @@
+// Package frame builds the camera frames and runs the vision worker for
+// the face quality reports (scripts/facequality and its cohort generator):
+// a face image tripled into a 1280x720 JPEG frame, and the worker itself
+// (cmd/aibo-vision, built for the run) answering Faces requests over its
+// real protocol. Used by scripts only; it reads ../shared/testdata.
+package frame
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/jpeg"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+)
+
+// Size of the robot's frames.
+const W, H = 1280, 720
+
+// Context says what surrounds the pasted face.
+type Context string
+
+const (
+	// Replicate carries the face image's edge pixels 120 px outwards, as a
+	// scene continues around a head (ORL images end at the hair and ears).
+	Replicate Context = "replicate"
+	// Flat puts the face on uniform grey, a hard edge inside the head.
+	Flat Context = "flat"
+)
+
+// Frame pastes face, tripled, into a 1280x720 frame at (540, 200) and
+// returns the JPEG (quality 90) and the face's place.
+func Frame(face image.Image, ctx Context) ([]byte, image.Rectangle, error) {
+	b := face.Bounds()
+	w, h := b.Dx()*3, b.Dy()*3
+	if w+540 > W || h+200 > H {
+		return nil, image.Rectangle{}, fmt.Errorf("frame: face of %dx%d does not fit tripled", b.Dx(), b.Dy())
+	}
+	rgba := image.NewRGBA(b)
+	draw.Draw(rgba, b, face, b.Min, draw.Src)
+	im := image.NewRGBA(image.Rect(0, 0, W, H))
+	draw.Draw(im, im.Bounds(), image.NewUniform(color.Gray{Y: 70}), image.Point{}, draw.Src)
+	x0, y0 := 540, 200
+	m := 0
+	if ctx == Replicate {
+		m = 120
+	}
+	for y := max(-m, -y0); y < min(h+m, H-y0); y++ {
+		for x := max(-m, -x0); x < min(w+m, W-x0); x++ {
+			yy, xx := min(max(y, 0), h-1), min(max(x, 0), w-1)
+			s := rgba.PixOffset(b.Min.X+xx/3, b.Min.Y+yy/3)
+			i := im.PixOffset(x0+x, y0+y)
+			copy(im.Pix[i:i+4], rgba.Pix[s:s+4])
+			im.Pix[i+3] = 255
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, im, &jpeg.Options{Quality: 90}); err != nil {
+		return nil, image.Rectangle{}, err
+	}
+	return buf.Bytes(), image.Rect(x0, y0, x0+w, y0+h), nil
+}
+
+// Worker is a running vision worker, built from this checkout.
+type Worker struct {
+	*vision.Client
+	dir string
+}
+
+// StartWorker builds cmd/aibo-vision (from the module root, the current
+// directory) and starts it with the face nets in models, on one OpenCV
+// thread.
+func StartWorker(models string) (*Worker, error) {
+	abs, err := filepath.Abs(models)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "facequality")
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, "aibo-vision")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/aibo-vision").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("build the worker: %v\n%s", err, out)
+	}
+	c := vision.NewClient(vision.Config{
+		Path:           bin,
+		Args:           []string{"-face-models", abs, "-threads", "1"},
+		RequestTimeout: time.Minute,
+		IdleTimeout:    -1,
+		Stderr:         os.Stderr,
+	})
+	if _, err := c.Ping(context.Background()); err != nil {
+		c.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &Worker{Client: c, dir: dir}, nil
+}
+
+// Close stops the worker and removes its binary.
+func (w *Worker) Close() {
+	w.Client.Close()
+	os.RemoveAll(w.dir)
+}
+
+// FaceAt asks the worker for the faces of a frame and returns the
+// descriptor of the one whose centre lies in want, nearest its centre (nil
+// when none has a descriptor there), and the model the worker names.
+func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, thorough bool) ([]byte, string, error) {
+	r, err := w.Faces(ctx, vision.Faces{Image: jpg, Thorough: thorough})
+	if err != nil {
+		return nil, "", err
+	}
+	c := image.Pt((want.Min.X+want.Max.X)/2, (want.Min.Y+want.Max.Y)/2)
+	var best []byte
+	bestD := math.Inf(1)
+	for _, f := range r.Faces {
+		fc := image.Pt(f.X+f.W/2, f.Y+f.H/2)
+		if !fc.In(want) || f.Template == nil {
+			continue
+		}
+		if d := math.Hypot(float64(fc.X-c.X), float64(fc.Y-c.Y)); d < bestD {
+			best, bestD = f.Template, d
+		}
+	}
+	return best, r.Model, nil
+}
