@@ -161,6 +161,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Location:   cfg.Location(),
 		Now:        d.now,
 		Logger:     log.With("component", "selection"),
+		Pixels:     d.photoPixels(),
 		OnSelected: func(s capture.Selection) {
 			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
 			d.stateChanged()
@@ -176,6 +177,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MaxFileBytes: cfg.Photos.MaxFileBytes,
 		Now:          d.now,
 		Logger:       log.With("component", "intake"),
+		Pixels:       d.photoPixels(),
 		OnDecided: func(o capture.Outcome) {
 			d.metrics.photos.WithLabelValues(string(o)).Inc()
 			d.stateChanged()

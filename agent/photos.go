@@ -40,7 +40,12 @@ type faceMasker struct {
 }
 
 func (m faceMasker) Mask(ctx context.Context, img []byte) (capture.Mask, error) {
-	found, err := m.an.Faces(ctx, img)
+	an := m.an
+	if w, ok := an.(workerFaces); ok && !m.faces.MayRecognizeAnyone() {
+		w.boxesOnly = true // nobody can be recognised: no descriptor is needed
+		an = w
+	}
+	found, err := an.Faces(ctx, img)
 	if err != nil {
 		return capture.Mask{}, err
 	}

@@ -82,10 +82,13 @@ type workerFaces struct {
 	c        *vision.Client
 	model    string
 	thorough bool
+	// boxesOnly asks for where the faces are, no descriptors: when nobody
+	// may be recognised every face is a stranger anyway.
+	boxesOnly bool
 }
 
 func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
-	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough})
+	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, BoxesOnly: w.boxesOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +100,49 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 		out[i] = facerec.Face{Template: f.Template, Box: image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H), Model: r.Model}
 	}
 	return out, nil
+}
+
+// photoPixels is where photos are decoded and re-encoded: the worker, or
+// in process within a memory budget when there is none.
+func (d *Daemon) photoPixels() capture.Pixels {
+	if d.vision == nil {
+		return &capture.InProcess{}
+	}
+	return workerPixels{d.vision}
+}
+
+// workerPixels decodes and re-encodes photos in the vision worker: the
+// daemon keeps photos as bytes. A worker that crashes or times out on an
+// image has judged it (invalid, or not kept); one that cannot start has
+// not, and the image waits.
+type workerPixels struct{ c *vision.Client }
+
+func (w workerPixels) Validate(ctx context.Context, data []byte) (capture.ImageInfo, error) {
+	r, err := w.c.Validate(ctx, vision.Validate{Image: data})
+	if err != nil {
+		return capture.ImageInfo{}, notJudged(err)
+	}
+	return capture.ImageInfo{Format: r.Format, Width: r.Width, Height: r.Height}, nil
+}
+
+func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
+	boxes := make([]vision.Box, len(hide))
+	for i, r := range hide {
+		boxes[i] = vision.Box{X: r.Min.X, Y: r.Min.Y, W: r.Dx(), H: r.Dy()}
+	}
+	r, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes})
+	if err != nil {
+		return nil, notJudged(err)
+	}
+	return r.JPEG, nil
+}
+
+// notJudged marks the worker's failures that say nothing of the image.
+func notJudged(err error) error {
+	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) {
+		return fmt.Errorf("%w: %w", capture.ErrRetryLater, err)
+	}
+	return err
 }
 
 // noVision stands in when the worker is missing: every frame is dropped

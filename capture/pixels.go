@@ -9,6 +9,8 @@ import (
 	"image/color"
 	"sync"
 	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 )
 
 // Pixels does whatever needs an image's pixels: decoding it completely to
@@ -24,7 +26,7 @@ type Pixels interface {
 	// error makes the image invalid.
 	Validate(ctx context.Context, data []byte) (ImageInfo, error)
 	// Clean re-encodes data for upload: the regions in hide pixelated,
-	// the EXIF orientation applied, no metadata (see CleanForUpload).
+	// the EXIF orientation applied, no metadata (see clean.ForUpload).
 	Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error)
 }
 
@@ -65,7 +67,7 @@ func (p *InProcess) Clean(ctx context.Context, data []byte, hide []image.Rectang
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return CleanForUpload(data, hide)
+	return clean.ForUpload(data, hide)
 }
 
 // Score implements Scorer with BasicFeatures (exposure, sharpness and a

@@ -176,3 +176,21 @@ func TestTemplatesOfAnotherModelAreStale(t *testing.T) {
 type otherModel struct{ firstByte }
 
 func (otherModel) Model() string { return "other-v2" }
+
+// Issue: with patrol on but nobody enrolled who may be recognised, every
+// stranger's face was still described. Such a frame is deleted unread.
+func TestP7_NobodyToRecogniseMeansFramesAreNotEvenAnalysed(t *testing.T) {
+	r := newRig(t)
+	before := analysed.Load()
+	r.frame("Z")
+	r.frame("Y", "X")
+	if n := analysed.Load() - before; n != 0 {
+		t.Fatalf("%d frames analysed with nobody enrolled", n)
+	}
+	r.consent("ana")
+	r.start("ana")
+	r.frame("A")
+	if analysed.Load() == before {
+		t.Fatal("an enrollment frame was not analysed: the counter reads nothing")
+	}
+}

@@ -331,6 +331,13 @@ func (s *Service) frame(ctx context.Context, name string) {
 		// closes now, having computed and kept nothing more.
 		s.closeWindow(subject, reason(refused))
 	}
+	if patrol && !enrolling {
+		// Nobody enrolled may be recognised: there is nothing to look for,
+		// so no stranger's face is even described.
+		if m, _, err := s.loadMatcher(); err != nil || m == nil {
+			patrol = false
+		}
+	}
 	var data []byte
 	if enrolling || patrol {
 		data, _ = spool.ReadRegular(path, nil, s.cfg.MaxFileBytes)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +25,11 @@ import (
 // "person"); the rest is noise that differs per frame.
 type frameAnalyzer struct{}
 
+// analysed counts the frames handed to any frameAnalyzer.
+var analysed atomic.Int64
+
 func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
+	analysed.Add(1)
 	var out []Face
 	for _, f := range bytes.Split(img, []byte("|")) {
 		switch {

@@ -189,6 +189,38 @@ func (c *Client) Faces(ctx context.Context, req Faces) (FacesResult, error) {
 	return *resp.Faces, nil
 }
 
+// Validate asks the worker to decode one encoded image completely.
+func (c *Client) Validate(ctx context.Context, req Validate) (ValidateResult, error) {
+	if len(req.Image) > MaxImageBytes {
+		c.count(func(s *Stats) { s.Failed++ })
+		return ValidateResult{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(req.Image), MaxImageBytes)
+	}
+	resp, err := c.call(ctx, &Request{Op: OpValidate, Validate: &req})
+	if err != nil {
+		return ValidateResult{}, err
+	}
+	if resp.Validate == nil {
+		return ValidateResult{}, fmt.Errorf("%w: validate answered without a result", ErrCrashed)
+	}
+	return *resp.Validate, nil
+}
+
+// Clean asks the worker to re-encode one photo for upload.
+func (c *Client) Clean(ctx context.Context, req Clean) (CleanResult, error) {
+	if len(req.Image) > MaxImageBytes {
+		c.count(func(s *Stats) { s.Failed++ })
+		return CleanResult{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(req.Image), MaxImageBytes)
+	}
+	resp, err := c.call(ctx, &Request{Op: OpClean, Clean: &req})
+	if err != nil {
+		return CleanResult{}, err
+	}
+	if resp.Clean == nil || len(resp.Clean.JPEG) == 0 {
+		return CleanResult{}, fmt.Errorf("%w: clean answered without a photo", ErrCrashed)
+	}
+	return *resp.Clean, nil
+}
+
 // Stats returns a snapshot of the counters.
 func (c *Client) Stats() Stats {
 	c.statsMu.Lock()

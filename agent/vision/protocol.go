@@ -49,7 +49,7 @@ import (
 //
 // Version 2: a face's Template is a learned descriptor (facerec/descriptor's
 // encoding) of the model FacesResult.Model names, no longer an LBP template.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // MaxFrame bounds a frame in either direction (64 MiB). A larger length
 // prefix is a protocol error, never an allocation.
@@ -66,18 +66,57 @@ type Op string
 
 // Operations.
 const (
-	OpPing  Op = "ping"
-	OpScore Op = "score"
-	OpFaces Op = "faces"
+	OpPing     Op = "ping"
+	OpScore    Op = "score"
+	OpFaces    Op = "faces"
+	OpValidate Op = "validate"
+	OpClean    Op = "clean"
 )
 
 // Request is one message to the worker. Exactly the field named by Op is
 // set (none for ping).
 type Request struct {
-	ID    uint64 `json:"id"`
-	Op    Op     `json:"op"`
-	Score *Score `json:"score,omitempty"`
-	Faces *Faces `json:"faces,omitempty"`
+	ID       uint64    `json:"id"`
+	Op       Op        `json:"op"`
+	Score    *Score    `json:"score,omitempty"`
+	Faces    *Faces    `json:"faces,omitempty"`
+	Validate *Validate `json:"validate,omitempty"`
+	Clean    *Clean    `json:"clean,omitempty"`
+}
+
+// Validate asks the worker to decode an image completely: the daemon
+// keeps photos as bytes and never decodes one itself, so a hostile file
+// costs the worker's memory, never the daemon's.
+type Validate struct {
+	Image []byte `json:"-"` // the blob
+}
+
+// ValidateResult is what the decode found.
+type ValidateResult struct {
+	Format string `json:"format"` // jpeg or png
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+}
+
+// Clean asks the worker to re-encode a photo for upload: the regions in
+// Hide pixelated, the EXIF orientation applied, no metadata kept
+// (capture/clean.ForUpload).
+type Clean struct {
+	Image []byte `json:"-"` // the blob
+	Hide  []Box  `json:"hide,omitempty"`
+}
+
+// Box is a region of an image, in its pixels.
+type Box struct {
+	X int `json:"x"`
+	Y int `json:"y"`
+	W int `json:"w"`
+	H int `json:"h"`
+}
+
+// CleanResult is the re-encoded JPEG.
+type CleanResult struct {
+	JPEG []byte `json:"jpeg"`
 }
 
 // Faces asks for the faces of one image, each as a descriptor made from its
@@ -90,6 +129,9 @@ type Faces struct {
 	// device, where a stranger's face that is missed goes out unblurred.
 	// Patrol frames leave it false.
 	Thorough bool `json:"thorough,omitempty"`
+	// BoxesOnly skips landmarks and descriptors: when nobody may be
+	// recognised, every face is a stranger and only where it is matters.
+	BoxesOnly bool `json:"boxes_only,omitempty"`
 }
 
 // FacesResult lists the faces found.
@@ -128,11 +170,13 @@ type Score struct {
 // set when the request failed (the image is then invalid for the caller);
 // otherwise the field matching the request's op is.
 type Response struct {
-	ID    uint64       `json:"id"`
-	Error string       `json:"error,omitempty"`
-	Pong  *Pong        `json:"pong,omitempty"`
-	Score *ScoreResult `json:"score,omitempty"`
-	Faces *FacesResult `json:"faces,omitempty"`
+	ID       uint64          `json:"id"`
+	Error    string          `json:"error,omitempty"`
+	Pong     *Pong           `json:"pong,omitempty"`
+	Score    *ScoreResult    `json:"score,omitempty"`
+	Faces    *FacesResult    `json:"faces,omitempty"`
+	Validate *ValidateResult `json:"validate,omitempty"`
+	Clean    *CleanResult    `json:"clean,omitempty"`
 }
 
 // Pong answers a ping.
@@ -176,6 +220,10 @@ func (r *Request) blob() []byte {
 		return r.Score.Image
 	case r.Faces != nil:
 		return r.Faces.Image
+	case r.Validate != nil:
+		return r.Validate.Image
+	case r.Clean != nil:
+		return r.Clean.Image
 	}
 	return nil
 }
@@ -187,6 +235,10 @@ func (r *Request) setBlob(b []byte) error {
 		r.Score.Image = b
 	case r.Op == OpFaces && r.Faces != nil:
 		r.Faces.Image = b
+	case r.Op == OpValidate && r.Validate != nil:
+		r.Validate.Image = b
+	case r.Op == OpClean && r.Clean != nil:
+		r.Clean.Image = b
 	case len(b) > 0:
 		return fmt.Errorf("vision: op %q carries no blob, got %d bytes", r.Op, len(b))
 	}

@@ -11,8 +11,10 @@ import (
 // Handlers are the worker's implementations of the operations. A nil field
 // answers its op with an "unsupported" error. Ping is answered by Serve.
 type Handlers struct {
-	Score func(ctx context.Context, req Score) (ScoreResult, error)
-	Faces func(ctx context.Context, req Faces) (FacesResult, error)
+	Score    func(ctx context.Context, req Score) (ScoreResult, error)
+	Faces    func(ctx context.Context, req Faces) (FacesResult, error)
+	Validate func(ctx context.Context, req Validate) (ValidateResult, error)
+	Clean    func(ctx context.Context, req Clean) (CleanResult, error)
 }
 
 func (h Handlers) ops() []Op {
@@ -22,6 +24,12 @@ func (h Handlers) ops() []Op {
 	}
 	if h.Faces != nil {
 		ops = append(ops, OpFaces)
+	}
+	if h.Validate != nil {
+		ops = append(ops, OpValidate)
+	}
+	if h.Clean != nil {
+		ops = append(ops, OpClean)
 	}
 	return ops
 }
@@ -73,6 +81,20 @@ func (h Handlers) handle(ctx context.Context, req *Request) (resp *Response) {
 			resp.Error = err.Error()
 		} else {
 			resp.Faces = &res
+		}
+	case req.Op == OpValidate && h.Validate != nil && req.Validate != nil:
+		res, err := h.Validate(ctx, *req.Validate)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Validate = &res
+		}
+	case req.Op == OpClean && h.Clean != nil && req.Clean != nil:
+		res, err := h.Clean(ctx, *req.Clean)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Clean = &res
 		}
 	default:
 		resp.Error = fmt.Sprintf("unsupported op %q", req.Op)

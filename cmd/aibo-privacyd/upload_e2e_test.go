@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
@@ -45,7 +45,7 @@ func TestP4_SelectionUploadsTheKeptAndForgetsTheRest(t *testing.T) {
 		if m.ContentType != "image/jpeg" || m.Attrs["day"] == nil {
 			t.Fatalf("manifest %+v", m)
 		}
-		for _, mk := range capture.Markers(body) {
+		for _, mk := range clean.Markers(body) {
 			if mk >= 0xE0 && mk <= 0xEF || mk == 0xFE {
 				t.Fatalf("uploaded photo carries marker %#x", mk)
 			}

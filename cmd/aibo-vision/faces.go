@@ -33,17 +33,19 @@ const (
 )
 
 // faces decodes an image and returns its faces' boxes and descriptors.
-func (f *faceFinder) faces(data []byte, maxPixels int, thorough bool) (vision.FacesResult, error) {
+// With boxesOnly no landmarks or descriptors are computed: nobody may be
+// recognised, so every face is a stranger to blur.
+func (f *faceFinder) faces(data []byte, maxPixels int, thorough, boxesOnly bool) (vision.FacesResult, error) {
 	img, err := score.Decode(data, maxPixels)
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
 	defer img.Close()
-	return f.facesIn(img, thorough)
+	return f.facesIn(img, thorough, boxesOnly)
 }
 
 // facesIn is faces on an image already decoded (BGR).
-func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, error) {
+func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.FacesResult, error) {
 	dets, err := f.nets.Detect(img, facenet.DetectOptions{Side: f.side})
 	if err != nil {
 		return vision.FacesResult{}, err
@@ -62,6 +64,10 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, e
 	for _, d := range dets {
 		head := headBox(d.Box, img.Cols(), img.Rows())
 		face := vision.FaceTemplate{X: head.Min.X, Y: head.Min.Y, W: head.Dx(), H: head.Dy()}
+		if boxesOnly {
+			out.Faces = append(out.Faces, face)
+			continue
+		}
 		v, _, err := f.nets.Describe(img, d.Box)
 		if err == nil {
 			face.Template, err = descriptor.Encode(v)
@@ -77,7 +83,7 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough bool) (vision.FacesResult, e
 }
 
 // headBox grows the detector's box, which runs from the brows to the chin,
-// to the whole head: the box the daemon pixelates (capture.Pixelate grows
+// to the whole head: the box the daemon pixelates (clean.Pixelate grows
 // it by a fifth more), so a stranger's forehead, hair and ears go too.
 func headBox(face image.Rectangle, w, h int) image.Rectangle {
 	dx, up, down := face.Dx()*12/100, face.Dy()*35/100, face.Dy()*5/100

@@ -87,7 +87,7 @@ func TestWorkerAndRecognizerAgreeOnTheModel(t *testing.T) {
 func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 	ff := finder(t)
 	desc := func(person string, n int) []byte {
-		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false)
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false, false)
 		if err != nil || len(r.Faces) != 1 {
 			t.Fatalf("%s/%d: %d faces, %v", person, n, len(r.Faces), err)
 		}
@@ -129,7 +129,7 @@ func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 	// No face, no descriptor.
 	var buf bytes.Buffer
 	jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 640, 480)), nil)
-	if r, err := ff.faces(buf.Bytes(), score.MaxPixels, true); err != nil || len(r.Faces) != 0 {
+	if r, err := ff.faces(buf.Bytes(), score.MaxPixels, true, false); err != nil || len(r.Faces) != 0 {
 		t.Fatalf("empty frame: %v %v", r.Faces, err)
 	}
 }
@@ -139,7 +139,7 @@ func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 func TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled(t *testing.T) {
 	ff := finder(t)
 	desc := func(person string, n int) []byte {
-		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false)
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false, false)
 		if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
 			t.Fatalf("%s/%d: %v %v", person, n, r.Faces, err)
 		}
@@ -217,7 +217,7 @@ func TestP7_TiltedFaceIsLevelled(t *testing.T) {
 
 func describe(t testing.TB, ff *faceFinder, data []byte) descriptor.Vector {
 	t.Helper()
-	r, err := ff.faces(data, score.MaxPixels, false)
+	r, err := ff.faces(data, score.MaxPixels, false, false)
 	if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
 		t.Fatalf("%v %v", r.Faces, err)
 	}
@@ -241,7 +241,7 @@ func BenchmarkFrame(b *testing.B) {
 	var pool [][]byte
 	for _, p := range []string{"s2", "s7", "s12"} {
 		for n := 1; n <= 4; n++ {
-			r, err := ff.faces(frame720(b, orlFace(b, p, n), 0), score.MaxPixels, false)
+			r, err := ff.faces(frame720(b, orlFace(b, p, n), 0), score.MaxPixels, false, false)
 			if err != nil || len(r.Faces) != 1 {
 				b.Fatal("enrollment frame without one face")
 			}
@@ -271,7 +271,7 @@ func BenchmarkFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		r, err := ff.facesIn(img, false)
+		r, err := ff.facesIn(img, false, false)
 		img.Close()
 		if err != nil || len(r.Faces) != 1 {
 			b.Fatal("no face")
@@ -284,7 +284,7 @@ func BenchmarkFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		t4 := time.Now()
-		r, err = ff.facesIn(img, false)
+		r, err = ff.facesIn(img, false, false)
 		t5 := time.Now()
 		img.Close()
 		if err != nil || len(r.Faces) != 0 {

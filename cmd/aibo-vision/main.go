@@ -24,6 +24,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"image"
 	"io"
 	"log/slog"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 )
@@ -112,10 +114,35 @@ func run(args []string) int {
 		}
 		log.Debug("scored", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
 		return toWire(r), nil
+	}, Validate: func(ctx context.Context, req vision.Validate) (vision.ValidateResult, error) {
+		// Decoded here, never in the daemon: a hostile file costs this
+		// process's memory, bounded by its own cgroup on the robot.
+		img, err := score.Decode(req.Image, *maxPixels)
+		if err != nil {
+			log.Info("validate: not an image the daemon may keep", "bytes", len(req.Image), "err", err)
+			return vision.ValidateResult{}, err
+		}
+		defer img.Close()
+		format := "jpeg"
+		if len(req.Image) > 4 && string(req.Image[1:4]) == "PNG" {
+			format = "png"
+		}
+		return vision.ValidateResult{Format: format, Width: img.Cols(), Height: img.Rows()}, nil
+	}, Clean: func(ctx context.Context, req vision.Clean) (vision.CleanResult, error) {
+		hide := make([]image.Rectangle, len(req.Hide))
+		for i, b := range req.Hide {
+			hide[i] = image.Rect(b.X, b.Y, b.X+b.W, b.Y+b.H)
+		}
+		out, err := clean.ForUpload(req.Image, hide)
+		if err != nil {
+			log.Warn("clean", "bytes", len(req.Image), "err", err)
+			return vision.CleanResult{}, err
+		}
+		return vision.CleanResult{JPEG: out}, nil
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()
-		r, err := ff.faces(req.Image, *maxPixels, req.Thorough)
+		r, err := ff.faces(req.Image, *maxPixels, req.Thorough, req.BoxesOnly)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
 			return vision.FacesResult{}, err

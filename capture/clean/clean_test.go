@@ -1,4 +1,4 @@
-package capture
+package clean
 
 import (
 	"bytes"
@@ -47,7 +47,7 @@ func TestP4_UploadsCarryNoMetadata(t *testing.T) {
 	if exifOrientation(dirty) != 6 {
 		t.Fatalf("orientation read %d", exifOrientation(dirty))
 	}
-	clean, err := CleanForUpload(dirty, nil)
+	clean, err := ForUpload(dirty, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package capture
+// Package clean re-encodes photos for upload from their pixels alone:
+// faces pixelated, the EXIF orientation applied, and nothing but pixels
+// kept (no EXIF, XMP, GPS, ICC, maker notes or comments). It is pure Go
+// with no dependency of the module's; the vision worker runs it, so a
+// hostile image costs the worker's memory, never the daemon's.
+package clean
 
 import (
 	"bytes"
@@ -13,13 +18,13 @@ import (
 // UploadQuality is the JPEG quality of uploaded photos.
 const UploadQuality = 92
 
-// CleanForUpload re-encodes a photo from its pixels so that nothing but
+// ForUpload re-encodes a photo from its pixels so that nothing but
 // pixels leaves the device: no EXIF, XMP, GPS, ICC profile, maker notes or
 // comments (Go's encoder writes none). The regions in hide (faces of people
 // who did not consent, in the stored image's coordinates) are pixelated
 // beyond recognition, and then the EXIF orientation is applied so the photo
 // still shows the right way up.
-func CleanForUpload(data []byte, hide []image.Rectangle) ([]byte, error) {
+func ForUpload(data []byte, hide []image.Rectangle) ([]byte, error) {
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("clean photo: %w", err)
