@@ -142,8 +142,16 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
 	})
-	if err := d.st.Update(func(tx *bolt.Tx) error { return d.migrateTx(tx, deviceKey) }); err != nil {
+	var moved bool
+	if err := d.st.Update(func(tx *bolt.Tx) (err error) { moved, err = d.migrateTx(tx, deviceKey); return }); err != nil {
 		return nil, fmt.Errorf("migrate people's data: %w", err)
+	}
+	if moved {
+		// What the old layout left in freed pages (records sealed by the
+		// device key, a person's single key) goes with a fresh file.
+		if err := d.st.Rewrite(); err != nil {
+			return nil, err
+		}
 	}
 	d.metrics = newMetrics(d)
 	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
@@ -268,11 +276,11 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 // copies), templates of another face model are erased and the app told
 // that the person must enroll again, and keyring slots nothing uses are
 // overwritten.
-func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) error {
+func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err error) {
 	now := d.now()
 	moved, err := d.pol.MigratePeopleTx(tx, deviceKey)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, p := range moved {
 		c, ok, err := d.pol.Consent(tx, p.SubjectID)
@@ -281,13 +289,13 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) error {
 		}
 		_, faceKey, err := d.pol.FaceKeyForWriteTx(tx, p.SubjectID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		_, err = d.faces.ResealTx(tx, p.SubjectID, p.Key, faceKey)
 		clear(faceKey)
 		clear(p.Key)
 		if err != nil {
-			return err
+			return false, err
 		}
 	}
 	sealed, dropped, err := d.outbox.SealPersonLinkedTx(tx, func(subject string) (uint32, bool) {
@@ -296,17 +304,17 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) error {
 		return slot, err == nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	subjects, err := d.faces.Subjects(tx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	orphans := 0
 	for _, s := range subjects {
 		c, ok, err := d.pol.Consent(tx, s)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if ok && c.Has(policy.ScopeFaceRecognition) {
 			continue
@@ -314,37 +322,37 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) error {
 		// Face data a withdrawal left behind (an older version's narrower
 		// grant did): it goes, and the cloud is asked to erase its copies.
 		if _, err := d.forgetTx(tx, now, s, erasure{reason: "orphaned", what: allFaceData, drop: faceKinds, cloud: faceKinds}); err != nil {
-			return err
+			return false, err
 		}
 		orphans++
 	}
 	stale, err := d.faces.StaleTemplates(tx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, s := range stale {
 		// The recognizer changed: these templates can no longer be used.
 		// They go; consent stays; the app learns the person must enroll
 		// again (a durable event: the broker may be away at start).
 		if _, err := d.forgetTx(tx, now, s, erasure{reason: "model_changed", what: facerec.What{Templates: true}}); err != nil {
-			return err
+			return false, err
 		}
 		if err := d.faces.MarkEnrollmentNeededTx(tx, s); err != nil {
-			return err
+			return false, err
 		}
 		if err := d.durableEventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
-			return err
+			return false, err
 		}
 	}
 	scrubbed, err := d.pol.ScrubKeys(tx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed > 0 {
 		d.log.Info("people's data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
 			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed)
 	}
-	return nil
+	return len(moved)+sealed+dropped+orphans+len(stale) > 0, nil
 }
 
 // durableEventTx queues an event that must reach the cloud even across a

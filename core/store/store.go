@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 )
 
 // Buckets of schema version 1. Each is owned by one package; the comment
@@ -85,6 +87,12 @@ var Migrations = []Migration{
 		_, err := tx.CreateBucketIfNotExists(BucketEvents)
 		return err
 	}},
+	// Version 4 changes what the buckets hold, not which exist: people's
+	// identity and face keys, consent records sealed whole, person-linked
+	// outbox records sealed whole. The daemon moves the data at start
+	// (agent's migrateTx), then rewrites the file (Rewrite). The number
+	// keeps an older daemon from opening a store it would misread.
+	{To: 4, Name: "per-purpose keys (data moved by the daemon at start)", Up: func(tx *bolt.Tx) error { return nil }},
 }
 
 // Store is the open database.
@@ -213,6 +221,47 @@ func (s *Store) Check() error {
 		}
 		return first
 	})
+}
+
+// Rewrite copies every live record into a fresh file and puts it in place
+// of the store's, then reopens it: the pages bbolt freed, which may still
+// hold deleted records, are no longer in the store file. (The old file's
+// blocks are released to the filesystem; what a disk keeps of released
+// blocks is below what a file can promise.) Call it when no transaction
+// is open, at start.
+func (s *Store) Rewrite() error {
+	tmp := s.path + ".rewrite"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	if err := bolt.Compact(dst, s.db, 4<<20); err != nil {
+		dst.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	if err := fsx.SyncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("rewrite store: %w", err)
+	}
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("reopen store after rewrite: %w", err)
+	}
+	s.db = db
+	return nil
 }
 
 // Close closes the file.

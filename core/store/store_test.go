@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,4 +106,54 @@ func TestFailedMigrationLeavesVersionUnchanged(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Rewrite leaves in the file only what is live: a deleted record that a
+// freed page still held is gone, every live record and bucket sequence is
+// kept.
+func TestRewriteDropsWhatFreedPagesKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	secret := bytes.Repeat([]byte("deleted-secret-"), 300) // spans a page of its own
+	err = s.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketFaces)
+		if _, err := b.NextSequence(); err != nil {
+			return err
+		}
+		if err := b.Put([]byte("keep"), []byte("live value")); err != nil {
+			return err
+		}
+		return b.Put([]byte("gone"), secret)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketFaces).Delete([]byte("gone")) }); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	if !bytes.Contains(raw, secret) {
+		t.Fatal("set-up: the deleted value is not in a freed page; the test reads nothing")
+	}
+	if err := s.Rewrite(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = os.ReadFile(path)
+	if bytes.Contains(raw, secret) {
+		t.Fatal("the deleted value is still in the store file after Rewrite")
+	}
+	err = s.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketFaces)
+		if string(b.Get([]byte("keep"))) != "live value" || b.Sequence() != 1 {
+			t.Errorf("after Rewrite: %q, sequence %d", b.Get([]byte("keep")), b.Sequence())
+		}
+		return nil
+	})
+	if err != nil || s.SchemaVersion() != len(Migrations) {
+		t.Fatalf("after Rewrite: %v, schema %d", err, s.SchemaVersion())
+	}
 }
