@@ -13,6 +13,7 @@
 // configuration but its flags:
 //
 //	aibo-vision [-models /usr/share/opencv4] [-threads 1] [-max-pixels 40000000]
+//	aibo-vision -version
 package main
 
 import (
@@ -29,6 +30,8 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/align"
+	"github.com/aibo-privacy/aibo-privacyd/internal/logx"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 func main() {
@@ -36,14 +39,19 @@ func main() {
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("proc", "aibo-vision", "pid", os.Getpid())
+	log := logx.New(os.Stderr, slog.LevelInfo).With("proc", "aibo-vision", "pid", os.Getpid())
 	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/ and lbpcascades/")
 	threads := fs.Int("threads", 1, "OpenCV threads per call")
 	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Println(version.String("aibo-vision"))
+		return 0
 	}
 	// The protocol owns stdout. Move it to a private descriptor and point
 	// fd 1 at stderr, so a stray printf inside a C library can never
@@ -75,7 +83,7 @@ func run(args []string) int {
 			log.Error("load models", "err", err)
 			os.Exit(1) // nothing can be scored: let the daemon see a crash
 		}
-		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
+		log.Info("models loaded", "took", time.Since(start), "threads", score.Threads())
 	}()
 	defer func() {
 		<-loaded
@@ -94,7 +102,7 @@ func run(args []string) int {
 			log.Warn("score", "bytes", len(req.Image), "err", err)
 			return vision.ScoreResult{}, err
 		}
-		log.Debug("scored", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		log.Debug("scored", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
 		return toWire(r), nil
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
@@ -105,7 +113,7 @@ func run(args []string) int {
 			return vision.FacesResult{}, err
 		}
 		// Never the templates: only how many and how long.
-		log.Debug("faces", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		log.Debug("faces", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
 		return r, nil
 	}}
 	if err := vision.Serve(ctx, os.Stdin, out, h); err != nil {
