@@ -158,10 +158,12 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Now:        d.now,
 		Logger:     log.With("component", "selection"),
 		OnSelected: func(s capture.Selection) {
+			d.metrics.selectionDone(s)
 			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
 			d.stateChanged()
 		},
 		OnFailed: func(day, reason string) {
+			d.metrics.selections.WithLabelValues("failed").Inc()
 			d.notify(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
 		},
 	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
@@ -191,7 +193,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
-		Observe:      func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+		Observe:      func(typ, code string) { d.metrics.command(typ, code) },
 	})
 	d.registerCommands()
 

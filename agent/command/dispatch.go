@@ -99,7 +99,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		var e *Error
 		body, id, e = d.opt.Authenticate(raw, now)
 		if e != nil {
-			return d.refuse(id, "", e)
+			return d.refuse(id, peekType(raw), e)
 		}
 	}
 	cmd, id, e := Parse(body)
@@ -116,6 +116,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	}
 	ex := &Exec{Now: now, Cmd: cmd}
 	var res []byte
+	var effect any // the handler's result, logged: ids, counts and flags, never personal data
 	err := d.st.Update(func(tx *bolt.Tx) error {
 		ex.Tx = tx
 		ex.after, ex.undo = nil, nil
@@ -123,6 +124,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		if herr != nil {
 			return herr
 		}
+		effect = body
 		var err error
 		res, err = d.record(tx, now, cmd.ID, body)
 		return err
@@ -142,7 +144,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		f()
 	}
 	d.observe(cmd.Type, "ok")
-	d.opt.Logger.Info("command done", "id", cmd.ID, "type", cmd.Type)
+	d.opt.Logger.Info("command done", "id", cmd.ID, "type", cmd.Type, "effect", effect)
 	return res
 }
 
@@ -150,7 +152,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 // the failure was transient.
 func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
 	d.observe(cmd.Type, e.Code)
-	logRefusal(d.opt.Logger, cmd.ID, cmd.Type, e)
+	logRefusal(d.opt.Logger, slog.LevelInfo, cmd.ID, cmd.Type, e)
 	out := ErrorResult(cmd.ID, e)
 	if e.Code == CodeInternal || e.Code == CodeBusy {
 		return out
@@ -170,10 +172,10 @@ func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
 func (d *Dispatcher) refuse(id, typ string, e *Error) []byte {
 	d.observe(typ, e.Code)
 	if id == "" {
-		d.opt.Logger.Warn("command dropped: no id to answer", "code", e.Code, "reason", e.Message)
+		d.opt.Logger.Warn("command dropped: no id to answer", "type", typ, "code", e.Code, "reason", e.Message)
 		return nil
 	}
-	logRefusal(d.opt.Logger, id, typ, e)
+	logRefusal(d.opt.Logger, slog.LevelWarn, id, typ, e)
 	return ErrorResult(id, e)
 }
 
