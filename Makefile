@@ -29,6 +29,7 @@ lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	scripts/check-ignored.sh
 
 # Each fuzz target for FUZZTIME (make test runs their seed corpora only).
 FUZZTIME ?= 60s
