@@ -374,6 +374,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"systemd", d.runSystemd}, // Type=notify readiness and the watchdog
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

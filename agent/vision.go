@@ -10,7 +10,12 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
 )
+
+// workerPids bounds the worker's tasks: OpenCV's threads and the Go
+// runtime's, with room to spare.
+const workerPids = 256
 
 // newVision returns the client of the vision worker, or nil when its
 // binary is missing (photos are then scored in pure Go and frames dropped
@@ -26,11 +31,25 @@ func (d *Daemon) newVision() *vision.Client {
 		d.log.Warn("vision worker not found: faces are not analysed, photos are scored without faces", "path", path)
 		return nil
 	}
-	return vision.NewClient(vision.Config{
+	log := d.log.With("component", "vision")
+	cfg := vision.Config{
 		Path:   path,
 		Args:   []string{"-models", d.cfg.Vision.ModelsDir},
-		Logger: d.log.With("component", "vision"),
-	})
+		Logger: log,
+	}
+	if d.cfg.Vision.MemoryMax > 0 {
+		placer, err := cgroup.Setup("/sys/fs/cgroup", "/proc/self/cgroup", cgroup.Limits{MemoryMax: d.cfg.Vision.MemoryMax, PidsMax: workerPids})
+		switch {
+		case err == nil:
+			cfg.OnStart = placer.Place
+			log.Info("vision worker gets a memory cgroup of its own", "cgroup", placer.Dir(), "memory_max", d.cfg.Vision.MemoryMax)
+		case errors.Is(err, cgroup.ErrNotDelegated):
+			log.Debug("vision worker shares the daemon's memory bound", "why", err.Error())
+		default:
+			log.Warn("vision worker shares the daemon's memory bound", "err", err)
+		}
+	}
+	return vision.NewClient(cfg)
 }
 
 func (d *Daemon) analyzer() facerec.Analyzer {

@@ -61,7 +61,8 @@ type rig struct {
 	spool    string
 	socket   string
 	config   string
-	extra    string // appended YAML
+	extra    string   // appended YAML
+	env      []string // added to the daemon's environment
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logs     *testlog.Buffer
@@ -129,6 +130,9 @@ func (r *rig) start() {
 	}
 	r.logs = &testlog.Buffer{}
 	r.cmd = exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+	// The daemon talks to systemd only when a test asks (r.env), never to
+	// a systemd the test runner may run under.
+	r.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET=", "WATCHDOG_USEC="), r.env...)
 	r.cmd.Stdout = r.logs
 	r.cmd.Stderr = r.logs
 	if err := r.cmd.Start(); err != nil {
