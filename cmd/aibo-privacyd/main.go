@@ -55,6 +55,9 @@ func run(args []string) error {
 	}
 	log := logx.New(os.Stderr, level)
 	log.Info("aibo-privacyd starting", "version", version.String("aibo-privacyd"), "config", *path, "log_level", level.String())
+	if len(cfg.Security.CommandKeys) == 0 {
+		log.Warn("security.command_keys is empty: commands are taken unsigned, and a signed envelope is unwrapped without checking its signature")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
