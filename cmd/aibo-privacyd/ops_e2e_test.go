@@ -6,6 +6,9 @@ import (
 	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +289,14 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// Every binary says which build it is (runtime/debug build info).
+func TestEveryBinaryPrintsItsVersion(t *testing.T) {
+	for _, name := range []string{"aibo-privacyd", "aiboctl", "aibo-vision"} {
+		out, err := exec.Command(filepath.Join(binDir, name), "-version").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), name+" ") || !strings.Contains(string(out), runtime.Version()) {
+			t.Errorf("%s -version: %v %q", name, err, out)
+		}
+	}
 }
