@@ -171,10 +171,12 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Logger:     log.With("component", "selection"),
 		Pixels:     d.photoPixels(),
 		OnSelected: func(s capture.Selection) {
+			d.metrics.selectionDone(s)
 			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
 			d.stateChanged()
 		},
 		OnFailed: func(day, reason string) {
+			d.metrics.selections.WithLabelValues("failed").Inc()
 			d.notify(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
 		},
 	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
@@ -206,7 +208,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		IDRetention:  cfg.Retention.CommandIDs.D(),
 		Now:          d.now,
 		Logger:       log.With("component", "commands"),
-		OnAnswered:   func(typ, code string) { d.metrics.commands.WithLabelValues(typ, code).Inc() },
+		OnAnswered:   func(typ, code string) { d.metrics.command(typ, code) },
 	})
 	d.registerCommands()
 
@@ -391,6 +393,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"systemd", d.runSystemd}, // Type=notify readiness and the watchdog
 	}
 	var wg sync.WaitGroup
 	for _, s := range services {

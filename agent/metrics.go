@@ -3,15 +3,33 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
-// metrics are the Prometheus series served on the diagnostic socket. Labels
-// carry outcomes, command types and codes: never ids of people.
+// metrics are the Prometheus series served on the diagnostic socket, named
+// for what an operator alerts on: a growing queue, refusals, resends, a
+// crashing worker, slow selections, erase requests the cloud has not
+// taken. Labels carry outcomes, kinds, command types and codes, each from
+// a fixed set: never ids of people, never a string a sender chose.
 type metrics struct {
-	reg       *prometheus.Registry
-	photos    *prometheus.CounterVec
-	commands  *prometheus.CounterVec
-	connected prometheus.Gauge
+	reg        *prometheus.Registry
+	photos     *prometheus.CounterVec
+	commands   *prometheus.CounterVec
+	connected  prometheus.Gauge
+	selections *prometheus.CounterVec
+	selectTime prometheus.Histogram
+	selected   *prometheus.CounterVec
+}
+
+// commandTypes are the types a label may name; any other is "unknown" (a
+// sender must not be able to mint series).
+var commandTypes = map[string]bool{
+	"set_features": true, "accept_policy": true, "set_region": true, "grant_consent": true,
+	"revoke_consent": true, "start_enrollment": true, "cancel_enrollment": true, "select_photos": true,
+	"photo_feedback": true, "delete_data": true, "export_inventory": true, "firmware_offer": true,
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -21,25 +39,132 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "aibo_photos_total", Help: "Spool photos by outcome since start.",
 		}, []string{"outcome"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "aibo_commands_total", Help: "Commands answered, by type and result code.",
+			Name: "aibo_commands_total", Help: "Commands answered, by type (unknown when unreadable or not a contract type) and result code.",
 		}, []string{"type", "code"}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "aibo_mqtt_connected", Help: "1 while the MQTT session is up.",
 		}),
+		selections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibo_selections_total", Help: "Photo selections by outcome: done, or failed (the photos stay undecided and are tried again).",
+		}, []string{"outcome"}),
+		selectTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "aibo_selection_duration_seconds", Help: "How long a finished selection took, scoring and commit included.",
+			Buckets: []float64{0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}),
+		selected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibo_selected_photos_total", Help: "Photos decided by selection: kept (queued for upload) or deleted.",
+		}, []string{"decision"}),
 	}
-	storeBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "aibo_store_bytes", Help: "Size of the bbolt state file.",
-	}, func() float64 { return float64(d.st.Size()) })
-	eventsPending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "aibo_events_pending", Help: "Erase requests kept until the broker takes them.",
-	}, func() float64 { return float64(d.events.Pending()) })
-	uptime := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "aibo_uptime_seconds", Help: "Seconds since the daemon started.",
-	}, func() float64 { return d.now().Sub(d.started).Seconds() })
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
 	for _, o := range []string{"refused", "admitted", "over_cap", "invalid"} {
 		m.photos.WithLabelValues(o)
 	}
-	m.reg.MustRegister(m.photos, m.commands, m.connected, storeBytes, eventsPending, uptime,
+	for _, o := range []string{"done", "failed"} {
+		m.selections.WithLabelValues(o)
+	}
+	for _, o := range []string{"kept", "deleted"} {
+		m.selected.WithLabelValues(o)
+	}
+	m.reg.MustRegister(m.photos, m.commands, m.connected, m.selections, m.selectTime, m.selected,
+		gauge("aibo_store_bytes", "Size of the bbolt state file.", func() float64 { return float64(d.st.Size()) }),
+		gauge("aibo_events_pending", "Durable events (erase requests, enrollment_needed) the broker has not taken yet; alert when it stays above 0.",
+			func() float64 { return float64(d.events.Pending()) }),
+		gauge("aibo_outbox_pending_artifacts", "Artifacts queued until the cloud's ok ack.", func() float64 { n, _ := d.outbox.Summary(); return float64(n) }),
+		gauge("aibo_outbox_pending_bytes", "Bytes queued until the cloud's ok ack (bounded by mqtt.max_queue_bytes).", func() float64 { _, b := d.outbox.Summary(); return float64(b) }),
+		gauge("aibo_outbox_max_bytes", "mqtt.max_queue_bytes: past it new artifacts are refused.", func() float64 { return float64(d.cfg.MQTT.MaxQueueBytes) }),
+		outboxCollector{d.outbox},
+		visionCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// command counts one answered command.
+func (m *metrics) command(typ, code string) {
+	if !commandTypes[typ] {
+		typ = "unknown"
+	}
+	m.commands.WithLabelValues(typ, code).Inc()
+}
+
+// selectionDone counts a finished selection.
+func (m *metrics) selectionDone(s capture.Selection) {
+	m.selections.WithLabelValues("done").Inc()
+	m.selectTime.Observe(s.Took.Seconds())
+	m.selected.WithLabelValues("kept").Add(float64(len(s.Kept)))
+	m.selected.WithLabelValues("deleted").Add(float64(s.Deleted))
+}
+
+// outboxCollector exports the outbox's counters by kind at each scrape.
+type outboxCollector struct{ o *outbox.Outbox }
+
+var outboxDescs = map[string]*prometheus.Desc{
+	outbox.StatAcked: prometheus.NewDesc("aibo_uploads_total",
+		"Artifacts the cloud acknowledged ok (uploads done), by kind.", []string{"kind"}, nil),
+	outbox.StatSent: prometheus.NewDesc("aibo_upload_attempts_total",
+		"Complete sends of an artifact (manifest and every chunk), resends included, by kind.", []string{"kind"}, nil),
+	outbox.StatResent: prometheus.NewDesc("aibo_upload_resends_total",
+		"Sends of an artifact already sent (no ack in ack_timeout, a nack, or a restart), by kind.", []string{"kind"}, nil),
+	outbox.StatNacked: prometheus.NewDesc("aibo_upload_nacks_total",
+		"Not-ok acks from the cloud, by kind.", []string{"kind"}, nil),
+	outbox.StatRefusedFull: prometheus.NewDesc("aibo_outbox_full_refusals_total",
+		"Artifacts refused because the queue was at mqtt.max_queue_bytes (a photo not kept, an export answered busy), by kind.", []string{"kind"}, nil),
+}
+
+func (c outboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range outboxDescs {
+		ch <- d
+	}
+}
+
+func (c outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.o.Stats()
+	for name, desc := range outboxDescs {
+		for _, k := range policy.Kinds {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(st[name][k]), string(k))
+		}
+	}
+}
+
+// visionCollector exports the worker's supervision counters.
+type visionCollector struct{ d *Daemon }
+
+var (
+	visionAvailable = prometheus.NewDesc("aibo_vision_worker_available", "1 when the aibo-vision binary was found at start; 0: photos are scored in pure Go and frames dropped.", nil, nil)
+	visionUp        = prometheus.NewDesc("aibo_vision_worker_up", "1 while a worker process runs (it is started on demand and stopped when idle).", nil, nil)
+	visionStarts    = prometheus.NewDesc("aibo_vision_worker_starts_total", "Worker processes started.", nil, nil)
+	visionCrashes   = prometheus.NewDesc("aibo_vision_worker_crashes_total", "Workers that died or broke the protocol during a request (the image counts as unscorable).", nil, nil)
+	visionTimeouts  = prometheus.NewDesc("aibo_vision_worker_timeouts_total", "Workers killed for a request over its time limit.", nil, nil)
+	visionRequests  = prometheus.NewDesc("aibo_vision_requests_total", "Requests sent to the worker.", nil, nil)
+	visionFailed    = prometheus.NewDesc("aibo_vision_request_failures_total", "Requests that ended in an error of any kind (an undecodable image included).", nil, nil)
+)
+
+func (c visionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{visionAvailable, visionUp, visionStarts, visionCrashes, visionTimeouts, visionRequests, visionFailed} {
+		ch <- d
+	}
+}
+
+func (c visionCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	if c.d.vision == nil {
+		gauge(visionAvailable, 0)
+		gauge(visionUp, 0)
+		for _, d := range []*prometheus.Desc{visionStarts, visionCrashes, visionTimeouts, visionRequests, visionFailed} {
+			counter(d, 0)
+		}
+		return
+	}
+	s := c.d.vision.Stats()
+	gauge(visionAvailable, 1)
+	gauge(visionUp, map[bool]float64{true: 1}[s.Running])
+	counter(visionStarts, s.Starts)
+	counter(visionCrashes, s.Crashes)
+	counter(visionTimeouts, s.Timeouts)
+	counter(visionRequests, s.Requests)
+	counter(visionFailed, s.Failed)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/firmware"
 )
 
 // technician answers the diagnostic socket: counts, ages and ids only.
@@ -77,7 +78,19 @@ type StatusReport struct {
 	SchemaVersion int          `json:"schema_version"`
 	DailyCap      int          `json:"daily_cap"`
 	Prohibited    bool         `json:"region_prohibited"`
-	Update        any          `json:"firmware_update"`
+	Update        UpdateStatus `json:"firmware_update"`
+}
+
+// UpdateStatus is what the status adds to the reported state's firmware
+// (installed and staged version, not repeated here): the fallback image,
+// the anti-rollback mark, the staged image's policy and the download in
+// progress.
+type UpdateStatus struct {
+	Fallback             string             `json:"fallback,omitempty"`
+	Highest              string             `json:"highest"`
+	Download             *firmware.Progress `json:"download,omitempty"`
+	MaterialPolicyChange bool               `json:"material_policy_change,omitempty"`
+	PolicyVersion        string             `json:"policy_version,omitempty"`
 }
 
 // BrokerStatus is the MQTT connection as a technician sees it.
@@ -89,7 +102,7 @@ type BrokerStatus struct {
 func (t *technician) Status(ctx context.Context) (any, error) {
 	d := t.d
 	var s ReportedState
-	var fw any
+	var fw firmware.Status
 	err := d.view(func(tx *bolt.Tx) (err error) {
 		if s, err = d.readState(tx); err != nil {
 			return err
@@ -104,12 +117,13 @@ func (t *technician) Status(ctx context.Context) (any, error) {
 	return StatusReport{
 		ReportedState: s,
 		Broker:        BrokerStatus{URL: d.cfg.MQTT.Broker, Connected: d.link.Connected()},
-		UptimeSeconds: time.Since(d.started).Seconds(),
+		UptimeSeconds: time.Since(d.started).Round(time.Second).Seconds(),
 		StoreBytes:    d.st.Size(),
 		SchemaVersion: d.st.SchemaVersion(),
 		DailyCap:      d.cfg.Photos.DailyCap,
 		Prohibited:    d.pol.Prohibited(s.Region),
-		Update:        fw,
+		Update: UpdateStatus{Fallback: fw.Fallback, Highest: fw.Highest, Download: fw.Download,
+			MaterialPolicyChange: fw.MaterialPolicyChange, PolicyVersion: fw.PolicyVersion},
 	}, nil
 }
 

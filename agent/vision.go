@@ -11,7 +11,12 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
 )
+
+// workerPids bounds the worker's tasks: OpenCV's threads and the Go
+// runtime's, with room to spare.
+const workerPids = 256
 
 // newVision returns the client of the vision worker, or nil when its
 // binary is missing (photos are then scored in pure Go and frames dropped
@@ -32,10 +37,11 @@ func (d *Daemon) newVision() *vision.Client {
 	if err != nil {
 		faceModels = d.cfg.Vision.FaceModelsDir
 	}
+	log := d.log.With("component", "vision")
 	cfg := vision.Config{
 		Path:   path,
 		Args:   []string{"-models", d.cfg.Vision.ModelsDir, "-face-models", faceModels},
-		Logger: d.log.With("component", "vision"),
+		Logger: log,
 	}
 	// The worker starts through this binary, confined: it reads only
 	// itself, its libraries and its models (vision.Sandbox).
@@ -43,10 +49,22 @@ func (d *Daemon) newVision() *vision.Client {
 		cfg.Launcher = self
 		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
 	} else {
-		d.log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
+		log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
 	}
 	if vision.LandlockABI() == 0 {
-		d.log.Warn("this kernel has no Landlock: the vision worker's files are not confined (seccomp and its network namespace still apply)")
+		log.Warn("this kernel has no Landlock: the vision worker's files are not confined (seccomp and its network namespace still apply)")
+	}
+	if d.cfg.Vision.MemoryMax > 0 {
+		placer, err := cgroup.Setup("/sys/fs/cgroup", "/proc/self/cgroup", cgroup.Limits{MemoryMax: d.cfg.Vision.MemoryMax, PidsMax: workerPids})
+		switch {
+		case err == nil:
+			cfg.OnStart = placer.Place
+			log.Info("vision worker gets a memory cgroup of its own", "cgroup", placer.Dir(), "memory_max", d.cfg.Vision.MemoryMax)
+		case errors.Is(err, cgroup.ErrNotDelegated):
+			log.Debug("vision worker shares the daemon's memory bound", "why", err.Error())
+		default:
+			log.Warn("vision worker shares the daemon's memory bound", "err", err)
+		}
 	}
 	return vision.NewClient(cfg)
 }

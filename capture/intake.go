@@ -227,6 +227,9 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 		return "", err
 	}
 	o, err := in.commit(id, now, Admitted, p)
+	if o == Admitted && err == nil {
+		in.cfg.Logger.Info("photo admitted", "file", filepath.Base(path), "photo_id", p.ID, "bytes", p.Size)
+	}
 	if o != Admitted {
 		in.vault.remove(p.ID) // withdrawn or capped meanwhile, or the commit failed
 	}

@@ -91,6 +91,9 @@ type Selection struct {
 	Kept    []string `json:"kept"` // artifact ids queued for upload
 	Deleted int      `json:"deleted"`
 	Reasons []Reason `json:"-"` // why each photo was kept or deleted
+	// Took is how long the selection ran, scoring and commit included
+	// (logged, and a metric).
+	Took time.Duration `json:"-"`
 }
 
 // Reason says why one photo was kept or deleted: score and rank only,
@@ -274,6 +277,7 @@ type candidate struct {
 
 func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, dayOver bool) (Selection, error) {
 	res := Selection{Day: day}
+	start := time.Now()
 	w := s.weights()
 	cands := map[string]*candidate{}
 	var list []Candidate
@@ -432,11 +436,14 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 	}
 	res.Reasons = reasons(list, keep, staged, why, s.cfg.MinScore)
 	for _, r := range res.Reasons {
-		if !r.Kept {
+		if r.Kept {
+			s.cfg.Logger.Info("photo kept by selection", "day", day, "photo_id", r.PhotoID, "score", r.Score, "rank", r.Rank)
+		} else {
 			s.cfg.Logger.Info("photo deleted by selection", "day", day, "photo_id", r.PhotoID, "score", r.Score, "rank", r.Rank, "reason", r.Why)
 		}
 	}
-	s.cfg.Logger.Info("selection done", "day", day, "kept", len(res.Kept), "deleted", res.Deleted)
+	res.Took = time.Since(start)
+	s.cfg.Logger.Info("selection done", "day", day, "kept", len(res.Kept), "deleted", res.Deleted, "took", res.Took)
 	if s.cfg.OnSelected != nil {
 		s.cfg.OnSelected(res)
 	}

@@ -1,22 +1,60 @@
 #!/usr/bin/env bash
-# make demo: a local broker, the daemon with configs/dev.yaml (fresh state
-# under ./var/demo), and scripts/demo playing the app and the cloud.
+# make demo: the whole photo story on this machine. A local broker, the
+# daemon with fresh state (configs/dev.yaml, log level info) and
+# scripts/demo playing the app and the cloud; it ends with a table of every
+# photo (kept or deleted, score, rank, why) and a contact sheet.
+#
+#   DEMO_DIR (var/demo)  DEMO_PORT (18830)  BIN (bin)  DEMO_BIN (go run ./scripts/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf var/demo
-mkdir -p var/demo/spool/photos var/demo/spool/frames
-sed -e 's|\./var/data|./var/demo/data|; s|\./var/spool|./var/demo/spool|; s|\./var/diag.sock|./var/demo/diag.sock|; s|log_level: debug|log_level: warn|' \
-  configs/dev.yaml > var/demo/config.yaml
-"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c configs/mosquitto-dev.conf > var/demo/broker.log 2>&1 &
+dir=${DEMO_DIR:-var/demo}
+port=${DEMO_PORT:-18830}
+bin=${BIN:-bin}
+step() { echo "demo: $*"; }
+
+rm -rf "$dir"
+mkdir -p "$dir/spool/photos" "$dir/spool/frames"
+sed -e "s|\./var/data|$dir/data|; s|\./var/spool|$dir/spool|; s|\./var/diag.sock|$dir/diag.sock|" \
+  -e "s|^log_level: .*|log_level: info|; s|127.0.0.1:18830|127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\n' "$port" >"$dir/mosquitto.conf"
+
+step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"
+"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
 broker=$!
-bin/aibo-privacyd -config var/demo/config.yaml 2> var/demo/daemon.log &
-daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; kill $broker 2>/dev/null; wait $broker 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  bin/aiboctl -socket var/demo/diag.sock health >/dev/null 2>&1 && break
+daemon=
+cleanup() {
+  [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  kill "$broker" 2>/dev/null
+  wait "$broker" 2>/dev/null || true
+}
+trap cleanup EXIT
+for i in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  if [ "$i" = 50 ]; then
+    echo "demo: the broker did not start; $dir/broker.log says:" >&2
+    tail -5 "$dir/broker.log" >&2
+    exit 1
+  fi
   sleep 0.1
 done
-go run ./scripts/demo -spool var/demo/spool -cloud var/demo/cloud
+
+step "starting the daemon, fresh state in $dir (log: $dir/daemon.log)"
+"$bin/aibo-privacyd" -config "$dir/config.yaml" 2>"$dir/daemon.log" &
+daemon=$!
+for i in $(seq 100); do
+  "$bin/aiboctl" -socket "$dir/diag.sock" health >/dev/null 2>&1 && break
+  if [ "$i" = 100 ] || ! kill -0 "$daemon" 2>/dev/null; then
+    echo "demo: the daemon is not answering; $dir/daemon.log says:" >&2
+    tail -5 "$dir/daemon.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+${DEMO_BIN:-go run ./scripts/demo} -broker "tcp://127.0.0.1:$port" -spool "$dir/spool" -cloud "$dir/cloud" \
+  -camera "$dir/camera" -log "$dir/daemon.log"
+
 echo
-bin/aiboctl -socket var/demo/diag.sock status | grep -E 'photos_today|outbox|features.auto_photo'
-echo "daemon log: var/demo/daemon.log; uploads: var/demo/cloud/"
+"$bin/bestshot" sheet -o "$dir/sheet.png" "$dir/camera" >/dev/null
+step "contact sheet of what the camera took (bestshot's picks, the daemon's defaults): $dir/sheet.png"
+step "uploads as the cloud got them: $dir/cloud/; the daemon's log: $dir/daemon.log"

@@ -2,14 +2,15 @@
 # Installs what the build and the tests need on Debian 12, and nothing that is
 # already there. Safe to run again.
 set -euo pipefail
-packages=(libopencv-dev opencv-data mosquitto mosquitto-clients)
+# systemd: systemd-analyze checks the unit (packaging/unit_test.go).
+packages=(libopencv-dev opencv-data mosquitto mosquitto-clients systemd)
 command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
+  echo "setup: installing ${missing[*]}" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

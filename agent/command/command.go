@@ -3,10 +3,14 @@
 // effect per command id (results are stored durably, in the same bbolt
 // transaction as the command's effect, and answered again on a repeat). It
 // never decides what a command may do: handlers registered by the daemon do.
-// It never logs payloads, which may carry names and birthdays.
+// It never logs payloads, which may carry names and birthdays; "command
+// done" carries the handler's result, which the contract keeps to ids,
+// counts, versions and flags.
 package command
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -161,8 +165,39 @@ func ErrorResult(id string, e *Error) []byte {
 	return raw
 }
 
-func logRefusal(log *slog.Logger, id, typ string, e *Error) {
-	log.Info("command refused", "id", id, "type", logType(typ), "code", e.Code)
+// logRefusal logs a refused command at level: WARN for one refused before
+// its handler (unsigned, forged, expired, malformed: someone or something
+// is wrong), INFO for a refusal of the handler (a rule said no).
+func logRefusal(log *slog.Logger, level slog.Level, id, typ string, e *Error) {
+	log.Log(context.Background(), level, "command refused", "id", id, "type", logType(typ), "code", e.Code, "reason", textx.Cut(e.Message, 120))
+}
+
+// peekType reads the type of a command that was refused before parsing,
+// from a plain command or a signed envelope's body, for the log line: at
+// most 40 bytes, "" when none can be read. It is never trusted for
+// anything else.
+func peekType(raw []byte) string {
+	if len(raw) > 2*MaxPayload {
+		return ""
+	}
+	var w struct {
+		Type string  `json:"type"`
+		Body *string `json:"body"`
+	}
+	if json.Unmarshal(raw, &w) != nil {
+		return ""
+	}
+	if w.Type == "" && w.Body != nil {
+		if body, err := base64.StdEncoding.DecodeString(*w.Body); err == nil {
+			var b struct {
+				Type string `json:"type"`
+			}
+			if json.Unmarshal(body, &b) == nil {
+				w.Type = b.Type
+			}
+		}
+	}
+	return textx.Cut(w.Type, 40)
 }
 
 // maxLoggedType bounds a command type quoted in a log line or a message:

@@ -123,7 +123,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		var e *Error
 		v, id, e = d.opt.Authenticate(raw, now)
 		if e != nil {
-			return d.refuse(id, "", e)
+			return d.refuse(id, peekType(raw), e)
 		}
 	}
 	cmd, id, e := Parse(v.Body)
@@ -146,6 +146,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	}
 	ex := &Exec{Now: now, Cmd: cmd}
 	var res []byte
+	var effect any // the handler's result, logged: ids, counts and flags, never personal data
 	err := d.st.Update(func(tx *bolt.Tx) error {
 		ex.Tx = tx
 		ex.after, ex.undo = nil, nil
@@ -153,6 +154,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		if herr != nil {
 			return herr
 		}
+		effect = body
 		var err error
 		res, err = d.record(tx, now, cmd, body)
 		return err
@@ -172,7 +174,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 		f()
 	}
 	d.observe(cmd.Type, "ok")
-	d.opt.Logger.Info("command done", "id", cmd.ID, "type", logType(cmd.Type))
+	d.opt.Logger.Info("command done", "id", cmd.ID, "type", logType(cmd.Type), "effect", effect)
 	return res
 }
 
@@ -189,7 +191,7 @@ func (d *Dispatcher) HandleOversized(_ context.Context, prefix []byte, size int)
 // the failure was transient.
 func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
 	d.observe(cmd.Type, e.Code)
-	logRefusal(d.opt.Logger, cmd.ID, cmd.Type, e)
+	logRefusal(d.opt.Logger, slog.LevelInfo, cmd.ID, cmd.Type, e)
 	out := ErrorResult(cmd.ID, e)
 	if e.Code == CodeInternal || e.Code == CodeBusy {
 		return out
@@ -209,10 +211,10 @@ func (d *Dispatcher) answer(cmd Command, e *Error) []byte {
 func (d *Dispatcher) refuse(id, typ string, e *Error) []byte {
 	d.observe(typ, e.Code)
 	if id == "" {
-		d.opt.Logger.Warn("command dropped: no id to answer", "code", e.Code, "reason", e.Message)
+		d.opt.Logger.Warn("command dropped: no id to answer", "type", typ, "code", e.Code, "reason", e.Message)
 		return nil
 	}
-	logRefusal(d.opt.Logger, id, typ, e)
+	logRefusal(d.opt.Logger, slog.LevelWarn, id, typ, e)
 	return ErrorResult(id, e)
 }
 

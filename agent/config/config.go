@@ -135,6 +135,10 @@ type Vision struct {
 	// FaceModelsDir holds the converted face nets and their SHA256SUMS
 	// (tools/onnxgen; make setup writes them to build/models).
 	FaceModelsDir string `yaml:"face_models_dir"`
+	// MemoryMax bounds the worker's memory, in bytes, in a cgroup of its
+	// own when systemd delegates the service's cgroup (Delegate= in the
+	// unit); 0 leaves the worker under the service's bound alone.
+	MemoryMax int64 `yaml:"memory_max"`
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -161,7 +165,7 @@ func Default() Config {
 		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
 		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
-		Vision:   Vision{ModelsDir: "/usr/share/opencv4", FaceModelsDir: "/usr/share/aibo-privacyd/models"},
+		Vision:   Vision{ModelsDir: "/usr/share/opencv4", FaceModelsDir: "/usr/share/aibo-privacyd/models", MemoryMax: 512 << 20},
 		Retention: Retention{
 			Sightings:  Duration(30 * 24 * time.Hour),
 			CommandIDs: Duration(30 * 24 * time.Hour),
@@ -263,6 +267,9 @@ func (c *Config) validate() error {
 	}
 	if c.Photos.MinScore < 0 || c.Photos.MinScore > 1 {
 		return fmt.Errorf("photos.min_score %g must be within 0..1", c.Photos.MinScore)
+	}
+	if c.Vision.MemoryMax != 0 && c.Vision.MemoryMax < 64<<20 {
+		return fmt.Errorf("vision.memory_max %d must be 0 or at least 64 MiB (the worker holds about 80 MB idle)", c.Vision.MemoryMax)
 	}
 	if !hhmmPattern.MatchString(c.Photos.SelectAt) {
 		return fmt.Errorf("photos.select_at %q must be HH:MM", c.Photos.SelectAt)

@@ -191,7 +191,11 @@ func (s *Server) Run(ctx context.Context) error {
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("diagnostic socket listening", "socket", s.cfg.Socket, "allowed_uids", len(s.allowed))
+	allowed := "any peer the socket file's mode lets in"
+	if len(s.cfg.AllowedUIDs) > 0 {
+		allowed = fmt.Sprint(s.cfg.AllowedUIDs)
+	}
+	s.log.Info("diagnostic socket listening", "socket", s.cfg.Socket, "allowed_uids", allowed)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -73,6 +73,10 @@ type Config struct {
 	Stderr io.Writer
 	// Logger records starts, stops, crashes and time-outs; nil discards.
 	Logger *slog.Logger
+	// OnStart runs with each new worker's pid, before the handshake (the
+	// daemon puts the worker in its own memory cgroup there). An error is
+	// logged; the worker runs anyway.
+	OnStart func(pid int) error
 }
 
 // DefaultEnv is the worker's environment when Config.Env is nil: a PATH,
@@ -308,6 +312,11 @@ func (c *Client) start(ctx context.Context) error {
 		s.Sandboxed = c.cfg.Launcher != ""
 	})
 	c.w = w
+	if c.cfg.OnStart != nil {
+		if err := c.cfg.OnStart(w.pid); err != nil {
+			c.cfg.Logger.Warn("vision worker start hook failed", "pid", w.pid, "err", err)
+		}
+	}
 	resp, err := c.roundTrip(ctx, w, &Request{Op: OpPing}, c.cfg.StartTimeout)
 	if err == nil && (resp.Pong == nil || resp.Pong.Protocol != ProtocolVersion) {
 		got := 0

@@ -282,7 +282,7 @@ func TestDiagnosticSocketRefusesOtherUIDs(t *testing.T) {
 	os.WriteFile(r2.config, append(mustRead(t, r2.config), []byte("  allowed_uids: ["+itoa(other)+"]\n")...), 0o600)
 	r2.start()
 	out, code := r2.ctl("status")
-	if code == 0 || !strings.Contains(out, "forbidden") {
+	if code != 4 || !strings.Contains(out, "forbidden") {
 		t.Fatalf("a uid outside allowed_uids got: exit %d %s", code, out)
 	}
 	r2.stop()

@@ -2,7 +2,7 @@
 // between the camera and the internet and keeps only what the owner and
 // each person consented to. It is pure Go and never links OpenCV.
 //
-// Usage: aibo-privacyd -config PATH
+// Usage: aibo-privacyd -config PATH | -version
 package main
 
 import (
@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +17,8 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent"
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
 	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/internal/logx"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 func main() {
@@ -30,20 +31,35 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("aibo-privacyd", flag.ContinueOnError)
+	fs.SetOutput(os.Stdout)
 	path := fs.String("config", "", "path to the YAML configuration")
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args); err != nil {
-		return errors.New("usage: aibo-privacyd -config PATH")
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errors.New("usage: aibo-privacyd -config PATH | -version")
+	}
+	if *showVersion {
+		fmt.Println(version.String("aibo-privacyd"))
+		return nil
 	}
 	if *path == "" || fs.NArg() > 0 {
-		return errors.New("usage: aibo-privacyd -config PATH")
+		return errors.New("usage: aibo-privacyd -config PATH | -version")
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	level, err := logx.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := logx.New(os.Stderr, level)
+	log.Info("aibo-privacyd starting", "version", version.String("aibo-privacyd"), "config", *path, "log_level", level.String())
+	if len(cfg.Security.CommandKeys) == 0 {
+		log.Warn("security.command_keys is empty: commands are taken unsigned, and a signed envelope is unwrapped without checking its signature")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

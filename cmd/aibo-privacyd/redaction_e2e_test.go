@@ -37,7 +37,7 @@ func TestP16_TechniciansNeverSeeNamesOrBirthdays(t *testing.T) {
 		{"audit", "verify"}, {"metrics"}, {"queue"}, {"queue", "--json"}, {"inventory"}, {"inventory", "--json"}, {"selftest"}, {"selftest", "--json"},
 	} {
 		out, code := r.ctl(args...)
-		if code == 2 {
+		if code >= 2 { // usage, unreachable, forbidden or a daemon error: not an answer
 			t.Fatalf("aiboctl %v: %s", args, out)
 		}
 		seen.WriteString(out)

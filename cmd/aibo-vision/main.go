@@ -13,6 +13,7 @@
 // configuration but its flags:
 //
 //	aibo-vision [-models /usr/share/opencv4] [-face-models DIR] [-threads 1] [-max-pixels 40000000]
+//	aibo-vision -version
 //
 // -face-models is the folder of the converted face nets (tools/onnxgen;
 // make setup writes them to build/models). The worker refuses to start
@@ -36,6 +37,8 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/logx"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 func main() {
@@ -43,15 +46,20 @@ func main() {
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("proc", "aibo-vision", "pid", os.Getpid())
+	log := logx.New(os.Stderr, slog.LevelInfo).With("proc", "aibo-vision", "pid", os.Getpid())
 	fs := flag.NewFlagSet("aibo-vision", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	models := fs.String("models", score.DefaultModelDir, "folder holding OpenCV's haarcascades/")
 	faceModels := fs.String("face-models", facenet.DefaultDir, "folder holding the converted face nets (tools/onnxgen)")
 	threads := fs.Int("threads", 1, "OpenCV threads per call")
 	maxPixels := fs.Int("max-pixels", score.MaxPixels, "largest image decoded")
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Println(version.String("aibo-vision"))
+		return 0
 	}
 	// The protocol owns stdout. Move it to a private descriptor and point
 	// fd 1 at stderr, so a stray printf inside a C library can never
@@ -93,7 +101,7 @@ func run(args []string) int {
 			log.Error("load models", "err", err)
 			os.Exit(1)
 		}
-		log.Info("models loaded", "load_ms", time.Since(start).Milliseconds(), "threads", score.Threads())
+		log.Info("models loaded", "took", time.Since(start), "threads", score.Threads())
 	}()
 	defer func() {
 		<-loaded
@@ -112,7 +120,7 @@ func run(args []string) int {
 			log.Warn("score", "bytes", len(req.Image), "err", err)
 			return vision.ScoreResult{}, err
 		}
-		log.Debug("scored", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		log.Debug("scored", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
 		return toWire(r), nil
 	}, Validate: func(ctx context.Context, req vision.Validate) (vision.ValidateResult, error) {
 		// Decoded here, never in the daemon: a hostile file costs this
@@ -148,7 +156,7 @@ func run(args []string) int {
 			return vision.FacesResult{}, err
 		}
 		// Never the descriptors: only how many and how long.
-		log.Debug("faces", "bytes", len(req.Image), "ms", time.Since(t0).Milliseconds(), "faces", len(r.Faces))
+		log.Debug("faces", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
 		return r, nil
 	}}
 	if err := vision.Serve(ctx, os.Stdin, out, h); err != nil {

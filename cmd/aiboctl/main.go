@@ -6,8 +6,9 @@
 //
 //	aiboctl [-socket PATH] COMMAND [--json]
 //
-// Exit codes: 0 ok; 1 the daemon answered "not ok" (degraded health, broken
-// audit chain, an HTTP 4xx/5xx); 2 usage error or socket unreachable.
+// Each kind of failure has its own exit code (exitCodes below), so a
+// script or a monitoring probe can tell a degraded robot from a wrong
+// account or a daemon that is not running.
 package main
 
 import (
@@ -28,15 +29,20 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 const (
 	defaultSocket = "/run/aibo-privacy/diag.sock"
 	envSocket     = "AIBO_DIAG_SOCKET"
 
-	exitOK    = 0
-	exitNotOK = 1
-	exitUsage = 2
+	exitOK          = 0 // the answer is printed and everything is fine
+	exitNotOK       = 1 // the daemon reported a problem: degraded health, a failed self-test check, a broken audit chain
+	exitUsage       = 2 // bad command line
+	exitUnreachable = 3 // no daemon answers on the socket: missing, refused, or no answer in time
+	exitForbidden   = 4 // this user may not use the socket (SO_PEERCRED refused it, or the socket file's mode)
+	exitDaemonError = 5 // the daemon answered with an error (an HTTP 4xx/5xx other than 403) or an unreadable answer
 
 	maxAuditLimit = 1000 // as agent/diag.MaxAuditLimit
 
@@ -52,17 +58,25 @@ Commands:
   health               overall health and one row per check (exit 1 if degraded)
   audit [-limit N]     newest audit records, N from 1 to 1000 (default 50)
   audit verify         verify the audit hash chain (exit 1 if broken)
-  metrics              Prometheus metrics, as served
+  metrics              Prometheus metrics, as served (--json: one object per family)
   queue                outbox by kind: count, bytes, oldest age
-  inventory            what the device holds, by category: counts and ages
+  inventory            what the device holds, by category and subject: counts and ages
   selftest             run the daemon's self-test (exit 1 if a check fails)
+  help                 this text
+  version              aiboctl's build (also -version)
 
 Flags (before or after the command words):
   -socket PATH         diagnostic socket (default $AIBO_DIAG_SOCKET, else ` + defaultSocket + `)
   -json, --json        print the daemon's JSON answer, indented
   -limit N             with audit: how many records
 
-Exit codes: 0 ok, 1 the daemon reported a problem, 2 usage error or socket unreachable.
+Exit codes:
+  0  ok
+  1  the daemon reported a problem (degraded, a self-test check failed, audit chain broken)
+  2  usage error
+  3  no daemon answers on the socket (missing, refused, timed out)
+  4  this user is not allowed on the socket
+  5  the daemon answered with an error
 `
 
 // The wire types below mirror agent/diag.Health and core/audit.Record and
@@ -102,6 +116,7 @@ type options struct {
 	limit    int
 	limitSet bool
 	help     bool
+	version  bool
 	words    []string
 }
 
@@ -123,8 +138,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(exitUsage, "%v; run 'aiboctl -h' for usage", err)
 	}
-	if opts.help {
+	if opts.help || (len(opts.words) == 1 && opts.words[0] == "help") {
 		io.WriteString(stdout, usageText)
+		return exitOK
+	}
+	if opts.version || (len(opts.words) == 1 && opts.words[0] == "version") {
+		fmt.Fprintln(stdout, version.String("aiboctl"))
 		return exitOK
 	}
 	cmd, err := pick(opts)
@@ -141,7 +160,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	status, ctype, body, err := call(sock, cmd.method, cmd.path)
 	if err != nil {
-		return fail(exitUsage, "%s", describeTransportError(sock, err))
+		return fail(transportExit(err), "%s", describeTransportError(sock, err))
 	}
 	isJSON := strings.HasPrefix(ctype, "application/json")
 
@@ -152,17 +171,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printJSON(stdout, body)
 		}
 		if status == http.StatusForbidden {
-			return fail(exitNotOK, "forbidden: this user is not allowed on the diagnostic socket")
+			return fail(exitForbidden, "forbidden: this user is not allowed on the diagnostic socket")
 		}
-		return fail(exitNotOK, "daemon answered %d %s: %s", status, http.StatusText(status), serverMessage(body))
+		return fail(exitDaemonError, "daemon answered %d %s: %s", status, http.StatusText(status), serverMessage(body))
 	}
 
-	if cmd.path == "/metrics" || !isJSON {
-		// Prometheus text is printed as is, with or without --json.
-		stdout.Write(body)
-		if status >= 400 {
-			return exitNotOK
+	if cmd.path == "/metrics" && opts.json {
+		if err := metricsJSON(stdout, body); err != nil {
+			return fail(exitDaemonError, "cannot read the daemon's metrics: %v", err)
 		}
+		return exitOK
+	}
+	if cmd.path == "/metrics" || !isJSON {
+		// Prometheus text is printed as served.
+		stdout.Write(body)
 		return exitOK
 	}
 	if opts.json {
@@ -171,9 +193,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	code, err := cmd.render(stdout, body)
 	if err != nil {
-		return fail(exitNotOK, "cannot read the daemon's answer: %v", err)
+		return fail(exitDaemonError, "cannot read the daemon's answer: %v", err)
 	}
 	return code
+}
+
+// transportExit tells a user the socket refuses (its file mode) from a
+// socket nobody answers on.
+func transportExit(err error) int {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return exitForbidden
+	}
+	return exitUnreachable
 }
 
 // parseArgs accepts flags anywhere among the command words, in the forms
@@ -236,6 +267,8 @@ func parseArgs(args []string) (options, error) {
 			o.limit, o.limitSet = n, true
 		case "h", "help":
 			o.help = true
+		case "version":
+			o.version = true
 		default:
 			return o, fmt.Errorf("unknown flag %s", a)
 		}
@@ -259,11 +292,20 @@ func pick(o options) (command, error) {
 	}
 	w := o.words
 	switch w[0] {
-	case "status", "queue", "inventory":
+	case "status", "queue":
 		if len(w) > 1 {
 			return command{}, extra()
 		}
-		return noLimit(command{http.MethodGet, "/v1/" + w[0], renderFlat})
+		render := renderFlat
+		if w[0] == "status" {
+			render = renderStatus
+		}
+		return noLimit(command{http.MethodGet, "/v1/" + w[0], render})
+	case "inventory":
+		if len(w) > 1 {
+			return command{}, extra()
+		}
+		return noLimit(command{http.MethodGet, "/v1/inventory", renderInventory})
 	case "health":
 		if len(w) > 1 {
 			return command{}, extra()

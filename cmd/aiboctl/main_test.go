@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,7 +229,7 @@ func TestSocketFromEnv(t *testing.T) {
 	// -socket wins over the environment.
 	bad := filepath.Join(socketDir(t), "none.sock")
 	code, _, errOut := ctl(t, "health", "-socket", bad)
-	if code != 2 || errOut != "aiboctl: cannot reach "+bad+": no such file or directory\n" {
+	if code != exitUnreachable || errOut != "aiboctl: cannot reach "+bad+": no such file or directory\n" {
 		t.Errorf("flag over env: exit %d %q", code, errOut)
 	}
 }
@@ -330,18 +333,59 @@ func TestAuditVerify(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	sock := serve(t, newFake())
-	for _, args := range [][]string{{"-socket", sock, "metrics"}, {"-socket", sock, "metrics", "--json"}} {
-		code, out, _ := ctl(t, args...)
-		if code != 0 || !strings.Contains(out, "# TYPE aibo_photos_admitted_total counter\naibo_photos_admitted_total 30\n") {
-			t.Errorf("%v: exit %d\n%s", args, code, out)
-		}
+	code, out, _ := ctl(t, "-socket", sock, "metrics")
+	if code != 0 || !strings.Contains(out, "# TYPE aibo_photos_admitted_total counter\naibo_photos_admitted_total 30\n") {
+		t.Errorf("metrics: exit %d\n%s", code, out)
+	}
+	// --json is JSON, one object per family.
+	code, out, _ = ctl(t, "-socket", sock, "metrics", "--json")
+	var fams map[string]metricFamily
+	if err := json.Unmarshal([]byte(out), &fams); err != nil || code != 0 {
+		t.Fatalf("metrics --json: exit %d, not JSON (%v):\n%s", code, err, out)
+	}
+	f := fams["aibo_photos_admitted_total"]
+	if f.Type != "counter" || f.Help != "admitted photos" || len(f.Metrics) != 1 || f.Metrics[0].Value == nil || *f.Metrics[0].Value != 30 {
+		t.Errorf("aibo_photos_admitted_total = %+v", f)
+	}
+}
+
+func TestMetricsJSONCarriesLabelsHistogramsAndSummaries(t *testing.T) {
+	text := `# HELP a_seconds how long
+# TYPE a_seconds histogram
+a_seconds_bucket{kind="photo",le="0.5"} 2
+a_seconds_bucket{kind="photo",le="+Inf"} 3
+a_seconds_sum{kind="photo"} 1.25
+a_seconds_count{kind="photo"} 3
+# HELP q quantiles
+# TYPE q summary
+q{quantile="0.5"} NaN
+q_sum 0
+q_count 0
+`
+	var buf bytes.Buffer
+	if err := metricsJSON(&buf, []byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	var fams map[string]metricFamily
+	if err := json.Unmarshal(buf.Bytes(), &fams); err != nil {
+		t.Fatalf("%v:\n%s", err, buf.String())
+	}
+	h := fams["a_seconds"].Metrics[0]
+	if h.Labels["kind"] != "photo" || *h.Count != 3 || *h.Sum != 1.25 || h.Buckets["0.5"] != 2 || h.Buckets["+Inf"] != 3 {
+		t.Errorf("histogram: %+v", h)
+	}
+	if q := fams["q"].Metrics[0]; len(q.Quantiles) != 0 || *q.Count != 0 {
+		t.Errorf("a NaN quantile must be left out, not break the JSON: %+v", q)
+	}
+	if err := metricsJSON(&buf, []byte("not { metrics")); err == nil {
+		t.Error("garbage accepted as metrics")
 	}
 }
 
 func TestOptionalCommands(t *testing.T) {
 	plain := serve(t, newFake())
 	code, _, errOut := ctl(t, "-socket", plain, "queue")
-	if code != 1 || errOut != "aiboctl: daemon answered 501 Not Implemented: not implemented\n" {
+	if code != exitDaemonError || errOut != "aiboctl: daemon answered 501 Not Implemented: not implemented\n" {
 		t.Errorf("queue on a basic backend: exit %d %q", code, errOut)
 	}
 
@@ -368,7 +412,7 @@ func TestServerErrors(t *testing.T) {
 		sock := serve(t, newFake(), uint32(os.Getuid())+12345)
 		for _, cmd := range [][]string{{"status"}, {"health"}, {"metrics"}, {"audit", "verify"}} {
 			code, out, errOut := ctl(t, append([]string{"-socket", sock}, cmd...)...)
-			if code != 1 || out != "" || errOut != "aiboctl: forbidden: this user is not allowed on the diagnostic socket\n" {
+			if code != exitForbidden || out != "" || errOut != "aiboctl: forbidden: this user is not allowed on the diagnostic socket\n" {
 				t.Errorf("%v: exit %d stdout %q stderr %q", cmd, code, out, errOut)
 			}
 		}
@@ -378,11 +422,11 @@ func TestServerErrors(t *testing.T) {
 		fb.statusErr = errors.New("disk on fire")
 		sock := serve(t, fb)
 		code, out, errOut := ctl(t, "-socket", sock, "status")
-		if code != 1 || out != "" || errOut != "aiboctl: daemon answered 500 Internal Server Error: internal\n" {
+		if code != exitDaemonError || out != "" || errOut != "aiboctl: daemon answered 500 Internal Server Error: internal\n" {
 			t.Errorf("exit %d stdout %q stderr %q", code, out, errOut)
 		}
 		code, out, _ = ctl(t, "-socket", sock, "status", "--json")
-		if code != 1 || !strings.Contains(out, `"error": "internal"`) {
+		if code != exitDaemonError || !strings.Contains(out, `"error": "internal"`) {
 			t.Errorf("--json: exit %d %q", code, out)
 		}
 	})
@@ -392,7 +436,7 @@ func TestUnreachable(t *testing.T) {
 	dir := socketDir(t)
 	missing := filepath.Join(dir, "missing.sock")
 	code, out, errOut := ctl(t, "-socket", missing, "status")
-	if code != 2 || out != "" || errOut != "aiboctl: cannot reach "+missing+": no such file or directory\n" {
+	if code != exitUnreachable || out != "" || errOut != "aiboctl: cannot reach "+missing+": no such file or directory\n" {
 		t.Errorf("missing: exit %d %q", code, errOut)
 	}
 
@@ -405,7 +449,7 @@ func TestUnreachable(t *testing.T) {
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
 	code, _, errOut = ctl(t, "-socket", stale, "health")
-	if code != 2 || errOut != "aiboctl: cannot reach "+stale+": connection refused\n" {
+	if code != exitUnreachable || errOut != "aiboctl: cannot reach "+stale+": connection refused\n" {
 		t.Errorf("stale: exit %d %q", code, errOut)
 	}
 }
@@ -433,7 +477,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%q: exit %d stdout %q stderr %q", args, code, out, errOut)
 		}
 	}
-	for _, args := range [][]string{{"-h"}, {"--help"}, {"status", "-help"}} {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"status", "-help"}, {"help"}} {
 		code, out, errOut := ctl(t, args...)
 		if code != 0 || !strings.HasPrefix(out, "usage: aiboctl") || errOut != "" {
 			t.Errorf("%q: exit %d %q %q", args, code, out, errOut)
@@ -488,4 +532,89 @@ func TestLimitMatchesServer(t *testing.T) {
 	if maxAuditLimit != diag.MaxAuditLimit {
 		t.Errorf("aiboctl max limit %d, server %d", maxAuditLimit, diag.MaxAuditLimit)
 	}
+}
+
+// Each failure kind has an exit code of its own, all different, so a
+// probe can tell a degraded robot (1) from a wrong account (4), a daemon
+// that is not running (3) or one that answers errors (5).
+func TestExitCodesAreDistinct(t *testing.T) {
+	codes := map[int]string{}
+	for name, c := range map[string]int{"ok": exitOK, "not ok": exitNotOK, "usage": exitUsage, "unreachable": exitUnreachable, "forbidden": exitForbidden, "daemon error": exitDaemonError} {
+		if prev, dup := codes[c]; dup {
+			t.Errorf("%s and %s share exit code %d", prev, name, c)
+		}
+		codes[c] = name
+		if !strings.Contains(usageText, fmt.Sprintf("\n  %d  ", c)) {
+			t.Errorf("exit code %d (%s) is not in the usage text", c, name)
+		}
+	}
+	// A socket file this user may not open is "forbidden", not "unreachable".
+	denied := &net.OpError{Op: "dial", Net: "unix", Err: &os.SyscallError{Syscall: "connect", Err: syscall.EACCES}}
+	if got := transportExit(denied); got != exitForbidden {
+		t.Errorf("EACCES on connect: exit %d, want %d", got, exitForbidden)
+	}
+	refused := &net.OpError{Op: "dial", Net: "unix", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
+	if got := transportExit(refused); got != exitUnreachable {
+		t.Errorf("ECONNREFUSED: exit %d, want %d", got, exitUnreachable)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"-version"}, {"--version"}, {"version"}} {
+		code, out, errOut := ctl(t, args...)
+		if code != 0 || !strings.HasPrefix(out, "aiboctl ") || !strings.Contains(out, runtime.Version()) || errOut != "" {
+			t.Errorf("%q: exit %d %q %q", args, code, out, errOut)
+		}
+	}
+}
+
+// status shows the uptime as a duration, and the firmware once.
+func TestStatusShowsUptimeAsADuration(t *testing.T) {
+	fb := newFake()
+	fb.status = map[string]any{"device_id": "aibo-0001", "uptime_seconds": 6190.309681119,
+		"firmware": map[string]any{"version": "1.0.0", "staged": ""}, "firmware_update": map[string]any{"highest": "1.0.0"}}
+	sock := serve(t, fb)
+	code, out, _ := ctl(t, "-socket", sock, "status")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	mustMatch(t, out, `(?m)^uptime +1h43m10s$`)
+	if strings.Contains(out, "uptime_seconds") {
+		t.Errorf("seconds shown as a float:\n%s", out)
+	}
+	// --json keeps the daemon's numbers.
+	if _, out, _ := ctl(t, "-socket", sock, "status", "--json"); !strings.Contains(out, `"uptime_seconds": 6190.309681119`) {
+		t.Errorf("--json changed the answer:\n%s", out)
+	}
+}
+
+type fakeInventory struct {
+	*fakeBackend
+	inv string
+}
+
+func (fakeInventory) Queue(context.Context) (any, error) { return map[string]any{}, nil }
+func (f fakeInventory) Inventory(context.Context) (any, error) {
+	return json.RawMessage(f.inv), nil
+}
+func (fakeInventory) Selftest(context.Context) diag.Health { return diag.Health{Status: "ok"} }
+
+// inventory never prints "subjects null": an empty household is "none",
+// people are rows of opaque ids.
+func TestInventoryTables(t *testing.T) {
+	empty := `{"generated_at":"2026-12-01T10:00:00Z","categories":{"photos":{"count":2,"bytes":4096,"oldest_age_seconds":3700,"newest_age_seconds":65,"erased_by":"the day's selection"},"consents":{"count":0,"erased_by":"revoke_consent"}},"subjects":null}`
+	sock := serve(t, fakeInventory{newFake(), empty})
+	code, out, _ := ctl(t, "-socket", sock, "inventory")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	mustMatch(t, out, `(?m)^photos +2 +4096 +1h1m40s +1m5s +the day's selection$`)
+	mustMatch(t, out, `(?m)^subjects: none$`)
+	if strings.Contains(out, "null") {
+		t.Errorf("null shown:\n%s", out)
+	}
+	one := `{"categories":{"faces":{"count":5,"erased_by":"revoke_consent"}},"subjects":[{"subject_id":"s-7","consent":true,"scopes":["face_recognition"],"minor":false,"templates":5,"sightings":2,"queued_artifacts":1}]}`
+	sock = serve(t, fakeInventory{newFake(), one})
+	_, out, _ = ctl(t, "-socket", sock, "inventory")
+	mustMatch(t, out, `(?m)^s-7 +true +face_recognition +false +5 +2 +1 +-$`)
 }

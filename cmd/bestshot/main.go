@@ -1,10 +1,11 @@
 // Command bestshot scores, selects and shows photos offline, with the same
-// scorer the vision worker runs (capture/score). It reads plain files and
-// needs no daemon.
+// scorer the vision worker runs (capture/score), the daemon's selection
+// (capture.Select) and the daemon's defaults (photos.keep_per_day 10,
+// photos.min_score 0.25). It reads plain files and needs no daemon.
 //
-//	bestshot score [--json] FILE...          breakdown table (or JSON)
-//	bestshot select [-keep N] [-min S] DIR   the best N, one of near-duplicates
-//	bestshot sheet [-o sheet.png] [-keep N] DIR   contact sheet
+//	bestshot score [--json] FILE|DIR...       breakdown table (or JSON)
+//	bestshot select [-keep N] [-min S] DIR    what the daemon would keep, and why not the rest
+//	bestshot sheet [-o sheet.png] [-keep N] [-min S] DIR   contact sheet
 //
 // Common flags: -models DIR (OpenCV cascades), -face-models DIR (the
 // converted face nets, make setup writes them to build/models), -weights
@@ -18,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/bits"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,22 +26,33 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 const usage = `usage:
-  bestshot score [--json] FILE...
+  bestshot score [--json] FILE|DIR...
   bestshot select [-keep N] [-min S] DIR
   bestshot sheet [-o sheet.png] [-keep N] [-min S] DIR
-flags for every command: -models DIR, -face-models DIR, -weights FILE.json`
+  bestshot -version
+flags for every command: -models DIR, -face-models DIR, -weights FILE.json
+-keep and -min default to the daemon's photos.keep_per_day (%d) and
+photos.min_score (%.2f); a photo below -min is never kept.`
+
+func usageText() string {
+	d := config.Default().Photos
+	return fmt.Sprintf(usage, d.KeepPerDay, d.MinScore)
+}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bestshot:", err)
 		if errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, usage)
+			fmt.Fprintln(os.Stderr, usageText())
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -51,9 +62,8 @@ func main() {
 var errUsage = errors.New("bad usage")
 
 // NearDuplicateBits: photos whose perceptual hashes differ in at most this
-// many of 64 bits show the same moment (the daemon's selection uses the
-// same threshold).
-const NearDuplicateBits = 10
+// many of 64 bits show the same moment (the daemon's own threshold).
+const NearDuplicateBits = capture.NearDuplicateBits
 
 type options struct {
 	models, faceModels, weightsFile, out string
@@ -66,22 +76,35 @@ func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errUsage
 	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(stdout, usageText())
+		return nil
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, version.String("bestshot"))
+		return nil
+	}
 	cmd := args[0]
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var o options
+	defaults := config.Default().Photos
 	fs.StringVar(&o.models, "models", score.DefaultModelDir, "OpenCV cascades folder")
 	fs.StringVar(&o.faceModels, "face-models", facenet.DefaultDir, "converted face nets folder (make setup: build/models)")
 	fs.StringVar(&o.weightsFile, "weights", "", "weights JSON (default: built-in defaults)")
 	fs.BoolVar(&o.json, "json", false, "JSON output (score)")
-	fs.IntVar(&o.keep, "keep", 10, "photos to keep (select, sheet)")
-	fs.Float64Var(&o.min, "min", 0, "lowest score kept (select, sheet)")
+	fs.IntVar(&o.keep, "keep", defaults.KeepPerDay, "photos to keep (select, sheet)")
+	fs.Float64Var(&o.min, "min", defaults.MinScore, "lowest score kept (select, sheet)")
 	fs.StringVar(&o.out, "o", "sheet.png", "contact sheet file (sheet)")
 	// Flags may come before or after the operands.
 	var operands []string
 	rest := args[1:]
 	for {
 		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(stdout, usageText())
+				return nil
+			}
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if fs.NArg() == 0 {
@@ -93,7 +116,7 @@ func run(args []string, stdout io.Writer) error {
 	switch cmd {
 	case "score":
 		if len(operands) == 0 {
-			return fmt.Errorf("%w: score needs files", errUsage)
+			return fmt.Errorf("%w: score needs files or folders", errUsage)
 		}
 	case "select", "sheet":
 		if len(operands) != 1 {
@@ -101,6 +124,9 @@ func run(args []string, stdout io.Writer) error {
 		}
 		if o.keep < 1 {
 			return fmt.Errorf("%w: -keep must be at least 1", errUsage)
+		}
+		if o.min < 0 || o.min > 1 {
+			return fmt.Errorf("%w: -min must be within 0..1", errUsage)
 		}
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
@@ -117,6 +143,13 @@ func run(args []string, stdout io.Writer) error {
 		}
 		opts.Weights = &w
 	}
+	var files []string
+	if cmd == "score" {
+		var err error
+		if files, err = expand(operands); err != nil {
+			return err
+		}
+	}
 	score.SetThreads(1)
 	s, err := score.New(opts)
 	if err != nil {
@@ -125,7 +158,7 @@ func run(args []string, stdout io.Writer) error {
 	defer s.Close()
 	switch cmd {
 	case "score":
-		photos := scoreFiles(s, operands)
+		photos := scoreFiles(s, files)
 		if o.json {
 			return writeJSON(stdout, photos)
 		}
@@ -156,6 +189,25 @@ func run(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "wrote %s: %d photos, %d picked\n", o.out, len(photos), countPicked(picks))
 		return nil
 	}
+}
+
+// expand replaces each folder among the operands by its photos (sorted);
+// files are kept as given.
+func expand(operands []string) ([]string, error) {
+	var files []string
+	for _, op := range operands {
+		st, err := os.Stat(op)
+		if err != nil || !st.IsDir() {
+			files = append(files, op) // a missing file is reported as a row
+			continue
+		}
+		inDir, err := photosIn(op)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, inDir...)
+	}
+	return files, nil
 }
 
 // photo is one scored file.
@@ -213,6 +265,16 @@ func scoreFiles(s *score.Scorer, files []string) []photo {
 }
 
 func scoreDir(s *score.Scorer, dir string) ([]photo, error) {
+	files, err := photosIn(dir)
+	if err != nil {
+		return nil, err
+	}
+	return scoreFiles(s, files), nil
+}
+
+// photosIn lists the .jpg, .jpeg and .png files of dir (any case), as
+// the daemon's spool would take them.
+func photosIn(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -229,7 +291,7 @@ func scoreDir(s *score.Scorer, dir string) ([]photo, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("no .jpg, .jpeg or .png files in %s", dir)
 	}
-	return scoreFiles(s, files), nil
+	return files, nil
 }
 
 func countErrs(ps []photo) int {
@@ -282,31 +344,39 @@ type verdict struct {
 	reason string // why not
 }
 
-// pick keeps at most keep photos scoring at least min, best first, never
-// two near-duplicates: of a burst of the same moment only the best counts.
+// pick decides as the daemon's selection does (capture.Select: at most
+// keep photos scoring at least min, never two near-duplicates, spread over
+// the day by their modification times) and says why each other photo was
+// not kept.
 func pick(ps []photo, keep int, min float64) []verdict {
 	v := make([]verdict, len(ps))
-	order := make([]int, 0, len(ps))
+	var cands []capture.Candidate
 	for i, p := range ps {
 		if p.Err != "" {
 			v[i].reason = "invalid"
 			continue
 		}
-		order = append(order, i)
+		cands = append(cands, capture.Candidate{PhotoID: fmt.Sprint(i), TakenAt: p.TakenAt, Score: p.Score, PHash: p.Result.PHash})
 	}
-	sort.SliceStable(order, func(a, b int) bool { return ps[order[a]].Score > ps[order[b]].Score })
+	kept, _ := capture.Select(cands, keep, min)
 	var picked []int
-	for _, i := range order {
-		switch {
-		case ps[i].Score < min:
+	for rank, id := range kept {
+		var i int
+		fmt.Sscan(id, &i)
+		v[i].rank = rank + 1
+		picked = append(picked, i)
+	}
+	for i, p := range ps {
+		if p.Err != "" || v[i].rank > 0 {
+			continue
+		}
+		switch j := dupOf(ps, picked, i); {
+		case p.Score < min:
 			v[i].reason = fmt.Sprintf("below %.2f", min)
-		case dupOf(ps, picked, i) >= 0:
-			v[i].reason = "near-duplicate of " + filepath.Base(ps[dupOf(ps, picked, i)].File)
-		case len(picked) >= keep:
-			v[i].reason = fmt.Sprintf("not in the best %d", keep)
+		case j >= 0:
+			v[i].reason = "near-duplicate of " + filepath.Base(ps[j].File)
 		default:
-			picked = append(picked, i)
-			v[i].rank = len(picked)
+			v[i].reason = fmt.Sprintf("not in the best %d", keep)
 		}
 	}
 	return v
@@ -315,7 +385,7 @@ func pick(ps []photo, keep int, min float64) []verdict {
 // dupOf returns the picked photo that photo i nearly duplicates, or -1.
 func dupOf(ps []photo, picked []int, i int) int {
 	for _, j := range picked {
-		if bits.OnesCount64(ps[i].Result.PHash^ps[j].Result.PHash) <= NearDuplicateBits {
+		if capture.NearDuplicate(ps[i].Result.PHash, ps[j].Result.PHash) {
 			return j
 		}
 	}

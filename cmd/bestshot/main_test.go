@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -146,5 +147,58 @@ func TestUsage(t *testing.T) {
 	}
 	if _, err := bestshot(t, "select", t.TempDir()); err == nil || !strings.Contains(err.Error(), "no .jpg") {
 		t.Errorf("empty folder: %v", err)
+	}
+}
+
+// bestshot decides as the daemon would with its defaults: rocket.jpg (no
+// face, 0.18) is below photos.min_score 0.25 and is never kept.
+func TestSelectUsesTheDaemonsDefaults(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"../../testdata/photos/rocket.jpg", filepath.Join(testdata, "astronaut.jpg")} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := bestshot(t, "select", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustLine(t, out, `^1 +0\.\d+ +1 +\S+astronaut\.jpg *$`)
+	mustLine(t, out, `^- +0\.1\d\d +0 +\S+rocket\.jpg +below 0\.25$`)
+}
+
+func TestScoreTakesAFolder(t *testing.T) {
+	dir := folder(t)
+	out, err := bestshot(t, "score", dir)
+	if err == nil || !strings.Contains(err.Error(), "1 of 4 files") {
+		t.Fatalf("err %v (notes.jpg is not an image)", err)
+	}
+	for _, f := range []string{"portrait.jpg", "portrait-again.jpg", "coffee.jpg", "notes.jpg"} {
+		if !strings.Contains(out, filepath.Join(dir, f)) {
+			t.Errorf("%s not scored:\n%s", f, out)
+		}
+	}
+}
+
+func TestHelpIsNotAnError(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"select", "-h"}} {
+		out, err := bestshot(t, args...)
+		if err != nil || !strings.HasPrefix(out, "usage:") || !strings.Contains(out, "photos.min_score (0.25)") {
+			t.Errorf("%q: err %v, out %q", args, err, out)
+		}
+	}
+	if out, err := bestshot(t, "-version"); err != nil || !strings.HasPrefix(out, "bestshot ") {
+		t.Errorf("-version: %v %q", err, out)
+	}
+}
+
+func mustLine(t *testing.T, out, pattern string) {
+	t.Helper()
+	if !regexp.MustCompile(`(?m)` + pattern).MatchString(out) {
+		t.Errorf("no line matches %q:\n%s", pattern, out)
 	}
 }

@@ -14,8 +14,12 @@
 //	    -policy-version 2026-12 [-material] -chunk 65536 -out var/fw-1.2.3 IMAGE
 //	var/fw-1.2.3/publish.sh
 //
-// The command is unsigned, as configs/dev.yaml expects (no
-// security.command_keys).
+// The manifest is always signed (firmware.keys). The firmware_offer command
+// itself is plain, as configs/dev.yaml (no security.command_keys) takes it;
+// with -command-key it is a signed command too, as a robot with command
+// keys requires (the README's signed flow):
+//
+//	go run ./scripts/sign-firmware -key fw.key -command-key owner.key -version 1.2.3 -out var/offer IMAGE
 package main
 
 import (
@@ -32,6 +36,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 )
 
 func main() {
@@ -53,6 +59,8 @@ func run() error {
 	host := flag.String("host", "127.0.0.1", "broker host for publish.sh")
 	port := flag.Int("port", 18830, "broker port for publish.sh (make run uses 18830)")
 	out := flag.String("out", "", "directory for offer.json, the chunks and publish.sh")
+	commandKey := flag.String("command-key", "", "sign the firmware_offer command with this security.command_keys private key (sign-command's key file)")
+	commandKid := flag.String("command-kid", "k1", "with -command-key: its key id in security.command_keys")
 	flag.Parse()
 
 	if *keyFile == "" {
@@ -62,7 +70,7 @@ func run() error {
 		return genKey(*keyFile, *kid)
 	}
 	if flag.NArg() != 1 || *version == "" {
-		return errors.New("usage: sign-firmware -key FILE -version V [-policy-version P] [-material] [-chunk N] [-out DIR] IMAGE")
+		return errors.New("usage: sign-firmware -key FILE -version V [-policy-version P] [-material] [-chunk N] [-command-key FILE [-command-kid K]] [-out DIR] IMAGE")
 	}
 	if *chunk < 1024 || *chunk > 131072 {
 		return fmt.Errorf("-chunk %d must be within 1024..131072", *chunk)
@@ -84,6 +92,15 @@ func run() error {
 	cmd, err := offer(priv, *kid, *version, *policyVersion, *material, *chunk, img, time.Now())
 	if err != nil {
 		return err
+	}
+	if *commandKey != "" {
+		ckey, err := readKey(*commandKey)
+		if err != nil {
+			return fmt.Errorf("-command-key: %w", err)
+		}
+		if cmd, err = signCommand(cmd, ckey, *commandKid, *device); err != nil {
+			return err
+		}
 	}
 	fmt.Println(string(cmd))
 	if *out == "" {
@@ -116,6 +133,21 @@ func offer(priv ed25519.PrivateKey, kid, version, policyVersion string, material
 			"sig":      base64.StdEncoding.EncodeToString(ed25519.Sign(priv, manifest)),
 		},
 	})
+}
+
+// signCommand wraps the offer command in the signed envelope of contract
+// section 5, its body naming the device it is for (contract v2).
+func signCommand(cmd []byte, key ed25519.PrivateKey, kid, device string) ([]byte, error) {
+	var body map[string]any
+	if err := json.Unmarshal(cmd, &body); err != nil {
+		return nil, err
+	}
+	body["device_id"] = device
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return command.Sign(kid, key, raw), nil
 }
 
 // writeOut writes offer.json, chunk-N.bin and publish.sh into dir.

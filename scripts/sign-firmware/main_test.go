@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
 )
@@ -116,5 +117,36 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "firmware", firmware.StagedFile))
 	if err != nil || !bytes.Equal(got, img) {
 		t.Fatalf("staged image differs (%v)", err)
+	}
+}
+
+// With command keys set a robot refuses an unsigned offer (unsigned): with
+// -command-key the offer is a signed command its verifier accepts, naming
+// the device.
+func TestOfferSignedAsACommandPassesTheVerifier(t *testing.T) {
+	_, fwKey, _ := ed25519.GenerateKey(nil)
+	pub, owner, _ := ed25519.GenerateKey(nil)
+	cmd, err := offer(fwKey, "dev", "1.2.3", "", false, 65536, []byte("image"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := command.Verifier(map[string]ed25519.PublicKey{"k1": pub})
+	if _, _, e := verify(cmd, time.Now()); e == nil || e.Code != command.CodeUnsigned {
+		t.Fatalf("plain offer in signed mode: %v, want unsigned", e)
+	}
+	signed, err := signCommand(cmd, owner, "k1", "aibo-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, e := verify(signed, time.Now())
+	if e != nil || !v.Signed {
+		t.Fatalf("signed offer refused: %+v", e)
+	}
+	var c struct {
+		Type     string `json:"type"`
+		DeviceID string `json:"device_id"`
+	}
+	if err := json.Unmarshal(v.Body, &c); err != nil || c.Type != "firmware_offer" || c.DeviceID != "aibo-dev" {
+		t.Fatalf("body %s", v.Body)
 	}
 }

@@ -212,6 +212,7 @@ type Outbox struct {
 	ackCh  chan struct{} // ack loop: acks pending
 
 	running atomic.Bool
+	stats   stats
 }
 
 type sendState int
@@ -390,6 +391,7 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		return nil, fmt.Errorf("outbox: artifact %s: empty content", a.ID)
 	}
 	if int64(len(a.Content)) > o.cfg.MaxQueueBytes {
+		o.stats.add(StatRefusedFull, a.Kind)
 		return nil, fmt.Errorf("%w: artifact %s has %d bytes, the queue holds %d", ErrQueueFull, a.ID, len(a.Content), o.cfg.MaxQueueBytes)
 	}
 	if a.Attrs != nil {
@@ -911,7 +913,8 @@ func (o *Outbox) forget(gone []record, acked bool, reason string) []Meta {
 	o.wake()
 	for _, m := range metas {
 		if acked {
-			o.log.Debug("artifact acked", "artifact_id", m.ID, "kind", m.Kind, "size", m.Size, "attempts", m.Attempts)
+			o.stats.add(StatAcked, m.Kind)
+			o.log.Info("artifact acked", "artifact_id", m.ID, "kind", m.Kind, "size", m.Size, "attempts", m.Attempts)
 			if o.cfg.OnAcked != nil {
 				o.cfg.OnAcked(m)
 			}

@@ -355,6 +355,11 @@ func TestQueueFull(t *testing.T) {
 	e.waitAcked(a1.ID, a2.ID)
 	a3 := enqueue(t, o, policy.KindPhoto, randBytes(45_000))
 	e.waitAcked(a3.ID)
+	// An operator sees the refusals and the uploads.
+	st := o.Stats()
+	if st[StatRefusedFull][policy.KindPhoto] != 3 || st[StatAcked][policy.KindPhoto] != 3 || st[StatResent][policy.KindPhoto] != 0 {
+		t.Errorf("stats %v, want 3 refused_full, 3 acked, no resend", st)
+	}
 }
 
 func TestNackRetriesThenDrops(t *testing.T) {
@@ -415,6 +420,19 @@ func TestNackRetriesThenDrops(t *testing.T) {
 	}
 	if a, _ := e.records(t); a != 0 {
 		t.Fatalf("%d records remain", a)
+	}
+	st := o.Stats()
+	for _, c := range []struct {
+		name string
+		kind policy.Kind
+		want uint64
+	}{
+		{StatSent, policy.KindUsage, 3}, {StatResent, policy.KindUsage, 2}, {StatNacked, policy.KindUsage, 3},
+		{StatSent, policy.KindSighting, 2}, {StatResent, policy.KindSighting, 1}, {StatNacked, policy.KindSighting, 1}, {StatAcked, policy.KindSighting, 1},
+	} {
+		if got := st[c.name][c.kind]; got != c.want {
+			t.Errorf("stats %s %s = %d, want %d (%v)", c.name, c.kind, got, c.want, st)
+		}
 	}
 }
 

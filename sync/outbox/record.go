@@ -241,6 +241,7 @@ func (o *Outbox) putTx(tx *bolt.Tx, rec *record, inline []byte) error {
 	}
 	q := queuedBytes(b.state)
 	if q+rec.Size > o.cfg.MaxQueueBytes {
+		o.stats.add(StatRefusedFull, rec.Kind)
 		return fmt.Errorf("%w: %d bytes queued, %d more would exceed %d", ErrQueueFull, q, rec.Size, o.cfg.MaxQueueBytes)
 	}
 	if rec.Seq, err = b.arts.NextSequence(); err != nil {

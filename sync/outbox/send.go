@@ -215,6 +215,7 @@ func (o *Outbox) applyAcks(acks map[string]ackMsg) error {
 			continue
 		}
 		it.meta.Nacks++
+		o.stats.add(StatNacked, it.meta.Kind)
 		it.state = idle
 		it.notBefore = now.Add(retry.Jitter(backoff(o.cfg.RetryMin, o.cfg.RetryMax, it.meta.Nacks)))
 		nacks = append(nacks, nack{id, a.reason, it.meta.Nacks, it.meta.Attempts})
@@ -384,7 +385,11 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 	}
 	o.mu.Unlock()
 	if res == sentAll {
-		o.log.Debug("artifact sent", "artifact_id", id, "kind", meta.Kind, "size", meta.Size, "attempt", meta.Attempts+1)
+		o.stats.add(StatSent, meta.Kind)
+		if meta.Attempts > 0 {
+			o.stats.add(StatResent, meta.Kind)
+		}
+		o.log.Info("artifact sent", "artifact_id", id, "kind", meta.Kind, "size", meta.Size, "attempt", meta.Attempts+1)
 	}
 	return res
 }

@@ -1,0 +1,422 @@
+//go:build debtest
+
+// The Debian packages as built by `make deb` (build/deb/): lintian, their
+// layout, install/upgrade/remove/purge with dpkg into a scratch root, and
+// the arm64 daemon and worker scoring a photo under qemu-user-static.
+// `make test-deb` builds the packages and runs these; `make test` does not
+// (the arm64 sysroot is a 170 MiB download).
+package packaging
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+)
+
+const debDir = "../build/deb"
+
+// deb returns the newest package built for arch.
+func deb(t *testing.T, arch string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(debDir, "aibo-privacyd_*_"+arch+".deb"))
+	if len(files) == 0 {
+		t.Fatalf("no %s package in %s: run make deb", arch, debDir)
+	}
+	sort.Slice(files, func(i, j int) bool {
+		a, _ := os.Stat(files[i])
+		b, _ := os.Stat(files[j])
+		return a.ModTime().After(b.ModTime())
+	})
+	return files[0]
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// extract unpacks a package into a new directory.
+func extract(t *testing.T, pkg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	run(t, "dpkg-deb", "-x", pkg, dir)
+	return dir
+}
+
+var arches = []string{"amd64", "arm64"}
+
+// Lintian finds nothing: no error, warning, info or pedantic tag that the
+// package's overrides (each explained) do not cover.
+func TestLintianFindsNothing(t *testing.T) {
+	for _, arch := range arches {
+		out, err := exec.Command("lintian", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", deb(t, arch)).CombinedOutput()
+		var tags []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if regexp.MustCompile(`^[EWIPX]: `).MatchString(l) {
+				tags = append(tags, l)
+			}
+		}
+		if err != nil || len(tags) > 0 {
+			t.Errorf("%s: lintian: %v\n%s", arch, err, strings.Join(tags, "\n"))
+		}
+	}
+}
+
+// What the robot gets: the three programs for its architecture, the unit
+// as in the repository, the config as a conffile that loads, the account
+// and the spool, and the libraries the worker links as dependencies.
+func TestPackageLayout(t *testing.T) {
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	for _, arch := range arches {
+		pkg := deb(t, arch)
+		root := extract(t, pkg)
+		for _, bin := range []string{"usr/sbin/aibo-privacyd", "usr/bin/aiboctl", "usr/libexec/aibo-privacy/aibo-vision"} {
+			f, err := elf.Open(filepath.Join(root, bin))
+			if err != nil {
+				t.Errorf("%s: %s: %v", arch, bin, err)
+				continue
+			}
+			if f.Machine != machines[arch] {
+				t.Errorf("%s: %s is built for %v", arch, bin, f.Machine)
+			}
+			f.Close()
+		}
+		unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/aibo-privacyd.service"))
+		repo, _ := os.ReadFile(unitFile)
+		if !bytes.Equal(unit, repo) {
+			t.Errorf("%s: the packaged unit differs from %s", arch, unitFile)
+		}
+		for _, f := range []string{"usr/lib/sysusers.d/aibo-privacy.conf", "usr/lib/tmpfiles.d/aibo-privacy.conf",
+			"usr/share/doc/aibo-privacyd/copyright", "usr/share/man/man8/aibo-privacyd.8.gz", "usr/share/man/man1/aiboctl.1.gz"} {
+			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+				t.Errorf("%s: %v", arch, err)
+			}
+		}
+		if got := run(t, "dpkg-deb", "-f", pkg, "Architecture"); strings.TrimSpace(got) != arch {
+			t.Errorf("Architecture: %s", got)
+		}
+		conffiles := run(t, "sh", "-c", "dpkg-deb --ctrl-tarfile "+pkg+" | tar -xOf - ./conffiles")
+		if strings.TrimSpace(conffiles) != "/etc/aibo-privacy/config.yaml" {
+			t.Errorf("%s: conffiles %q", arch, conffiles)
+		}
+		depends := run(t, "dpkg-deb", "-f", pkg, "Depends")
+		for _, want := range []string{"libopencv-core406", "libopencv-imgcodecs406", "libc6", "opencv-data", "systemd"} {
+			if !strings.Contains(depends, want) {
+				t.Errorf("%s: Depends lacks %s: %s", arch, want, depends)
+			}
+		}
+		if strings.Contains(depends, ":") {
+			t.Errorf("%s: Depends names a foreign architecture: %s", arch, depends)
+		}
+		cfg, err := config.Load(filepath.Join(root, "etc/aibo-privacy/config.yaml"))
+		if err != nil {
+			t.Errorf("%s: the packaged config does not load: %v", arch, err)
+		} else if _, err := os.Stat(filepath.Join(root, cfg.Vision.Worker)); err != nil {
+			t.Errorf("%s: vision.worker %s is not in the package", arch, cfg.Vision.Worker)
+		}
+	}
+}
+
+// Every Go module linked into the shipped programs is named in the
+// package's copyright file with its license.
+func TestCopyrightNamesEveryLinkedModule(t *testing.T) {
+	out := run(t, "go", "list", "-deps", "-f", "{{if .Module}}{{.Module.Path}}{{end}}", "../cmd/aibo-privacyd", "../cmd/aiboctl", "../cmd/aibo-vision")
+	copyright, err := os.ReadFile("debian/copyright")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range strings.Fields(out) {
+		if m == "github.com/aibo-privacy/aibo-privacyd" {
+			continue
+		}
+		if !strings.Contains(string(copyright), "go-modules/"+m+"\n") {
+			t.Errorf("debian/copyright does not name %s", m)
+		}
+	}
+}
+
+// dpkgRoot is a scratch dpkg database and root: the package is installed,
+// upgraded, removed and purged there as on the robot, its maintainer
+// scripts running with DPKG_ROOT (systemd-sysusers, systemd-tmpfiles and
+// deb-systemd-helper all honour it).
+type dpkgRoot struct {
+	t    *testing.T
+	root string
+}
+
+func newDpkgRoot(t *testing.T) *dpkgRoot {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "etc", "run", "var/lib"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644)
+	return &dpkgRoot{t: t, root: root}
+}
+
+func (r *dpkgRoot) dpkg(args ...string) string {
+	r.t.Helper()
+	// Dependencies live in the real system, not in the scratch database.
+	all := append([]string{"--root=" + r.root, "--force-script-chrootless", "--force-depends", "--force-not-root"}, args...)
+	cmd := exec.Command("dpkg", all...)
+	cmd.Stdin = nil // no terminal: dpkg never prompts
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("dpkg %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (r *dpkgRoot) path(p string) string { return filepath.Join(r.root, p) }
+
+// repack makes a copy of pkg with another version and, when edit is set,
+// a changed default config.
+func repack(t *testing.T, pkg, version string, edit func(string) string) string {
+	t.Helper()
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	run(t, "dpkg-deb", "-R", pkg, tree)
+	control := filepath.Join(tree, "DEBIAN/control")
+	raw, _ := os.ReadFile(control)
+	raw = regexp.MustCompile(`(?m)^Version: .*$`).ReplaceAll(raw, []byte("Version: "+version))
+	os.WriteFile(control, raw, 0o644)
+	if edit != nil {
+		cfg := filepath.Join(tree, "etc/aibo-privacy/config.yaml")
+		b, _ := os.ReadFile(cfg)
+		os.WriteFile(cfg, []byte(edit(string(b))), 0o644)
+		sum := run(t, "md5sum", cfg)
+		md5 := filepath.Join(tree, "DEBIAN/md5sums")
+		lines, _ := os.ReadFile(md5)
+		fixed := regexp.MustCompile(`(?m)^[0-9a-f]+  etc/aibo-privacy/config.yaml$`).ReplaceAllString(string(lines), strings.Fields(sum)[0]+"  etc/aibo-privacy/config.yaml")
+		os.WriteFile(md5, []byte(fixed), 0o644)
+	}
+	out := filepath.Join(dir, "aibo-privacyd_"+version+".deb")
+	run(t, "dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", tree, out)
+	return out
+}
+
+// Install makes the account, the spool and enables the unit; an upgrade
+// keeps the config as the owner edited it (a changed default lands beside
+// it as .dpkg-dist, as `apt-get -o Dpkg::Options::=--force-confold` does);
+// remove keeps the config; purge erases it and the agent's state.
+func TestInstallUpgradeRemovePurge(t *testing.T) {
+	r := newDpkgRoot(t)
+	v1 := repack(t, deb(t, "amd64"), "1.0.0", nil)
+	r.dpkg("-i", v1)
+	passwd, _ := os.ReadFile(r.path("etc/passwd"))
+	group, _ := os.ReadFile(r.path("etc/group"))
+	if !regexp.MustCompile(`(?m)^aibo-privacy:x:\d+:\d+:aibo privacy agent:/var/lib/aibo-privacy:/usr/sbin/nologin$`).Match(passwd) {
+		t.Errorf("no system account:\n%s", passwd)
+	}
+	if !regexp.MustCompile(`(?m)^aibo-camera:x:\d+:aibo-privacy$`).Match(group) {
+		t.Errorf("the agent is not in the camera's group:\n%s", group)
+	}
+	if st, err := os.Stat(r.path("run/aibo-camera/photos")); err != nil || st.Mode().Perm() != 0o770 || st.Mode()&os.ModeSetgid == 0 {
+		t.Errorf("spool: %v %v", st, err)
+	}
+	if _, err := os.Lstat(r.path("etc/systemd/system/multi-user.target.wants/aibo-privacyd.service")); err != nil {
+		t.Errorf("the service is not enabled: %v", err)
+	}
+	cfg := r.path("etc/aibo-privacy/config.yaml")
+	edited := "# edited on the robot\n" + readFile(t, cfg)
+	os.WriteFile(cfg, []byte(edited), 0o644)
+
+	// Same default config: the edit stays, silently.
+	r.dpkg("-i", repack(t, v1, "1.1.0", nil))
+	if readFile(t, cfg) != edited {
+		t.Fatal("upgrade 1.1.0 replaced the edited config")
+	}
+	// A new default: the edit stays, the new default lands beside it.
+	r.dpkg("--force-confold", "-i", repack(t, v1, "1.2.0", func(s string) string { return s + "# new default\n" }))
+	if readFile(t, cfg) != edited {
+		t.Fatal("upgrade 1.2.0 replaced the edited config")
+	}
+	if !strings.HasSuffix(readFile(t, cfg+".dpkg-dist"), "# new default\n") {
+		t.Error("the new default config is not beside the edited one")
+	}
+	if _, err := os.Stat(r.path("usr/sbin/aibo-privacyd")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent ran meanwhile and holds sealed data.
+	os.MkdirAll(r.path("var/lib/aibo-privacy"), 0o700)
+	os.WriteFile(r.path("var/lib/aibo-privacy/device.key"), []byte("k"), 0o600)
+	r.dpkg("-r", "aibo-privacyd")
+	if _, err := os.Stat(r.path("usr/sbin/aibo-privacyd")); err == nil {
+		t.Error("remove left the daemon")
+	}
+	if readFile(t, cfg) != edited {
+		t.Error("remove took the config (only purge may)")
+	}
+	r.dpkg("-P", "aibo-privacyd")
+	for _, gone := range []string{"etc/aibo-privacy/config.yaml", "var/lib/aibo-privacy"} {
+		if _, err := os.Stat(r.path(gone)); err == nil {
+			t.Errorf("purge left %s", gone)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The robot's binaries, run under qemu-user-static against Debian's arm64
+// OpenCV: the arm64 daemon takes a photo from the spool, starts the arm64
+// worker, which scores it, and keeps it.
+func TestArm64DaemonAndWorkerScoreAPhotoUnderQemu(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-aarch64-static")
+	if err != nil {
+		t.Fatal("qemu-aarch64-static missing: make test-deb installs qemu-user-static")
+	}
+	sysroot, _ := filepath.Abs("../build/arm64/sysroot")
+	if _, err := os.Stat(filepath.Join(sysroot, ".complete")); err != nil {
+		t.Fatal("no arm64 sysroot: make deb makes it (packaging/arm64-sysroot.sh)")
+	}
+	pkg := extract(t, deb(t, "arm64"))
+	dir, err := os.MkdirTemp("", "q64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	libs := "/usr/lib/aarch64-linux-gnu/blas:/usr/lib/aarch64-linux-gnu/lapack:/usr/lib"
+	// The daemon starts its worker by path; under qemu-user that path is a
+	// script that runs the arm64 worker under qemu too (no binfmt needed).
+	wrapper := filepath.Join(dir, "aibo-vision")
+	os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s -L %s -E LD_LIBRARY_PATH=%s %s \"$@\"\n",
+		qemu, sysroot, libs, filepath.Join(pkg, "usr/libexec/aibo-privacy/aibo-vision"))), 0o755)
+	b := testbroker.Start(t)
+	spool := filepath.Join(dir, "spool")
+	os.MkdirAll(filepath.Join(spool, "photos"), 0o755)
+	os.MkdirAll(filepath.Join(spool, "frames"), 0o755)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`device_id: aibo-arm64
+data_dir: %s/data
+spool_dir: %s
+timezone: UTC
+region: US-CA
+log_level: info
+mqtt:
+  broker: %s
+photos:
+  keep_per_day: 2
+diag:
+  socket: %s/diag.sock
+vision:
+  worker: %s
+  models_dir: /usr/share/opencv4
+`, dir, spool, b.URL, dir, wrapper)), 0o600)
+	var logs bytes.Buffer
+	daemon := exec.Command(qemu, "-L", sysroot, filepath.Join(pkg, "usr/sbin/aibo-privacyd"), "-config", cfgPath)
+	daemon.Stdout, daemon.Stderr = &logs, &logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Kill()
+		daemon.Wait()
+		if t.Failed() {
+			t.Logf("arm64 daemon log:\n%s", logs.String())
+		}
+	}()
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(qemu, append([]string{"-L", sysroot, filepath.Join(pkg, "usr/bin/aiboctl"), "-socket", dir + "/diag.sock"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := ctl("health"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the arm64 daemon never answered on its socket")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	app := b.Client(t)
+	results := app.Subscribe(t, "aibo/aibo-arm64/cmd/result")
+	events := app.Subscribe(t, "aibo/aibo-arm64/events")
+	send := func(id, typ string, payload any) {
+		raw, _ := json.Marshal(map[string]any{"id": id, "type": typ, "payload": payload})
+		app.Publish(t, "aibo/aibo-arm64/cmd", raw, false)
+		results.WaitFor(t, 60*time.Second, func(m testbroker.Message) bool {
+			return strings.Contains(string(m.Payload), `"id":"`+id+`","ok":true`)
+		})
+	}
+	send("1", "accept_policy", map[string]any{"version": "2026-11"})
+	send("2", "set_features", map[string]any{"auto_photo": true})
+	photo, err := os.ReadFile("../testdata/photos/genki-smile-file1564.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(spool, "photos", ".smile.part"), photo, 0o644)
+	os.Rename(filepath.Join(spool, "photos", ".smile.part"), filepath.Join(spool, "photos", "smile.jpg"))
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, _ := ctl("status", "--json")
+		var st struct {
+			Today struct{ Admitted int } `json:"photos_today"`
+		}
+		if json.Unmarshal([]byte(out), &st) == nil && st.Today.Admitted == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the photo was never admitted: %s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	send("3", "select_photos", map[string]any{})
+	done := events.WaitFor(t, 120*time.Second, func(m testbroker.Message) bool {
+		return strings.Contains(string(m.Payload), `"selection_done"`)
+	})
+	var ev struct{ Kept, Deleted int }
+	json.Unmarshal(done.Payload, &ev)
+	if ev.Kept != 1 {
+		t.Fatalf("selection_done %s: the photo was not kept", done.Payload)
+	}
+	metrics, err := ctl("metrics", "--json")
+	if err != nil {
+		t.Fatalf("aiboctl metrics: %v %s", err, metrics)
+	}
+	var fams map[string]struct {
+		Metrics []struct {
+			Value *float64 `json:"value"`
+		} `json:"metrics"`
+	}
+	if err := json.Unmarshal([]byte(metrics), &fams); err != nil {
+		t.Fatalf("%v: %s", err, metrics)
+	}
+	value := func(name string) float64 {
+		if f, ok := fams[name]; ok && len(f.Metrics) == 1 && f.Metrics[0].Value != nil {
+			return *f.Metrics[0].Value
+		}
+		t.Fatalf("metric %s missing", name)
+		return 0
+	}
+	// Scored by the arm64 worker, not by the daemon's pure-Go fallback.
+	if value("aibo_vision_worker_starts_total") < 1 || value("aibo_vision_requests_total") < 1 || value("aibo_vision_request_failures_total") != 0 {
+		t.Fatalf("the worker did not score the photo: %s", metrics)
+	}
+	if !regexp.MustCompile(`"msg":"photo kept by selection".*"score":0\.[5-9]`).MatchString(logs.String()) {
+		t.Errorf("no kept photo with a worker's score in the log")
+	}
+}
