@@ -16,7 +16,7 @@ rm -rf "$dir"
 mkdir -p "$dir/spool/photos" "$dir/spool/frames"
 sed -e "s|\./var/data|$dir/data|; s|\./var/spool|$dir/spool|; s|\./var/diag.sock|$dir/diag.sock|" \
   -e "s|^log_level: .*|log_level: info|; s|127.0.0.1:18830|127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\n' "$port" >"$dir/mosquitto.conf"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\nmax_packet_size 1049600\n' "$port" >"$dir/mosquitto.conf"
 
 step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"
 "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
@@ -55,6 +55,6 @@ ${DEMO_BIN:-go run ./scripts/demo} -broker "tcp://127.0.0.1:$port" -spool "$dir/
   -camera "$dir/camera" -log "$dir/daemon.log"
 
 echo
-"$bin/bestshot" sheet -o "$dir/sheet.png" "$dir/camera" >/dev/null
+"$bin/bestshot" sheet -face-models "${FACE_MODELS:-build/models}" -o "$dir/sheet.png" "$dir/camera" >/dev/null
 step "contact sheet of what the camera took (bestshot's picks, the daemon's defaults): $dir/sheet.png"
 step "uploads as the cloud got them: $dir/cloud/; the daemon's log: $dir/daemon.log"
