@@ -223,6 +223,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		OnRejected: func(version, reason string) {
 			d.notify(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
 		},
+		OnNeed: func(version string, chunks []int) {
+			d.notify(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -233,6 +236,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		if up {
 			v = 1
 			d.events.Wake() // what waited for the broker goes now
+			d.fw.LinkUp()   // an unfinished download asks for its missing chunks
 		}
 		d.metrics.connected.Set(v)
 	})
