@@ -57,6 +57,7 @@ type Daemon struct {
 	link       *link.Link
 	disp       *command.Dispatcher
 	diag       *diag.Server
+	tech       *technician
 	fw         *firmware.Manager
 	metrics    *metrics
 	vision     *vision.Client // nil when the worker binary is missing
@@ -240,10 +241,11 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		d.metrics.connected.Set(v)
 	})
+	d.tech = newTechnician(d)
 	d.diag, err = diag.New(diag.Config{
 		Socket:      cfg.Diag.Socket,
 		AllowedUIDs: cfg.Diag.AllowedUIDs,
-		Backend:     &technician{d: d},
+		Backend:     d.tech,
 		Metrics:     d.metrics.reg,
 		Logger:      log.With("component", "diag"),
 	})
@@ -369,6 +371,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"selection", d.selector.Run},
 		{"mqtt", d.link.Run},
 		{"diag", d.diag.Run},
+		{"technician-audit", d.tech.run},
 		{"state", d.publishStates},
 		{"notifier", d.runNotifier},
 		{"janitor", d.janitor},
