@@ -33,7 +33,9 @@ func newTechnician(d *Daemon) *technician {
 // run appends the aggregated access counts as each interval ends, and what
 // is left when ctx ends (before the store closes).
 func (t *technician) run(ctx context.Context) error {
-	return t.tally.Run(ctx, func(err error) { t.d.log.Warn("technician access counts not recorded yet; kept for the next try", "err", err) })
+	return t.tally.Run(ctx, func(err error) {
+		t.d.log.Warn("technician access counts not recorded yet; kept for the next try", "err", err)
+	})
 }
 
 // minFreeBytes below which health reports the disk as degraded.

@@ -156,7 +156,10 @@ func TestP11_AClockSetForwardDoesNotStopRetention(t *testing.T) {
 
 func TestCountIsTheChainsLength(t *testing.T) {
 	s := openWithRecords(t, 7)
-	s.Update(func(tx *bolt.Tx) error { _, err := Prune(tx, time.Date(2026, 11, 22, 8, 0, 2, 0, time.UTC), 100); return err })
+	s.Update(func(tx *bolt.Tx) error {
+		_, err := Prune(tx, time.Date(2026, 11, 22, 8, 0, 2, 0, time.UTC), 100)
+		return err
+	})
 	var count int
 	s.View(func(tx *bolt.Tx) (err error) { count, err = Count(tx); return })
 	if rep := verify(t, s); count != rep.Records || count != 5 {
