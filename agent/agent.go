@@ -181,6 +181,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.notify(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
 			d.selector.Request() // the day is complete: decide it now
 		},
+		OnWaitChange: d.stateChanged,
 	}, d.st, d.pol, d.vault)
 
 	commandKeys, err := config.PublicKeys(cfg.Security.CommandKeys)

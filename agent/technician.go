@@ -48,6 +48,9 @@ func (t *technician) Health(ctx context.Context) diag.Health {
 	checks["store"] = check(err == nil, errDetail(err))
 	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
 	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))
+	if st := d.intakeStatus(); st.Status != "ok" {
+		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): files stay in the spool until decisions can be recorded")
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(d.cfg.DataDir, &fs); err != nil {
 		checks["disk"] = check(false, err.Error())
