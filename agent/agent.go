@@ -74,6 +74,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
+	if err := makePrivate(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(cfg.DataDir, "device.key"))
 	if err != nil {
 		return nil, err

@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 )
 
 // Buckets of schema version 1. Each is owned by one package; the comment
@@ -103,6 +105,11 @@ func Open(path string) (*Store, error) { return OpenWith(path, Migrations) }
 // under older code could lose data.
 func OpenWith(path string, migrations []Migration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// An existing file's mode is bbolt's to keep: a state.db readable by
+	// others (copied in, restored from a backup) is made private first.
+	if _, err := fsx.Private(path, false); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
