@@ -162,9 +162,9 @@ func (n *node) fullPath() string { return filepath.Join(n.RootData.Path, n.Path(
 func (n *node) ino() uint64 { return n.StableAttr().Ino }
 
 var (
-	_ fs.NodeStatxer  = (*node)(nil)
-	_ fs.NodeOpener   = (*node)(nil)
-	_ fs.NodeCreater  = (*node)(nil)
+	_ fs.NodeStatxer   = (*node)(nil)
+	_ fs.NodeOpener    = (*node)(nil)
+	_ fs.NodeCreater   = (*node)(nil)
 	_ fs.NodeGetattrer = (*node)(nil)
 )
 
