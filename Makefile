@@ -30,18 +30,34 @@ lint: setup
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-# Each fuzz target for FUZZTIME (make test runs their seed corpora only).
+# Every Fuzz* target, found with go test -list in each package whose tests
+# declare one (make test runs their seed corpora only). make fuzz runs each
+# for FUZZTIME (default a minute); make fuzz-long for FUZZTIME (default an
+# hour), keeping the corpus it grows under testdata/fuzz/<package>/ and
+# going on past a crasher (go writes it to the package's testdata/fuzz/);
+# it ends with a summary and fails if any target found one. FUZZFLAGS adds
+# flags (e.g. -parallel 1 on a shared machine).
 FUZZTIME ?= 60s
-FUZZ_TARGETS := \
-	./agent/command:FuzzParse ./agent/command:FuzzVerifier ./agent/command:FuzzHandle \
-	./agent/config:FuzzParse ./capture:FuzzValidate ./agent/diag:FuzzHandler \
-	./sync/outbox:FuzzAck ./agent/vision:FuzzReadRequest
+FUZZFLAGS ?=
+LONG_FUZZTIME := $(if $(filter command line environment,$(origin FUZZTIME)),$(FUZZTIME),1h)
+FUZZ_LIST = for pkg in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go') | xargs -n1 dirname | sort -u); do \
+		for fn in $$($(GO) test -list '^Fuzz' ./$$pkg | grep '^Fuzz'); do echo "$$pkg:$$fn"; done; done
 
 fuzz: setup
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	@set -e; for t in $$($(FUZZ_LIST)); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./$$pkg; \
 	done
+
+fuzz-long: setup
+	@fail=0; n=0; start=$$(date +%s); for t in $$($(FUZZ_LIST)); do pkg=$${t%%:*}; fn=$${t##*:}; n=$$((n+1)); \
+		echo "== $$fn in ./$$pkg for $(LONG_FUZZTIME)"; \
+		if ! $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(LONG_FUZZTIME) $(FUZZFLAGS) ./$$pkg \
+			-args -test.fuzzcachedir=$(CURDIR)/testdata/fuzz/$$pkg; then \
+			echo "!! $$fn in ./$$pkg: crasher (see ./$$pkg/testdata/fuzz/$$fn)"; fail=$$((fail+1)); fi; \
+	done; \
+	echo "fuzz-long: $$n targets, $(LONG_FUZZTIME) each, $$(( ($$(date +%s)-start)/60 )) minutes in all, $$fail with a crasher"; \
+	test $$fail -eq 0
 
 # Proofs under faults, not part of make test (README, "Proven under faults").
 # Power loss: data_dir on LazyFS (test/powerloss, a FUSE layer that loses
