@@ -67,5 +67,18 @@ POWERLOSS_POINTS ?= all
 powerloss: setup
 	cd test/powerloss && POWERLOSS_POINTS=$(POWERLOSS_POINTS) $(GO) test -count=1 -timeout 90m -v .
 
+# A second broker: the MQTT scenarios (link, outbox, events, firmware and the
+# daemon's end-to-end suite) against a private RabbitMQ node with the MQTT
+# plugin (scripts/rabbitmq.sh), outages played with stop_app/start_app.
+RABBIT := $(CURDIR)/scripts/rabbitmq.sh
+RABBIT_PKGS := ./sync/link/ ./sync/outbox/ ./sync/events/ ./firmware/ ./cmd/aibo-privacyd/
+test-rabbitmq: setup
+	@dpkg-query -W -f='$${Status}' rabbitmq-server 2>/dev/null | grep -q "install ok installed" || \
+		{ sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq; \
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; }
+	$(RABBIT) start
+	TEST_BROKER_URL=tcp://127.0.0.1:18883 TEST_BROKER_STOP="$(RABBIT) stop_app" TEST_BROKER_START="$(RABBIT) start_app" \
+	TEST_BROKER_LOG=$$($(RABBIT) log) $(GO) test -race -count=1 -p 1 -timeout 40m $(RABBIT_PKGS); rc=$$?; $(RABBIT) stop; exit $$rc
+
 clean:
 	rm -rf $(BIN) var

@@ -149,7 +149,7 @@ func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	if d == nil || (version != d.Manifest.Version && version != topicVersion(d.Manifest.Version)) {
+	if d == nil || !sameTopicVersion(version, d.Manifest.Version) {
 		return outcome{}, ErrNoDownload
 	}
 	if n < 0 || n >= d.Manifest.Chunks {
@@ -223,6 +223,20 @@ func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 		return m.finish(*d)
 	}
 	return outcome{}, nil
+}
+
+// sameTopicVersion reports whether a chunk topic's version names the
+// download's version. Build metadata is not in topics, and a broker that
+// maps MQTT topics onto AMQP routing keys (RabbitMQ swaps "/" and ".")
+// may deliver "1.2.0-rc.1" as "1/2/0-rc/1": "." and "/" count as one. Two
+// versions differing only there cannot be told apart in a topic, and only
+// one download runs at a time; its sha256 decides what is staged.
+func sameTopicVersion(topic, version string) bool {
+	if topic == version || topic == topicVersion(version) {
+		return true
+	}
+	norm := func(s string) string { return strings.ReplaceAll(s, ".", "/") }
+	return norm(topic) == norm(topicVersion(version))
 }
 
 // fit checks chunk n of length l against the manifest and the chunk size

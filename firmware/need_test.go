@@ -380,7 +380,7 @@ func TestFirmwareNeedThroughMosquitto(t *testing.T) {
 	const version = "5.0.0-rc/2"
 	broker := testbroker.Start(t)
 	var n needs
-	f := newFixture(t, func(c *Config) { n.hook(c); c.NeedDelay = 300 * time.Millisecond })
+	f := newFixture(t, n.hook) // NeedDelay: the default, as the daemon runs
 	staged := make(chan Manifest, 1)
 	prev := f.m.cfg.OnStaged
 	f.m.cfg.OnStaged = func(m Manifest) { prev(m); staged <- m }
@@ -442,4 +442,19 @@ func TestFirmwareNeedThroughMosquitto(t *testing.T) {
 		t.Fatalf("not staged; status %+v", f.status())
 	}
 	f.assertStagedFile(StagedFile, img)
+}
+
+// TestChunkTopicsWithDotsTurnedToSlashes: RabbitMQ's MQTT plugin maps
+// topics onto AMQP routing keys and can deliver "5.0.0-rc/2" as
+// "5/0/0-rc/2"; those chunks still belong to the download.
+func TestChunkTopicsWithDotsTurnedToSlashes(t *testing.T) {
+	f := newFixture(t, nil)
+	img := image(2500, 52)
+	f.mustOffer(manifestFor("5.1.0-rc.2+b7", img, 1024))
+	for i, c := range split(img, 1024) {
+		f.m.HandleChunkMessage("aibo/dev/firmware/5/1/0-rc/2/chunk/"+strconv.Itoa(i), c)
+	}
+	if s := f.status(); s.Staged != "5.1.0-rc.2+b7" {
+		t.Fatalf("status %+v", s)
+	}
 }
