@@ -153,10 +153,11 @@ func TestP4_SIGTERMMidUploadKeepsTheQueue(t *testing.T) {
 		t.Fatalf("%d photos queued after SIGTERM, want 3", q)
 	}
 	ids := r.queuedIDs(t)
+	cl2 := newCloud(t, b, a) // only what is sent after the restart
 	r.start()
 	got := map[string]bool{}
 	for len(got) < 3 {
-		m, _ := cl.receive("photo", true)
+		m, _ := cl2.receive("photo", true)
 		if !ids[m.ArtifactID] {
 			t.Fatalf("artifact %s was not in the queue before the stop", m.ArtifactID)
 		}

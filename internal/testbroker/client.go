@@ -157,6 +157,31 @@ func (s *Sub) WaitFor(t testing.TB, timeout time.Duration, match func(Message) b
 	}
 }
 
+// WaitWithin is WaitFor without failing: it reports whether a message
+// satisfying match arrived within timeout.
+func (s *Sub) WaitWithin(timeout time.Duration, match func(Message) bool) bool {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		for s.next < len(s.msgs) {
+			m := s.msgs[s.next]
+			s.next++
+			if match(m) {
+				s.mu.Unlock()
+				return true
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
 // All returns a copy of every message received so far.
 func (s *Sub) All() []Message {
 	s.mu.Lock()
