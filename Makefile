@@ -80,5 +80,12 @@ test-rabbitmq: setup
 	TEST_BROKER_URL=tcp://127.0.0.1:18883 TEST_BROKER_STOP="$(RABBIT) stop_app" TEST_BROKER_START="$(RABBIT) start_app" \
 	TEST_BROKER_LOG=$$($(RABBIT) log) $(GO) test -race -count=1 -p 1 -timeout 40m $(RABBIT_PKGS); rc=$$?; $(RABBIT) stop; exit $$rc
 
+# Soak: a simulated week through the daemon's test-only clock, a day every
+# SOAK_DAY_SECONDS (default 60); memory, goroutines, open files and store
+# size per day, which must stay flat. The daemon is built without -race.
+SOAK_DAY_SECONDS ?= 60
+soak: setup
+	E2E_NO_RACE=1 SOAK_DAY_SECONDS=$(SOAK_DAY_SECONDS) $(GO) test -tags soak -count=1 -timeout 60m -v -run '^TestSoak$$' ./cmd/aibo-privacyd/
+
 clean:
 	rm -rf $(BIN) var

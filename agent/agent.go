@@ -69,7 +69,13 @@ type Daemon struct {
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(),
+	now, testClock, err := clockFromEnv()
+	if err != nil {
+		return nil, err
+	} else if testClock != "" {
+		log.Warn("TEST CLOCK in use: never on a robot", "env", TestClockEnv, "value", testClock)
+	}
+	d := &Daemon{cfg: cfg, log: log, now: now, started: time.Now(),
 		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)

@@ -86,6 +86,16 @@ func (c *Client) Publish(t testing.TB, topic string, payload []byte, retained bo
 	}
 }
 
+// TryPublish is Publish returning the error instead of failing the test
+// (for a client that outlives broker outages).
+func (c *Client) TryPublish(topic string, payload []byte, retained bool) error {
+	tok := c.c.Publish(topic, 1, retained, payload)
+	if !tok.WaitTimeout(opTimeout) {
+		return fmt.Errorf("testbroker: publish %s: timeout", topic)
+	}
+	return tok.Error()
+}
+
 // Subscribe subscribes at QoS 1 to filter and collects what arrives. It
 // returns after the broker acknowledged the subscription.
 func (c *Client) Subscribe(t testing.TB, filter string) *Sub {
