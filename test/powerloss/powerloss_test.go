@@ -56,6 +56,13 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(bboltClientEnv); path != "" {
+		if err := bboltClient(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "aibo-powerloss-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
