@@ -61,6 +61,7 @@ type Daemon struct {
 	link       *link.Link
 	disp       *command.Dispatcher
 	diag       *diag.Server
+	tech       *technician
 	fw         *firmware.Manager
 	metrics    *metrics
 	vision     *vision.Client // nil when the worker binary is missing
@@ -72,10 +73,19 @@ type Daemon struct {
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, now: time.Now, started: time.Now(),
+	now, testClock, err := clockFromEnv()
+	if err != nil {
+		return nil, err
+	} else if testClock != "" {
+		log.Warn("TEST CLOCK in use: never on a robot", "env", TestClockEnv, "value", testClock)
+	}
+	d := &Daemon{cfg: cfg, log: log, now: now, started: time.Now(),
 		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	if err := makePrivate(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
 	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(cfg.DataDir, "device.key"))
 	if err != nil {
@@ -196,6 +206,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.notify(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
 			d.selector.Request() // the day is complete: decide it now
 		},
+		OnWaitChange: d.stateChanged,
 	}, d.st, d.pol, d.vault)
 
 	commandKeys, err := config.PublicKeys(cfg.Security.CommandKeys)
@@ -244,6 +255,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		OnRejected: func(version, reason string) {
 			d.notify(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
 		},
+		OnNeed: func(version string, chunks []int) {
+			d.notify(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -254,13 +268,15 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		if up {
 			v = 1
 			d.events.Wake() // what waited for the broker goes now
+			d.fw.LinkUp()   // an unfinished download asks for its missing chunks
 		}
 		d.metrics.connected.Set(v)
 	})
+	d.tech = newTechnician(d)
 	d.diag, err = diag.New(diag.Config{
 		Socket:      cfg.Diag.Socket,
 		AllowedUIDs: cfg.Diag.AllowedUIDs,
-		Backend:     &technician{d: d},
+		Backend:     d.tech,
 		Metrics:     d.metrics.reg,
 		Logger:      log.With("component", "diag"),
 	})
@@ -386,6 +402,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"selection", d.selector.Run},
 		{"mqtt", d.link.Run},
 		{"diag", d.diag.Run},
+		{"technician-audit", d.tech.run},
 		{"state", d.publishStates},
 		{"notifier", d.runNotifier},
 		{"janitor", d.janitor},

@@ -282,8 +282,13 @@ func (d *Daemon) inventory(tx *bolt.Tx) (Inventory, error) {
 	if err != nil {
 		return inv, err
 	}
-	rep := audit.Verify(tx)
-	ac := CategoryHolding{Count: rep.Records, ErasedBy: "retention after " + d.cfg.Retention.Audit.D().String()}
+	// Count, not Verify: the inventory may run inside a command's write
+	// transaction, and walking the whole chain there holds every writer.
+	records, err := audit.Count(tx)
+	if err != nil {
+		return inv, err
+	}
+	ac := CategoryHolding{Count: records, ErasedBy: "retention after " + d.cfg.Retention.Audit.D().String()}
 	if len(recs) > 0 {
 		ac.NewestAgeSeconds = now.Sub(recs[0].At).Seconds()
 	}

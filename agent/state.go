@@ -22,7 +22,25 @@ type ReportedState struct {
 	Outbox          OutboxSummary     `json:"outbox"`
 	Firmware        FirmwareSummary   `json:"firmware"`
 	PausedForPolicy string            `json:"paused_for_policy"`
+	Intake          IntakeStatus      `json:"intake"` // addition: the spool waits on a full disk
 	UpdatedAt       time.Time         `json:"updated_at"`
+}
+
+// IntakeStatus says whether spool files are being decided ("ok") or wait
+// because decisions cannot be recorded ("waiting", with the reason:
+// disk_full or storage_error, and since when).
+type IntakeStatus struct {
+	Status string     `json:"status"`
+	Reason string     `json:"reason,omitempty"`
+	Since  *time.Time `json:"since,omitempty"`
+}
+
+func (d *Daemon) intakeStatus() IntakeStatus {
+	w := d.intake.Waiting()
+	if w.Since.IsZero() {
+		return IntakeStatus{Status: "ok"}
+	}
+	return IntakeStatus{Status: "waiting", Reason: w.Reason, Since: &w.Since}
 }
 
 // OutboxSummary counts artifacts waiting for the cloud's ack.
@@ -65,6 +83,7 @@ func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
 		PausedForPolicy: ps.PausedForPolicy,
 		Subjects:        len(consents),
 		Outbox:          OutboxSummary{Pending: pending, Bytes: bytes},
+		Intake:          d.intakeStatus(),
 	}
 	for _, f := range policy.Features {
 		s.Features[string(f)] = ps.On(f)

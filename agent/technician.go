@@ -18,7 +18,26 @@ import (
 )
 
 // technician answers the diagnostic socket: counts, ages and ids only.
-type technician struct{ d *Daemon }
+type technician struct {
+	d     *Daemon
+	tally *audit.Tally // technician_access, aggregated per accessInterval
+}
+
+// accessInterval is the interval technician_access records aggregate:
+// one record per uid, method, path and status per interval, with a count.
+const accessInterval = time.Minute
+
+func newTechnician(d *Daemon) *technician {
+	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.now)}
+}
+
+// run appends the aggregated access counts as each interval ends, and what
+// is left when ctx ends (before the store closes).
+func (t *technician) run(ctx context.Context) error {
+	return t.tally.Run(ctx, func(err error) {
+		t.d.log.Warn("technician access counts not recorded yet; kept for the next try", "err", err)
+	})
+}
 
 // minFreeBytes below which health reports the disk as degraded.
 const minFreeBytes = 64 << 20
@@ -30,6 +49,9 @@ func (t *technician) Health(ctx context.Context) diag.Health {
 	checks["store"] = check(err == nil, errDetail(err))
 	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
 	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))
+	if st := d.intakeStatus(); st.Status != "ok" {
+		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): files stay in the spool until decisions can be recorded")
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(d.cfg.DataDir, &fs); err != nil {
 		checks["disk"] = check(false, err.Error())
@@ -139,19 +161,24 @@ func (t *technician) AuditVerify(ctx context.Context) (audit.Report, error) {
 	return rep, err
 }
 
-// Access records every technician request with the peer's uid. Batch
-// coalesces a burst of requests into few commits.
-func (t *technician) Access(ctx context.Context, uid uint32, method, path string, status int) {
-	d := t.d
-	now := d.now()
-	err := d.st.Batch(func(tx *bolt.Tx) error {
-		_, err := audit.Append(tx, now, "technician_access", "", map[string]string{
-			"uid": strconv.FormatUint(uint64(uid), 10), "method": method, "path": path, "status": strconv.Itoa(status)})
-		return err
-	})
+// Access puts every technician request on record with the peer's uid,
+// aggregated (see audit.Tally): the first request of its kind in an
+// interval is committed before the answer leaves, repeats are counted and
+// recorded when the interval ends. An error means the request could not be
+// audited; diag then answers 503 instead, and that refusal is counted.
+func (t *technician) Access(ctx context.Context, uid uint32, method, path string, status int) error {
+	f := map[string]string{"uid": strconv.FormatUint(uint64(uid), 10), "method": method, "path": path, "status": strconv.Itoa(status)}
+	err := t.tally.Note(f)
 	if err != nil {
-		d.log.Error("audit technician access", "err", err)
+		f["status"] = "503"
+		t.tally.Count(f)
 	}
+	return err
+}
+
+// Overloaded counts a connection turned away because too many were open.
+func (t *technician) Overloaded(uid uint32) {
+	t.tally.Count(map[string]string{"uid": strconv.FormatUint(uint64(uid), 10), "method": "-", "path": "(too many connections)", "status": "503"})
 }
 
 // cascades are the detection models the vision worker loads.

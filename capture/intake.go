@@ -26,6 +26,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/fsx"
 	"github.com/aibo-privacy/aibo-privacyd/internal/spool"
 )
 
@@ -66,6 +67,9 @@ type Config struct {
 	// OnCapReached is told once per day after the day's last admission
 	// committed (the daemon starts the day's selection).
 	OnCapReached func(day string)
+	// OnWaitChange is told when the intake starts or stops waiting for
+	// room (see Waiting): the daemon republishes its state.
+	OnWaitChange func()
 }
 
 // Intake watches the spool and decides every photo.
@@ -75,7 +79,34 @@ type Intake struct {
 	pol   *policy.Policy
 	vault *Vault
 	ctx   context.Context // Run's, for the decoder
+	wait  *waiter
+
+	// troubled remembers spool entries that failed on their own (unreadable,
+	// unremovable, such as a directory named x.jpg), by identity, so each
+	// is logged once and retried slowly rather than every rescan.
+	trMu     sync.Mutex
+	troubled map[string]*trouble
+
+	// unlinked are markers whose file is gone; they are deleted together
+	// every markerFlush (after the spool directory is synced), so a flood
+	// does not grow the store with markers.
+	mkMu     sync.Mutex
+	unlinked [][]byte
 }
+
+type trouble struct {
+	next    time.Time
+	backoff time.Duration
+	gaveUp  bool // decided, but cannot be removed: left alone while unchanged
+}
+
+// Bounds of the intake's memory for spool troubles and marker deletions.
+const (
+	maxTroubled   = 1024
+	maxUnlinked   = 8192
+	markerFlush   = 5 * time.Second
+	markerFlushAt = 256 // flush sooner once this many wait
+)
 
 // NewIntake builds an intake over the store, the policy and the vault.
 func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *Intake {
@@ -91,8 +122,13 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
 	}
-	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background()}
+	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
+		wait: &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange}}
 }
+
+// Waiting says whether the intake is waiting for room to record decisions
+// (a full disk), since when and why. Health and the reported state show it.
+func (in *Intake) Waiting() Waiting { return in.wait.current() }
 
 // Run reconciles the vault, decides the files already in the spool and then
 // every file that appears, until ctx ends.
@@ -115,10 +151,15 @@ func (in *Intake) Run(ctx context.Context) error {
 	wg.Go(func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
+		f := time.NewTicker(markerFlush)
+		defer f.Stop()
 		for {
 			select {
 			case <-ctx.Done():
+				in.flushMarkers()
 				return
+			case <-f.C:
+				in.flushMarkers()
 			case <-t.C:
 				if err := in.pruneMarkers(); err != nil {
 					in.cfg.Logger.Error("prune intake markers", "err", err)
@@ -156,21 +197,124 @@ func (in *Intake) process(name string) {
 		return // gone already
 	}
 	id := identity(name, fi)
+	now := in.cfg.Now()
+	if !in.mayTry(id, now) {
+		return
+	}
+	if !in.wait.mayTry(now) {
+		return // waiting for room: the file stays, quietly
+	}
 	outcome, err := in.decide(path, fi, id)
+	var se storageError
+	if errors.As(err, &se) {
+		in.wait.done(now, err) // logs once per change of state
+		return
+	}
+	if err == nil && outcome != "" {
+		in.wait.done(now, nil) // a decision was recorded: storage works
+	} else {
+		in.wait.skip()
+	}
 	if err != nil {
-		// The file stays in the spool and is tried again at the next scan;
-		// nothing was counted. A full disk lands here.
-		in.cfg.Logger.Error("photo intake failed; will retry", "file", name, "err", err)
+		// A problem with this file alone: it stays and is tried again
+		// later, logged once; nothing was counted.
+		in.troubleOnce(id, now, false, "photo intake failed for this file; will retry", name, err)
 		return
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		in.cfg.Logger.Error("photo spool remove", "file", name, "err", err)
+		// Decided and counted, but it cannot go (a directory named x.jpg
+		// with something in it): left alone while it stays the same.
+		in.troubleOnce(id, now, true, "photo spool entry decided but not removable; left alone", name, err)
+		return
 	}
+	in.markUnlinked(id)
 	if outcome != "" {
 		in.cfg.Logger.Debug("photo decided", "file", name, "outcome", outcome)
 		if in.cfg.OnDecided != nil {
 			in.cfg.OnDecided(outcome)
 		}
+	}
+}
+
+// mayTry says whether a spool entry that failed on its own before may be
+// tried again now.
+func (in *Intake) mayTry(id []byte, now time.Time) bool {
+	in.trMu.Lock()
+	defer in.trMu.Unlock()
+	tr, ok := in.troubled[string(id)]
+	return !ok || (!tr.gaveUp && !now.Before(tr.next))
+}
+
+// troubleOnce logs a spool entry's own failure the first time and backs
+// off its retries; gaveUp leaves it alone while its identity is unchanged.
+func (in *Intake) troubleOnce(id []byte, now time.Time, gaveUp bool, msg, name string, err error) {
+	in.trMu.Lock()
+	tr, seen := in.troubled[string(id)]
+	if !seen {
+		if len(in.troubled) >= maxTroubled {
+			for k := range in.troubled { // forget one: it is logged again at worst
+				delete(in.troubled, k)
+				break
+			}
+		}
+		tr = &trouble{backoff: firstWait}
+		in.troubled[string(id)] = tr
+	} else {
+		tr.backoff = min(2*tr.backoff, maxWait)
+	}
+	tr.next, tr.gaveUp = now.Add(tr.backoff), gaveUp
+	in.trMu.Unlock()
+	if !seen {
+		in.cfg.Logger.Error(msg, "file", name, "err", err)
+	}
+}
+
+// markUnlinked queues the marker of a file that is gone for deletion.
+func (in *Intake) markUnlinked(id []byte) {
+	in.mkMu.Lock()
+	if len(in.unlinked) < maxUnlinked {
+		in.unlinked = append(in.unlinked, id)
+	}
+	n := len(in.unlinked)
+	in.mkMu.Unlock()
+	if n == markerFlushAt {
+		go in.flushMarkers()
+	}
+}
+
+// flushMarkers deletes the markers of files that are gone. The spool
+// directory is synced first, so no unlink can come back after a power cut
+// while its marker is gone (the file would be counted twice). A failure
+// keeps them for the next flush; those over maxUnlinked wait for the
+// hourly pruneMarkers.
+func (in *Intake) flushMarkers() {
+	in.mkMu.Lock()
+	ids := in.unlinked
+	in.unlinked = nil
+	in.mkMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	err := fsx.SyncDir(in.cfg.PhotosDir)
+	if err == nil {
+		err = in.st.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(store.BucketIntake)
+			for _, id := range ids {
+				if err := b.Delete(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		in.mkMu.Lock()
+		in.unlinked = append(ids, in.unlinked...)
+		if len(in.unlinked) > maxUnlinked {
+			in.unlinked = in.unlinked[:maxUnlinked]
+		}
+		in.mkMu.Unlock()
+		in.cfg.Logger.Debug("intake markers not deleted yet", "markers", len(ids), "err", err)
 	}
 }
 
@@ -224,7 +368,7 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	p.SealedKey, err = in.vault.seal(p.ID, data)
 	if err != nil {
 		in.vault.remove(p.ID)
-		return "", err
+		return "", storageFailure(err)
 	}
 	o, err := in.commit(id, now, Admitted, p)
 	if o == Admitted && err == nil {
@@ -311,7 +455,7 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 		return intake.Put(id, m)
 	})
 	if err != nil {
-		return "", fmt.Errorf("record %s: %w", want, err)
+		return "", storageFailure(fmt.Errorf("record %s: %w", want, err))
 	}
 	if capDay != "" && in.cfg.OnCapReached != nil {
 		in.cfg.OnCapReached(capDay)
@@ -320,8 +464,12 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 }
 
 // pruneMarkers forgets markers whose spool file is gone: they only matter
-// while the file could be seen again.
+// while the file could be seen again. The spool directory is synced first
+// (see flushMarkers).
 func (in *Intake) pruneMarkers() error {
+	if err := fsx.SyncDir(in.cfg.PhotosDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return in.st.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(store.BucketIntake)
 		var gone [][]byte

@@ -182,7 +182,7 @@ func (s *Selector) Run(ctx context.Context) error {
 	defer prune.Stop()
 	for {
 		next := NextLocal(s.cfg.Now(), s.cfg.SelectAt, s.cfg.Location)
-		timer := time.NewTimer(time.Until(next))
+		timer := time.NewTimer(next.Sub(s.cfg.Now())) // on the clock next was computed with
 		select {
 		case <-ctx.Done():
 			timer.Stop()

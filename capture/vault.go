@@ -43,6 +43,11 @@ type Vault struct {
 
 // NewVault prepares dir (mode 0700).
 func NewVault(dir string, deviceKey []byte) (*Vault, error) {
+	// An existing directory keeps its mode through MkdirAll: photo ids
+	// must not be listable by others.
+	if _, err := fsx.Private(dir, true); err != nil {
+		return nil, fmt.Errorf("photo vault: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("photo vault: %w", err)
 	}

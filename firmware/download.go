@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -46,20 +47,24 @@ func (m *Manager) report(o outcome) {
 }
 
 // ChunkTopic is the topic filter to subscribe to under aibo/{device_id}/.
-func (m *Manager) ChunkTopic() string { return "firmware/+/chunk/+" }
+// It is "firmware/#", not "firmware/+/chunk/+": a pre-release may contain
+// "/", which makes the version more than one topic level.
+func (m *Manager) ChunkTopic() string { return "firmware/#" }
 
 // HandleChunkMessage takes a message from aibo/{id}/firmware/{version}/chunk/{n}
-// (the full topic) and stores the chunk with Chunk, which reports staging
-// and rejection through OnStaged and OnRejected. Errors are logged, never
-// with the payload. Fits link.Link.Subscribe.
+// (the full topic; the version may span several levels) and stores the
+// chunk with Chunk, which reports staging and rejection through OnStaged
+// and OnRejected. Errors are logged, never with the payload. Fits
+// link.Link.Subscribe.
 func (m *Manager) HandleChunkMessage(topic string, payload []byte) {
 	parts := strings.Split(topic, "/")
 	k := len(parts)
-	if k < 4 || parts[k-4] != "firmware" || parts[k-2] != "chunk" {
+	// aibo/{device_id}/firmware/{version...}/chunk/{n}; a device id has no "/".
+	if k < 6 || parts[2] != "firmware" || parts[k-2] != "chunk" {
 		m.log.Warn("firmware chunk topic not understood", "topic", topic)
 		return
 	}
-	version := parts[k-3]
+	version := strings.Join(parts[3:k-2], "/")
 	n, err := strconv.Atoi(parts[k-1])
 	if err != nil || n < 0 || strconv.Itoa(n) != parts[k-1] {
 		m.log.Warn("firmware chunk number not understood", "topic", topic)
@@ -82,6 +87,8 @@ func (m *Manager) HandleChunkMessage(topic string, payload []byte) {
 		}
 	case errors.Is(err, ErrChunkRange):
 		m.log.Warn("firmware chunk refused: beyond the manifest", "version", version, "chunk", n, "size", len(payload))
+	case errors.Is(err, ErrBadChunk):
+		m.log.Warn("firmware chunk dropped: does not match chunk_sha256; it will be asked for again", "version", version, "chunk", n, "size", len(payload))
 	default:
 		m.log.Error("firmware chunk not stored", "version", version, "chunk", n, "size", len(payload), "err", err)
 	}
@@ -92,12 +99,16 @@ func (m *Manager) HandleChunkMessage(topic string, payload []byte) {
 // bytes are written at their offset in the download's file and fsynced
 // before the chunk is recorded, so a restart resumes where it stopped.
 //
-// The chunk size is the size of every chunk but the last; it is learned
-// from the first chunk to arrive and must then fit the manifest exactly.
-// A chunk whose length does not fit (so the chunks cannot add up to the
-// manifest's size) rejects the download with reason size. A chunk number
-// at or beyond the manifest's count is refused with ErrChunkRange and the
-// download goes on. A version with no accepted offer gives ErrNoDownload.
+// When the manifest carries chunk_sha256, a chunk whose sha256 (or length)
+// differs is dropped with ErrBadChunk: nothing is written, the download
+// goes on, and the chunk stays missing, so firmware_need asks for it again.
+// Without chunk_sha256 the chunk size is the size of every chunk but the
+// last; it is learned from the first chunk to arrive and must then fit the
+// manifest exactly. A chunk whose length does not fit (so the chunks
+// cannot add up to the manifest's size) rejects the download with reason
+// size. A chunk number at or beyond the manifest's count is refused with
+// ErrChunkRange and the download goes on. A version with no accepted offer
+// gives ErrNoDownload.
 //
 // When the last missing chunk arrives the image is checked (size, sha256)
 // and staged: staged is then its manifest. A rejection (digest, size, or a
@@ -118,6 +129,7 @@ func (m *Manager) Chunk(version string, n int, data []byte) (staged *Manifest, e
 func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 	var d *download
 	var have bool
+	var want []byte // chunk n's sha256 from the manifest, when it has them
 	err := m.st.View(func(tx *bolt.Tx) error {
 		b, err := bucket(tx)
 		if err != nil {
@@ -129,18 +141,29 @@ func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 		if cb := b.Bucket(bucketChunks); cb != nil && n >= 0 {
 			have = cb.Get(store.Uint64Key(uint64(n))) != nil
 		}
+		if sums := b.Get(keyChunkSums); d.ChunkSums && n >= 0 && len(sums) >= 32*(n+1) {
+			want = append([]byte(nil), sums[32*n:32*(n+1)]...)
+		}
 		return nil
 	})
 	if err != nil {
 		return outcome{}, err
 	}
-	if d == nil || (version != d.Manifest.Version && version != topicVersion(d.Manifest.Version)) {
+	if d == nil || !sameTopicVersion(version, d.Manifest.Version) {
 		return outcome{}, ErrNoDownload
 	}
-	m.touch(d.ID)
 	if n < 0 || n >= d.Manifest.Chunks {
 		return outcome{}, fmt.Errorf("%w: chunk %d of %d", ErrChunkRange, n, d.Manifest.Chunks)
 	}
+	if d.ChunkSums {
+		if want == nil {
+			return outcome{}, errors.New("firmware: chunk_sha256 missing from the store")
+		}
+		if sum := sha256.Sum256(data); !bytes.Equal(sum[:], want) {
+			return outcome{}, fmt.Errorf("%w: chunk %d", ErrBadChunk, n)
+		}
+	}
+	m.touch(d.ID) // a chunk of this download: the download is alive
 	if have {
 		if d.complete() { // staging failed before; try again
 			return m.finish(*d)
@@ -149,10 +172,16 @@ func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 	}
 	size, ok := d.fit(n, int64(len(data)))
 	if !ok {
+		if d.ChunkSums {
+			// Its hash matched, yet it does not fit: the manifest's own
+			// hashes and sizes disagree. Nothing received can finish it.
+			return m.reject(*d, ReasonSize, fmt.Sprintf("chunk %d matches chunk_sha256 but its %d bytes do not fit %d bytes in %d chunks",
+				n, len(data), d.Manifest.Size, d.Manifest.Chunks))
+		}
 		return m.reject(*d, ReasonSize, fmt.Sprintf("chunk %d has %d bytes, which does not fit %d bytes in %d chunks",
 			n, len(data), d.Manifest.Size, d.Manifest.Chunks))
 	}
-	path := filepath.Join(m.dlDir, d.File)
+	path := m.part(*d)
 	if err := writeAt(path, int64(n)*size, data); err != nil {
 		return outcome{}, err
 	}
@@ -194,6 +223,20 @@ func (m *Manager) chunk(version string, n int, data []byte) (outcome, error) {
 		return m.finish(*d)
 	}
 	return outcome{}, nil
+}
+
+// sameTopicVersion reports whether a chunk topic's version names the
+// download's version. Build metadata is not in topics, and a broker that
+// maps MQTT topics onto AMQP routing keys (RabbitMQ swaps "/" and ".")
+// may deliver "1.2.0-rc.1" as "1/2/0-rc/1": "." and "/" count as one. Two
+// versions differing only there cannot be told apart in a topic, and only
+// one download runs at a time; its sha256 decides what is staged.
+func sameTopicVersion(topic, version string) bool {
+	if topic == version || topic == topicVersion(version) {
+		return true
+	}
+	norm := func(s string) string { return strings.ReplaceAll(s, ".", "/") }
+	return norm(topic) == norm(topicVersion(version))
 }
 
 // fit checks chunk n of length l against the manifest and the chunk size
@@ -262,7 +305,7 @@ func writeAt(path string, off int64, data []byte) error {
 // finish checks the complete image of d and stages it, or rejects it.
 // Callers hold m.mu.
 func (m *Manager) finish(d download) (outcome, error) {
-	path := filepath.Join(m.dlDir, d.File)
+	path := m.part(d)
 	size, sum, err := hashFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		// A crash after the renames of stage but before its commit leaves
@@ -307,7 +350,7 @@ func hashFile(path string) (int64, string, error) {
 func (m *Manager) stage(d download, move bool) (outcome, error) {
 	var out outcome
 	now := m.cfg.Now()
-	part := filepath.Join(m.dlDir, d.File)
+	part := m.part(d)
 	err := m.st.Update(func(tx *bolt.Tx) error {
 		out = outcome{}
 		b, err := bucket(tx)
@@ -357,6 +400,7 @@ func (m *Manager) stage(d download, move bool) (outcome, error) {
 		if err := b.Put(keyHighest, []byte(d.Manifest.Version)); err != nil {
 			return err
 		}
+		offer := append([]byte(nil), b.Get(keyOffer)...)
 		if err := dropDownload(b); err != nil {
 			return err
 		}
@@ -372,6 +416,9 @@ func (m *Manager) stage(d download, move bool) (outcome, error) {
 			if err := m.moveIntoPlace(part); err != nil {
 				return err
 			}
+		}
+		if err := m.writeOffer(offer); err != nil {
+			return err
 		}
 		if m.testHook != nil {
 			if err := m.testHook(); err != nil {
@@ -395,9 +442,23 @@ func (m *Manager) stage(d download, move bool) (outcome, error) {
 // then makes the renames durable. Re-running it after a crash is safe:
 // while part exists the second rename has not happened, and staged.img
 // still existing means the first has not either.
+//
+// Each image's offer file moves with it, before it: staged.offer.json is
+// moved to fallback.offer.json only while staged.img is still there, so a
+// crash between the two renames cannot give the fallback the new image's
+// offer. The updater checks the image against its offer anyway.
 func (m *Manager) moveIntoPlace(part string) error {
 	staged := filepath.Join(m.cfg.Dir, StagedFile)
 	if _, err := os.Stat(staged); err == nil {
+		stagedOffer := filepath.Join(m.cfg.Dir, StagedOfferFile)
+		if _, err := os.Stat(stagedOffer); err == nil {
+			if err := os.Rename(stagedOffer, filepath.Join(m.cfg.Dir, FallbackOfferFile)); err != nil {
+				return fmt.Errorf("firmware: keep fallback offer: %w", err)
+			}
+		} else {
+			// An image staged before offers were kept: its fallback has none.
+			m.remove(filepath.Join(m.cfg.Dir, FallbackOfferFile))
+		}
 		if err := os.Rename(staged, filepath.Join(m.cfg.Dir, FallbackFile)); err != nil {
 			return fmt.Errorf("firmware: keep fallback: %w", err)
 		}
@@ -409,6 +470,23 @@ func (m *Manager) moveIntoPlace(part string) error {
 		return err
 	}
 	return fsx.SyncDir(m.dlDir)
+}
+
+// writeOffer puts the staged image's offer beside it (temp, fsync, rename,
+// directory fsync). A download recorded before offers were kept has none:
+// any staged.offer.json left is removed, so no image carries another's.
+func (m *Manager) writeOffer(offer []byte) error {
+	path := filepath.Join(m.cfg.Dir, StagedOfferFile)
+	if len(offer) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("firmware: remove stale offer: %w", err)
+		}
+		return nil
+	}
+	if err := fsx.WriteFileAtomic(path, offer, 0o600); err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	return nil
 }
 
 // reject drops d with reason, audits it and removes its file. Callers hold
@@ -427,7 +505,7 @@ func (m *Manager) reject(d download, reason, detail string) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	m.remove(filepath.Join(m.dlDir, d.File))
+	m.remove(m.part(d))
 	if !done {
 		return outcome{}, ErrNoDownload
 	}
@@ -463,14 +541,16 @@ func (m *Manager) abandon(d download, why string) error {
 	if err != nil {
 		return err
 	}
-	m.remove(filepath.Join(m.dlDir, d.File))
+	m.remove(m.part(d))
 	m.log.Warn("firmware download abandoned", "version", d.Manifest.Version, "reason", why, "received", d.Received, "chunks", d.Manifest.Chunks)
 	return nil
 }
 
 // Run reports what New found, then until ctx ends abandons a download idle
 // for longer than DownloadTimeout (its file removed, the abandonment
-// audited) and retries the staging of a complete one. It returns nil.
+// audited), retries the staging of a complete one, and asks for missing
+// chunks (OnNeed) NeedDelay after each LinkUp and after NeedAfter without
+// a chunk. It returns nil.
 func (m *Manager) Run(ctx context.Context) error {
 	m.pendMu.Lock()
 	pending := m.pending
@@ -481,10 +561,17 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(m.tick)
 	defer t.Stop()
+	connected := time.NewTimer(time.Hour)
+	connected.Stop()
+	defer connected.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-m.linkUp:
+			connected.Reset(m.cfg.NeedDelay)
+		case <-connected.C:
+			m.ask("connected")
 		case <-t.C:
 			m.sweep()
 		}
@@ -494,15 +581,20 @@ func (m *Manager) Run(ctx context.Context) error {
 // sweep is one round of Run.
 func (m *Manager) sweep() {
 	m.mu.Lock()
-	out, err := m.sweepLocked()
+	out, id, err := m.sweepLocked()
 	m.mu.Unlock()
 	if err != nil {
 		m.log.Error("firmware sweep", "err", err)
 	}
 	m.report(out)
+	if id != "" {
+		m.askIfIdle(id)
+	}
 }
 
-func (m *Manager) sweepLocked() (outcome, error) {
+// sweepLocked finishes or abandons the download in progress; it returns
+// the id of one that is still unfinished.
+func (m *Manager) sweepLocked() (outcome, string, error) {
 	var d *download
 	err := m.st.View(func(tx *bolt.Tx) error {
 		b, err := bucket(tx)
@@ -513,15 +605,16 @@ func (m *Manager) sweepLocked() (outcome, error) {
 		return err
 	})
 	if err != nil || d == nil {
-		return outcome{}, err
+		return outcome{}, "", err
 	}
 	if d.complete() {
-		return m.finish(*d)
+		out, err := m.finish(*d)
+		return out, "", err
 	}
 	if idle := m.cfg.Now().Sub(m.lastActivity(d.ID)); idle > m.cfg.DownloadTimeout {
-		return outcome{}, m.abandon(*d, "idle for "+idle.Round(time.Second).String())
+		return outcome{}, "", m.abandon(*d, "idle for "+idle.Round(time.Second).String())
 	}
-	return outcome{}, nil
+	return outcome{}, d.ID, nil
 }
 
 func randomID() (string, error) {

@@ -5,7 +5,14 @@
 // with the previous staged image kept as the fallback slot.
 //
 // It never applies an image: that belongs to the platform's updater, which
-// reads staged.img. It never weakens privacy: it touches no personal data,
+// reads staged.img and, beside it, staged.offer.json: the signed manifest
+// and its signature exactly as offered, so the updater can verify the
+// image itself. While a download is unfinished it asks the cloud for the
+// missing chunks (firmware_need, through OnNeed) on every connect and after
+// NeedAfter without a chunk; a manifest's chunk_sha256 lets it drop a bad
+// chunk and ask for it again instead of losing the download. A version is
+// never used in a file name: it is signed, but it is still text from the
+// network. It never weakens privacy: it touches no personal data,
 // and a manifest announcing a material policy change is handed to the
 // daemon's StagedTx hook inside the very transaction that records the
 // staging, so the policy pause (policy.PauseFor) commits together with the
@@ -66,14 +73,31 @@ const (
 
 // Files under Config.Dir that the platform's updater reads.
 const (
-	StagedFile   = "staged.img"   // the staged image
-	FallbackFile = "fallback.img" // the image staged before it
-	downloadDir  = "download"     // one <version>-<id>.part per download in progress
+	StagedFile        = "staged.img"          // the staged image
+	FallbackFile      = "fallback.img"        // the image staged before it
+	StagedOfferFile   = "staged.offer.json"   // {"kid","manifest","sig"} of staged.img, as offered
+	FallbackOfferFile = "fallback.offer.json" // the same for fallback.img
+	downloadDir       = "download"            // one <random id>.part per download in progress
 )
 
 const (
-	maxManifestBytes = 4096
+	// maxManifestBytes bounds a manifest. With chunk_sha256 it holds about
+	// 67 bytes a chunk; base64 in a command of at most 256 KiB leaves room
+	// for about 2,900 chunks (180 MiB at 64 KiB chunks, 360 MiB at 128 KiB).
+	maxManifestBytes = 192 << 10
 	maxVersionLen    = 64 // also the longest policy version accept_policy takes
+)
+
+// Asking for missing chunks (contract v2, section 8).
+const (
+	// DefaultNeedAfter: a download this long without a chunk asks again.
+	DefaultNeedAfter = 30 * time.Second
+	// MaxNeed is the most chunk numbers one firmware_need names.
+	MaxNeed = 1000
+	// DefaultNeedDelay is how long after a connect firmware_need waits, so
+	// that the link's subscriptions (made right after the connect hook
+	// runs) are in place before the cloud answers.
+	DefaultNeedDelay = time.Second
 )
 
 // Errors that are not rejections.
@@ -86,6 +110,10 @@ var (
 	// ErrChunkRange: a chunk number at or beyond the manifest's chunk count;
 	// the chunk is refused, the download goes on.
 	ErrChunkRange = errors.New("firmware: chunk number beyond the manifest")
+	// ErrBadChunk: a chunk whose sha256 or length differs from the
+	// manifest's chunk_sha256; it is dropped, the download goes on and the
+	// chunk is asked for again.
+	ErrBadChunk = errors.New("firmware: chunk does not match the manifest's chunk_sha256")
 )
 
 // Manifest is the signed description of an image (contract section 8).
@@ -138,6 +166,15 @@ type Config struct {
 	// rollback found at staging), for the firmware_rejected event. Offer
 	// never calls it: the caller reports the *Rejection Offer returns.
 	OnRejected func(version, reason string)
+
+	// OnNeed is called with the download's version and its missing chunk
+	// numbers (ascending, at most MaxNeed) for the firmware_need event:
+	// NeedDelay after LinkUp and after NeedAfter without a chunk. It runs
+	// on Run's goroutine and should return quickly.
+	OnNeed func(version string, chunks []int)
+	// NeedAfter defaults to DefaultNeedAfter, NeedDelay to DefaultNeedDelay.
+	NeedAfter time.Duration
+	NeedDelay time.Duration
 }
 
 // Manager owns the offers, the download in progress and the staged slots.
@@ -158,8 +195,10 @@ type Manager struct {
 	actMu    sync.Mutex
 	actID    string    // download whose last activity is actAt
 	actAt    time.Time // last offer, chunk or start-up for actID
+	askedAt  time.Time // when firmware_need last went out for actID
 	pendMu   sync.Mutex
 	pending  []outcome // found by New, reported when Run starts
+	linkUp   chan struct{}
 	testHook func() error
 }
 
@@ -169,8 +208,13 @@ var (
 	keyStaged    = []byte("staged")   // slot JSON
 	keyFallback  = []byte("fallback") // slot JSON
 	keyDownload  = []byte("download") // download JSON
-	bucketChunks = []byte("chunks")   // store.Uint64Key(n) -> chunk length (8 bytes)
+	keyOffer     = []byte("offer")    // the download's offer {"kid","manifest","sig"} JSON, as signed
+	keyChunkSums = []byte("chunk_sha256")
+	bucketChunks = []byte("chunks") // store.Uint64Key(n) -> chunk length (8 bytes)
 )
+
+// keyChunkSums holds the download's chunk_sha256 as 32 bytes a chunk, when
+// its manifest has them.
 
 type slot struct {
 	Manifest Manifest  `json:"manifest"`
@@ -186,6 +230,14 @@ type download struct {
 	ChunkSize int64     `json:"chunk_size"` // 0 until the first chunk fixes it
 	Received  int       `json:"received"`
 	Bytes     int64     `json:"bytes"`
+	// ChunkSums: the manifest carries chunk_sha256 (kept under keyChunkSums).
+	ChunkSums bool `json:"chunk_sums,omitempty"`
+}
+
+// part is the download's file. File is a random id written by this
+// package, but it is read back from the store: only its base name is used.
+func (m *Manager) part(d download) string {
+	return filepath.Join(m.dlDir, filepath.Base(d.File))
 }
 
 func (d *download) complete() bool { return d.Received == d.Manifest.Chunks }
@@ -212,13 +264,20 @@ func New(st *store.Store, cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.NeedAfter <= 0 {
+		cfg.NeedAfter = DefaultNeedAfter
+	}
+	if cfg.NeedDelay <= 0 {
+		cfg.NeedDelay = DefaultNeedDelay
+	}
 	m := &Manager{
 		st:        st,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		installed: inst,
 		dlDir:     filepath.Join(cfg.Dir, downloadDir),
-		tick:      min(max(cfg.DownloadTimeout/10, 10*time.Millisecond), 30*time.Second),
+		tick:      min(max(min(cfg.DownloadTimeout/10, cfg.NeedAfter/4), 10*time.Millisecond), 30*time.Second),
+		linkUp:    make(chan struct{}, 1),
 	}
 	if err := os.MkdirAll(m.dlDir, 0o700); err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
@@ -266,7 +325,7 @@ func New(st *store.Store, cfg Config) (*Manager, error) {
 func (m *Manager) sweepFiles(d *download) {
 	if ents, err := os.ReadDir(m.dlDir); err == nil {
 		for _, e := range ents {
-			if d != nil && e.Name() == d.File {
+			if d != nil && e.Name() == filepath.Base(d.File) {
 				continue
 			}
 			m.remove(filepath.Join(m.dlDir, e.Name()))
@@ -332,7 +391,7 @@ func (m *Manager) Offer(tx *bolt.Tx, now time.Time, payload []byte) (Manifest, e
 	case len(sig) != ed25519.SignatureSize || !ed25519.Verify(key, raw, sig):
 		return Manifest{}, &Rejection{Version: versionHint(raw), Reason: ReasonSignature, Detail: "signature does not verify"}
 	}
-	man, ver, err := parseManifest(raw)
+	man, sums, ver, err := parseManifest(raw)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -360,13 +419,26 @@ func (m *Manager) Offer(tx *bolt.Tx, now time.Time, payload []byte) (Manifest, e
 	}
 	d := download{
 		ID:        id,
-		File:      topicVersion(man.Version) + "-" + id + ".part",
+		File:      id + ".part", // never the version: it is text from the network
 		KID:       p.KID,
 		Manifest:  man,
 		OfferedAt: now.UTC(),
+		ChunkSums: sums != nil,
 	}
 	if err := resetDownload(b, &d); err != nil {
 		return Manifest{}, err
+	}
+	offer, err := json.Marshal(signedOffer{KID: p.KID, Manifest: p.Manifest, Sig: p.Sig})
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := b.Put(keyOffer, offer); err != nil {
+		return Manifest{}, err
+	}
+	if sums != nil {
+		if err := b.Put(keyChunkSums, sums); err != nil {
+			return Manifest{}, err
+		}
 	}
 	fields := map[string]string{"version": man.Version, "size": strconv.FormatInt(man.Size, 10), "kid": p.KID,
 		"material_policy_change": strconv.FormatBool(man.MaterialPolicyChange)}
@@ -379,9 +451,9 @@ func (m *Manager) Offer(tx *bolt.Tx, now time.Time, payload []byte) (Manifest, e
 	tx.OnCommit(func() {
 		m.touch(d.ID)
 		if cur != nil {
-			m.remove(filepath.Join(m.dlDir, cur.File))
+			m.remove(m.part(*cur))
 		}
-		m.log.Info("firmware offer accepted", "version", man.Version, "size", man.Size, "chunks", man.Chunks)
+		m.log.Info("firmware offer accepted", "version", man.Version, "size", man.Size, "chunks", man.Chunks, "chunk_sha256", sums != nil)
 	})
 	return man, nil
 }
@@ -449,19 +521,54 @@ func (m *Manager) Status(tx *bolt.Tx) (Status, error) {
 	return s, nil
 }
 
-// parseManifest checks a verified manifest. Malformed fields wrap
-// ErrBadOffer; an impossible size or chunk layout is a size Rejection.
-func parseManifest(raw []byte) (Manifest, semver.Version, error) {
-	var man Manifest
-	if err := strictjson.Unmarshal(raw, &man); err != nil {
-		return Manifest{}, semver.Version{}, fmt.Errorf("%w: manifest is not JSON of the contract's shape", ErrBadOffer)
+// signedOffer is a firmware_offer payload: what staged.offer.json holds.
+type signedOffer struct {
+	KID      string `json:"kid"`
+	Manifest string `json:"manifest"` // standard base64 of the signed bytes
+	Sig      string `json:"sig"`      // standard base64 of the ed25519 signature
+}
+
+// parseManifest checks a verified manifest and returns its chunk_sha256 as
+// 32 bytes a chunk (nil when absent). Malformed fields wrap ErrBadOffer; an
+// impossible size or chunk layout is a size Rejection.
+func parseManifest(raw []byte) (Manifest, []byte, semver.Version, error) {
+	var mj struct {
+		Manifest
+		ChunkSHA256 []string `json:"chunk_sha256"`
 	}
+	if err := strictjson.Unmarshal(raw, &mj); err != nil {
+		return Manifest{}, nil, semver.Version{}, fmt.Errorf("%w: manifest is not JSON of the contract's shape", ErrBadOffer)
+	}
+	man, ver, err := checkManifest(mj.Manifest)
+	if err != nil || mj.ChunkSHA256 == nil {
+		return man, nil, ver, err
+	}
+	if len(mj.ChunkSHA256) != man.Chunks {
+		return Manifest{}, nil, semver.Version{}, fmt.Errorf("%w: chunk_sha256 has %d entries for %d chunks", ErrBadOffer, len(mj.ChunkSHA256), man.Chunks)
+	}
+	sums := make([]byte, 0, 32*len(mj.ChunkSHA256))
+	for i, h := range mj.ChunkSHA256 {
+		sum, err := hex.DecodeString(h)
+		if err != nil || len(sum) != 32 {
+			return Manifest{}, nil, semver.Version{}, fmt.Errorf("%w: chunk_sha256[%d] must be 64 hex digits", ErrBadOffer, i)
+		}
+		sums = append(sums, sum...)
+	}
+	return man, sums, ver, nil
+}
+
+// checkManifest checks the contract's fields of a manifest.
+func checkManifest(man Manifest) (Manifest, semver.Version, error) {
 	if len(man.Version) > maxVersionLen {
 		return Manifest{}, semver.Version{}, fmt.Errorf("%w: version over %d characters", ErrBadOffer, maxVersionLen)
 	}
 	ver, err := semver.Parse(man.Version)
 	if err != nil {
 		return Manifest{}, semver.Version{}, fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	if !topicSafe(topicVersion(man.Version)) {
+		// The chunks could never arrive: refuse now rather than wait.
+		return Manifest{}, semver.Version{}, fmt.Errorf("%w: version %q cannot be an MQTT topic level", ErrBadOffer, man.Version)
 	}
 	man.SHA256 = strings.ToLower(man.SHA256)
 	if sum, err := hex.DecodeString(man.SHA256); err != nil || len(sum) != 32 {
@@ -481,6 +588,23 @@ func parseManifest(raw []byte) (Manifest, semver.Version, error) {
 			Detail: fmt.Sprintf("%d bytes cannot make %d chunks of %d..%d bytes", man.Size, man.Chunks, MinChunk, MaxChunk)}
 	}
 	return man, ver, nil
+}
+
+// topicSafe reports whether v can be published within a topic name: chunk
+// topics are firmware/{version}/chunk/{n}. A "/" in a pre-release makes
+// more topic levels, which is fine (HandleChunkMessage takes every level
+// between firmware/ and /chunk/); wildcards, control characters and empty
+// levels are not.
+func topicSafe(v string) bool {
+	if v == "" || strings.HasPrefix(v, "/") || strings.HasSuffix(v, "/") || strings.Contains(v, "//") {
+		return false
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || r == '+' || r == '#' || r > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // chunkBounds is the range of chunk sizes C for which size bytes make
@@ -525,6 +649,9 @@ func topicVersion(v string) string {
 
 func (m *Manager) touch(id string) {
 	m.actMu.Lock()
+	if m.actID != id {
+		m.askedAt = time.Time{}
+	}
 	m.actID, m.actAt = id, m.cfg.Now()
 	m.actMu.Unlock()
 }
@@ -535,7 +662,7 @@ func (m *Manager) lastActivity(id string) time.Time {
 	m.actMu.Lock()
 	defer m.actMu.Unlock()
 	if m.actID != id {
-		m.actID, m.actAt = id, m.cfg.Now()
+		m.actID, m.actAt, m.askedAt = id, m.cfg.Now(), time.Time{}
 	}
 	return m.actAt
 }
@@ -606,7 +733,8 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-// resetDownload records d as the download in progress with no chunk yet.
+// resetDownload records d as the download in progress with no chunk yet
+// (its offer and chunk sums are the caller's to add).
 func resetDownload(b *bolt.Bucket, d *download) error {
 	if err := dropDownload(b); err != nil {
 		return err
@@ -621,6 +749,11 @@ func resetDownload(b *bolt.Bucket, d *download) error {
 func dropDownload(b *bolt.Bucket) error {
 	if b.Bucket(bucketChunks) != nil {
 		if err := b.DeleteBucket(bucketChunks); err != nil {
+			return err
+		}
+	}
+	for _, k := range [][]byte{keyOffer, keyChunkSums} {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}

@@ -786,15 +786,13 @@ func TestIdleDownloadAbandonedByRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go f.m.Run(ctx)
+	// The file is removed just after the record's commit: wait for both.
 	deadline := time.Now().Add(5 * time.Second)
-	for f.status().Download != nil {
+	for f.status().Download != nil || len(f.downloadFiles()) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("idle download not abandoned by Run")
+			t.Fatalf("idle download not abandoned by Run: %+v, %d files", f.status().Download, len(f.downloadFiles()))
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if n := len(f.downloadFiles()); n != 0 {
-		t.Fatalf("%d download files left", n)
 	}
 }
 
@@ -1010,7 +1008,7 @@ func TestHandleChunkMessageTopics(t *testing.T) {
 	if cb, _ := f.callbacks(); len(cb) != 1 || cb[0].Version != "3.2.0" {
 		t.Fatalf("OnStaged %v", cb)
 	}
-	if f.m.ChunkTopic() != "firmware/+/chunk/+" {
+	if f.m.ChunkTopic() != "firmware/#" {
 		t.Fatal(f.m.ChunkTopic())
 	}
 }

@@ -52,9 +52,19 @@ type Backend interface {
 	Status(ctx context.Context) (any, error)
 	Audit(ctx context.Context, limit int) ([]audit.Record, error) // newest first
 	AuditVerify(ctx context.Context) (audit.Report, error)
-	// Access is called once per request after the peer check, for the audit
-	// trail: peer uid, method, path, HTTP status.
-	Access(ctx context.Context, uid uint32, method, path string, status int)
+	// Access is called once per request, refused ones included, for the
+	// audit trail: peer uid, method, path (a route, or "(unknown)"), and
+	// the HTTP status about to be sent. It is called before any of the
+	// answer leaves: an error means the access could not be audited (a
+	// full disk), and the peer gets 503 instead of the answer.
+	Access(ctx context.Context, uid uint32, method, path string, status int) error
+}
+
+// OverloadBackend is optionally implemented by a Backend to count the
+// connections turned away because MaxConns were open (peer uid, never
+// waited on: they are refused before any work).
+type OverloadBackend interface {
+	Overloaded(uid uint32)
 }
 
 // QueueBackend is optionally implemented by a Backend to serve GET /v1/queue
@@ -85,6 +95,7 @@ type Config struct {
 	Backend     Backend
 	Metrics     prometheus.Gatherer // served on /metrics; nil: prometheus.DefaultGatherer
 	Logger      *slog.Logger        // nil: discard
+	MaxConns    int                 // connections served at once; 0: DefaultMaxConns
 }
 
 // Limits and timeouts of the diagnostic server.
@@ -100,6 +111,12 @@ const (
 	ShutdownTimeout               = 2 * time.Second
 	DefaultAuditLimit             = 50
 	MaxAuditLimit                 = 1000
+	// DefaultMaxConns bounds the connections served at once; more are
+	// answered 503 and closed at once.
+	DefaultMaxConns = 16
+	// UnknownPath is what the audit trail records for a path that is not
+	// a route, so a peer cannot grow it with made-up paths.
+	UnknownPath = "(unknown)"
 
 	// backendTimeout bounds each Backend call so the answer is written
 	// before WriteTimeout closes the connection.
@@ -121,6 +138,23 @@ type Server struct {
 
 	mu      sync.Mutex
 	started bool
+
+	overMu     sync.Mutex
+	overLogged time.Time // last "connections refused" line
+	overSince  int       // refused since that line
+}
+
+// overloadLog logs refused connections at most once every 10 s, with how
+// many were refused meanwhile.
+func (s *Server) overloadLog(uid uint32) {
+	s.overMu.Lock()
+	defer s.overMu.Unlock()
+	s.overSince++
+	if time.Since(s.overLogged) < 10*time.Second {
+		return
+	}
+	s.log.Warn("diagnostic socket: connections refused, too many open", "max_conns", s.cfg.MaxConns, "refused", s.overSince, "last_uid", uid)
+	s.overLogged, s.overSince = time.Now(), 0
 }
 
 // New validates cfg and returns a Server; it does not touch the file system.
@@ -143,6 +177,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	if len(cfg.AllowedUIDs) > 0 {
@@ -198,7 +235,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("diagnostic socket listening", "socket", s.cfg.Socket, "allowed_uids", allowed)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(s.limit(ln)) }()
 
 	var runErr error
 	select {
@@ -294,6 +331,9 @@ const unknownUID = ^uint32(0)
 
 // connContext identifies the peer of a new connection with SO_PEERCRED.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*limitedConn); ok {
+		c = lc.Conn
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return ctx
@@ -324,28 +364,6 @@ func PeerUID(ctx context.Context) (uint32, bool) {
 	return uid, ok
 }
 
-// recorder remembers the status written through it.
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
 type route struct {
 	method string
 	h      func(w http.ResponseWriter, r *http.Request)
@@ -366,54 +384,110 @@ func (s *Server) routes() http.Handler {
 		}).ServeHTTP},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &recorder{ResponseWriter: w}
+		// The answer is held until the access is on record: one that
+		// cannot be audited is not served.
+		buf := &buffered{header: http.Header{}}
 		uid, known := PeerUID(r.Context())
 		if !known {
 			uid = unknownUID
 		}
+		method, path := accessMethod(r.Method), UnknownPath
+		if _, ok := table[r.URL.Path]; ok {
+			path = r.URL.Path
+		}
 		defer func() {
-			status := rec.status
+			status := buf.status
 			if status == 0 {
 				status = http.StatusOK
 			}
-			s.cfg.Backend.Access(r.Context(), uid, r.Method, accessPath(r.URL.Path), status)
+			if err := s.cfg.Backend.Access(r.Context(), uid, method, path, status); err != nil {
+				s.log.Warn("diagnostic request refused: it cannot be audited", "uid", uid, "method", method, "path", path, "err", err)
+				writeError(w, http.StatusServiceUnavailable, "unavailable: this request cannot be audited ("+auditCause(err)+")")
+				return
+			}
+			buf.flush(w)
 		}()
 
 		if s.allowed != nil {
 			if _, ok := s.allowed[uid]; !ok || !known {
-				s.log.Warn("diagnostic socket: peer refused", "uid", uid, "method", r.Method, "path", accessPath(r.URL.Path))
-				writeError(rec, http.StatusForbidden, "forbidden")
+				s.log.Warn("diagnostic socket: peer refused", "uid", uid, "method", method, "path", path)
+				writeError(buf, http.StatusForbidden, "forbidden")
 				return
 			}
 		}
-		r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+		r.Body = http.MaxBytesReader(buf, r.Body, MaxBodyBytes)
 
 		rt, ok := table[r.URL.Path]
 		switch {
 		case !ok:
-			writeError(rec, http.StatusNotFound, "not found")
+			writeError(buf, http.StatusNotFound, "not found")
 		case r.Method != rt.method && !(rt.method == http.MethodGet && r.Method == http.MethodHead):
 			allow := rt.method
 			if rt.method == http.MethodGet {
 				allow += ", " + http.MethodHead
 			}
-			rec.Header().Set("Allow", allow)
-			writeError(rec, http.StatusMethodNotAllowed, "method not allowed")
+			buf.Header().Set("Allow", allow)
+			writeError(buf, http.StatusMethodNotAllowed, "method not allowed")
 		default:
 			ctx, cancel := context.WithTimeout(r.Context(), backendTimeout)
 			defer cancel()
-			rt.h(rec, r.WithContext(ctx))
+			rt.h(buf, r.WithContext(ctx))
 		}
 	})
 }
 
-// accessPath bounds what a caller can write into the audit trail.
-func accessPath(p string) string {
-	const max = 256
-	if len(p) > max {
-		return p[:max] + "..."
+// auditCause names why an access could not be audited, without details.
+func auditCause(err error) string {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return "no space left on the device"
 	}
-	return p
+	return "the store refused the write"
+}
+
+// accessMethod bounds the methods the audit trail records.
+func accessMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost:
+		return m
+	}
+	return "OTHER"
+}
+
+// buffered holds an answer until it may be sent.
+type buffered struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (b *buffered) Header() http.Header { return b.header }
+
+func (b *buffered) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+func (b *buffered) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+// flush sends the held answer.
+func (b *buffered) flush(w http.ResponseWriter) {
+	h := w.Header()
+	for k, v := range b.header {
+		h[k] = v
+	}
+	status := b.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(b.body)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {

@@ -67,6 +67,7 @@ type fakeBackend struct {
 	verifyErr error
 	block     chan struct{} // when set, Status waits for it to close, ignoring ctx
 	access    []accessEntry
+	accessErr error // when set, Access fails (the audit cannot be written)
 }
 
 func newFake() *fakeBackend {
@@ -112,10 +113,14 @@ func (f *fakeBackend) AuditVerify(context.Context) (audit.Report, error) {
 	return f.report, f.verifyErr
 }
 
-func (f *fakeBackend) Access(_ context.Context, uid uint32, method, path string, status int) {
+func (f *fakeBackend) Access(_ context.Context, uid uint32, method, path string, status int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.accessErr != nil {
+		return f.accessErr
+	}
 	f.access = append(f.access, accessEntry{uid, method, path, status})
+	return nil
 }
 
 func (f *fakeBackend) accesses() []accessEntry {

@@ -187,7 +187,17 @@ func TestFirmwareDownloadResumesAfterRestart(t *testing.T) {
 	}
 	r.kill()
 	r.start()
-	publishChunks(t, a, "2.0.0", img, func(n int) bool { return n%2 == 1 })
+	// The device asks for what it lacks (contract v2, firmware_need); the
+	// cloud sends just that.
+	need := firmwareEvent(t, a, "firmware_need", "2.0.0")
+	missing := map[int]bool{}
+	for _, n := range need["chunks"].([]any) {
+		missing[int(n.(float64))] = true
+	}
+	if len(missing) != 4 || !missing[1] || !missing[7] {
+		t.Fatalf("firmware_need %v, want the four odd chunks", need)
+	}
+	publishChunks(t, a, "2.0.0", img, func(n int) bool { return missing[n] })
 	firmwareEvent(t, a, "firmware_staged", "2.0.0")
 	if s := r.status(); staged(s) != "2.0.0" {
 		t.Fatalf("after resume: %v", s["firmware"])

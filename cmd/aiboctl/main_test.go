@@ -87,7 +87,7 @@ func (f *fakeBackend) AuditVerify(context.Context) (audit.Report, error) {
 	return f.report, nil
 }
 
-func (f *fakeBackend) Access(context.Context, uint32, string, string, int) {}
+func (f *fakeBackend) Access(context.Context, uint32, string, string, int) error { return nil }
 
 type fakeFull struct{ *fakeBackend }
 

@@ -82,34 +82,67 @@ func Newest(tx *bolt.Tx, limit int) ([]Record, error) {
 // Prune removes the oldest records written before cutoff, at most max per
 // call, and moves the chain's base past them so Verify still holds. Records
 // are only ever removed from the old end.
+//
+// Records are in the order they were written, but their times come from a
+// clock that may have been set forward and back: a record stamped in the
+// future must not hold back the pruning of the older ones behind it. So
+// Prune looks at up to max records from the old end and removes every one
+// up to the last of them stamped before cutoff: a record written before a
+// record that is old enough is at least as old.
 func Prune(tx *bolt.Tx, cutoff time.Time, max int) (int, error) {
 	b := tx.Bucket(store.BucketAudit)
 	meta := tx.Bucket(store.BucketMeta)
 	if b == nil || meta == nil {
 		return 0, errors.New("audit: store buckets missing")
 	}
-	n := 0
-	var last Record
+	last := -1
+	var lastRec Record
 	c := b.Cursor()
-	for k, v := c.First(); k != nil && n < max; k, v = c.First() {
+	i := 0
+	for k, v := c.First(); k != nil && i < max; k, v = c.Next() {
 		var r Record
 		if err := json.Unmarshal(v, &r); err != nil {
-			return n, fmt.Errorf("audit: record %x unreadable: %w", k, err)
+			return 0, fmt.Errorf("audit: record %x unreadable: %w", k, err)
 		}
-		if !r.At.Before(cutoff) {
+		if r.At.Before(cutoff) {
+			last, lastRec = i, r
+		}
+		i++
+	}
+	if last < 0 {
+		return 0, nil
+	}
+	for range last + 1 {
+		if k, _ := c.First(); k == nil {
 			break
 		}
 		if err := c.Delete(); err != nil {
-			return n, err
+			return 0, err
 		}
-		last = r
-		n++
 	}
-	if n == 0 {
-		return 0, nil
+	raw, _ := json.Marshal(head{Seq: lastRec.Seq, Hash: lastRec.Hash})
+	return last + 1, meta.Put(keyBase, raw)
+}
+
+// Count is the number of records in the chain, read from its head and
+// base without walking it (Verify walks it and says whether it holds).
+func Count(tx *bolt.Tx) (int, error) {
+	meta := tx.Bucket(store.BucketMeta)
+	if meta == nil {
+		return 0, errors.New("audit: store buckets missing")
 	}
-	raw, _ := json.Marshal(head{Seq: last.Seq, Hash: last.Hash})
-	return n, meta.Put(keyBase, raw)
+	h, err := readHead(meta)
+	if err != nil {
+		return 0, err
+	}
+	base, err := readHeadKey(meta, keyBase)
+	if err != nil {
+		return 0, err
+	}
+	if h.Seq < base.Seq {
+		return 0, fmt.Errorf("audit: head %d below base %d", h.Seq, base.Seq)
+	}
+	return int(h.Seq - base.Seq), nil
 }
 
 // Verify walks the whole chain and reports the first record that does not

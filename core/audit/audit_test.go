@@ -120,3 +120,49 @@ func TestP11_RetentionPrunesTheOldEndAndTheChainStillVerifies(t *testing.T) {
 		t.Fatal("a record removed after pruning went unnoticed")
 	}
 }
+
+// TestP11_AClockSetForwardDoesNotStopRetention (issue 12 item 9): records
+// stamped years ahead by a clock set forward, then back, do not hold back
+// the pruning of the records written after them.
+func TestP11_AClockSetForwardDoesNotStopRetention(t *testing.T) {
+	s := openWithRecords(t, 2) // 08:00:00, 08:00:01
+	future := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	s.Update(func(tx *bolt.Tx) error {
+		_, err := Append(tx, future, "feature_changed", "", nil) // the clock ran ahead
+		return err
+	})
+	for i := range 3 { // and was set right again
+		s.Update(func(tx *bolt.Tx) error {
+			_, err := Append(tx, at.Add(time.Duration(i)*time.Minute), "feature_changed", "", nil)
+			return err
+		})
+	}
+	var n int
+	cutoff := at.Add(90 * time.Second) // the first two after the correction are old enough
+	if err := s.Update(func(tx *bolt.Tx) (err error) { n, err = Prune(tx, cutoff, 100); return }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Fatalf("pruned %d, want 5 (the future-stamped record is older than those after it)", n)
+	}
+	rep := verify(t, s)
+	var count int
+	s.View(func(tx *bolt.Tx) (err error) { count, err = Count(tx); return })
+	if !rep.OK || rep.Records != 1 || count != 1 {
+		t.Fatalf("after pruning: %+v, Count %d", rep, count)
+	}
+}
+
+func TestCountIsTheChainsLength(t *testing.T) {
+	s := openWithRecords(t, 7)
+	s.Update(func(tx *bolt.Tx) error {
+		_, err := Prune(tx, time.Date(2026, 11, 22, 8, 0, 2, 0, time.UTC), 100)
+		return err
+	})
+	var count int
+	s.View(func(tx *bolt.Tx) (err error) { count, err = Count(tx); return })
+	if rep := verify(t, s); count != rep.Records || count != 5 {
+		t.Fatalf("Count %d, Verify %+v", count, rep)
+	}
+}

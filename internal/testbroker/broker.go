@@ -49,11 +49,15 @@ type Broker struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
+	ext  bool          // an external broker (external.go)
 }
 
 // Start runs a plain-TCP Mosquitto on 127.0.0.1 with anonymous access.
 func Start(t testing.TB) *Broker {
 	t.Helper()
+	if External() {
+		return external(t)
+	}
 	b := newBroker(t)
 	b.URL = fmt.Sprintf("tcp://127.0.0.1:%d", b.Port)
 	b.writeConf(t, "")
@@ -68,6 +72,9 @@ func Start(t testing.TB) *Broker {
 // CAFile, CertFile and KeyFile.
 func StartTLS(t testing.TB) *Broker {
 	t.Helper()
+	if External() {
+		t.Skip("testbroker: TLS runs against Mosquitto only; this run uses " + os.Getenv(envURL))
+	}
 	b := newBroker(t)
 	b.URL = fmt.Sprintf("ssl://127.0.0.1:%d", b.Port)
 	pki := generatePKI(t, b.dir)
@@ -185,6 +192,10 @@ func (b *Broker) start(t testing.TB) {
 // Stop sends SIGTERM and waits for the broker to exit (SIGKILL after 5 s).
 // It is safe to call more than once and on a stopped broker.
 func (b *Broker) Stop() {
+	if b.ext {
+		b.extStop()
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.signalAndWait(syscall.SIGTERM)
@@ -192,6 +203,10 @@ func (b *Broker) Stop() {
 
 // Kill stops the broker abruptly with SIGKILL and waits for it to exit.
 func (b *Broker) Kill() {
+	if b.ext {
+		b.extStop()
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.signalAndWait(syscall.SIGKILL)
@@ -201,12 +216,21 @@ func (b *Broker) Kill() {
 // is still running). Retained messages are not kept: persistence is off.
 func (b *Broker) Restart(t testing.TB) {
 	t.Helper()
+	if b.ext {
+		b.extStop()
+		b.runHook(envStart)
+		b.waitUp(t)
+		return
+	}
 	b.Stop()
 	b.start(t)
 }
 
 // Running reports whether the mosquitto process is alive.
 func (b *Broker) Running() bool {
+	if b.ext {
+		return b.extRunning()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cmd == nil {
@@ -242,6 +266,9 @@ func (b *Broker) signalAndWait(sig syscall.Signal) {
 }
 
 func (b *Broker) logs() string {
+	if b.ext {
+		return b.extLogs()
+	}
 	var sb strings.Builder
 	for _, name := range []string{"mosquitto.log", "mosquitto.out"} {
 		data, err := os.ReadFile(filepath.Join(b.dir, name))

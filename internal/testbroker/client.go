@@ -86,8 +86,8 @@ func (c *Client) Publish(t testing.TB, topic string, payload []byte, retained bo
 	}
 }
 
-// TryPublish publishes at QoS 1 and returns what became of it (for
-// messages the broker is expected to refuse).
+// TryPublish is Publish returning the error instead of failing the test
+// (for a client that outlives broker outages).
 func (c *Client) TryPublish(topic string, payload []byte, retained bool) error {
 	tok := c.c.Publish(topic, 1, retained, payload)
 	if !tok.WaitTimeout(opTimeout) {
@@ -163,6 +163,31 @@ func (s *Sub) WaitFor(t testing.TB, timeout time.Duration, match func(Message) b
 		case <-timer.C:
 			t.Fatalf("testbroker: no matching message on %s within %v; received: %s", s.filter, timeout, describe(s.All()))
 			return Message{}
+		}
+	}
+}
+
+// WaitWithin is WaitFor without failing: it reports whether a message
+// satisfying match arrived within timeout.
+func (s *Sub) WaitWithin(timeout time.Duration, match func(Message) bool) bool {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		for s.next < len(s.msgs) {
+			m := s.msgs[s.next]
+			s.next++
+			if match(m) {
+				s.mu.Unlock()
+				return true
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
 		}
 	}
 }

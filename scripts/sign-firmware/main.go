@@ -14,10 +14,15 @@
 //	    -policy-version 2026-12 [-material] -chunk 65536 -out var/fw-1.2.3 IMAGE
 //	var/fw-1.2.3/publish.sh
 //
-// The manifest is always signed (firmware.keys). The firmware_offer command
-// itself is plain, as configs/dev.yaml (no security.command_keys) takes it;
-// with -command-key it is a signed command too, as a robot with command
-// keys requires (the README's signed flow):
+// The manifest is always signed (firmware.keys) and carries chunk_sha256
+// (one sha256 per chunk) unless -chunk-hashes=false, so the daemon drops a
+// bad chunk and asks for it again instead of losing the download. A
+// version whose pre-release holds "/" is fine (its chunk topics have more
+// levels); one that cannot be an MQTT topic level is refused here, as the
+// daemon would refuse it. The firmware_offer command itself is plain, as
+// configs/dev.yaml (no security.command_keys) takes it; with -command-key
+// it is a signed command too, as a robot with command keys requires (the
+// README's signed flow):
 //
 //	go run ./scripts/sign-firmware -key fw.key -command-key owner.key -version 1.2.3 -out var/offer IMAGE
 package main
@@ -55,6 +60,7 @@ func run() error {
 	policyVersion := flag.String("policy-version", "", "privacy-policy version shipped with the image")
 	material := flag.Bool("material", false, "the image brings a material policy change")
 	chunk := flag.Int("chunk", 65536, "chunk size in bytes (1024..131072)")
+	chunkHashes := flag.Bool("chunk-hashes", true, "put chunk_sha256 (one sha256 per chunk) in the manifest")
 	device := flag.String("device", "aibo-dev", "device_id (topics live under aibo/{device_id}/)")
 	host := flag.String("host", "127.0.0.1", "broker host for publish.sh")
 	port := flag.Int("port", 18830, "broker port for publish.sh (make run uses 18830)")
@@ -78,6 +84,9 @@ func run() error {
 	if *material && *policyVersion == "" {
 		return errors.New("-material needs -policy-version")
 	}
+	if err := checkVersion(*version); err != nil {
+		return err
+	}
 	priv, err := readKey(*keyFile)
 	if err != nil {
 		return err
@@ -89,7 +98,7 @@ func run() error {
 	if len(img) == 0 {
 		return errors.New("the image is empty")
 	}
-	cmd, err := offer(priv, *kid, *version, *policyVersion, *material, *chunk, img, time.Now())
+	cmd, err := offer(priv, *kid, *version, *policyVersion, *material, *chunk, *chunkHashes, img, time.Now())
 	if err != nil {
 		return err
 	}
@@ -109,17 +118,38 @@ func run() error {
 	return writeOut(*out, cmd, img, *chunk, *version, *device, *host, *port)
 }
 
+// checkVersion refuses what the daemon would refuse as a chunk topic
+// level: wildcards, control or non-ASCII characters, empty levels.
+func checkVersion(v string) error {
+	tv := topicVersion(v)
+	if tv == "" || strings.HasPrefix(tv, "/") || strings.HasSuffix(tv, "/") || strings.Contains(tv, "//") ||
+		strings.ContainsFunc(tv, func(r rune) bool { return r < 0x21 || r > 0x7e || r == '+' || r == '#' }) {
+		return fmt.Errorf("version %q cannot be an MQTT topic level", v)
+	}
+	return nil
+}
+
 // offer is the firmware_offer command for img, its manifest signed by priv.
-func offer(priv ed25519.PrivateKey, kid, version, policyVersion string, material bool, chunk int, img []byte, now time.Time) ([]byte, error) {
+// With chunkHashes the manifest lists each chunk's sha256 (chunk_sha256).
+func offer(priv ed25519.PrivateKey, kid, version, policyVersion string, material bool, chunk int, chunkHashes bool, img []byte, now time.Time) ([]byte, error) {
 	sum := sha256.Sum256(img)
-	manifest, err := json.Marshal(map[string]any{
+	fields := map[string]any{
 		"version":                version,
 		"size":                   len(img),
 		"sha256":                 hex.EncodeToString(sum[:]),
 		"chunks":                 (len(img) + chunk - 1) / chunk,
 		"policy_version":         policyVersion,
 		"material_policy_change": material,
-	})
+	}
+	if chunkHashes {
+		var sums []string
+		for off := 0; off < len(img); off += chunk {
+			s := sha256.Sum256(img[off:min(off+chunk, len(img))])
+			sums = append(sums, hex.EncodeToString(s[:]))
+		}
+		fields["chunk_sha256"] = sums
+	}
+	manifest, err := json.Marshal(fields)
 	if err != nil {
 		return nil, err
 	}
@@ -166,13 +196,13 @@ func writeOut(dir string, cmd, img []byte, chunk int, version, device, host stri
 	topic := "aibo/" + device
 	var sh strings.Builder
 	sh.WriteString("#!/bin/sh\n# Publishes the offer, then every chunk.\nset -e\n")
-	fmt.Fprintf(&sh, "%s -t %s/cmd -f %s/offer.json\nsleep 1\n", pub, topic, abs)
+	fmt.Fprintf(&sh, "%s -t %s/cmd -f %s\nsleep 1\n", pub, shellQuote(topic+"/cmd"), shellQuote(abs+"/offer.json"))
 	for n, off := 0, 0; off < len(img); n, off = n+1, off+chunk {
 		name := fmt.Sprintf("chunk-%d.bin", n)
 		if err := os.WriteFile(filepath.Join(dir, name), img[off:min(off+chunk, len(img))], 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(&sh, "%s -t %s/firmware/%s/chunk/%d -f %s/%s\n", pub, topic, topicVersion(version), n, abs, name)
+		fmt.Fprintf(&sh, "%s -t %s -f %s\n", pub, shellQuote(fmt.Sprintf("%s/firmware/%s/chunk/%d", topic, topicVersion(version), n)), shellQuote(abs+"/"+name))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "publish.sh"), []byte(sh.String()), 0o755); err != nil {
 		return err
@@ -180,6 +210,9 @@ func writeOut(dir string, cmd, img []byte, chunk int, version, device, host stri
 	fmt.Fprintf(os.Stderr, "wrote %s: offer.json, %d chunks, publish.sh\n", dir, (len(img)+chunk-1)/chunk)
 	return nil
 }
+
+// shellQuote quotes s for sh: a version or path is never shell syntax.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // topicVersion drops build metadata, which cannot appear in a topic name.
 func topicVersion(v string) string {

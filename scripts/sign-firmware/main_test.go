@@ -54,12 +54,12 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 	}
 
 	img := bytes.Repeat([]byte("aibo firmware "), 20000) // 280000 bytes
-	cmd, err := offer(priv, "dev", "1.2.3", "2026-12", true, 65536, img, time.Now())
+	cmd, err := offer(priv, "dev", "1.2.3-rc/1", "2026-12", true, 65536, true, img, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
-	if err := writeOut(out, cmd, img, 65536, "1.2.3", "aibo-dev", "127.0.0.1", 18830); err != nil {
+	if err := writeOut(out, cmd, img, 65536, "1.2.3-rc/1", "aibo-dev", "127.0.0.1", 18830); err != nil {
 		t.Fatal(err)
 	}
 	var c struct {
@@ -93,7 +93,7 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if man.Version != "1.2.3" || man.Chunks != 5 || !man.MaterialPolicyChange || man.PolicyVersion != "2026-12" {
+	if man.Version != "1.2.3-rc/1" || man.Chunks != 5 || !man.MaterialPolicyChange || man.PolicyVersion != "2026-12" {
 		t.Fatalf("manifest %+v", man)
 	}
 	script, err := os.ReadFile(filepath.Join(out, "publish.sh"))
@@ -101,13 +101,16 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for n := range man.Chunks {
-		topic := fmt.Sprintf("aibo/aibo-dev/firmware/1.2.3/chunk/%d", n)
+		topic := fmt.Sprintf("aibo/aibo-dev/firmware/1.2.3-rc/1/chunk/%d", n)
 		if !strings.Contains(string(script), topic) {
 			t.Fatalf("publish.sh does not publish %s", topic)
 		}
 		data, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("chunk-%d.bin", n)))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if n == 1 { // a bad copy first: chunk_sha256 drops it, the good one follows
+			m.HandleChunkMessage(topic, append([]byte("x"), data[1:]...))
 		}
 		m.HandleChunkMessage(topic, data)
 	}
@@ -118,6 +121,9 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 	if err != nil || !bytes.Equal(got, img) {
 		t.Fatalf("staged image differs (%v)", err)
 	}
+	if err := checkVersion("1.2.3-a#b"); err == nil {
+		t.Fatal("a version with # accepted")
+	}
 }
 
 // With command keys set a robot refuses an unsigned offer (unsigned): with
@@ -126,7 +132,7 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 func TestOfferSignedAsACommandPassesTheVerifier(t *testing.T) {
 	_, fwKey, _ := ed25519.GenerateKey(nil)
 	pub, owner, _ := ed25519.GenerateKey(nil)
-	cmd, err := offer(fwKey, "dev", "1.2.3", "", false, 65536, []byte("image"), time.Now())
+	cmd, err := offer(fwKey, "dev", "1.2.3", "", false, 65536, true, []byte("image"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
