@@ -112,7 +112,7 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	r.start()
 	signed := func(id, typ string, payload any) result {
 		t.Helper()
-		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
+		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
 		return a.sendRaw(id, command.Sign("k1", priv, body))
 	}
 	if res := a.send("plain-1", "accept_policy", map[string]any{"version": "2026-11"}); res.OK || res.Error.Code != "unsigned" {

@@ -35,7 +35,11 @@ func TestP16_ExistingStateIsMadePrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := runOnce(t, "-config", r.config)
-	if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "owned by uid 4242") {
+	// The JSON log lines of the start come first; the reason is the last
+	// line, plain, on its own.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	if code != 1 || !strings.HasPrefix(last, "aibo-privacyd: ") || !strings.Contains(last, "owned by uid 4242") {
 		t.Fatalf("state.db owned by another uid: exit %d %q", code, out)
 	}
 }

@@ -196,7 +196,7 @@ func writeOut(dir string, cmd, img []byte, chunk int, version, device, host stri
 	topic := "aibo/" + device
 	var sh strings.Builder
 	sh.WriteString("#!/bin/sh\n# Publishes the offer, then every chunk.\nset -e\n")
-	fmt.Fprintf(&sh, "%s -t %s/cmd -f %s\nsleep 1\n", pub, shellQuote(topic+"/cmd"), shellQuote(abs+"/offer.json"))
+	fmt.Fprintf(&sh, "%s -t %s -f %s\nsleep 1\n", pub, shellQuote(topic+"/cmd"), shellQuote(abs+"/offer.json"))
 	for n, off := 0, 0; off < len(img); n, off = n+1, off+chunk {
 		name := fmt.Sprintf("chunk-%d.bin", n)
 		if err := os.WriteFile(filepath.Join(dir, name), img[off:min(off+chunk, len(img))], 0o644); err != nil {
