@@ -100,6 +100,9 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(script), "-t 'aibo/aibo-dev/cmd' -f") {
+		t.Fatalf("publish.sh does not publish the offer on aibo/aibo-dev/cmd:\n%s", script)
+	}
 	for n := range man.Chunks {
 		topic := fmt.Sprintf("aibo/aibo-dev/firmware/1.2.3-rc/1/chunk/%d", n)
 		if !strings.Contains(string(script), topic) {
