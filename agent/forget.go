@@ -171,7 +171,9 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 			return out, err
 		}
 	}
-	tx.OnCommit(func() { d.faces.Forgot(subject) })
+	if out.Templates+out.Sightings+out.Queued > 0 || e.withdraw != nil || e.person {
+		tx.OnCommit(func() { d.faces.Forgot(subject) })
+	}
 	return out, nil
 }
 

@@ -754,8 +754,15 @@ func (o *Outbox) SealPersonLinkedTx(tx *bolt.Tx, slotOf func(subject string) (ui
 		return 0, 0, err
 	}
 	var clearRecs []record
-	err = o.scanTx(tx, func(r *record) error {
-		if r.Slot == nil && r.SubjectID != "" && (r.Kind == policy.KindSighting || r.Kind == policy.KindFaceTemplate) {
+	err = b.arts.ForEach(func(k, v []byte) error {
+		var head struct {
+			V int `json:"v"`
+		}
+		if json.Unmarshal(v, &head) != nil || head.V == envelopeVersion {
+			return nil // sealed already (or unreadable: reconcile's matter)
+		}
+		r, err := o.decodeRecord(string(k), v)
+		if err == nil && r.SubjectID != "" && (r.Kind == policy.KindSighting || r.Kind == policy.KindFaceTemplate) {
 			clearRecs = append(clearRecs, *r)
 		}
 		return nil
