@@ -144,32 +144,21 @@ func (s *Sub) Next(t testing.TB, timeout time.Duration) Message {
 // visible in All.
 func (s *Sub) WaitFor(t testing.TB, timeout time.Duration, match func(Message) bool) Message {
 	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		for s.next < len(s.msgs) {
-			m := s.msgs[s.next]
-			s.next++
-			if match(m) {
-				s.mu.Unlock()
-				return m
-			}
-		}
-		changed := s.changed
-		s.mu.Unlock()
-		select {
-		case <-changed:
-		case <-timer.C:
-			t.Fatalf("testbroker: no matching message on %s within %v; received: %s", s.filter, timeout, describe(s.All()))
-			return Message{}
-		}
+	m, ok := s.wait(timeout, match)
+	if !ok {
+		t.Fatalf("testbroker: no matching message on %s within %v; received: %s", s.filter, timeout, describe(s.All()))
 	}
+	return m
 }
 
 // WaitWithin is WaitFor without failing: it reports whether a message
 // satisfying match arrived within timeout.
 func (s *Sub) WaitWithin(timeout time.Duration, match func(Message) bool) bool {
+	_, ok := s.wait(timeout, match)
+	return ok
+}
+
+func (s *Sub) wait(timeout time.Duration, match func(Message) bool) (Message, bool) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
@@ -179,7 +168,7 @@ func (s *Sub) WaitWithin(timeout time.Duration, match func(Message) bool) bool {
 			s.next++
 			if match(m) {
 				s.mu.Unlock()
-				return true
+				return m, true
 			}
 		}
 		changed := s.changed
@@ -187,7 +176,7 @@ func (s *Sub) WaitWithin(timeout time.Duration, match func(Message) bool) bool {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return false
+			return Message{}, false
 		}
 	}
 }

@@ -18,7 +18,6 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -26,11 +25,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/keyfile"
 	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
 
@@ -124,33 +123,12 @@ func prepare(raw []byte, deviceID string, now time.Time) ([]byte, error) {
 }
 
 func genKey(path, kid string, stdout io.Writer) error {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	pub, err := keyfile.Generate(path)
 	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("private key: %w (it is never overwritten)", err)
-	}
-	if _, err := fmt.Fprintln(f, base64.StdEncoding.EncodeToString(priv)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(stdout, "security:\n  command_keys:\n    %s: %s\n", kid, base64.StdEncoding.EncodeToString(pub))
 	return err
 }
 
-func readKey(path string) (ed25519.PrivateKey, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	priv, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil || len(priv) != ed25519.PrivateKeySize {
-		return nil, errors.New("key file does not hold a base64 ed25519 private key")
-	}
-	return ed25519.PrivateKey(priv), nil
-}
+func readKey(path string) (ed25519.PrivateKey, error) { return keyfile.Read(path) }

@@ -29,7 +29,6 @@ package main
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -43,6 +42,7 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/internal/keyfile"
 )
 
 func main() {
@@ -221,39 +221,12 @@ func topicVersion(v string) string {
 }
 
 func genKey(path, kid string) error {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	pub, err := keyfile.Generate(path)
 	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("private key: %w (it is never overwritten)", err)
-	}
-	if _, err := fmt.Fprintln(f, base64.StdEncoding.EncodeToString(priv)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
 		return err
 	}
 	fmt.Printf("firmware:\n  keys:\n    %s: %s\n", kid, base64.StdEncoding.EncodeToString(pub))
 	return nil
 }
 
-func readKey(path string) (ed25519.PrivateKey, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return nil, fmt.Errorf("%s: not standard base64", path)
-	}
-	switch len(b) {
-	case ed25519.PrivateKeySize:
-		return ed25519.PrivateKey(b), nil
-	case ed25519.SeedSize:
-		return ed25519.NewKeyFromSeed(b), nil
-	}
-	return nil, fmt.Errorf("%s: %d bytes, want an ed25519 private key (64) or seed (32)", path, len(b))
-}
+func readKey(path string) (ed25519.PrivateKey, error) { return keyfile.Read(path) }
