@@ -128,18 +128,13 @@ func (g *graph) op(opType string, inputs []string, out string, attrs ...attr) st
 	}
 	var b []byte
 	for _, in := range inputs {
-		b = protowire.AppendTag(b, nodeInput, protowire.BytesType)
-		b = protowire.AppendString(b, in)
+		b = appendStringField(b, nodeInput, in)
 	}
-	b = protowire.AppendTag(b, nodeOutput, protowire.BytesType)
-	b = protowire.AppendString(b, out)
-	b = protowire.AppendTag(b, nodeName, protowire.BytesType)
-	b = protowire.AppendString(b, out)
-	b = protowire.AppendTag(b, nodeOpType, protowire.BytesType)
-	b = protowire.AppendString(b, opType)
+	b = appendStringField(b, nodeOutput, out)
+	b = appendStringField(b, nodeName, out)
+	b = appendStringField(b, nodeOpType, opType)
 	for _, a := range attrs {
-		b = protowire.AppendTag(b, nodeAttribute, protowire.BytesType)
-		b = protowire.AppendBytes(b, a.encode())
+		b = appendBytesField(b, nodeAttribute, a.encode())
 	}
 	g.nodes = append(g.nodes, b)
 	return out
@@ -147,31 +142,23 @@ func (g *graph) op(opType string, inputs []string, out string, attrs ...attr) st
 
 func (a attr) encode() []byte {
 	var b []byte
-	b = protowire.AppendTag(b, attrName, protowire.BytesType)
-	b = protowire.AppendString(b, a.name)
+	b = appendStringField(b, attrName, a.name)
 	switch {
 	case a.i != nil:
-		b = protowire.AppendTag(b, attrI, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(*a.i))
-		b = protowire.AppendTag(b, attrType, protowire.VarintType)
-		b = protowire.AppendVarint(b, attrInt)
+		b = appendVarintField(b, attrI, uint64(*a.i))
+		b = appendVarintField(b, attrType, attrInt)
 	case a.f != nil:
 		b = protowire.AppendTag(b, attrF, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, math.Float32bits(*a.f))
-		b = protowire.AppendTag(b, attrType, protowire.VarintType)
-		b = protowire.AppendVarint(b, attrFloat)
+		b = appendVarintField(b, attrType, attrFloat)
 	case a.ints != nil:
 		for _, v := range a.ints { // unpacked: what onnx's own writer emits
-			b = protowire.AppendTag(b, attrInts, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(v))
+			b = appendVarintField(b, attrInts, uint64(v))
 		}
-		b = protowire.AppendTag(b, attrType, protowire.VarintType)
-		b = protowire.AppendVarint(b, attrINTS)
+		b = appendVarintField(b, attrType, attrINTS)
 	default:
-		b = protowire.AppendTag(b, attrS, protowire.BytesType)
-		b = protowire.AppendString(b, a.s)
-		b = protowire.AppendTag(b, attrType, protowire.VarintType)
-		b = protowire.AppendVarint(b, attrString)
+		b = appendStringField(b, attrS, a.s)
+		b = appendVarintField(b, attrType, attrString)
 	}
 	return b
 }
@@ -179,15 +166,11 @@ func (a attr) encode() []byte {
 func tensorProto(name string, dtype int, dims []int, raw []byte) []byte {
 	var b []byte
 	for _, d := range dims {
-		b = protowire.AppendTag(b, tensorDims, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(d))
+		b = appendVarintField(b, tensorDims, uint64(d))
 	}
-	b = protowire.AppendTag(b, tensorDataType, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(dtype))
-	b = protowire.AppendTag(b, tensorName, protowire.BytesType)
-	b = protowire.AppendString(b, name)
-	b = protowire.AppendTag(b, tensorRawData, protowire.BytesType)
-	b = protowire.AppendBytes(b, raw)
+	b = appendVarintField(b, tensorDataType, uint64(dtype))
+	b = appendStringField(b, tensorName, name)
+	b = appendBytesField(b, tensorRawData, raw)
 	return b
 }
 
@@ -196,24 +179,17 @@ func valueInfo(name string, dims ...int) []byte {
 	var shape []byte
 	for _, d := range dims {
 		var dim []byte
-		dim = protowire.AppendTag(dim, dimValue, protowire.VarintType)
-		dim = protowire.AppendVarint(dim, uint64(d))
-		shape = protowire.AppendTag(shape, shapeDim, protowire.BytesType)
-		shape = protowire.AppendBytes(shape, dim)
+		dim = appendVarintField(dim, dimValue, uint64(d))
+		shape = appendBytesField(shape, shapeDim, dim)
 	}
 	var tt []byte
-	tt = protowire.AppendTag(tt, tensorElemType, protowire.VarintType)
-	tt = protowire.AppendVarint(tt, dtypeFloat)
-	tt = protowire.AppendTag(tt, tensorShape, protowire.BytesType)
-	tt = protowire.AppendBytes(tt, shape)
+	tt = appendVarintField(tt, tensorElemType, dtypeFloat)
+	tt = appendBytesField(tt, tensorShape, shape)
 	var typ []byte
-	typ = protowire.AppendTag(typ, typeTensor, protowire.BytesType)
-	typ = protowire.AppendBytes(typ, tt)
+	typ = appendBytesField(typ, typeTensor, tt)
 	var b []byte
-	b = protowire.AppendTag(b, valueName, protowire.BytesType)
-	b = protowire.AppendString(b, name)
-	b = protowire.AppendTag(b, valueType, protowire.BytesType)
-	b = protowire.AppendBytes(b, typ)
+	b = appendStringField(b, valueName, name)
+	b = appendBytesField(b, valueType, typ)
 	return b
 }
 
@@ -221,35 +197,24 @@ func valueInfo(name string, dims ...int) []byte {
 func (g *graph) model(in []byte, out []byte) []byte {
 	var gb []byte
 	for _, n := range g.nodes {
-		gb = protowire.AppendTag(gb, graphNode, protowire.BytesType)
-		gb = protowire.AppendBytes(gb, n)
+		gb = appendBytesField(gb, graphNode, n)
 	}
-	gb = protowire.AppendTag(gb, graphName, protowire.BytesType)
-	gb = protowire.AppendString(gb, g.name)
+	gb = appendStringField(gb, graphName, g.name)
 	for _, t := range g.inits {
-		gb = protowire.AppendTag(gb, graphInitializer, protowire.BytesType)
-		gb = protowire.AppendBytes(gb, t)
+		gb = appendBytesField(gb, graphInitializer, t)
 	}
-	gb = protowire.AppendTag(gb, graphInput, protowire.BytesType)
-	gb = protowire.AppendBytes(gb, in)
-	gb = protowire.AppendTag(gb, graphOutput, protowire.BytesType)
-	gb = protowire.AppendBytes(gb, out)
+	gb = appendBytesField(gb, graphInput, in)
+	gb = appendBytesField(gb, graphOutput, out)
 
 	var os []byte
-	os = protowire.AppendTag(os, opsetVersion, protowire.VarintType)
-	os = protowire.AppendVarint(os, opset)
+	os = appendVarintField(os, opsetVersion, opset)
 
 	var b []byte
-	b = protowire.AppendTag(b, modelIRVersion, protowire.VarintType)
-	b = protowire.AppendVarint(b, irVersion)
-	b = protowire.AppendTag(b, modelProducerName, protowire.BytesType)
-	b = protowire.AppendString(b, producerName)
-	b = protowire.AppendTag(b, modelProducerVer, protowire.BytesType)
-	b = protowire.AppendString(b, producerVersion)
-	b = protowire.AppendTag(b, modelGraph, protowire.BytesType)
-	b = protowire.AppendBytes(b, gb)
-	b = protowire.AppendTag(b, modelOpsetImport, protowire.BytesType)
-	b = protowire.AppendBytes(b, os)
+	b = appendVarintField(b, modelIRVersion, irVersion)
+	b = appendStringField(b, modelProducerName, producerName)
+	b = appendStringField(b, modelProducerVer, producerVersion)
+	b = appendBytesField(b, modelGraph, gb)
+	b = appendBytesField(b, modelOpsetImport, os)
 	return b
 }
 
@@ -259,4 +224,22 @@ func numel(dims []int) int {
 		n *= d
 	}
 	return n
+}
+
+// appendBytesField appends field num holding an embedded message or raw bytes.
+func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+// appendStringField appends field num holding a string.
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+// appendVarintField appends field num holding a varint.
+func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
 }
