@@ -20,10 +20,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
@@ -32,6 +31,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 	"github.com/aibo-privacy/aibo-privacyd/sync/link"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // newRecognizer is the face recognizer the daemon matches with (a test

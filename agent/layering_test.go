@@ -17,8 +17,8 @@ var arches = []string{"amd64", "arm64"}
 // listed are packages the rules below name. If one is renamed or removed,
 // the rules would silently check nothing about it: the test fails instead.
 var listed = []string{
-	"agent", "agent/config", "agent/command", "agent/diag", "agent/vision",
-	"core/store", "core/keys", "core/policy", "core/audit",
+	"agent", "agent/command", "agent/diag", "config", "vision",
+	"internal/envelope", "core/store", "core/keys", "core/policy", "core/audit",
 	"capture", "facerec", "sync/outbox", "sync/link", "sync/events", "firmware",
 	"cmd/aibo-privacyd", "cmd/aibo-vision", "cmd/aiboctl", "cmd/bestshot",
 }
@@ -43,14 +43,18 @@ func imports(t *testing.T, arch string) map[string][]string {
 
 // layer names where a package sits: "cmd", "agent" (the composition and
 // what only it uses), "core" (the privacy kernel), "internal" (helpers
-// every layer may use), "tool" (scripts and build tools), or the feature
-// it belongs to. Any other top-level folder is a feature by default; sync/
-// holds three features.
+// every layer may use), "tool" (scripts and build tools), "edge" (the
+// configuration and the vision worker's boundary: the daemon's
+// composition, the binaries and the tools use them, no feature does), or
+// the feature it belongs to. Any other top-level folder is a feature by
+// default; sync/ holds three features.
 func layer(pkg string) string {
 	top, rest, _ := strings.Cut(pkg, "/")
 	switch top {
 	case "cmd", "agent", "core", "internal":
 		return top
+	case "config", "vision":
+		return "edge"
 	case "scripts", "tools":
 		return "tool"
 	case "sync":
@@ -61,16 +65,16 @@ func layer(pkg string) string {
 }
 
 func isFeature(l string) bool {
-	return !slices.Contains([]string{"cmd", "agent", "core", "internal", "tool"}, l)
+	return !slices.Contains([]string{"cmd", "agent", "core", "internal", "tool", "edge"}, l)
 }
 
 // TestLayering keeps the arrows pointing down, cmd -> agent -> features ->
-// core -> internal: nothing outside agent/ and the commands (cmd/, and
-// the tools under scripts/ and tools/) imports agent/...,
-// only the daemon's main imports the composition package itself, core/
-// imports no feature, internal/ imports nothing of ours above it, and
-// features never import each other (they meet in agent through small
-// interfaces).
+// core -> internal: only the daemon's main imports agent/... (the worker,
+// aiboctl, bestshot and the tools reach what they share through config/,
+// vision/ and internal/), core/ imports no feature, internal/ imports
+// nothing of ours above it, config/ and vision/ import only internal/ and
+// no feature imports them, and features never import each other (they
+// meet in agent through small interfaces).
 func TestLayering(t *testing.T) {
 	for _, arch := range arches {
 		m := imports(t, arch)
@@ -88,10 +92,12 @@ func TestLayering(t *testing.T) {
 				dep := strings.TrimPrefix(imp, mod)
 				to := layer(dep)
 				switch {
-				case dep == "agent" && pkg != "cmd/aibo-privacyd":
-					t.Errorf("%s: %s imports the composition package agent; only cmd/aibo-privacyd may", arch, pkg)
-				case to == "agent" && from != "agent" && from != "cmd" && from != "tool":
-					t.Errorf("%s: %s imports %s: agent/ is the composition's own", arch, pkg, dep)
+				case to == "agent" && from != "agent" && pkg != "cmd/aibo-privacyd":
+					t.Errorf("%s: %s imports %s: agent/ is the daemon's composition, only cmd/aibo-privacyd may import it", arch, pkg, dep)
+				case from == "edge" && to != "internal" && to != "edge":
+					t.Errorf("%s: %s imports %s: config/ and vision/ stand on internal/ only", arch, pkg, dep)
+				case to == "edge" && isFeature(from):
+					t.Errorf("%s: feature package %s imports %s: it gets what it needs from the composition", arch, pkg, dep)
 				case from == "core" && (isFeature(to) || to == "agent" || to == "cmd"):
 					t.Errorf("%s: kernel package %s imports %s", arch, pkg, dep)
 				case from == "internal" && to != "internal":

@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // workerPids bounds the worker's tasks: OpenCV's threads and the Go

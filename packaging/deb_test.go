@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 

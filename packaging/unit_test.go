@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/config"
 )
 
 const unitFile = "../configs/aibo-privacyd.service"

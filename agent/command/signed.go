@@ -3,10 +3,11 @@ package command
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
 
@@ -14,13 +15,6 @@ import (
 // clock before it is refused as expired; a withdrawal may be older (see
 // Withdraws), never further in the future.
 const MaxSkew = 5 * time.Minute
-
-// envelope is the signed form of contract section 5, decoded strictly.
-type envelope struct {
-	Kid  *string `json:"kid"`
-	Body *string `json:"body"`
-	Sig  *string `json:"sig"`
-}
 
 // Verified is what Authenticate hands on to the dispatcher.
 type Verified struct {
@@ -39,36 +33,25 @@ func Verifier(keys map[string]ed25519.PublicKey) func(raw []byte, now time.Time)
 		if len(raw) > MaxEnvelope {
 			return Verified{}, PeekID(raw), Errorf(CodeBadRequest, "command of %d bytes exceeds %d", len(raw), MaxEnvelope)
 		}
-		var env envelope
-		decErr := strictjson.Unmarshal(raw, &env)
-		isEnvelope := decErr == nil && env.Kid != nil && env.Body != nil && env.Sig != nil
-		if len(keys) == 0 {
-			if !isEnvelope {
-				return Verified{Body: raw}, "", nil // Parse refuses what the decoder refused, the same way
-			}
-			body, err := base64.StdEncoding.DecodeString(*env.Body)
-			if err != nil {
-				return Verified{}, "", Errorf(CodeBadRequest, "body is not standard base64")
-			}
-			return Verified{Body: body}, "", nil
-		}
-		if decErr != nil {
-			return Verified{}, PeekID(raw), Errorf(CodeBadRequest, "command is not a JSON object of the contract's shape: %s", decErr)
-		}
-		if !isEnvelope {
+		env, err := envelope.Open(raw)
+		isEnvelope := err == nil || errors.Is(err, envelope.ErrBadBody)
+		switch {
+		case len(keys) == 0 && !isEnvelope:
+			return Verified{Body: raw}, "", nil // Parse refuses what the decoder refused, the same way
+		case len(keys) != 0 && err != nil && !isEnvelope && !errors.Is(err, envelope.ErrNotEnvelope):
+			return Verified{}, PeekID(raw), Errorf(CodeBadRequest, "command is not a JSON object of the contract's shape: %s", err)
+		case len(keys) != 0 && errors.Is(err, envelope.ErrNotEnvelope):
 			return Verified{}, PeekID(raw), Errorf(CodeUnsigned, "this device accepts signed commands only")
-		}
-		body, err := base64.StdEncoding.DecodeString(*env.Body)
-		if err != nil {
+		case errors.Is(err, envelope.ErrBadBody):
 			return Verified{}, "", Errorf(CodeBadRequest, "body is not standard base64")
+		case len(keys) == 0:
+			return Verified{Body: env.Body}, "", nil
 		}
-		id := PeekID(body)
-		sig, err := base64.StdEncoding.DecodeString(*env.Sig)
-		key, known := keys[*env.Kid]
-		if err != nil || !known || len(sig) != ed25519.SignatureSize || !ed25519.Verify(key, body, sig) {
+		id := PeekID(env.Body)
+		if key, known := keys[env.Kid]; !known || !env.Verify(key) {
 			return Verified{}, id, Errorf(CodeBadSignature, "signature does not verify with a known key")
 		}
-		return Verified{Body: body, Signed: true}, id, nil
+		return Verified{Body: env.Body, Signed: true}, id, nil
 	}
 }
 
@@ -122,14 +105,4 @@ func checkSigned(c Command, deviceID string, now time.Time, window time.Duration
 		return Errorf(CodeExpired, "issued_at is not after the newest signed command this device no longer remembers")
 	}
 	return nil
-}
-
-// Sign wraps command bytes in the signed envelope (for tools and tests).
-func Sign(kid string, key ed25519.PrivateKey, body []byte) []byte {
-	raw, _ := json.Marshal(map[string]string{
-		"kid":  kid,
-		"body": base64.StdEncoding.EncodeToString(body),
-		"sig":  base64.StdEncoding.EncodeToString(ed25519.Sign(key, body)),
-	})
-	return raw
 }

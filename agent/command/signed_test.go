@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 )
 
 const testDevice = "aibo-0001"
@@ -40,13 +42,13 @@ func TestP16_SignedCommands(t *testing.T) {
 		raw            []byte
 	}{
 		{"unsigned", "u1", CodeUnsigned, body("u1", now)},
-		{"unknown kid", "b1", CodeBadSignature, Sign("k9", priv1, body("b1", now))},
-		{"stranger's key", "b2", CodeBadSignature, Sign("k1", stranger, body("b2", now))},
-		{"wrong kid for key", "b3", CodeBadSignature, Sign("k2", priv1, body("b3", now))},
-		{"tampered body", "b4", CodeBadSignature, tamper(Sign("k1", priv1, body("b4", now)))},
-		{"too old", "e1", CodeExpired, Sign("k1", priv1, body("e1", now.Add(-6*time.Minute)))},
-		{"from the future", "e2", CodeExpired, Sign("k1", priv1, body("e2", now.Add(6*time.Minute)))},
-		{"no issued_at", "n1", CodeBadRequest, Sign("k1", priv1, []byte(`{"id":"n1","type":"bump","device_id":"`+testDevice+`"}`))},
+		{"unknown kid", "b1", CodeBadSignature, envelope.Sign("k9", priv1, body("b1", now))},
+		{"stranger's key", "b2", CodeBadSignature, envelope.Sign("k1", stranger, body("b2", now))},
+		{"wrong kid for key", "b3", CodeBadSignature, envelope.Sign("k2", priv1, body("b3", now))},
+		{"tampered body", "b4", CodeBadSignature, tamper(envelope.Sign("k1", priv1, body("b4", now)))},
+		{"too old", "e1", CodeExpired, envelope.Sign("k1", priv1, body("e1", now.Add(-6*time.Minute)))},
+		{"from the future", "e2", CodeExpired, envelope.Sign("k1", priv1, body("e2", now.Add(6*time.Minute)))},
+		{"no issued_at", "n1", CodeBadRequest, envelope.Sign("k1", priv1, []byte(`{"id":"n1","type":"bump","device_id":"`+testDevice+`"}`))},
 		{"envelope member twice", "", "", []byte(`{"kid":"k1","kid":"k2","body":"e30=","sig":""}`)},
 	}
 	for _, c := range cases {
@@ -66,13 +68,13 @@ func TestP16_SignedCommands(t *testing.T) {
 		t.Fatal("a refused signed command had an effect")
 	}
 	// Both rotation keys work; a refused forgery did not use up the id.
-	for _, ok := range [][]byte{Sign("k1", priv1, body("b1", now)), Sign("k2", priv2, body("g2", now.Add(-4*time.Minute)))} {
+	for _, ok := range [][]byte{envelope.Sign("k1", priv1, body("b1", now)), envelope.Sign("k2", priv2, body("g2", now.Add(-4*time.Minute)))} {
 		if r := decodeResult(t, d.Handle(context.Background(), ok)); !r.OK {
 			t.Fatalf("good signed command refused: %+v", r)
 		}
 	}
 	// A replay of a good command answers the stored result and acts once.
-	replay := Sign("k1", priv1, body("r1", now))
+	replay := envelope.Sign("k1", priv1, body("r1", now))
 	d.Handle(context.Background(), replay)
 	d.Handle(context.Background(), replay)
 	if readCounter(st) != 3 {
@@ -95,20 +97,20 @@ func TestP16_SignedCommandsAreBoundToTheirDevice(t *testing.T) {
 		"case-folded member": `{"id":"w3","type":"bump","Device_ID":"` + testDevice + `","issued_at":"` + at + `"}`,
 		"prefix of the id":   `{"id":"w4","type":"bump","device_id":"aibo-000","issued_at":"` + at + `"}`,
 	} {
-		r := decodeResult(t, d.Handle(context.Background(), Sign("k1", priv, []byte(body))))
+		r := decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv, []byte(body))))
 		if r.OK || r.Error.Code != CodeWrongDevice {
 			t.Errorf("%s: %+v, want wrong_device", name, r)
 		}
 	}
 	// device_id given twice is a parser differential, refused as such.
 	twice := `{"id":"w5","type":"bump","device_id":"aibo-0002","device_id":"` + testDevice + `","issued_at":"` + at + `"}`
-	if r := decodeResult(t, d.Handle(context.Background(), Sign("k1", priv, []byte(twice)))); r.OK || r.Error.Code != CodeBadRequest || r.ID != "w5" {
+	if r := decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv, []byte(twice)))); r.OK || r.Error.Code != CodeBadRequest || r.ID != "w5" {
 		t.Errorf("device_id twice: %+v", r)
 	}
 	if readCounter(st) != 0 {
 		t.Fatal("a command for another device had an effect")
 	}
-	if r := decodeResult(t, d.Handle(context.Background(), Sign("k1", priv, signedBody("w1", "bump", now, nil)))); !r.OK {
+	if r := decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv, signedBody("w1", "bump", now, nil)))); !r.OK {
 		t.Fatalf("the same id, signed for this device, was refused: %+v", r)
 	}
 }
@@ -148,7 +150,7 @@ func TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot(t *testing.T) {
 		{"x8", "revoke_consent", now.Add(6 * time.Minute), map[string]any{"subject_id": "p1"}, CodeExpired},
 	}
 	for _, c := range cases {
-		r := decodeResult(t, d.Handle(context.Background(), Sign("k1", priv, signedBody(c.id, c.typ, c.at, c.payload))))
+		r := decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv, signedBody(c.id, c.typ, c.at, c.payload))))
 		if c.code == "" && !r.OK {
 			t.Errorf("%s %s issued %s ago: refused %+v", c.id, c.typ, now.Sub(c.at), r.Error)
 		}
@@ -180,8 +182,8 @@ func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
 	d.Register("delete_data", d.handlers["bump"])
 	send := func(raw []byte) Result { return decodeResult(t, d.Handle(context.Background(), raw)) }
 
-	early := Sign("k1", priv, signedBody("del-future", "delete_data", now.Add(4*time.Minute), nil))
-	old := Sign("k1", priv, signedBody("del-old", "delete_data", now.Add(-47*time.Hour), nil))
+	early := envelope.Sign("k1", priv, signedBody("del-future", "delete_data", now.Add(4*time.Minute), nil))
+	old := envelope.Sign("k1", priv, signedBody("del-old", "delete_data", now.Add(-47*time.Hour), nil))
 	for _, raw := range [][]byte{early, old} {
 		if r := send(raw); !r.OK {
 			t.Fatalf("withdrawal refused: %+v", r)
@@ -193,7 +195,7 @@ func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
 	// Just before the future one's window closes, its id is still known,
 	// even after a new record pruned what had passed its retention.
 	now = now.Add(4*time.Minute + retention - time.Second)
-	if r := send(Sign("k1", priv, signedBody("prune", "bump", now, nil))); !r.OK {
+	if r := send(envelope.Sign("k1", priv, signedBody("prune", "bump", now, nil))); !r.OK {
 		t.Fatalf("%+v", r)
 	}
 	if r := send(early); !r.OK || readCounter(st) != 3 {
@@ -205,12 +207,12 @@ func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
 	// The id cap (3) pushes both out with fresh commands; a replay of the
 	// forgotten one inside its window is expired, not run again.
 	now = now.Add(time.Hour)
-	late := Sign("k1", priv, signedBody("del-late", "delete_data", now.Add(-time.Hour), nil))
+	late := envelope.Sign("k1", priv, signedBody("del-late", "delete_data", now.Add(-time.Hour), nil))
 	if r := send(late); !r.OK {
 		t.Fatalf("%+v", r)
 	}
 	for i := range 3 {
-		if r := send(Sign("k1", priv, signedBody("fresh-"+string(rune('a'+i)), "bump", now, nil))); !r.OK {
+		if r := send(envelope.Sign("k1", priv, signedBody("fresh-"+string(rune('a'+i)), "bump", now, nil))); !r.OK {
 			t.Fatalf("%+v", r)
 		}
 	}
@@ -222,7 +224,7 @@ func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
 		t.Fatalf("replay of a forgotten id: %+v, counter %d -> %d", r, before, readCounter(st))
 	}
 	// A newer withdrawal still goes through.
-	if r := send(Sign("k1", priv, signedBody("del-new", "delete_data", now.Add(-time.Minute), nil))); !r.OK {
+	if r := send(envelope.Sign("k1", priv, signedBody("del-new", "delete_data", now.Add(-time.Minute), nil))); !r.OK {
 		t.Fatalf("newer withdrawal refused: %+v", r)
 	}
 }
@@ -261,8 +263,8 @@ func tamper(env []byte) []byte {
 
 func FuzzVerifier(f *testing.F) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	f.Add(Sign("k1", priv, []byte(`{"id":"a","type":"b","device_id":"aibo-0001","issued_at":"2026-11-22T09:00:00Z"}`)))
-	f.Add(Sign("k1", priv, []byte(`{"id":"a","type":"b","device_id":"aibo-0001","device_id":"x","issued_at":"2026-11-22T09:00:00Z"}`)))
+	f.Add(envelope.Sign("k1", priv, []byte(`{"id":"a","type":"b","device_id":"aibo-0001","issued_at":"2026-11-22T09:00:00Z"}`)))
+	f.Add(envelope.Sign("k1", priv, []byte(`{"id":"a","type":"b","device_id":"aibo-0001","device_id":"x","issued_at":"2026-11-22T09:00:00Z"}`)))
 	f.Add([]byte(`{"kid":"k1","body":"!!","sig":""}`))
 	f.Add([]byte(`{"kid":"k1","kid":"k1","body":"e30=","sig":""}`))
 	f.Add([]byte(`{"id":"x"}`))

@@ -18,8 +18,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
@@ -508,14 +508,14 @@ func TestP16_SignedModeRefusesForgeriesAndReplays(t *testing.T) {
 	r.start()
 	signed := func(id, typ string, payload any) []byte {
 		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
-		return command.Sign("k1", priv, body)
+		return envelope.Sign("k1", priv, body)
 	}
 	if res := a.send("plain-1", "accept_policy", map[string]any{"version": "v1"}); res.OK || res.Error.Code != "unsigned" {
 		t.Fatalf("unsigned command in signed mode: %+v", res)
 	}
 	_, stranger, _ := ed25519.GenerateKey(crand.Reader)
 	body, _ := json.Marshal(map[string]any{"id": "forged-1", "type": "accept_policy", "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": map[string]any{"version": "v1"}})
-	if res := a.sendRaw("forged-1", command.Sign("k1", stranger, body)); res.OK || res.Error.Code != "bad_signature" {
+	if res := a.sendRaw("forged-1", envelope.Sign("k1", stranger, body)); res.OK || res.Error.Code != "bad_signature" {
 		t.Fatalf("forged command: %+v", res)
 	}
 	if res := a.sendRaw("s-1", signed("s-1", "accept_policy", map[string]any{"version": "v1"})); !res.OK {

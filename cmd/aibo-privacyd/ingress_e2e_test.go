@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
@@ -56,7 +56,7 @@ func (s *signer) sign(id, typ, device string, at time.Time, payload any) []byte 
 		m["device_id"] = device
 	}
 	body, _ := json.Marshal(m)
-	return command.Sign("k1", s.priv, body)
+	return envelope.Sign("k1", s.priv, body)
 }
 
 // TestP5_WithdrawalSentWhileTheRobotIsOffIsAppliedOnReturn: the session is

@@ -15,10 +15,10 @@ import (
 	"syscall"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent"
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
+	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/internal/logx"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 func main() {

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
@@ -113,14 +113,14 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	signed := func(id, typ string, payload any) result {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"id": id, "type": typ, "device_id": r.deviceID, "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": payload})
-		return a.sendRaw(id, command.Sign("k1", priv, body))
+		return a.sendRaw(id, envelope.Sign("k1", priv, body))
 	}
 	if res := a.send("plain-1", "accept_policy", map[string]any{"version": "2026-11"}); res.OK || res.Error.Code != "unsigned" {
 		t.Fatalf("unsigned: %+v", res)
 	}
 	_, stranger, _ := ed25519.GenerateKey(crand.Reader)
 	forged, _ := json.Marshal(map[string]any{"id": "forged-1", "type": "set_features", "issued_at": time.Now().UTC().Format(time.RFC3339), "payload": map[string]any{"auto_photo": true}})
-	if res := a.sendRaw("forged-1", command.Sign("k1", stranger, forged)); res.OK || res.Error.Code != "bad_signature" {
+	if res := a.sendRaw("forged-1", envelope.Sign("k1", stranger, forged)); res.OK || res.Error.Code != "bad_signature" {
 		t.Fatalf("forged: %+v", res)
 	}
 	if res := signed("odd-1", "make_coffee-"+r.deviceID, map[string]any{}); res.OK || res.Error.Code != "unknown_type" {

@@ -5,10 +5,10 @@ import (
 
 	"gocv.io/x/gocv"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // faceFinder is the worker's face pipeline: detection (the tiny face

@@ -1,7 +1,7 @@
 // Command aibo-vision is the vision worker: the only process of the agent
 // that links OpenCV (gocv). The daemon starts it on demand through
-// agent/vision.Client, sends requests on its stdin and reads the answers on
-// its stdout (frames of agent/vision's protocol); it logs JSON lines to
+// vision.Client, sends requests on its stdin and reads the answers on
+// its stdout (frames of vision's protocol); it logs JSON lines to
 // stderr and exits when stdin ends.
 //
 // It decodes the untrusted image bytes itself, after checking the header
@@ -33,12 +33,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/logx"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 func main() {

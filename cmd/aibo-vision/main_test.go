@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/vision"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // The test binary doubles as the worker: with workerEnv set it runs main's

@@ -26,10 +26,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
+	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )

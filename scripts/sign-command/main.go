@@ -27,8 +27,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/agent/config"
+	"github.com/aibo-privacy/aibo-privacyd/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/keyfile"
 	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
@@ -78,7 +78,7 @@ func run(args []string, stdout io.Writer, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, string(command.Sign(*kid, priv, body)))
+	_, err = fmt.Fprintln(stdout, string(envelope.Sign(*kid, priv, body)))
 	return err
 }
 

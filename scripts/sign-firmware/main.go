@@ -41,7 +41,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/keyfile"
 )
 
@@ -177,7 +177,7 @@ func signCommand(cmd []byte, key ed25519.PrivateKey, kid, device string) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	return command.Sign(kid, key, raw), nil
+	return envelope.Sign(kid, key, raw), nil
 }
 
 // writeOut writes offer.json, chunk-N.bin and publish.sh into dir.

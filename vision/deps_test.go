@@ -11,7 +11,7 @@ import (
 // only cmd/aibo-vision and cmd/bestshot may link it.
 func TestNoOpenCVInDaemon(t *testing.T) {
 	const mod = "github.com/aibo-privacy/aibo-privacyd/"
-	for _, pkg := range []string{"cmd/aibo-privacyd", "cmd/aiboctl", "agent/vision", "capture/score/weights", "capture/score/smile"} {
+	for _, pkg := range []string{"cmd/aibo-privacyd", "cmd/aiboctl", "vision", "capture/score/weights", "capture/score/smile"} {
 		out, err := exec.Command("go", "list", "-deps", mod+pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
