@@ -12,6 +12,10 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	// The home's time zone (timezone) must load on a robot whose image
+	// has no /usr/share/zoneinfo: Go's copy of the zone database is the
+	// fallback (about 450 KB).
+	_ "time/tzdata"
 
 	"gopkg.in/yaml.v3"
 
@@ -32,7 +36,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: bad duration %q", n.Line, s)
+		return &lineError{line: n.Line, msg: fmt.Sprintf("%q is not a duration (such as 30s, 10m, 720h)", s)}
 	}
 	*d = Duration(v)
 	return nil
@@ -151,7 +155,8 @@ func Default() Config {
 		Region:   "US-CA",
 		LogLevel: "info",
 		MQTT: MQTT{
-			Broker:        "tcp://127.0.0.1:1883",
+			// No broker: a robot must name its cloud's broker, never
+			// fall back to one on localhost.
 			ChunkSize:     65536,
 			AckTimeout:    Duration(30 * time.Second),
 			MaxQueueBytes: 64 << 20,
@@ -188,10 +193,14 @@ func Load(path string) (Config, error) {
 // validates the result.
 func Parse(b []byte) (Config, error) {
 	c := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+		return Config{}, fmt.Errorf("config: %w", keyedError(&root, err))
 	}
 	// yaml.v3 already refuses a key given twice and matches keys by exact
 	// case; a second document would be read by nobody, so it is refused
@@ -240,6 +249,9 @@ func (c *Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.MQTT.Broker == "" {
+		return errors.New("mqtt.broker must be set: the cloud's broker, tcp://host:1883 or ssl://host:8883")
 	}
 	if !strings.HasPrefix(c.MQTT.Broker, "tcp://") && !strings.HasPrefix(c.MQTT.Broker, "ssl://") {
 		return fmt.Errorf("mqtt.broker %q must start with tcp:// or ssl://", c.MQTT.Broker)
