@@ -6,6 +6,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -58,6 +59,11 @@ func newMetrics(d *Daemon) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	b := version.Info()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "aibo_build_info",
+		Help:        "Always 1; the labels say which build runs: version (devel for an untagged build), commit (-dirty: uncommitted changes), go_version.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit(), "go_version": b.GoVersion}})
+	build.Set(1)
 	for _, o := range []string{"refused", "admitted", "over_cap", "invalid"} {
 		m.photos.WithLabelValues(o)
 	}
@@ -67,7 +73,7 @@ func newMetrics(d *Daemon) *metrics {
 	for _, o := range []string{"kept", "deleted"} {
 		m.selected.WithLabelValues(o)
 	}
-	m.reg.MustRegister(m.photos, m.commands, m.connected, m.selections, m.selectTime, m.selected,
+	m.reg.MustRegister(build, m.photos, m.commands, m.connected, m.selections, m.selectTime, m.selected,
 		gauge("aibo_store_bytes", "Size of the bbolt state file.", func() float64 { return float64(d.st.Size()) }),
 		gauge("aibo_events_pending", "Durable events (erase requests, enrollment_needed) the broker has not taken yet; alert when it stays above 0.",
 			func() float64 { return float64(d.events.Pending()) }),

@@ -235,6 +235,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	if got := value("aibo_vision_worker_starts_total", nil); got < 1 {
 		t.Errorf("aibo_vision_worker_starts_total = %v, want >= 1", got)
 	}
+	// Which build runs: the toolchain the test built the daemon with.
+	if got := value("aibo_build_info", map[string]string{"go_version": runtime.Version(), "version": "devel"}); got != 1 {
+		t.Errorf("aibo_build_info{go_version=%q,version=devel} = %v, want 1", runtime.Version(), got)
+	}
 	if strings.Contains(text, "make_coffee") {
 		t.Error("a command type the sender chose became a label value")
 	}
