@@ -340,29 +340,33 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	case pre != Admitted:
 		return in.commit(id, now, pre, nil)
 	}
+	name := filepath.Base(path)
 	if !fi.Mode().IsRegular() {
-		return in.commit(id, now, Invalid, nil)
+		return in.invalid(id, now, name, InvalidNotAFile, nil)
 	}
 	data, err := spool.ReadRegular(path, fi, in.cfg.MaxFileBytes)
-	if err != nil {
-		if errors.Is(err, spool.ErrNotRegular) || errors.Is(err, spool.ErrTooLarge) {
-			return in.commit(id, now, Invalid, nil)
-		}
+	switch {
+	case errors.Is(err, spool.ErrNotRegular):
+		return in.invalid(id, now, name, InvalidNotAFile, err)
+	case errors.Is(err, spool.ErrTooLarge):
+		return in.invalid(id, now, name, InvalidTooLarge, err)
+	case err != nil:
 		return "", err
 	}
 	// The header first: a file claiming 50000x50000 costs nothing. Then
 	// the whole decode, away from the daemon's memory; a decoder that
 	// crashed or hung on it makes it invalid, once and for good.
-	if _, err := DecodedBytes(data); err != nil {
-		return in.commit(id, now, Invalid, nil)
+	if _, err := DecodedBytes(data); errors.Is(err, errTooManyPixels) {
+		return in.invalid(id, now, name, InvalidTooManyPixels, err)
+	} else if err != nil {
+		return in.invalid(id, now, name, InvalidNotAnImage, err)
 	}
 	info, verr := in.cfg.Pixels.Validate(in.ctx, data)
 	switch {
 	case errors.Is(verr, ErrRetryLater):
 		return "", verr // not judged: the file waits in the spool
 	case verr != nil:
-		in.cfg.Logger.Info("photo invalid", "file", filepath.Base(path), "bytes", len(data), "err", verr)
-		return in.commit(id, now, Invalid, nil)
+		return in.invalid(id, now, name, InvalidUndecodable, verr)
 	}
 	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
 	p.SealedKey, err = in.vault.seal(p.ID, data)
@@ -372,10 +376,33 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	}
 	o, err := in.commit(id, now, Admitted, p)
 	if o == Admitted && err == nil {
-		in.cfg.Logger.Info("photo admitted", "file", filepath.Base(path), "photo_id", p.ID, "bytes", p.Size)
+		in.cfg.Logger.Info("photo admitted", "file", name, "photo_id", p.ID, "bytes", p.Size)
 	}
 	if o != Admitted {
 		in.vault.remove(p.ID) // withdrawn or capped meanwhile, or the commit failed
+	}
+	return o, err
+}
+
+// Why a spool file is invalid (the "reason" of its log line).
+const (
+	InvalidNotAFile      = "not_a_file"      // a symlink, directory, device or FIFO, or replaced while read
+	InvalidTooLarge      = "too_large"       // over photos.max_file_bytes, not read
+	InvalidNotAnImage    = "not_an_image"    // no JPEG or PNG header
+	InvalidTooManyPixels = "too_many_pixels" // the header claims over 40 megapixels
+	InvalidUndecodable   = "undecodable"     // the decoder refused it (truncated, corrupt) or died on it
+)
+
+// invalid records a file as invalid and says why in one log line (the
+// spool name and the reason; never a byte of it).
+func (in *Intake) invalid(id []byte, now time.Time, name, reason string, cause error) (Outcome, error) {
+	o, err := in.commit(id, now, Invalid, nil)
+	if err == nil && o == Invalid {
+		args := []any{"file", name, "reason", reason}
+		if cause != nil {
+			args = append(args, "err", cause.Error())
+		}
+		in.cfg.Logger.Info("photo invalid", args...)
 	}
 	return o, err
 }

@@ -108,7 +108,7 @@ func DecodedBytes(data []byte) (int64, error) {
 	}
 	px := int64(cfg.Width) * int64(cfg.Height)
 	if cfg.Width <= 0 || cfg.Height <= 0 || px > MaxPixels {
-		return 0, fmt.Errorf("%w: %dx%d is over %d pixels", errInvalid, cfg.Width, cfg.Height, MaxPixels)
+		return 0, fmt.Errorf("%w: %w: %dx%d", errInvalid, errTooManyPixels, cfg.Width, cfg.Height)
 	}
 	var perPixel int64
 	switch cfg.ColorModel {
