@@ -36,15 +36,20 @@ func TestVerifyFindsEveryWayAFolderBreaks(t *testing.T) {
 		t.Fatalf("a good folder: %v", err)
 	}
 	for name, spoil := range map[string]func(dir string) error{
-		"a model missing":     func(dir string) error { return os.Remove(filepath.Join(dir, DescriptorFile)) },
-		"a model truncated":   func(dir string) error { return os.Truncate(filepath.Join(dir, DetectorFile), 3) },
-		"a model emptied":     func(dir string) error { return os.Truncate(filepath.Join(dir, LandmarksFile), 0) },
-		"a model replaced":    func(dir string) error { return os.WriteFile(filepath.Join(dir, ExpressionsFile), []byte("other"), 0o644) },
-		"the list missing":    func(dir string) error { return os.Remove(filepath.Join(dir, SumsFile)) },
-		"the list garbled":    func(dir string) error { return os.WriteFile(filepath.Join(dir, SumsFile), []byte("nonsense\n"), 0o644) },
-		"a model not listed":  func(dir string) error { return os.WriteFile(filepath.Join(dir, SumsFile), nil, 0o644) },
-		"the whole folder":    os.RemoveAll,
-		"a folder for a file": func(dir string) error { os.Remove(filepath.Join(dir, DetectorFile)); return os.Mkdir(filepath.Join(dir, DetectorFile), 0o755) },
+		"a model missing":   func(dir string) error { return os.Remove(filepath.Join(dir, DescriptorFile)) },
+		"a model truncated": func(dir string) error { return os.Truncate(filepath.Join(dir, DetectorFile), 3) },
+		"a model emptied":   func(dir string) error { return os.Truncate(filepath.Join(dir, LandmarksFile), 0) },
+		"a model replaced": func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, ExpressionsFile), []byte("other"), 0o644)
+		},
+		"the list missing":   func(dir string) error { return os.Remove(filepath.Join(dir, SumsFile)) },
+		"the list garbled":   func(dir string) error { return os.WriteFile(filepath.Join(dir, SumsFile), []byte("nonsense\n"), 0o644) },
+		"a model not listed": func(dir string) error { return os.WriteFile(filepath.Join(dir, SumsFile), nil, 0o644) },
+		"the whole folder":   os.RemoveAll,
+		"a folder for a file": func(dir string) error {
+			os.Remove(filepath.Join(dir, DetectorFile))
+			return os.Mkdir(filepath.Join(dir, DetectorFile), 0o755)
+		},
 	} {
 		dir := folder(t)
 		if err := spoil(dir); err != nil {
