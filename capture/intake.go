@@ -79,7 +79,14 @@ type Intake struct {
 	pol   *policy.Policy
 	vault *Vault
 	ctx   context.Context // Run's, for the decoder
-	wait  *waiter
+	wait  *waiter         // for room to record decisions
+	vwait *waiter         // for the vision worker, while images cannot be judged
+	watch *spool.Watcher
+
+	// arrived is when each spool file (by identity) arrived: a photo's
+	// time of day, and how long the oldest has waited.
+	arrMu   sync.Mutex
+	arrived map[string]time.Time
 
 	// troubled remembers spool entries that failed on their own (unreadable,
 	// unremovable, such as a directory named x.jpg), by identity, so each
@@ -104,6 +111,7 @@ type trouble struct {
 const (
 	maxTroubled   = 1024
 	maxUnlinked   = 8192
+	maxArrivals   = 8192 // past this, arrivals are estimated from the files' change times
 	markerFlush   = 5 * time.Second
 	markerFlushAt = 256 // flush sooner once this many wait
 )
@@ -122,13 +130,98 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
 	}
-	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
-		wait: &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange}}
+	in := &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
+		arrived: map[string]time.Time{}}
+	in.watch = &spool.Watcher{Dir: cfg.PhotosDir, Owned: Owned, Handle: in.process,
+		Workers: workers, Settle: settle, Rescan: rescan, Logger: cfg.Logger}
+	in.wait = &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange, onResume: in.watch.Poke,
+		waitMsg:   "photo intake waiting: decisions cannot be recorded; spool files stay until they can",
+		resumeMsg: "photo intake resumed: decisions are recorded again"}
+	in.vwait = &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange, onResume: in.watch.Poke,
+		waitMsg:   "photo intake waiting: images cannot be judged; photos stay in the spool until they can",
+		resumeMsg: "photo intake resumed: images are judged again"}
+	return in
 }
 
-// Waiting says whether the intake is waiting for room to record decisions
-// (a full disk), since when and why. Health and the reported state show it.
-func (in *Intake) Waiting() Waiting { return in.wait.current() }
+// Waiting says whether the intake is waiting, since when and why: for
+// room to record decisions (a full disk), or for images to be judged (the
+// vision worker cannot start). Health and the reported state show it.
+func (in *Intake) Waiting() Waiting {
+	if w := in.wait.current(); !w.Since.IsZero() {
+		return w
+	}
+	return in.vwait.current()
+}
+
+// Resume tells the intake that images can be judged again: a photo that
+// waits for it is tried at the next look at the spool, not after the
+// back-off.
+func (in *Intake) Resume() {
+	in.vwait.hurry()
+	in.watch.Poke()
+}
+
+// OldestWaiting is how long the oldest photo still in the spool has been
+// there, by the intake's clock; 0 when the spool is empty.
+func (in *Intake) OldestWaiting() time.Duration {
+	in.arrMu.Lock()
+	defer in.arrMu.Unlock()
+	var oldest time.Time
+	for _, t := range in.arrived {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return max(0, in.cfg.Now().Sub(oldest))
+}
+
+// arrival is when the file of id arrived: when this intake first saw it,
+// less how long it had been there already by the kernel's change time (a
+// file present at start; the camera's rename sets it, and no owner of the
+// file can set it back).
+func (in *Intake) arrival(id []byte, fi fs.FileInfo, now time.Time) time.Time {
+	in.arrMu.Lock()
+	defer in.arrMu.Unlock()
+	if t, ok := in.arrived[string(id)]; ok {
+		return t
+	}
+	t := now
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if age := time.Since(time.Unix(st.Ctim.Unix())); age > 0 {
+			t = now.Add(-age)
+		}
+	}
+	if len(in.arrived) < maxArrivals {
+		in.arrived[string(id)] = t
+	}
+	return t
+}
+
+func (in *Intake) forgetArrival(id []byte) {
+	in.arrMu.Lock()
+	delete(in.arrived, string(id))
+	in.arrMu.Unlock()
+}
+
+// pruneArrivals forgets files that left the spool without the intake
+// (taken back by the camera).
+func (in *Intake) pruneArrivals() {
+	in.arrMu.Lock()
+	ids := make([]string, 0, len(in.arrived))
+	for id := range in.arrived {
+		ids = append(ids, id)
+	}
+	in.arrMu.Unlock()
+	for _, id := range ids {
+		name, _, _ := strings.Cut(id, "\x00")
+		if _, err := os.Lstat(filepath.Join(in.cfg.PhotosDir, name)); errors.Is(err, fs.ErrNotExist) {
+			in.forgetArrival([]byte(id))
+		}
+	}
+}
 
 // Run reconciles the vault, decides the files already in the spool and then
 // every file that appears, until ctx ends.
@@ -160,6 +253,7 @@ func (in *Intake) Run(ctx context.Context) error {
 				return
 			case <-f.C:
 				in.flushMarkers()
+				in.pruneArrivals()
 			case <-t.C:
 				if err := in.pruneMarkers(); err != nil {
 					in.cfg.Logger.Error("prune intake markers", "err", err)
@@ -167,9 +261,7 @@ func (in *Intake) Run(ctx context.Context) error {
 			}
 		}
 	})
-	w := &spool.Watcher{Dir: in.cfg.PhotosDir, Owned: Owned, Handle: in.process,
-		Workers: workers, Settle: settle, Rescan: rescan, Logger: in.cfg.Logger}
-	return w.Run(ctx)
+	return in.watch.Run(ctx)
 }
 
 // Owned reports whether the spool file name is one the daemon takes.
@@ -198,16 +290,21 @@ func (in *Intake) process(name string) {
 	}
 	id := identity(name, fi)
 	now := in.cfg.Now()
+	arrived := in.arrival(id, fi, now)
 	if !in.mayTry(id, now) {
 		return
 	}
 	if !in.wait.mayTry(now) {
 		return // waiting for room: the file stays, quietly
 	}
-	outcome, err := in.decide(path, fi, id)
+	outcome, err := in.decide(path, fi, id, arrived)
 	var se storageError
 	if errors.As(err, &se) {
 		in.wait.done(now, err) // logs once per change of state
+		return
+	}
+	if errors.Is(err, ErrRetryLater) {
+		in.wait.skip() // not judged: the file waits, and the vision waiter said so
 		return
 	}
 	if err == nil && outcome != "" {
@@ -225,8 +322,10 @@ func (in *Intake) process(name string) {
 		// Decided and counted, but it cannot go (a directory named x.jpg
 		// with something in it): left alone while it stays the same.
 		in.troubleOnce(id, now, true, "photo spool entry decided but not removable; left alone", name, err)
+		in.forgetArrival(id)
 		return
 	}
+	in.forgetArrival(id)
 	in.markUnlinked(id)
 	if outcome != "" {
 		in.cfg.Logger.Debug("photo decided", "file", name, "outcome", outcome)
@@ -319,8 +418,9 @@ func (in *Intake) flushMarkers() {
 }
 
 // decide returns the durable outcome of one file, or "" when it had already
-// been decided before a crash.
-func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error) {
+// been decided before a crash. A file the worker could not judge returns
+// an error wrapping ErrRetryLater: it stays in the spool.
+func (in *Intake) decide(path string, fi fs.FileInfo, id []byte, arrived time.Time) (Outcome, error) {
 	now := in.cfg.Now()
 	var pre Outcome
 	err := in.st.View(func(tx *bolt.Tx) error {
@@ -340,6 +440,17 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	case pre != Admitted:
 		return in.commit(id, now, pre, nil)
 	}
+	// While images cannot be judged, files are not even read: one is
+	// tried now and then (the back-off of vwait), the rest stay.
+	if !in.vwait.mayTry(now) {
+		return "", errNotJudged
+	}
+	judged := false
+	defer func() {
+		if !judged {
+			in.vwait.skip() // decided without the worker: that says nothing of it
+		}
+	}()
 	name := filepath.Base(path)
 	if !fi.Mode().IsRegular() {
 		return in.invalid(id, now, name, InvalidNotAFile, nil)
@@ -362,13 +473,16 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 		return in.invalid(id, now, name, InvalidNotAnImage, err)
 	}
 	info, verr := in.cfg.Pixels.Validate(in.ctx, data)
-	switch {
-	case errors.Is(verr, ErrRetryLater):
-		return "", verr // not judged: the file waits in the spool
-	case verr != nil:
+	judged = true
+	if errors.Is(verr, ErrRetryLater) {
+		in.vwait.done(now, verr) // logs once per change of state
+		return "", verr          // not judged: the file waits in the spool
+	}
+	in.vwait.done(now, nil)
+	if verr != nil {
 		return in.invalid(id, now, name, InvalidUndecodable, verr)
 	}
-	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
+	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), ArrivedAt: arrived.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
 	p.SealedKey, err = in.vault.seal(p.ID, data)
 	if err != nil {
 		in.vault.remove(p.ID)
@@ -383,6 +497,9 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	}
 	return o, err
 }
+
+// errNotJudged: the file was not tried, the intake waits for the worker.
+var errNotJudged = fmt.Errorf("%w: waiting for the vision worker", ErrRetryLater)
 
 // Why a spool file is invalid (the "reason" of its log line).
 const (
