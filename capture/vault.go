@@ -30,11 +30,11 @@ type Photo struct {
 	// photo's time of day), which a wait for the worker or for room can
 	// put hours before AdmittedAt. Zero in records older than it.
 	ArrivedAt time.Time `json:"arrived_at,omitzero"`
-	Format     string    `json:"format"`
-	Width      int       `json:"width"`
-	Height     int       `json:"height"`
-	Size       int64     `json:"size"`
-	SealedKey  []byte    `json:"sealed_key"`
+	Format    string    `json:"format"`
+	Width     int       `json:"width"`
+	Height    int       `json:"height"`
+	Size      int64     `json:"size"`
+	SealedKey []byte    `json:"sealed_key"`
 }
 
 // TakenAt is when the photo was taken, as far as the device knows: when
