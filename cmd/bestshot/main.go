@@ -71,9 +71,9 @@ const NearDuplicateBits = capture.NearDuplicateBits
 
 type options struct {
 	models, faceModels, weightsFile, out, zone string
-	keep                                 int
-	min                                  float64
-	json                                 bool
+	keep                                       int
+	min                                        float64
+	json                                       bool
 }
 
 func run(args []string, stdout io.Writer) error {
