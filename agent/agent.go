@@ -64,7 +64,8 @@ type Daemon struct {
 	tech       *technician
 	fw         *firmware.Manager
 	metrics    *metrics
-	vision     *vision.Client // nil when the worker binary is missing
+	vision     *vision.Client
+	vh         *visionHealth // whether images can be judged now, and why not
 
 	notifications chan []byte // events in the order raised (notify.go)
 	stateDirty    chan struct{}
@@ -101,7 +102,6 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.st.Close()
 		}
 	}()
-	d.vision = d.newVision()
 	d.ring, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "people.keys"))
 	if err != nil {
 		return nil, err
@@ -133,6 +133,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.events = events.New(d.st, log.With("component", "events"))
 	d.recognizer = newRecognizer()
+	d.vision, d.vh = d.newVision()
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,
@@ -141,13 +142,16 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
 		Now:              d.now,
 		Logger:           log.With("component", "faces"),
+		Ready:            d.vh.mayTry,
+		OnFrame:          func(outcome string) { d.metrics.frames.WithLabelValues(outcome).Inc() },
 		EnrolledTx:       d.templateBackupTx,
 		OnEnrolled: func(subject string) {
 			d.notify(map[string]any{"type": "enrollment_completed", "subject_id": subject})
 			d.stateChanged()
 		},
-		OnEnrollFailed: func(subject, reason string) {
-			d.notify(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+		OnEnrollFailed: func(subject, reason string, p facerec.Progress) {
+			d.notify(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason,
+				"samples": p.Samples, "frames": p.Frames, "no_face": p.NoFace, "several_faces": p.SeveralFaces})
 		},
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
@@ -168,10 +172,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	var masker capture.Masker
-	if d.vision != nil {
-		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
-	}
+	masker := faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
 	d.selector = capture.NewSelector(capture.SelectorConfig{
 		KeepPerDay: cfg.Photos.KeepPerDay,
 		MinScore:   cfg.Photos.MinScore,
@@ -376,6 +377,9 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 // durableEventTx queues an event that must reach the cloud even across a
 // dead broker and a restart, in tx.
 func (d *Daemon) durableEventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
+	if !d.knownEvent(ev) {
+		return fmt.Errorf("event type %v is not one the daemon raises", ev["type"])
+	}
 	ev["event_id"] = newEventID()
 	ev["at"] = now.UTC().Format(time.RFC3339)
 	raw, err := json.Marshal(ev)
@@ -410,6 +414,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"vision-health", d.vh.run},
 		{"systemd", d.runSystemd}, // Type=notify readiness and the watchdog
 	}
 	var wg sync.WaitGroup
@@ -433,9 +438,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { wg.Wait(); close(done) }()
 	visionDone := make(chan struct{})
 	go func() {
-		if d.vision != nil {
-			d.vision.Close()
-		}
+		d.vision.Close()
 		close(visionDone)
 	}()
 	stopped := true

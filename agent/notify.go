@@ -5,8 +5,29 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"time"
 )
+
+// eventTypes is every event the daemon raises: the one list of them
+// (docs/PROTOCOL.md follows it, and a test checks that every event the
+// code builds is here). notify and durableEventTx refuse any other.
+var eventTypes = []string{
+	"cap_reached", "selection_done", "selection_failed",
+	"enrollment_completed", "enrollment_failed", "enrollment_needed",
+	"consent_revoked", "erase_request",
+	"firmware_need", "firmware_staged", "firmware_rejected",
+}
+
+// knownEvent refuses, with an error line, an event of a type not listed.
+func (d *Daemon) knownEvent(ev map[string]any) bool {
+	typ, _ := ev["type"].(string)
+	if !slices.Contains(eventTypes, typ) {
+		d.log.Error("event of a type not in eventTypes not raised", "type", typ)
+		return false
+	}
+	return true
+}
 
 // notifyQueue bounds the notifications waiting for the broker. They are
 // notifications (what must reach the cloud goes through the durable
@@ -25,6 +46,9 @@ func newEventID() string {
 // they were raised, one at a time, by runNotifier; a notification that
 // finds the broker away is logged and lost.
 func (d *Daemon) notify(ev map[string]any) {
+	if !d.knownEvent(ev) {
+		return
+	}
 	if _, ok := ev["event_id"]; !ok {
 		ev["event_id"] = newEventID()
 	}

@@ -274,9 +274,7 @@ func TestP16_OversizedAndDeepCommandsAreAnswered(t *testing.T) {
 			t.Fatalf("a log line of %d bytes: %.200s…", len(line), line)
 		}
 	}
-	if out, code := r.ctl("health"); code != 0 {
-		t.Fatalf("health: %d %s", code, out)
-	}
+	r.waitHealthy(10 * time.Second)
 	r.stop()
 }
 

@@ -77,7 +77,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 start_daemon() {
   %q -config "$1" 2>var/daemon.log &
   for _ in $(seq 100); do
-    %q -socket var/diag.sock health >/dev/null 2>&1 && return 0
+    rc=0; %q -socket var/diag.sock health >/dev/null 2>&1 || rc=$?
+    [ "$rc" -le 1 ] && return 0 # it answers, ok or degraded (no face nets in this copy)
     sleep 0.1
   done
   echo "daemon not answering" >&2; cat var/daemon.log >&2; return 1
