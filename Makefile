@@ -4,7 +4,7 @@ BIN     := bin
 DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build run demo test bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb
+.PHONY: setup build run demo test test-zones bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,20 @@ demo: build
 
 test: setup
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+# The packages that score and select photos again, in zones where it is
+# now about 03:00 and about 15:00: a test that reads the wall clock's hour
+# fails one of them. Go ignores POSIX TZ strings such as XXX-9 (and
+# libfaketime does not reach its clock), so the zone is an IANA Etc/GMT
+# zone (Etc/GMT-9 is UTC+9).
+ZONE_PKGS := ./capture/... ./cmd/bestshot/ ./cmd/aibo-vision/
+test-zones: setup
+	@set -e; for h in 3 15; do \
+		off=$$(( (h - 10#$$(date -u +%H) + 36) % 24 - 12 )); \
+		if [ $$off -gt 0 ]; then z=Etc/GMT-$$off; elif [ $$off -lt 0 ]; then z=Etc/GMT+$${off#-}; else z=Etc/UTC; fi; \
+		echo "== at about $$h:00 local ($$z, $$(TZ=$$z date +%H:%M))"; \
+		TZ=$$z $(GO) test -race -count=1 $(ZONE_PKGS); \
+	done
 
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
