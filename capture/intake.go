@@ -318,14 +318,13 @@ func (in *Intake) process(name string) {
 		in.troubleOnce(id, now, false, "photo intake failed for this file; will retry", name, err)
 		return
 	}
+	in.forgetArrival(id) // decided: it waits no more
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Decided and counted, but it cannot go (a directory named x.jpg
 		// with something in it): left alone while it stays the same.
 		in.troubleOnce(id, now, true, "photo spool entry decided but not removable; left alone", name, err)
-		in.forgetArrival(id)
 		return
 	}
-	in.forgetArrival(id)
 	in.markUnlinked(id)
 	if outcome != "" {
 		in.cfg.Logger.Debug("photo decided", "file", name, "outcome", outcome)

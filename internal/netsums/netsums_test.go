@@ -92,3 +92,28 @@ func TestFingerprintChangesWithEveryWrite(t *testing.T) {
 		t.Errorf("without the list: %v, want ErrModels", err)
 	}
 }
+
+// The cost of health's look at the face nets (make setup converts them
+// into build/models): a Fingerprint every 2 s, a Verify when it changed.
+//
+//	go test -run '^$' -bench . -benchtime 20x ./internal/netsums/
+func BenchmarkFaceNets(b *testing.B) {
+	dir := "../../build/models"
+	if _, err := os.Stat(filepath.Join(dir, SumsFile)); err != nil {
+		b.Fatalf("%v: run make setup", err)
+	}
+	b.Run("Fingerprint", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Fingerprint(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Verify", func(b *testing.B) {
+		for b.Loop() {
+			if err := Verify(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
