@@ -32,7 +32,7 @@ test: setup
 ZONE_PKGS := ./capture/... ./cmd/bestshot/ ./cmd/aibo-vision/
 test-zones: setup
 	@set -e; for h in 3 15; do \
-		off=$$(( (h - 10#$$(date -u +%H) + 36) % 24 - 12 )); \
+		off=$$(( (h - $$(date -u +%-H) + 36) % 24 - 12 )); \
 		if [ $$off -gt 0 ]; then z=Etc/GMT-$$off; elif [ $$off -lt 0 ]; then z=Etc/GMT+$${off#-}; else z=Etc/UTC; fi; \
 		echo "== at about $$h:00 local ($$z, $$(TZ=$$z date +%H:%M))"; \
 		TZ=$$z $(GO) test -race -count=1 $(ZONE_PKGS); \
