@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -150,7 +149,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		t.Fatalf("selection_done %v", ev)
 	}
 	m, _ := cl.receive("photo", true)
-	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 0 })
+	// Acked: a state from before the upload was queued also had 0 pending.
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0
+	})
 
 	// Metrics first: the daemon is still running.
 	text, code := r.ctl("metrics")
@@ -174,33 +176,11 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	}
 	value := func(name string, labels map[string]string) float64 {
 		t.Helper()
-		f, ok := fams[name]
+		v, ok := seriesValue(fams, name, labels)
 		if !ok {
-			t.Errorf("metric %s missing", name)
-			return -1
+			t.Errorf("metric %s%v missing", name, labels)
 		}
-	next:
-		for _, m := range f.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == k && l.GetValue() == v)
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-		t.Errorf("metric %s%v missing", name, labels)
-		return -1
+		return v
 	}
 	for _, c := range []struct {
 		name   string

@@ -28,8 +28,19 @@ func metric(t *testing.T, r *rig, name string, labels map[string]string) float64
 	if err != nil {
 		t.Fatal(err)
 	}
+	v, _ := seriesValue(fams, name, labels)
+	return v
+}
+
+// seriesValue is the value of the series of family name whose labels
+// include labels (a histogram's sample count); false when there is none.
+func seriesValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return -1, false
+	}
 next:
-	for _, m := range fams[name].GetMetric() {
+	for _, m := range f.GetMetric() {
 		for k, v := range labels {
 			found := false
 			for _, l := range m.GetLabel() {
@@ -39,14 +50,16 @@ next:
 				continue next
 			}
 		}
-		switch fams[name].GetType() {
+		switch f.GetType() {
 		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue()
+			return m.GetCounter().GetValue(), true
+		case dto.MetricType_HISTOGRAM:
+			return float64(m.GetHistogram().GetSampleCount()), true
 		default:
-			return m.GetGauge().GetValue()
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	return -1
+	return -1, false
 }
 
 // healthAnswer is /v1/health (and /v1/selftest) as JSON.
