@@ -28,6 +28,12 @@ const (
 	visionCheckEvery = 2 * time.Second
 	// visionProbeTimeout bounds one start with its nets loaded.
 	visionProbeTimeout = 20 * time.Second
+	// A worker that failed to start is tried again after visionRetryMin,
+	// twice as long each time up to visionRetryMax, unless its binary or
+	// its nets change meanwhile (then at once): a start costs a fork, an
+	// exec and OpenCV's load.
+	visionRetryMin = 2 * time.Second
+	visionRetryMax = time.Minute
 	// spoolWaitLimit: a spool photo waiting longer makes the vision check
 	// degraded.
 	spoolWaitLimit = 30 * time.Second
@@ -38,7 +44,8 @@ const (
 // against their SHA256SUMS (a full pass whenever stat says a file
 // changed), and, while it does not know a start works with them as they
 // are, it starts a worker (when none runs) and has it load its nets and
-// look at a blank image. Requests that fail to start a worker say so at
+// look at a blank image (after a failed start, again with backoff unless
+// a file changed). Requests that fail to start a worker say so at
 // once (observe). While it is down the photo intake and the frames wait
 // instead of starting a worker for each file; onUp tells them it is back.
 type visionHealth struct {
@@ -56,6 +63,9 @@ type visionHealth struct {
 	since    time.Time
 	verified string // nets fingerprint that passed a full SHA-256 pass
 	started  string // binary and nets fingerprint a start succeeded with
+	failed   string // binary and nets fingerprint the last start failed with
+	retryAt  time.Time
+	backoff  time.Duration
 }
 
 func newVisionHealth(c *vision.Client, worker, nets, model string, log *slog.Logger, onUp func()) *visionHealth {
@@ -132,7 +142,7 @@ func (h *visionHealth) check(ctx context.Context) {
 		return
 	}
 	h.mu.Lock()
-	verified, started, ok := h.verified, h.started, h.ok
+	verified, started, ok, failed, retryAt := h.verified, h.started, h.ok, h.failed, h.retryAt
 	h.mu.Unlock()
 	if nets != verified {
 		if err := netsums.Verify(h.nets); err != nil {
@@ -155,6 +165,9 @@ func (h *visionHealth) check(ctx context.Context) {
 		}
 		return
 	}
+	if fp == failed && time.Now().Before(retryAt) {
+		return // it failed with these very files: not again before its time
+	}
 	pctx, cancel := context.WithTimeout(ctx, visionProbeTimeout)
 	err = h.probe(pctx)
 	cancel()
@@ -162,9 +175,20 @@ func (h *visionHealth) check(ctx context.Context) {
 		return
 	}
 	if err != nil {
+		h.mu.Lock()
+		if fp == h.failed {
+			h.backoff = min(2*h.backoff, visionRetryMax)
+		} else {
+			h.failed, h.backoff = fp, visionRetryMin
+		}
+		h.retryAt = time.Now().Add(h.backoff)
+		h.mu.Unlock()
 		h.set(false, workerReason(err), "")
 		return
 	}
+	h.mu.Lock()
+	h.failed = ""
+	h.mu.Unlock()
 	h.set(true, "", fp)
 }
 
