@@ -52,7 +52,7 @@ func (t *technician) Health(ctx context.Context) diag.Health {
 	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
 	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))
 	if st := d.intakeStatus(); st.Status != "ok" {
-		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): files stay in the spool until decisions can be recorded")
+		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): photos stay in the spool until they can be decided")
 	}
 	checks["vision"] = t.visionCheck()
 	var fs unix.Statfs_t

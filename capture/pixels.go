@@ -17,8 +17,10 @@ import (
 // validate it, and re-encoding it for upload. The daemon itself keeps
 // photos as bytes; in the daemon these run in the vision worker, whose
 // memory a hostile image may blow up without touching the daemon's.
-// InProcess stands in, in pure Go and within a memory budget, when the
-// worker cannot run.
+// InProcess stands in, in pure Go and within a memory budget, where no
+// worker is given (this package's tests): the daemon always gives it, and
+// while the worker cannot start images wait (ErrRetryLater) rather than
+// being decoded in the daemon.
 type Pixels interface {
 	// Validate decodes data completely: a JPEG or PNG of at most
 	// MaxPixels. An error wrapping ErrRetryLater means the image was not
