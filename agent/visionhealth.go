@@ -72,18 +72,18 @@ func newVisionHealth(c *vision.Client, worker, nets, model string, log *slog.Log
 	return &visionHealth{c: c, worker: worker, nets: nets, model: model, log: log, onUp: onUp, since: time.Now()}
 }
 
-// VisionStatus is the vision check as health and metrics read it.
-type VisionStatus struct {
+// visionStatus is the vision check as health and metrics read it.
+type visionStatus struct {
 	Checked bool
 	OK      bool
 	Reason  string
 	Since   time.Time
 }
 
-func (h *visionHealth) status() VisionStatus {
+func (h *visionHealth) status() visionStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return VisionStatus{Checked: h.checked, OK: h.ok, Reason: h.reason, Since: h.since}
+	return visionStatus{Checked: h.checked, OK: h.ok, Reason: h.reason, Since: h.since}
 }
 
 // mayTry says whether a request may try the worker now: until the first
