@@ -64,11 +64,13 @@ func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 		}
 	}
 	c := vision.NewClient(cfg)
-	return c, newVisionHealth(c, path, faceModels, d.recognizer.Model(), log, func() {
+	h := newVisionHealth(c, path, faceModels, d.recognizer.Model(), log, func() {
 		if d.intake != nil {
 			d.intake.Resume() // photos that waited are judged now
 		}
 	})
+	h.busy = func() bool { return d.intake != nil && d.intake.OldestWaiting() > 0 }
+	return c, h
 }
 
 func (d *Daemon) analyzer() facerec.Analyzer {

@@ -55,6 +55,11 @@ type visionHealth struct {
 	model  string // the descriptor model the recognizer decides on
 	log    *slog.Logger
 	onUp   func()
+	// busy says photos are being judged now (the spool holds some): a
+	// probe then waits, since their own requests start a worker and say
+	// if it cannot, and a probe would hold them back while the worker
+	// loads its nets.
+	busy func() bool
 
 	mu       sync.Mutex
 	checked  bool   // a check has run since start
@@ -142,7 +147,7 @@ func (h *visionHealth) check(ctx context.Context) {
 		return
 	}
 	h.mu.Lock()
-	verified, started, ok, failed, retryAt := h.verified, h.started, h.ok, h.failed, h.retryAt
+	verified, started, ok, failed, retryAt, down := h.verified, h.started, h.ok, h.failed, h.retryAt, h.checked && !h.ok
 	h.mu.Unlock()
 	if nets != verified {
 		if err := netsums.Verify(h.nets); err != nil {
@@ -167,6 +172,9 @@ func (h *visionHealth) check(ctx context.Context) {
 	}
 	if fp == failed && time.Now().Before(retryAt) {
 		return // it failed with these very files: not again before its time
+	}
+	if !down && h.busy != nil && h.busy() {
+		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, visionProbeTimeout)
 	err = h.probe(pctx)
