@@ -69,7 +69,7 @@ func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 			d.intake.Resume() // photos that waited are judged now
 		}
 	})
-	h.busy = func() bool { return d.intake != nil && d.intake.OldestWaiting() > 0 }
+	h.busy = func() bool { return d.intake != nil && d.intake.Busy() }
 	return c, h
 }
 

@@ -114,7 +114,9 @@ func (h *visionHealth) call(req func() error) error {
 	if errors.Is(err, vision.ErrStart) {
 		h.set(false, workerReason(err), "")
 	}
-	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) {
+	// A worker that did not start, a client closed, or a request its
+	// caller gave up on (the daemon stopping) says nothing of the image.
+	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%w: %w", capture.ErrRetryLater, err)
 	}
 	return err

@@ -178,6 +178,33 @@ func (in *Intake) OldestWaiting() time.Duration {
 	return max(0, in.cfg.Now().Sub(oldest))
 }
 
+// Busy says the spool holds photos not decided yet (including, at start,
+// those the intake has not looked at).
+func (in *Intake) Busy() bool {
+	in.arrMu.Lock()
+	n := len(in.arrived)
+	in.arrMu.Unlock()
+	if n > 0 {
+		return true
+	}
+	d, err := os.Open(in.cfg.PhotosDir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(64)
+		for _, name := range names {
+			if Owned(name) {
+				return true
+			}
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
 // arrival is when the file of id arrived: when this intake first saw it,
 // less how long it had been there already by the kernel's change time (a
 // file present at start; the camera's rename sets it, and no owner of the
@@ -472,6 +499,10 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte, arrived time.Ti
 		return in.invalid(id, now, name, InvalidNotAnImage, err)
 	}
 	info, verr := in.cfg.Pixels.Validate(in.ctx, data)
+	if err := in.ctx.Err(); err != nil {
+		// Cut short by the daemon stopping: no verdict on the image.
+		return "", fmt.Errorf("%w: %w", ErrRetryLater, err)
+	}
 	judged = true
 	if errors.Is(verr, ErrRetryLater) {
 		in.vwait.done(now, verr) // logs once per change of state

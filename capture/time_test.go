@@ -183,3 +183,39 @@ func TestSelectionWaitsWhileImagesCannotBeJudged(t *testing.T) {
 		t.Fatalf("%d photos left, %d deleted: nothing may be lost while images cannot be judged", len(photos), c.Deleted)
 	}
 }
+
+// blockPixels validates nothing: it waits until the intake stops.
+type blockPixels struct {
+	entered chan struct{}
+	InProcess
+}
+
+func (b *blockPixels) Validate(ctx context.Context, data []byte) (ImageInfo, error) {
+	close(b.entered)
+	<-ctx.Done()
+	return ImageInfo{}, ctx.Err()
+}
+
+// TestAValidationCutShortByStoppingIsNoVerdict: a photo being validated
+// when the daemon stopped was counted invalid and deleted (seen as
+// "vision: validate: context canceled" in a kill -9 test); it stays in
+// the spool, uncounted, for the next start.
+func TestAValidationCutShortByStoppingIsNoVerdict(t *testing.T) {
+	f := newFixture(t, true)
+	px := &blockPixels{entered: make(chan struct{})}
+	f.in.cfg.Pixels = px
+	f.run()
+	f.drop(1, "p")
+	select {
+	case <-px.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the photo was never validated")
+	}
+	f.stop()
+	if n := spoolFiles(t, f.spool); n != 1 {
+		t.Fatalf("%d photos left in the spool, want the one cut short", n)
+	}
+	if c := f.today(); c.Invalid+c.Admitted != 0 {
+		t.Fatalf("counted %+v: stopping is no verdict on the image", c)
+	}
+}
