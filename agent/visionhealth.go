@@ -119,6 +119,15 @@ func (h *visionHealth) call(req func() error) error {
 	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%w: %w", capture.ErrRetryLater, err)
 	}
+	// Any other outcome means a worker started. Right after the daemon's
+	// start, with the nets verified, that is the first check's answer (its
+	// probe gave way to these requests).
+	h.mu.Lock()
+	first := !h.checked && h.verified != ""
+	h.mu.Unlock()
+	if first {
+		h.set(true, "", "")
+	}
 	return err
 }
 
