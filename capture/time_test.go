@@ -94,12 +94,16 @@ func TestPhotosWaitWhileImagesCannotBeJudgedAndKeepTheirArrivalTime(t *testing.T
 	f.run()
 	f.drop(3, "p")
 	deadline := time.Now().Add(5 * time.Second)
-	for f.in.Waiting().Reason != WaitVision {
+	seen := func() int { f.in.arrMu.Lock(); defer f.in.arrMu.Unlock(); return len(f.in.arrived) }
+	for f.in.Waiting().Reason != WaitVision || seen() != 3 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the intake does not say it waits: %+v", f.in.Waiting())
+			t.Fatalf("the intake does not say it waits (%+v), or has not seen every photo (%d)", f.in.Waiting(), seen())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The test's clock jumps 3 h while the real one moves milliseconds: a
+	// photo is stamped when the intake first saw it (on the real clock the
+	// kernel's change time would correct a late first look).
 	f.setClock(arrived.Add(3 * time.Hour)) // a long wait
 	time.Sleep(2500 * time.Millisecond)    // a rescan or two
 	if n := spoolFiles(t, f.spool); n != 3 {
