@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,8 +157,10 @@ func TestScoreAndPing(t *testing.T) {
 	if pong.Protocol != ProtocolVersion || pong.PID == 0 || len(pong.Ops) != 2 {
 		t.Fatalf("pong %+v", pong)
 	}
-	if st := c.Stats(); st.Starts != 1 || !st.Running || st.PID != pong.PID {
-		t.Fatalf("stats %+v", st)
+	// The worker is process 1 of a PID namespace of its own; the client
+	// knows its pid outside it.
+	if st := c.Stats(); st.Starts != 1 || !st.Running || st.PID == 0 || pong.PID != 1 {
+		t.Fatalf("stats %+v, pong %+v", st, pong)
 	}
 }
 
@@ -186,8 +189,10 @@ func TestCrashRestarts(t *testing.T) {
 	if res.Width != 5 {
 		t.Fatalf("result %+v", res)
 	}
+	// Issue 22: a crash is not a verdict: the image was tried once more,
+	// in a fresh worker, before it failed.
 	st := c.Stats()
-	if st.Starts != 2 || st.Crashes != 1 || st.PID == pid || st.Failed != 1 {
+	if st.Starts != 3 || st.Crashes != 2 || st.Retries != 1 || st.PID == pid || st.Failed != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	mu.Lock()
@@ -219,8 +224,8 @@ func TestTimeoutKillsAndRestarts(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("time-out took %v", d)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("two time-outs took %v", d)
 	}
 	if !gone(pid) {
 		t.Errorf("hung worker %d not killed", pid)
@@ -228,7 +233,7 @@ func TestTimeoutKillsAndRestarts(t *testing.T) {
 	if _, err := score(c, "slow:10ms"); err != nil {
 		t.Fatalf("no restart after time-out: %v", err)
 	}
-	if st := c.Stats(); st.Starts != 2 || st.Timeouts != 1 {
+	if st := c.Stats(); st.Starts != 3 || st.Timeouts != 2 || st.Retries != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -479,8 +484,8 @@ func TestWorkerCannotReachTheNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Score != 0 || !c.Stats().NoNetwork {
-		t.Fatalf("the worker connected out (score %v, stats %+v)", res.Score, c.Stats())
+	if res.Score != 0 || !slices.Contains(c.Confinement().Namespaces, "net") {
+		t.Fatalf("the worker connected out (score %v, confinement %+v)", res.Score, c.Confinement())
 	}
 	select {
 	case <-got:

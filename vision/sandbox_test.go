@@ -73,8 +73,8 @@ func TestP16_TheWorkerCannotReadTheDaemonsFilesNorReachItsSocket(t *testing.T) {
 			t.Errorf("the confined worker succeeded: %s", a)
 		}
 	}
-	if !confined.Stats().Sandboxed {
-		t.Error("stats do not say the worker is sandboxed")
+	if conf := confined.Confinement(); !conf.Confined() || conf.Landlock != LandlockABI() {
+		t.Errorf("confinement %+v: not what the launcher put in force", conf)
 	}
 	select {
 	case <-reached:
