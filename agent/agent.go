@@ -180,6 +180,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Now:        d.now,
 		Logger:     log.With("component", "selection"),
 		Pixels:     d.photoPixels(),
+		Alone:      d.photoAlone(),
 		OnSelected: func(s capture.Selection) {
 			d.metrics.selectionDone(s)
 			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
@@ -44,21 +46,22 @@ func (d *Daemon) newVision() *vision.Client {
 		Logger: log,
 	}
 	// The worker starts through this binary, confined: it reads only
-	// itself, its libraries and its models (vision.Sandbox).
+	// itself, its libraries and its models (vision.Sandbox). Where the
+	// launcher cannot confine it (no Landlock) no worker runs at all:
+	// frames go unanalysed, photos wait, and health says why
+	// (vision.Client.Confinement). The daemon's own binary is always
+	// there to launch with: /proc/self/exe is it, even after an upgrade
+	// replaced the file.
+	cfg.Launcher = "/proc/self/exe"
 	if self, err := os.Executable(); err == nil {
 		cfg.Launcher = self
-		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
-	} else {
-		log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
 	}
-	if vision.LandlockABI() == 0 {
-		log.Warn("this kernel has no Landlock: the vision worker's files are not confined (seccomp and its network namespace still apply)")
-	}
+	cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
 	if d.cfg.Vision.MemoryMax > 0 {
 		placer, err := cgroup.Setup("/sys/fs/cgroup", "/proc/self/cgroup", cgroup.Limits{MemoryMax: d.cfg.Vision.MemoryMax, PidsMax: workerPids})
 		switch {
 		case err == nil:
-			cfg.OnStart = placer.Place
+			cfg.Cgroup = placer
 			log.Info("vision worker gets a memory cgroup of its own", "cgroup", placer.Dir(), "memory_max", d.cfg.Vision.MemoryMax)
 		case errors.Is(err, cgroup.ErrNotDelegated):
 			log.Debug("vision worker shares the daemon's memory bound", "why", err.Error())
@@ -143,19 +146,19 @@ func (w workerPixels) Validate(ctx context.Context, data []byte) (capture.ImageI
 	return capture.ImageInfo{Format: r.Format, Width: r.Width, Height: r.Height}, nil
 }
 
-func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
+// Clean streams the worker's answer to out: the client checks its length
+// before reading it and its format and size after (vision.Client.Clean).
+func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, out io.Writer) error {
 	boxes := make([]vision.Box, len(hide))
 	for i, r := range hide {
 		boxes[i] = vision.Box{X: r.Min.X, Y: r.Min.Y, W: r.Dx(), H: r.Dy()}
 	}
-	r, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes})
-	if err != nil {
-		return nil, notJudged(err)
-	}
-	return r.JPEG, nil
+	_, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes, Width: size.X, Height: size.Y, MaxBytes: clean.MaxBytes(size.X, size.Y)}, out)
+	return notJudged(err)
 }
 
-// notJudged marks the worker's failures that say nothing of the image.
+// notJudged marks the worker's failures that say nothing of the image (it
+// could not start, or not be confined).
 func notJudged(err error) error {
 	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) {
 		return fmt.Errorf("%w: %w", capture.ErrRetryLater, err)
@@ -169,4 +172,14 @@ type noVision struct{}
 
 func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
 	return nil, errors.New("vision worker not available")
+}
+
+// photoAlone gives each photo about to leave a worker of its own
+// (vision.Client.Alone); without the worker, the photo is handled in
+// process as it is.
+func (d *Daemon) photoAlone() func(ctx context.Context, fn func(context.Context) error) error {
+	if d.vision == nil {
+		return nil
+	}
+	return d.vision.Alone
 }

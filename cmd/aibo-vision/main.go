@@ -141,12 +141,12 @@ func run(args []string) int {
 		for i, b := range req.Hide {
 			hide[i] = image.Rect(b.X, b.Y, b.X+b.W, b.Y+b.H)
 		}
-		out, err := clean.ForUpload(req.Image, hide)
+		out, err := clean.ForUpload(req.Image, hide, req.Width, req.Height, req.MaxBytes)
 		if err != nil {
 			log.Warn("clean", "bytes", len(req.Image), "err", err)
 			return vision.CleanResult{}, err
 		}
-		return vision.CleanResult{JPEG: out}, nil
+		return vision.CleanResult{JPEG: out, Width: req.Width, Height: req.Height}, nil
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()

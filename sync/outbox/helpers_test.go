@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -536,4 +537,20 @@ func checkDelivery(t testing.TB, d Delivery, m Meta, content []byte, chunkSize i
 		d.Manifest.Kind != m.Kind || d.Manifest.SHA256 != m.SHA256 {
 		t.Errorf("manifest %+v does not match meta %+v (want %d chunks)", d.Manifest, m, want)
 	}
+}
+
+// loadAll reads an artifact's whole content (fails the test when it
+// cannot be read).
+func loadAll(t *testing.T, o *Outbox, id string) []byte {
+	t.Helper()
+	rec, r, err := o.load(id)
+	if err != nil || rec == nil {
+		t.Fatalf("load %s: %v (record %v)", id, err, rec != nil)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read %s: %v", id, err)
+	}
+	return b
 }

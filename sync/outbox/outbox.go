@@ -107,6 +107,10 @@ type Artifact struct {
 	Attrs       map[string]any // manifest attrs; ids and counts, never personal data beyond ids
 	CreatedAt   time.Time      // default: now
 	Content     []byte         // only on Enqueue; sealed at rest with a per-artifact key
+	// Stream, instead of Content, is content already written through
+	// NewStream (large photos: never whole in memory). Prepare takes it
+	// over; the artifact gets the stream's id.
+	Stream *Stream
 	// Slot makes the artifact person-linked: its whole record (subject,
 	// attrs, times, content key) is sealed by the key in this keyring slot,
 	// so erasing the slot erases every copy, freed pages included. Only the
@@ -370,8 +374,19 @@ func (p *Prepared) Discard() {
 }
 
 // Prepare validates a, seals its content under a fresh key and, when it is
-// larger than InlineMax, writes it durably to its file.
+// larger than InlineMax, writes it durably to its file. Content written
+// through a Stream (a.Stream) is finished and taken over instead: its file
+// becomes the artifact's.
 func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
+	if a.Stream != nil {
+		if len(a.Content) > 0 || (a.ID != "" && a.ID != a.Stream.id) || a.Stream.o != o {
+			return nil, errors.New("outbox: a streamed artifact carries its stream's id and no other content")
+		}
+		if a.Stream.err != nil {
+			return nil, a.Stream.err
+		}
+		a.ID = a.Stream.id
+	}
 	if a.ID == "" {
 		a.ID = newID()
 	}
@@ -387,12 +402,16 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if a.SubjectID != "" && a.Kind == policy.KindUsage {
 		return nil, fmt.Errorf("outbox: artifact %s: usage artifacts carry no subject id", a.ID)
 	}
-	if len(a.Content) == 0 {
+	size := int64(len(a.Content))
+	if a.Stream != nil {
+		size = a.Stream.size
+	}
+	if size == 0 {
 		return nil, fmt.Errorf("outbox: artifact %s: empty content", a.ID)
 	}
-	if int64(len(a.Content)) > o.cfg.MaxQueueBytes {
+	if size > o.cfg.MaxQueueBytes {
 		o.stats.add(StatRefusedFull, a.Kind)
-		return nil, fmt.Errorf("%w: artifact %s has %d bytes, the queue holds %d", ErrQueueFull, a.ID, len(a.Content), o.cfg.MaxQueueBytes)
+		return nil, fmt.Errorf("%w: artifact %s has %d bytes, the queue holds %d", ErrQueueFull, a.ID, size, o.cfg.MaxQueueBytes)
 	}
 	if a.Attrs != nil {
 		enc, err := json.Marshal(a.Attrs)
@@ -411,13 +430,20 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = now
 	}
-	sum := sha256.Sum256(a.Content)
-	k := keys.New()
-	sealed, err := keys.Seal(k, a.Content, contentAAD(a.ID))
-	if err != nil {
-		return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
+	var sum []byte
+	var k, sealed []byte
+	if a.Stream != nil {
+		sum, k = a.Stream.sum.Sum(nil), slices.Clone(a.Stream.key)
+	} else {
+		h := sha256.Sum256(a.Content)
+		sum, k = h[:], keys.New()
+		var err error
+		if sealed, err = keys.Seal(k, a.Content, contentAAD(a.ID)); err != nil {
+			return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
+		}
 	}
 	var sealedKey, rawKey []byte
+	var err error
 	if a.Slot != nil {
 		if o.cfg.Keyring == nil {
 			return nil, fmt.Errorf("outbox: artifact %s is person-linked but the outbox has no keyring", a.ID)
@@ -446,8 +472,8 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		Attrs:       a.Attrs,
 		CreatedAt:   a.CreatedAt,
 		QueuedAt:    now,
-		Size:        int64(len(a.Content)),
-		SHA256:      hex.EncodeToString(sum[:]),
+		Size:        size,
+		SHA256:      hex.EncodeToString(sum),
 		Key:         sealedKey,
 		RawKey:      rawKey,
 		Slot:        slot,
@@ -455,6 +481,13 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		ShowsKnown:  a.ShowsKnown,
 		Generation:  a.Generation,
 	}}
+	if a.Stream != nil {
+		p.rec.File, p.rec.Segmented = fileName(a.ID), segmentSize
+		if err := a.Stream.finish(p.rec.File); err != nil {
+			return nil, fmt.Errorf("outbox: write artifact %s: %w", a.ID, err)
+		}
+		return p, nil
+	}
 	if len(a.Content) <= InlineMax {
 		p.rec.Inline = true
 		p.inline = sealed

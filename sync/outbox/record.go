@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -59,8 +60,9 @@ type record struct {
 	QueuedAt    time.Time      `json:"queued_at"`
 	Size        int64          `json:"size"`
 	SHA256      string         `json:"sha256"`
-	Inline      bool           `json:"inline,omitempty"` // content in bucketContent, not in a file
-	File        string         `json:"file,omitempty"`   // content file name in Dir (not inline)
+	Inline      bool           `json:"inline,omitempty"`    // content in bucketContent, not in a file
+	File        string         `json:"file,omitempty"`      // content file name in Dir (not inline)
+	Segmented   int            `json:"segmented,omitempty"` // the file holds segments of this many bytes, each sealed (stream.go)
 	Key         []byte         `json:"key,omitempty"`
 	RawKey      []byte         `json:"raw_key,omitempty"`
 	Attempts    int            `json:"attempts,omitempty"`
@@ -408,8 +410,11 @@ func (o *Outbox) deleteRecordsTx(tx *bolt.Tx, gone []record) error {
 // gone, or it does not authenticate.
 var errUnreadable = errors.New("content unreadable")
 
-// load reads an artifact's content: nil record when it is no longer queued.
-func (o *Outbox) load(id string) (*record, []byte, error) {
+// load opens an artifact's content for reading: nil record when it is no
+// longer queued. A streamed content is read a segment at a time; any
+// other is opened whole (it was sealed whole, and is small: every large
+// photo is streamed). The caller closes the reader.
+func (o *Outbox) load(id string) (*record, io.ReadCloser, error) {
 	var rec *record
 	var sealed []byte
 	err := o.st.View(func(tx *bolt.Tx) error {
@@ -431,6 +436,22 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 	if err != nil || rec == nil {
 		return nil, nil, err
 	}
+	k, err := o.contentKey(rec)
+	if err != nil {
+		return rec, nil, fmt.Errorf("artifact %s key: %w: %w", id, errUnreadable, err)
+	}
+	if rec.Segmented > 0 {
+		if rec.Segmented != segmentSize {
+			clear(k)
+			return rec, nil, fmt.Errorf("artifact %s: %w: segments of %d bytes", id, errUnreadable, rec.Segmented)
+		}
+		r, err := o.openSegments(rec, k)
+		if errors.Is(err, fs.ErrNotExist) {
+			return rec, nil, fmt.Errorf("artifact %s: %w: %w", id, errUnreadable, err)
+		}
+		return rec, r, err
+	}
+	defer clear(k)
 	if !rec.Inline {
 		if sealed, err = os.ReadFile(o.path(rec.File)); errors.Is(err, fs.ErrNotExist) {
 			return rec, nil, fmt.Errorf("artifact %s: %w: %w", id, errUnreadable, err)
@@ -438,11 +459,6 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 			return rec, nil, fmt.Errorf("artifact %s: %w", id, err)
 		}
 	}
-	k, err := o.contentKey(rec)
-	if err != nil {
-		return rec, nil, fmt.Errorf("artifact %s key: %w: %w", id, errUnreadable, err)
-	}
-	defer clear(k)
 	pt, err := keys.Open(k, sealed, contentAAD(id))
 	if err != nil {
 		return rec, nil, fmt.Errorf("artifact %s content: %w: %w", id, errUnreadable, err)
@@ -450,7 +466,7 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 	if int64(len(pt)) != rec.Size {
 		return rec, nil, fmt.Errorf("artifact %s content: %w: %d bytes, record says %d", id, errUnreadable, len(pt), rec.Size)
 	}
-	return rec, pt, nil
+	return rec, io.NopCloser(bytes.NewReader(pt)), nil
 }
 
 // contentKey is the key that seals r's content: inside the envelope for a

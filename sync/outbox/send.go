@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -397,6 +398,9 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, meta Meta) sendResult {
 	id := meta.ID
 	rec, content, err := o.load(id)
+	if content != nil {
+		defer content.Close()
+	}
 	switch {
 	case err == nil && rec == nil:
 		return stopped // erased meanwhile
@@ -412,8 +416,8 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		o.dropIDs(ReasonContentMissing, id)
 		return stopped
 	}
-	cs := o.cfg.ChunkSize
-	chunks := (len(content) + cs - 1) / cs
+	cs := int64(o.cfg.ChunkSize)
+	chunks := int((rec.Size + cs - 1) / cs)
 	attrs := meta.Attrs
 	if attrs == nil {
 		attrs = map[string]any{}
@@ -439,7 +443,21 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		suffix, payload := prefix+"meta", man
 		if n >= 0 {
 			suffix = prefix + "chunk/" + strconv.Itoa(n)
-			payload = content[n*cs : min((n+1)*cs, len(content))]
+			// A buffer of its own per chunk: the MQTT client keeps an
+			// unacknowledged message to send it again after a reconnect.
+			payload = make([]byte, min(cs, rec.Size-int64(n)*cs))
+			if _, err := io.ReadFull(content, payload); err != nil {
+				switch {
+				case it.gone.Load():
+					return stopped
+				case !errors.Is(err, errUnreadable):
+					o.log.Error("outbox: reading artifact failed; will retry", "artifact_id", id, "err", err)
+					return linkDown // not the link, but the same "later"
+				}
+				o.log.Error("artifact unreadable; dropping it", "artifact_id", id, "kind", meta.Kind, "err", err)
+				o.dropIDs(ReasonContentMissing, id)
+				return stopped
+			}
 		}
 		switch r := o.publishOne(sctx, ctx, p, it, meta, suffix, payload); r {
 		case sentAll:
