@@ -523,7 +523,7 @@ func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, blob io
 			c.kill(w)
 			c.count(func(s *Stats) { s.Crashes++ })
 			c.cfg.Logger.Error("vision worker crashed", "pid", w.pid, "op", req.Op, "exit", reason, "err", r.err)
-			return nil, fmt.Errorf("%w during %s (pid %d, %s): %v", ErrCrashed, req.Op, w.pid, reason, r.err)
+			return nil, fmt.Errorf("%w during %s (pid %d, %s): %w", ErrCrashed, req.Op, w.pid, reason, r.err)
 		}
 		return r.resp, nil
 	case <-t.C:
