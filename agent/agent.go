@@ -425,6 +425,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.stateChanged()
 	d.log.Info("aibo-privacyd running", "device_id", d.cfg.DeviceID, "schema", d.st.SchemaVersion())
+	if d.vision != nil {
+		wg.Go(func() { d.probeVision(ctx) })
+	}
 	<-ctx.Done()
 	// Everything stops within ShutdownTimeout: the services, and the
 	// vision worker (stopped at once, which also ends a request a

@@ -101,6 +101,34 @@ type StatusReport struct {
 	DailyCap      int          `json:"daily_cap"`
 	Prohibited    bool         `json:"region_prohibited"`
 	Update        UpdateStatus `json:"firmware_update"`
+	Vision        VisionStatus `json:"vision"`
+}
+
+// VisionStatus is the vision worker's confinement as /v1/status shows it:
+// each layer in force by name, never "sandboxed" for one that is not.
+type VisionStatus struct {
+	// State: "confined", "refused" (no worker runs: Refused says why),
+	// "unchecked" (no launcher has run yet) or "unavailable" (no worker
+	// binary).
+	State   string            `json:"state"`
+	Refused string            `json:"refused,omitempty"`
+	Layers  map[string]string `json:"layers,omitempty"`
+}
+
+// visionStatus reads the client's record of the confinement.
+func (d *Daemon) visionStatus() VisionStatus {
+	if d.vision == nil {
+		return VisionStatus{State: "unavailable"}
+	}
+	conf := d.vision.Confinement()
+	st := VisionStatus{State: "unchecked", Refused: conf.Refused, Layers: conf.Layers()}
+	switch {
+	case conf.Refused != "":
+		st.State = "refused"
+	case conf.Confined():
+		st.State = "confined"
+	}
+	return st
 }
 
 // UpdateStatus is what the status adds to the reported state's firmware
@@ -146,6 +174,7 @@ func (t *technician) Status(ctx context.Context) (any, error) {
 		Prohibited:    d.pol.Prohibited(s.Region),
 		Update: UpdateStatus{Fallback: fw.Fallback, Highest: fw.Highest, Download: fw.Download,
 			MaterialPolicyChange: fw.MaterialPolicyChange, PolicyVersion: fw.PolicyVersion},
+		Vision: d.visionStatus(),
 	}, nil
 }
 

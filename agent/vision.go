@@ -183,3 +183,18 @@ func (d *Daemon) photoAlone() func(ctx context.Context, fn func(context.Context)
 	}
 	return d.vision.Alone
 }
+
+// probeVision runs the worker's launcher alone once at start, so the
+// confinement (or why there can be none) is known before the first frame
+// (status, metrics and the health check read vision.Client.Confinement).
+func (d *Daemon) probeVision(ctx context.Context) {
+	conf, err := d.vision.Probe(ctx)
+	switch {
+	case err != nil:
+		d.log.Error("vision worker's launcher did not run", "err", err)
+	case conf.Refused != "":
+		d.log.Error("vision worker cannot be confined: no worker runs, faces and photos are not analysed", "why", conf.Refused)
+	default:
+		d.log.Info("vision worker confinement", "landlock_abi", conf.Landlock, "seccomp", conf.Seccomp, "namespaces", conf.Namespaces, "uid", conf.UID, "cgroup", conf.Cgroup)
+	}
+}

@@ -67,7 +67,10 @@ type Config struct {
 	// Dir is the worker's working directory; "" is "/".
 	Dir string
 
-	RequestTimeout time.Duration // one request, default 10 s
+	// RequestTimeout bounds one request, default 10 s; a clean request
+	// gets cleanTimeouts times as long (a 40-megapixel photo decoded,
+	// scaled and encoded in pure Go).
+	RequestTimeout time.Duration
 	StartTimeout   time.Duration // start plus handshake, default 5 s
 	// IdleTimeout stops the worker after this long without a request,
 	// default 30 s; negative: never.
@@ -175,6 +178,9 @@ type Client struct {
 func NewClient(cfg Config) *Client {
 	return &Client{cfg: cfg.withDefaults()}
 }
+
+// cleanTimeouts is how many RequestTimeouts a clean request may take.
+const cleanTimeouts = 3
 
 // refuseFor is how long a client whose launcher refused to confine a
 // worker refuses requests at once, without trying again (a kernel does not
@@ -365,7 +371,11 @@ func (c *Client) callLocked(ctx context.Context, req *Request, blob io.Writer, c
 		}
 	}
 	w := c.w
-	resp, err := c.roundTrip(ctx, w, req, blob, c.cfg.RequestTimeout)
+	timeout := c.cfg.RequestTimeout
+	if req.Op == OpClean {
+		timeout *= cleanTimeouts
+	}
+	resp, err := c.roundTrip(ctx, w, req, blob, timeout)
 	if err != nil {
 		return nil, err
 	}

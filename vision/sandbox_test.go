@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/aibo-privacy/aibo-privacyd/vision/internal/escape"
+	"github.com/aibo-privacy/aibo-privacyd/internal/escape"
 )
 
 // Environment of the fake worker in the escape tests.
@@ -40,11 +40,7 @@ func outerFilter() {
 	if os.Getenv(noLandlockEnv) != "1" || len(os.Args) < 2 || os.Args[1] != LauncherArg {
 		return
 	}
-	p, err := denyProgram(unix.ENOSYS, unix.SYS_LANDLOCK_CREATE_RULESET)
-	if err == nil {
-		err = loadFilter(p)
-	}
-	if err != nil {
+	if err := escape.WithoutLandlock(); err != nil {
 		fmt.Fprintln(os.Stderr, "outer filter:", err)
 		os.Exit(125)
 	}

@@ -3,7 +3,6 @@ package vision
 import (
 	"fmt"
 	"runtime"
-	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -157,16 +156,6 @@ func workerProgram(pid int) ([]unix.SockFilter, error) {
 		}
 	}
 	return program(rules, retEPERM)
-}
-
-// denyProgram lets every native call through except those in nrs, which
-// fail with errno (the tests' stand-in for an older kernel).
-func denyProgram(errno unix.Errno, nrs ...uintptr) ([]unix.SockFilter, error) {
-	var rules []rule
-	for _, nr := range slices.Compact(slices.Sorted(slices.Values(nrs))) {
-		rules = append(rules, rule{uint32(nr), []unix.SockFilter{ret(unix.SECCOMP_RET_ERRNO | uint32(errno))}})
-	}
-	return program(rules, retAllow)
 }
 
 // loadFilter installs p on every thread of the process (TSYNC), after

@@ -133,18 +133,3 @@ func TestTheAllowListNamesRealSyscalls(t *testing.T) {
 		t.Errorf("%d numbers for %d names", len(syscallNumbers), len(workerSyscalls))
 	}
 }
-
-// The stand-in for an older kernel refuses the calls it names and lets
-// every other through.
-func TestDenyProgram(t *testing.T) {
-	p, err := denyProgram(unix.ENOSYS, unix.SYS_LANDLOCK_CREATE_RULESET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := run(t, p, auditArch, unix.SYS_LANDLOCK_CREATE_RULESET); got != unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS) {
-		t.Errorf("landlock_create_ruleset: %#x", got)
-	}
-	if got := run(t, p, auditArch, unix.SYS_OPENAT); got != retAllow {
-		t.Errorf("openat: %#x", got)
-	}
-}

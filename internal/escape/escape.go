@@ -1,6 +1,6 @@
 // Package escape is what a vision worker taken over by a hostile image
 // would try, for the tests of the worker's confinement (vision's
-// sandbox_test.go): read or rewrite the daemon's keys and store, change
+// sandbox_test.go, the daemon's e2e tests): read or rewrite the daemon's keys and store, change
 // their modes, times or attributes, reach the diagnostic socket or the
 // network (through the 64-bit and the 32-bit syscall interfaces), copy the
 // daemon's descriptors, signal other processes, make namespaces, set up
@@ -18,6 +18,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -93,7 +94,7 @@ func native() []Attempt {
 		{"kill another process", func(t Targets) (int, error) { return 0, unix.Kill(t.VictimPID, unix.SIGTERM) }},
 		{"io_uring_setup", func(t Targets) (int, error) {
 			var params [120]byte
-			fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafePointer(&params[0])), 0)
+			fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
 			if e != 0 {
 				return 0, e
 			}
@@ -144,4 +145,26 @@ func Sleep() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// WithoutLandlock makes this process, and all it starts, see a kernel
+// without Landlock, as the security review did: a seccomp filter answers
+// ENOSYS to landlock_create_ruleset and lets every other call through.
+func WithoutLandlock() error {
+	nr := uint32(unix.SYS_LANDLOCK_CREATE_RULESET)
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // the call's number
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nr, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	_, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	if e != 0 {
+		return e
+	}
+	return nil
 }

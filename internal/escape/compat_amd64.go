@@ -15,8 +15,6 @@ import (
 // Pointers passed to it must lie below 4 GiB (low).
 func int80(nr, a1, a2, a3, a4, a5 uint32) int32
 
-func unsafePointer(p *byte) unsafe.Pointer { return unsafe.Pointer(p) }
-
 // i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl).
 const (
 	nrRead         = 3

@@ -2,10 +2,6 @@
 
 package escape
 
-import "unsafe"
-
-func unsafePointer(p *byte) unsafe.Pointer { return unsafe.Pointer(p) }
-
 // compat has no attempts here: an arm64 process cannot make an AArch32
 // call (the filter kills one all the same: the architecture check).
 func compat() []Attempt { return nil }
