@@ -20,6 +20,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // logLines parses the daemon's JSON log.
@@ -222,6 +223,14 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		{"aibo_vision_worker_available", nil, 1},
 		{"aibo_vision_worker_crashes_total", nil, 0},
 		{"aibo_vision_worker_timeouts_total", nil, 0},
+		// Issue 21: each layer of the worker's confinement in force, by name.
+		{"aibo_vision_confined", nil, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "landlock"}, float64(vision.LandlockABI())},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "seccomp"}, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "namespace_net"}, 1},
+		{"aibo_vision_alone_total", nil, 1}, // the kept photo got a worker of its own
+		{"aibo_vision_bad_answers_total", nil, 0},
+		{"aibo_vision_refused_total", nil, 0},
 		{"aibo_commands_total", map[string]string{"type": "accept_policy", "code": "unsigned"}, 1},
 		{"aibo_commands_total", map[string]string{"type": "set_features", "code": "bad_signature"}, 1},
 		// A sender cannot mint series: an unknown type is "unknown".
