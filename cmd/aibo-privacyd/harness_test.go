@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "without Landlock:", err)
 		os.Exit(125)
 	}
+	if mode := hostileMode(); mode != "" {
+		os.Exit(hostileWorker(mode))
+	}
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "aibo-e2e-bin")
 	if err != nil {
@@ -133,6 +136,9 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 	// Every rig's worker gets the face nets make setup converted (before
 	// the diag block, which some tests extend at the end of the file).
 	visionBlock := "vision:\n  face_models_dir: " + faceModels + "\n"
+	if strings.Contains(extraYAML, "vision:\n") {
+		visionBlock = "" // the test's own, whole
+	}
 	cfg := fmt.Sprintf(`device_id: %s
 data_dir: %s
 spool_dir: %s

@@ -17,7 +17,7 @@ import (
 
 // bigPhoto is a w x h JPEG with grain everywhere (a re-encoded 12 MP copy
 // weighs several MiB, far past the 768 KiB the old base64 answer held).
-func bigPhoto(t *testing.T, w, h int, grain int) []byte {
+func bigPhoto(t testing.TB, w, h int, grain int) []byte {
 	t.Helper()
 	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
 	r := rand.New(rand.NewSource(int64(w)))
