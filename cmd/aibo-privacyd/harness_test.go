@@ -97,10 +97,10 @@ type rig struct {
 	// noLandlock runs the daemon on what looks like a kernel without
 	// Landlock (withoutLandlockEnv).
 	noLandlock bool
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	logs     *testlog.Buffer
-	allLogs  []string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	logs       *testlog.Buffer
+	allLogs    []string
 }
 
 func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {

@@ -150,7 +150,7 @@ func TestP16_AHostileWorkerDoesNotGrowTheDaemon(t *testing.T) {
 			logs := r.logs.String()
 			want := map[string]string{"hostile-flood": `"reason":"not_cleaned"`, "hostile-claims": "size limit"}[mode]
 			if !strings.Contains(logs, want) {
-					t.Fatalf("the daemon's log never says %s: the hostile answers were not the ones refused", want)
+				t.Fatalf("the daemon's log never says %s: the hostile answers were not the ones refused", want)
 			}
 			if n := outboxFiles(t, r); n != 0 {
 				t.Fatalf("%d outbox files left behind", n)
