@@ -151,9 +151,9 @@ func Default() Config {
 		Region:   "US-CA",
 		LogLevel: "info",
 		MQTT: MQTT{
-			Broker:        "tcp://127.0.0.1:1883",
-			ChunkSize:     65536,
-			AckTimeout:    Duration(30 * time.Second),
+			Broker:     "tcp://127.0.0.1:1883",
+			ChunkSize:  65536,
+			AckTimeout: Duration(30 * time.Second),
 			// A day's keep_per_day (10) photos at 12 megapixels, each
 			// within its bound (capture/clean.MaxBytes: 12 MB), and room
 			// for everything else (agent's TestTheDefaultQueueHoldsADaysPhotos).
