@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -34,13 +33,6 @@ func ctl(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
 	code = run(args, &o, &e)
 	return code, o.String(), e.String()
-}
-
-func mustMatch(t *testing.T, out, pattern string) {
-	t.Helper()
-	if !regexp.MustCompile(pattern).MatchString(out) {
-		t.Errorf("output does not match %q:\n%s", pattern, out)
-	}
 }
 
 func TestMetricsJSONCarriesLabelsHistogramsAndSummaries(t *testing.T) {
