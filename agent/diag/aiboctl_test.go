@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,52 +159,15 @@ func (cliFull) Selftest(context.Context) Health {
 	return Health{Status: "degraded", Checks: map[string]Check{"clock": {OK: false, Detail: "year 1970"}}}
 }
 
-func cliSocketDir(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	if len(d) < 60 {
-		return d
-	}
-	d, err := os.MkdirTemp("", "ctl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-// serve runs a real Server on a temp socket and returns its path.
+// cliServe runs a real Server for backend b on a temporary socket (with
+// one counter to scrape) and returns the socket's path.
 func cliServe(t *testing.T, b Backend, allowed ...uint32) string {
 	t.Helper()
-	sock := filepath.Join(cliSocketDir(t), "sock")
 	reg := prometheus.NewRegistry()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "aibo_photos_admitted_total", Help: "admitted photos"})
 	reg.MustRegister(c)
 	c.Add(30)
-	srv, err := New(Config{Socket: sock, Backend: b, AllowedUIDs: allowed, Metrics: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("diag socket never came up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return start(t, Config{Backend: b, AllowedUIDs: allowed, Metrics: reg}).sock
 }
 
 func TestAiboctlStatus(t *testing.T) {
@@ -270,7 +232,7 @@ func TestAiboctlSocketFromEnv(t *testing.T) {
 		t.Errorf("env socket: exit %d %s", code, errOut)
 	}
 	// -socket wins over the environment.
-	bad := filepath.Join(cliSocketDir(t), "none.sock")
+	bad := filepath.Join(socketDir(t), "none.sock")
 	code, _, errOut := ctl(t, "health", "-socket", bad)
 	if code != exitUnreachable || errOut != "aiboctl: cannot reach "+bad+": no such file or directory\n" {
 		t.Errorf("flag over env: exit %d %q", code, errOut)

@@ -192,34 +192,11 @@ func BenchmarkHostileWorkerDaemonPeakRSS(b *testing.B) {
 					b.Fatal(err)
 				}
 				c := br.Client(b)
-				results := c.Subscribe(b, "aibo/bench/cmd/result")
 				events := c.Subscribe(b, "aibo/bench/events")
-				send := func(id, typ, payload string) {
-					for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-						c.Publish(b, "aibo/bench/cmd", []byte(`{"id":"`+id+`","type":"`+typ+`","payload":`+payload+`}`), false)
-						for _, m := range results.All() {
-							if bytes.Contains(m.Payload, []byte(`"`+id+`"`)) {
-								return
-							}
-						}
-					}
-					b.Fatalf("no answer to %s", typ)
-				}
+				send := benchSend(b, c)
 				send("acc", "accept_policy", `{"version":"v1"}`)
 				send("on", "set_features", `{"auto_photo":true,"blur_unknown_faces":true}`)
-				for j := range 3 {
-					p := filepath.Join(r.spool, "photos", name("h", j))
-					os.WriteFile(p+".part", photo, 0o644)
-					os.Rename(p+".part", p)
-				}
-				for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-					if entries, _ := os.ReadDir(filepath.Join(r.spool, "photos")); len(entries) == 0 {
-						break
-					}
-					if time.Now().After(deadline) {
-						b.Fatal("the photos stayed in the spool")
-					}
-				}
+				benchDrop(b, r, map[string][]byte{"h-0.jpg": photo, "h-1.jpg": photo, "h-2.jpg": photo}, 60*time.Second)
 				send("sel", "select_photos", `{}`)
 				events.WaitFor(b, 120*time.Second, func(m testbroker.Message) bool { return bytes.Contains(m.Payload, []byte(`"selection_done"`)) })
 				if hwm := procKB(b, cmd.Process.Pid, "VmHWM:"); hwm > worst {
