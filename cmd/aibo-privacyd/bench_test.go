@@ -139,6 +139,20 @@ func newBenchRig(b *testing.B, br *testbroker.Broker) *rig {
 	return r
 }
 
+// benchStart appends extraYAML to the bench rig's config and starts the
+// daemon as shipped.
+func benchStart(b *testing.B, r *rig, extraYAML string) *exec.Cmd {
+	b.Helper()
+	cfg, _ := os.ReadFile(r.config)
+	os.WriteFile(r.config, append(cfg, extraYAML...), 0o600)
+	os.MkdirAll(filepath.Join(r.spool, "photos"), 0o755)
+	cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return cmd
+}
+
 // benchSend returns a function that publishes a command to the bench
 // device until its result comes back (the daemon may not be connected
 // yet).

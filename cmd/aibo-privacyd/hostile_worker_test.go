@@ -10,7 +10,6 @@ import (
 	_ "image/png"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -183,14 +182,7 @@ func BenchmarkHostileWorkerDaemonPeakRSS(b *testing.B) {
 				r := newBenchRig(b, br)
 				models := filepath.Join(b.TempDir(), mode)
 				os.Mkdir(models, 0o755)
-				cfg, _ := os.ReadFile(r.config)
-				cfg = append(cfg, []byte("photos:\n  keep_per_day: 3\n  min_score: 0\nvision:\n  worker: "+os.Args[0]+"\n  face_models_dir: "+models+"\n")...)
-				os.WriteFile(r.config, cfg, 0o600)
-				os.MkdirAll(filepath.Join(r.spool, "photos"), 0o755)
-				cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
+				cmd := benchStart(b, r, "photos:\n  keep_per_day: 3\n  min_score: 0\nvision:\n  worker: "+os.Args[0]+"\n  face_models_dir: "+models+"\n")
 				c := br.Client(b)
 				events := c.Subscribe(b, "aibo/bench/events")
 				send := benchSend(b, c)

@@ -5,9 +5,6 @@ import (
 	"compress/zlib"
 	"encoding/binary"
 	"hash/crc32"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -89,14 +86,7 @@ func BenchmarkHostileSpoolPeakRSS(b *testing.B) {
 	worst := 0
 	for i := 0; i < b.N; i++ {
 		r := newBenchRig(b, br)
-		cfg, _ := os.ReadFile(r.config)
-		cfg = append(cfg, []byte("photos:\n  min_score: 0\nvision:\n  face_models_dir: "+faceModels+"\n")...)
-		os.WriteFile(r.config, cfg, 0o600)
-		os.MkdirAll(filepath.Join(r.spool, "photos"), 0o755)
-		cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		cmd := benchStart(b, r, "photos:\n  min_score: 0\nvision:\n  face_models_dir: "+faceModels+"\n")
 		c := br.Client(b)
 		events := c.Subscribe(b, "aibo/bench/events")
 		send := benchSend(b, c)
