@@ -452,7 +452,9 @@ func (c *Client) start(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrStart, err)
 	}
 	conf, err := w.confinement(c.cfg, c.ns)
-	c.setConfinement(conf)
+	if err == nil {
+		c.setConfinement(conf)
+	}
 	if conf.Refused != "" {
 		c.kill(w)
 		c.refused = time.Now()

@@ -137,6 +137,13 @@ func (f *cliBackend) Audit(_ context.Context, limit int) ([]audit.Record, error)
 	return f.records, nil
 }
 
+// limit is the last limit the server passed on.
+func (f *cliBackend) limit() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastLimit
+}
+
 func (f *cliBackend) AuditVerify(context.Context) (audit.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -280,8 +287,8 @@ func TestAiboctlAudit(t *testing.T) {
 	if code != 0 || errOut != "" {
 		t.Fatalf("exit %d %q", code, errOut)
 	}
-	if fb.lastLimit != DefaultAuditLimit {
-		t.Errorf("default limit %d", fb.lastLimit)
+	if got := fb.limit(); got != DefaultAuditLimit {
+		t.Errorf("default limit %d", got)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 {
@@ -297,8 +304,8 @@ func TestAiboctlAudit(t *testing.T) {
 		{"audit", "--limit", "1", "-socket", sock},
 	} {
 		code, out, _ := ctl(t, args...)
-		if code != 0 || fb.lastLimit != 1 || strings.Count(out, "\n") != 2 {
-			t.Errorf("%v: exit %d limit %d\n%s", args, code, fb.lastLimit, out)
+		if code != 0 || fb.limit() != 1 || strings.Count(out, "\n") != 2 {
+			t.Errorf("%v: exit %d limit %d\n%s", args, code, fb.limit(), out)
 		}
 	}
 

@@ -151,7 +151,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		t.Fatalf("selection_done %v", ev)
 	}
 	m, _ := cl.receive("photo", true)
-	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 0 })
+	// Acked, not only queued: an earlier state had nothing pending too.
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0
+	})
 
 	// Metrics first: the daemon is still running.
 	text, code := r.ctl("metrics")

@@ -140,6 +140,7 @@ func (s *Stream) finish(name string) error {
 		return s.err
 	}
 	s.done = true
+	clear(s.key) // Prepare holds its own copy
 	return nil
 }
 
