@@ -120,7 +120,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
 		AckTimeout:    cfg.MQTT.AckTimeout.D(),
-		Now:           d.now,
+		Now:           d.wallNow,
 		Logger:        log.With("component", "outbox"),
 		MaySend:       d.mayPublish,
 		AckedTx:       d.artifactAckedTx,
@@ -139,7 +139,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),
 		SightingInterval: cfg.Faces.SightingInterval.D(),
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
-		Now:              d.now,
+		Now:              d.wallNow,
 		Logger:           log.With("component", "faces"),
 		EnrolledTx:       d.templateBackupTx,
 		OnEnrolled: func(subject string) {
@@ -177,7 +177,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MinScore:   cfg.Photos.MinScore,
 		SelectAt:   cfg.Photos.SelectAt,
 		Location:   cfg.Location(),
-		Now:        d.now,
+		Now:        d.wallNow,
 		Logger:     log.With("component", "selection"),
 		Pixels:     d.photoPixels(),
 		OnSelected: func(s capture.Selection) {
@@ -195,7 +195,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		DailyCap:     cfg.Photos.DailyCap,
 		Location:     cfg.Location(),
 		MaxFileBytes: cfg.Photos.MaxFileBytes,
-		Now:          d.now,
+		Now:          d.wallNow,
 		Logger:       log.With("component", "intake"),
 		Pixels:       d.photoPixels(),
 		OnDecided: func(o capture.Outcome) {
@@ -217,7 +217,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Authenticate: command.Verifier(commandKeys),
 		DeviceID:     cfg.DeviceID,
 		IDRetention:  cfg.Retention.CommandIDs.D(),
-		Now:          d.now,
+		Now:          d.wallNow,
 		Logger:       log.With("component", "commands"),
 		OnAnswered:   func(typ, code string) { d.metrics.command(typ, code) },
 	})
@@ -245,7 +245,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Installed:       cfg.Firmware.Version,
 		Keys:            fwKeys,
 		DownloadTimeout: cfg.Firmware.DownloadTimeout.D(),
-		Now:             d.now,
+		Now:             d.wallNow,
 		Logger:          log.With("component", "firmware"),
 		StagedTx:        d.pauseForMaterialChangeTx,
 		OnStaged: func(m firmware.Manifest) {

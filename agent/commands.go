@@ -10,7 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
@@ -90,19 +89,26 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 		return nil, command.Errorf(command.CodeBadRequest, "payload names no feature")
 	}
 	set := map[policy.Feature]bool{}
+	var settings []string
 	for name, raw := range fields {
 		var on bool
 		if err := json.Unmarshal(raw, &on); err != nil {
 			return nil, command.Errorf(command.CodeBadRequest, "feature %q must be true or false", textx.Cut(name, 40))
 		}
 		set[policy.Feature(name)] = on
+		settings = append(settings, "feature/"+name)
+	}
+	// The newest signed command per feature wins: an older one (a switch
+	// the network held back) changes nothing.
+	if err := e.Claim(settings...); err != nil {
+		return nil, err
 	}
 	ch, err := d.pol.SetFeatures(e.Tx, e.Now, set)
 	if err != nil {
 		return nil, refusal(err)
 	}
 	if ch.TurnedOff(policy.AutoPhoto) {
-		ids, err := capture.ForgetUndecided(e.Tx)
+		ids, err := d.vault.ForgetUndecidedTx(e.Tx, time.Time{})
 		if err != nil {
 			return nil, err
 		}
@@ -111,11 +117,6 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 				return nil, err
 			}
 		}
-		e.OnCommit(func() {
-			if err := d.vault.RemoveFiles(ids); err != nil {
-				d.log.Error("remove erased photo files", "err", err)
-			}
-		})
 	}
 	// Whatever the switches no longer allow may not leave: drop it in the
 	// switch's own transaction rather than at its next publish attempt
@@ -172,6 +173,9 @@ func (d *Daemon) acceptPolicy(ctx context.Context, e *command.Exec) (any, error)
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
+	if err := e.Claim("policy_version"); err != nil {
+		return nil, err
+	}
 	ch, err := d.pol.AcceptPolicy(e.Tx, e.Now, p.Version)
 	if err != nil {
 		return nil, refusal(err)
@@ -187,6 +191,9 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 		Region string `json:"region"`
 	}
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	if err := e.Claim("region"); err != nil {
 		return nil, err
 	}
 	ch, err := d.pol.SetRegion(e.Tx, e.Now, p.Region, config.ValidRegion)

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,11 +30,27 @@ type device struct {
 	t       *testing.T
 	d       *Daemon
 	dataDir string
-	now     time.Time
+	mu      sync.Mutex
+	now     time.Time // the device's wall clock: set it with setNow while services run
 	seq     int
+	signer  ed25519.PrivateKey // set: the device takes signed commands only (newSignedDevice)
 }
 
-func newDevice(t *testing.T, dataDir string) *device {
+func (dv *device) clock() time.Time {
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	return dv.now
+}
+
+func (dv *device) setNow(t time.Time) {
+	dv.mu.Lock()
+	dv.now = t
+	dv.mu.Unlock()
+}
+
+func newDevice(t *testing.T, dataDir string) *device { return newDeviceWith(t, dataDir, "") }
+
+func newDeviceWith(t *testing.T, dataDir, extraConfig string) *device {
 	t.Helper()
 	if !strings.HasPrefix(newRecognizer().Model(), "test-") {
 		old := newRecognizer
@@ -47,8 +65,8 @@ func newDevice(t *testing.T, dataDir string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
-	cfg, err := config.Parse([]byte(fmt.Sprintf("data_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\nvision:\n  worker: /nonexistent\n",
-		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"))))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: aibo-0001\ndata_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\nvision:\n  worker: /nonexistent\n%s",
+		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"), extraConfig)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +75,7 @@ func newDevice(t *testing.T, dataDir string) *device {
 		t.Fatal(err)
 	}
 	dv := &device{t: t, d: d, dataDir: dataDir, now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	d.now = func() time.Time { return dv.now }
+	d.now = dv.clock
 	t.Cleanup(dv.close)
 	return dv
 }
@@ -91,6 +109,15 @@ func (dv *device) try(typ string, payload any) answer {
 	dv.t.Helper()
 	dv.seq++
 	raw, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("c%d", dv.seq), "type": typ, "payload": payload})
+	if dv.signer != nil { // signed now
+		return dv.send(dv.signed(fmt.Sprintf("c%d", dv.seq), typ, dv.clock(), payload))
+	}
+	return dv.send(raw)
+}
+
+// send hands raw bytes to the dispatcher, as the link does.
+func (dv *device) send(raw []byte) answer {
+	dv.t.Helper()
 	var a answer
 	if err := json.Unmarshal(dv.d.disp.Handle(context.Background(), raw), &a); err != nil {
 		dv.t.Fatal(err)

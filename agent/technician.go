@@ -28,7 +28,7 @@ type technician struct {
 const accessInterval = time.Minute
 
 func newTechnician(d *Daemon) *technician {
-	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.now)}
+	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.wallNow)}
 }
 
 // run appends the aggregated access counts as each interval ends, and what

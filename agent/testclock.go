@@ -38,3 +38,7 @@ func clockFromEnv() (func() time.Time, string, error) {
 		return start.Add(time.Duration(float64(time.Since(real0)) * speed))
 	}, v, nil
 }
+
+// wallNow is d.now read at every call: the services get it rather than
+// d.now itself, so that one clock, set once, moves them all.
+func (d *Daemon) wallNow() time.Time { return d.now() }

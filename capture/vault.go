@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,18 @@ const photoExt = ".photo"
 type Vault struct {
 	dir       string
 	deviceKey []byte
+	logger    *slog.Logger
+}
+
+// SetLogger sets where the vault reports files it could not remove
+// (slog.Default otherwise).
+func (v *Vault) SetLogger(l *slog.Logger) { v.logger = l }
+
+func (v *Vault) log() *slog.Logger {
+	if v.logger != nil {
+		return v.logger
+	}
+	return slog.Default()
 }
 
 // NewVault prepares dir (mode 0700).
@@ -166,31 +179,52 @@ func (v *Vault) Reconcile(st *store.Store) (orphanFiles, lostRecords int, err er
 	return orphanFiles, lostRecords, fsx.SyncDir(v.dir)
 }
 
-// ForgetUndecided erases, inside tx, every admitted photo not yet handed
-// on: records and sealed keys go, the day counters count them deleted. The
-// caller removes the files with RemoveFiles after the commit; until then
-// they are unreadable, since their keys are gone.
-func ForgetUndecided(tx *bolt.Tx) ([]string, error) {
+// ForgetUndecidedTx erases, inside tx, every admitted photo not yet
+// handed on that was admitted before before (zero: all of them): records
+// and keys go, the day counters count them deleted. Once tx commits, their
+// files are removed; until then they are unreadable, since their keys are
+// gone. It returns their ids.
+func (v *Vault) ForgetUndecidedTx(tx *bolt.Tx, before time.Time) ([]string, error) {
 	photos, err := Photos(tx)
 	if err != nil {
 		return nil, err
 	}
 	perDay := map[string]int{}
-	ids := make([]string, 0, len(photos))
+	var gone []Photo
 	b := tx.Bucket(store.BucketPhotos)
 	for _, p := range photos {
+		if !before.IsZero() && !p.AdmittedAt.Before(before) {
+			continue // admitted after the cutoff: it stays
+		}
 		if err := b.Delete([]byte(p.ID)); err != nil {
 			return nil, err
 		}
 		perDay[p.Day]++
-		ids = append(ids, p.ID)
+		gone = append(gone, p)
 	}
 	for day, n := range perDay {
 		if err := AddDeleted(tx, day, n); err != nil {
 			return nil, err
 		}
 	}
-	return ids, nil
+	return v.forgetOnCommit(tx, gone), nil
+}
+
+// forgetOnCommit removes, once tx has committed, the files of photos whose
+// records tx deleted, and returns their ids.
+func (v *Vault) forgetOnCommit(tx *bolt.Tx, gone []Photo) []string {
+	ids := make([]string, 0, len(gone))
+	for _, p := range gone {
+		ids = append(ids, p.ID)
+	}
+	if len(ids) > 0 {
+		tx.OnCommit(func() {
+			if err := v.RemoveFiles(ids); err != nil {
+				v.log().Error("remove erased photo files (their keys are gone)", "err", err)
+			}
+		})
+	}
+	return ids
 }
 
 // RemoveFiles deletes sealed files whose records are gone.

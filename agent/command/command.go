@@ -37,6 +37,7 @@ const (
 	CodeBadSignature      = "bad_signature"
 	CodeExpired           = "expired"
 	CodeWrongDevice       = "wrong_device"
+	CodeSuperseded        = "superseded" // v3: a newer signed command for a setting it names was applied
 	CodePolicyNotAccepted = "policy_not_accepted"
 	CodeFeatureDisabled   = "feature_disabled"
 	CodeConsentRequired   = "consent_required"

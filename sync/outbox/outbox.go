@@ -649,19 +649,22 @@ func (o *Outbox) DropTx(tx *bolt.Tx, match func(Meta) bool, reason string) (afte
 }
 
 // DropSlotTx drops, in tx, the person-linked artifacts sealed by slot's
-// key whose kind is in kinds (every kind when kinds is empty), reading
-// only those through the slot index. See DropTx for after.
-func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reason string) (after func(), dropped []Meta, err error) {
+// key whose kind is in kinds (every kind when kinds is empty) and that
+// were created before before (zero: whenever), reading only those through
+// the slot index. An artifact whose record cannot be read goes in any
+// case. See DropTx for after.
+func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, before time.Time, reason string) (after func(), dropped []Meta, err error) {
 	var gone []record
-	// Dropping every kind needs nothing sealed: the envelopes go unopened.
-	all := len(kinds) == 0 || (slices.Contains(kinds, policy.KindSighting) && slices.Contains(kinds, policy.KindFaceTemplate))
+	// Dropping every kind of every age needs nothing sealed: the envelopes
+	// go unopened.
+	all := before.IsZero() && (len(kinds) == 0 || (slices.Contains(kinds, policy.KindSighting) && slices.Contains(kinds, policy.KindFaceTemplate)))
 	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
 		recs, err := o.slotRecordsTx(tx, slot, !all)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range recs {
-			if all || r.Kind == "" || slices.Contains(kinds, r.Kind) {
+			if all || r.Kind == "" || ((len(kinds) == 0 || slices.Contains(kinds, r.Kind)) && createdBefore(&r, before)) {
 				gone = append(gone, r)
 			}
 		}
@@ -676,9 +679,16 @@ func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reaso
 	return after, dropped, nil
 }
 
+// createdBefore reports whether r was created before before (always when
+// before is zero).
+func createdBefore(r *record, before time.Time) bool {
+	return before.IsZero() || r.CreatedAt.Before(before)
+}
+
 // DropKindsTx drops, in tx, every artifact of kinds that is not
-// person-linked, through the kind index. See DropTx for after.
-func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (after func(), n int, err error) {
+// person-linked and was created before before (zero: whenever), through
+// the kind index. See DropTx for after.
+func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, before time.Time, reason string) (after func(), n int, err error) {
 	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
 		ids := map[string]bool{}
 		for _, k := range kinds {
@@ -688,6 +698,17 @@ func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (a
 			}
 			for _, id := range list {
 				ids[id] = true
+			}
+		}
+		if !before.IsZero() {
+			b, err := buckets(tx)
+			if err != nil {
+				return nil, err
+			}
+			for id := range ids {
+				if r, err := o.readRecord(b.arts, id); err == nil && r != nil && !createdBefore(r, before) {
+					delete(ids, id) // recorded after the cutoff: it stays
+				}
 			}
 		}
 		n = len(ids)
