@@ -45,7 +45,9 @@ const ShutdownTimeout = 5 * time.Second
 type Daemon struct {
 	cfg     config.Config
 	log     *slog.Logger
-	now     func() time.Time
+	now     func() time.Time     // the wall clock
+	boot    func() time.Duration // CLOCK_BOOTTIME (the day clock's second opinion)
+	days    *capture.DayClock    // which day the cap counts against: intake, selection, state
 	started time.Time
 
 	st         *store.Store
@@ -73,13 +75,13 @@ type Daemon struct {
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	now, testClock, err := clockFromEnv()
+	now, boot, testClock, err := clockFromEnv()
 	if err != nil {
 		return nil, err
 	} else if testClock != "" {
 		log.Warn("TEST CLOCK in use: never on a robot", "env", TestClockEnv, "value", testClock)
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now, started: time.Now(),
+	d := &Daemon{cfg: cfg, log: log, now: now, boot: boot, started: time.Now(),
 		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
@@ -172,7 +174,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if d.vision != nil {
 		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
 	}
+	d.days = capture.NewDayClock(d.wallNow, d.bootNow, cfg.Location())
 	d.selector = capture.NewSelector(capture.SelectorConfig{
+		Days:       d.days,
 		KeepPerDay: cfg.Photos.KeepPerDay,
 		MinScore:   cfg.Photos.MinScore,
 		SelectAt:   cfg.Photos.SelectAt,
@@ -191,6 +195,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		},
 	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
 	d.intake = capture.NewIntake(capture.Config{
+		Days:         d.days,
 		PhotosDir:    filepath.Join(cfg.SpoolDir, "photos"),
 		DailyCap:     cfg.Photos.DailyCap,
 		Location:     cfg.Location(),

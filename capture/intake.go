@@ -58,7 +58,10 @@ type Config struct {
 	Location     *time.Location
 	MaxFileBytes int64
 	Now          func() time.Time
-	Logger       *slog.Logger
+	// Days says which day the cap counts against (share one with the
+	// Selector); default a DayClock over Now and the boot clock.
+	Days   *DayClock
+	Logger *slog.Logger
 	// Pixels validates an admitted file by decoding it completely (the
 	// vision worker in the daemon); default InProcess within DefaultBudget.
 	Pixels Pixels
@@ -121,6 +124,9 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	}
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
+	}
+	if cfg.Days == nil {
+		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
 	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
 		wait: &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange}}
@@ -389,7 +395,7 @@ func (in *Intake) gate(tx *bolt.Tx, now time.Time) (Outcome, error) {
 	if !in.pol.Allows(st, policy.AutoPhoto) {
 		return Refused, nil
 	}
-	day, err := Today(tx, now, in.cfg.Location)
+	day, err := in.cfg.Days.Today(tx)
 	if err != nil {
 		return "", err
 	}
@@ -419,7 +425,7 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 			}
 			got = o
 		}
-		day, err := Today(tx, now, in.cfg.Location)
+		day, err := in.cfg.Days.Today(tx)
 		if err != nil {
 			return err
 		}
@@ -438,6 +444,9 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 				return err
 			}
 			if err := tx.Bucket(store.BucketPhotos).Put([]byte(p.ID), raw); err != nil {
+				return err
+			}
+			if err := in.cfg.Days.RecordTx(tx); err != nil {
 				return err
 			}
 			if day.Admitted >= in.cfg.DailyCap && !day.CapReached {

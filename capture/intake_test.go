@@ -29,7 +29,8 @@ type fixture struct {
 	in     *Intake
 	spool  string
 	mu     sync.Mutex
-	now    time.Time
+	now    time.Time     // the wall clock
+	boot   time.Duration // CLOCK_BOOTTIME
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -57,9 +58,15 @@ func newFixture(t testing.TB, autoPhoto bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.in = NewIntake(Config{PhotosDir: f.spool, DailyCap: 30, Location: la, MaxFileBytes: 1 << 20,
-		Now: f.clock, Logger: slog.New(slog.DiscardHandler)}, st, f.pol, f.vault)
+	f.restart()
 	return f
+}
+
+// restart builds the intake afresh over the same store, as a new process
+// would: a new day clock, anchored at its first use.
+func (f *fixture) restart() {
+	f.in = NewIntake(Config{PhotosDir: f.spool, DailyCap: 30, Location: la, MaxFileBytes: 1 << 20,
+		Now: f.clock, Days: NewDayClock(f.clock, f.bootClock, la), Logger: slog.New(slog.DiscardHandler)}, f.st, f.pol, f.vault)
 }
 
 func (f *fixture) clock() time.Time {
@@ -68,9 +75,31 @@ func (f *fixture) clock() time.Time {
 	return f.now
 }
 
+func (f *fixture) bootClock() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.boot
+}
+
+// setClock steps the wall clock alone (a technician, NTP, a spoofed time
+// source): no time passes.
 func (f *fixture) setClock(t time.Time) {
 	f.mu.Lock()
 	f.now = t
+	f.mu.Unlock()
+}
+
+// pass lets d go by: both clocks move.
+func (f *fixture) pass(d time.Duration) {
+	f.mu.Lock()
+	f.now, f.boot = f.now.Add(d), f.boot+d
+	f.mu.Unlock()
+}
+
+// reboot restarts the boot clock with the wall clock at wall.
+func (f *fixture) reboot(wall time.Time) {
+	f.mu.Lock()
+	f.now, f.boot = wall, 7*time.Second
 	f.mu.Unlock()
 }
 
@@ -122,7 +151,7 @@ func (f *fixture) waitEmpty() {
 
 func (f *fixture) today() DayCounts {
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	return c
 }
 
@@ -156,7 +185,9 @@ func TestP2_ClockSetBackDoesNotGrantASecondSetOf30(t *testing.T) {
 	if c.Day != "2026-11-22" || c.Admitted != 30 || c.OverCap != 5 {
 		t.Fatalf("after clock set back: %+v, want 30 admitted and 5 over_cap on 2026-11-22", c)
 	}
-	// The next real day grants a new set.
+	// The next real day grants a new set: real time passes to 00:30 and the
+	// clock is put right.
+	f.pass(14*time.Hour + 30*time.Minute)
 	f.setClock(time.Date(2026, 11, 23, 0, 30, 0, 0, la))
 	f.drop(2, "next-")
 	f.waitEmpty()

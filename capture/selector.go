@@ -122,6 +122,9 @@ type SelectorConfig struct {
 	// OnFailed runs when a selection could not finish (a full disk, a
 	// store error): the photos stay undecided and are tried again.
 	OnFailed func(day, reason string)
+	// Days says which day is today (share the Intake's); default a
+	// DayClock over Now and the boot clock.
+	Days *DayClock
 }
 
 // Selector owns the photos from admission to upload: it scores a day's
@@ -159,6 +162,9 @@ func NewSelector(cfg SelectorConfig, st *store.Store, pol *policy.Policy, vault 
 	}
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
+	}
+	if cfg.Days == nil {
+		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
 	return &Selector{cfg: cfg, st: st, pol: pol, vault: vault, scorer: scorer, masker: masker, uploads: uploads, kick: make(chan bool, 1)}
 }
@@ -215,7 +221,6 @@ func (s *Selector) runOnce(ctx context.Context, includeToday bool) {
 // transaction; each day's decision commits in one. Run calls it; tests may
 // call it directly instead of running the service.
 func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selection, error) {
-	now := s.cfg.Now()
 	var byDay map[string][]Photo
 	var today string
 	err := s.st.View(func(tx *bolt.Tx) error {
@@ -226,7 +231,7 @@ func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selectio
 		if !s.pol.Allows(st, policy.AutoPhoto) {
 			return errSelectionAborted
 		}
-		today = CurrentDay(tx, now, s.cfg.Location)
+		today = s.cfg.Days.Day(tx)
 		photos, err := Photos(tx)
 		if err != nil {
 			return err
