@@ -8,7 +8,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,7 +52,7 @@ type Daemon struct {
 	st         *store.Store
 	ring       *keys.Keyring // people's identity and face keys, slots erased in place
 	outbox     *outbox.Outbox
-	events     *events.Queue // erase requests and enrollment_needed, kept until the broker has them
+	events     *events.Queue // every event, kept until the broker has it (notify.go)
 	faces      *facerec.Service
 	recognizer facerec.Recognizer
 	pol        *policy.Policy
@@ -68,9 +67,8 @@ type Daemon struct {
 	metrics    *metrics
 	vision     *vision.Client // nil when the worker binary is missing
 
-	notifications chan []byte // events in the order raised (notify.go)
-	stateDirty    chan struct{}
-	lastState     string // owned by publishStates
+	stateDirty chan struct{}
+	lastState  string // owned by publishStates
 }
 
 // New opens the store and builds every service; nothing runs yet.
@@ -81,8 +79,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	} else if testClock != "" {
 		log.Warn("TEST CLOCK in use: never on a robot", "env", TestClockEnv, "value", testClock)
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now, boot: boot, started: time.Now(),
-		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
+	d := &Daemon{cfg: cfg, log: log, now: now, boot: boot, started: time.Now(), stateDirty: make(chan struct{}, 1)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -143,13 +140,15 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
 		Now:              d.wallNow,
 		Logger:           log.With("component", "faces"),
-		EnrolledTx:       d.templateBackupTx,
-		OnEnrolled: func(subject string) {
-			d.notify(map[string]any{"type": "enrollment_completed", "subject_id": subject})
-			d.stateChanged()
+		EnrolledTx: func(tx *bolt.Tx, subject string, slot uint32, samples [][]byte) error {
+			if err := d.templateBackupTx(tx, subject, slot, samples); err != nil {
+				return err
+			}
+			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_completed", "subject_id": subject})
 		},
-		OnEnrollFailed: func(subject, reason string) {
-			d.notify(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+		OnEnrolled: func(string) { d.stateChanged() },
+		EnrollFailedTx: func(tx *bolt.Tx, subject, reason string) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
 		},
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
@@ -184,14 +183,16 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Now:        d.wallNow,
 		Logger:     log.With("component", "selection"),
 		Pixels:     d.photoPixels(),
+		SelectedTx: func(tx *bolt.Tx, s capture.Selection) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
+		},
 		OnSelected: func(s capture.Selection) {
 			d.metrics.selectionDone(s)
-			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
 			d.stateChanged()
 		},
 		OnFailed: func(day, reason string) {
 			d.metrics.selections.WithLabelValues("failed").Inc()
-			d.notify(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
+			d.event(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
 		},
 	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
 	d.intake = capture.NewIntake(capture.Config{
@@ -207,10 +208,10 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.metrics.photos.WithLabelValues(string(o)).Inc()
 			d.stateChanged()
 		},
-		OnCapReached: func(day string) {
-			d.notify(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
-			d.selector.Request() // the day is complete: decide it now
+		CapReachedTx: func(tx *bolt.Tx, day string) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
 		},
+		OnCapReached: func(string) { d.selector.Request() }, // the day is complete: decide it now
 		OnWaitChange: d.stateChanged,
 	}, d.st, d.pol, d.vault)
 
@@ -252,16 +253,18 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		DownloadTimeout: cfg.Firmware.DownloadTimeout.D(),
 		Now:             d.wallNow,
 		Logger:          log.With("component", "firmware"),
-		StagedTx:        d.pauseForMaterialChangeTx,
-		OnStaged: func(m firmware.Manifest) {
-			d.notify(map[string]any{"type": "firmware_staged", "version": m.Version})
-			d.stateChanged()
-		},
-		OnRejected: func(version, reason string) {
-			d.notify(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
+		StagedTx:        d.firmwareStagedTx,
+		OnStaged:        func(firmware.Manifest) { d.stateChanged() },
+		RejectedTx: func(tx *bolt.Tx, now time.Time, version, reason string) error {
+			return d.eventTx(tx, now, map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
 		},
 		OnNeed: func(version string, chunks []int) {
-			d.notify(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+			// A request for the chunks still missing: asked again at every
+			// connect, so one raised while the link is down would only be
+			// stale by the time it left.
+			if d.link.Connected() {
+				d.event(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+			}
 		},
 	})
 	if err != nil {
@@ -363,7 +366,7 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 		if err := d.faces.MarkEnrollmentNeededTx(tx, s); err != nil {
 			return false, err
 		}
-		if err := d.durableEventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
+		if err := d.eventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
 			return false, err
 		}
 	}
@@ -376,22 +379,6 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed)
 	}
 	return len(moved)+sealed+dropped+orphans+len(stale) > 0, nil
-}
-
-// durableEventTx queues an event that must reach the cloud even across a
-// dead broker and a restart, in tx.
-func (d *Daemon) durableEventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
-	ev["event_id"] = newEventID()
-	ev["at"] = now.UTC().Format(time.RFC3339)
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	if err := d.events.Add(tx, raw); err != nil {
-		return err
-	}
-	tx.OnCommit(d.events.Wake)
-	return nil
 }
 
 // Run runs every service until ctx ends or one fails, then stops them all
@@ -409,7 +396,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"diag", d.diag.Run},
 		{"technician-audit", d.tech.run},
 		{"state", d.publishStates},
-		{"notifier", d.runNotifier},
 		{"janitor", d.janitor},
 		{"firmware", d.fw.Run},
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},

@@ -46,11 +46,15 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	switch {
 	case errors.As(err, &rej):
 		e.OnRefusal(func() {
-			err := d.st.Update(func(tx *bolt.Tx) error { return firmware.RecordRejection(tx, e.Now, rej) })
+			err := d.st.Update(func(tx *bolt.Tx) error {
+				if err := firmware.RecordRejection(tx, e.Now, rej); err != nil {
+					return err
+				}
+				return d.eventTx(tx, e.Now, map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
+			})
 			if err != nil {
 				d.log.Error("audit firmware rejection", "err", err)
 			}
-			d.notify(map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
 		})
 		code := command.CodeBadRequest
 		if rej.Reason == firmware.ReasonSignature {
@@ -65,10 +69,14 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	return map[string]any{"version": m.Version, "chunks": m.Chunks, "size": m.Size}, nil
 }
 
-// pauseForMaterialChangeTx runs in the transaction that stages an image: a
-// material policy change pauses every consent-gated feature until the owner
-// accepts the new policy version (unless they already have).
-func (d *Daemon) pauseForMaterialChangeTx(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+// firmwareStagedTx runs in the transaction that stages an image: it
+// raises firmware_staged, and a material policy change pauses every
+// consent-gated feature until the owner accepts the new policy version
+// (unless they already have).
+func (d *Daemon) firmwareStagedTx(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+	if err := d.eventTx(tx, now, map[string]any{"type": "firmware_staged", "version": m.Version}); err != nil {
+		return err
+	}
 	if !m.MaterialPolicyChange {
 		return nil
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"sort"
@@ -13,7 +12,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
-	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -214,10 +212,10 @@ func (d *Daemon) withdrawTx(tx *bolt.Tx, now time.Time, subject string, scopes [
 	if err != nil {
 		return nil, f, err
 	}
-	tx.OnCommit(func() {
-		d.notify(map[string]any{"type": "consent_revoked", "subject_id": subject, "scopes": revoked})
-		d.stateChanged()
-	})
+	if err := d.eventTx(tx, now, map[string]any{"type": "consent_revoked", "subject_id": subject, "scopes": revoked}); err != nil {
+		return nil, f, err
+	}
+	tx.OnCommit(d.stateChanged)
 	return revoked, f, nil
 }
 
@@ -279,33 +277,18 @@ func (d *Daemon) subjectsTx(tx *bolt.Tx) ([]string, error) {
 	return out, nil
 }
 
-// eraseRequestTx queues an erase_request event in tx, the transaction of
-// the erasure it reports: the cloud gets it even if the broker is down now
-// or the daemon restarts first. Only when events.MaxPending requests
-// already wait does it fall back to publishing now, and say so: the
-// erasure itself never waits on the cloud. A non-zero before asks only
-// for what was recorded before it (v3: a delete_data that arrived after
-// the owner's later grant).
+// eraseRequestTx raises an erase_request in tx, the transaction of the
+// erasure it reports: the cloud gets it even if the broker is down now or
+// the daemon restarts first. A non-zero before asks only for what was
+// recorded before it (v3: a delete_data that arrived after the owner's
+// later grant).
 func (d *Daemon) eraseRequestTx(tx *bolt.Tx, now time.Time, kinds []policy.Kind, subjectID string, before time.Time) error {
-	ev := map[string]any{"type": "erase_request", "kinds": kinds, "event_id": newEventID(), "at": now.UTC().Format(time.RFC3339)}
+	ev := map[string]any{"type": "erase_request", "kinds": kinds}
 	if subjectID != "" {
 		ev["subject_id"] = subjectID
 	}
 	if !before.IsZero() {
 		ev["before"] = before.UTC().Format(time.RFC3339)
 	}
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	switch err := d.events.Add(tx, raw); {
-	case errors.Is(err, events.ErrFull):
-		d.log.Error("erase request not kept: too many wait for the broker; publishing now", "subject_id", subjectID, "pending", events.MaxPending)
-		tx.OnCommit(func() { d.notify(ev) })
-	case err != nil:
-		return err
-	default:
-		tx.OnCommit(d.events.Wake)
-	}
-	return nil
+	return d.eventTx(tx, now, ev)
 }

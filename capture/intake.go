@@ -67,8 +67,10 @@ type Config struct {
 	Pixels Pixels
 	// OnDecided is told every outcome after it is durable (metrics, state).
 	OnDecided func(Outcome)
-	// OnCapReached is told once per day after the day's last admission
-	// committed (the daemon starts the day's selection).
+	// CapReachedTx runs inside the transaction of the day's last
+	// admission; OnCapReached is told after it committed (the daemon
+	// starts the day's selection).
+	CapReachedTx func(tx *bolt.Tx, day string) error
 	OnCapReached func(day string)
 	// OnWaitChange is told when the intake starts or stops waiting for
 	// room (see Waiting): the daemon republishes its state.
@@ -454,6 +456,11 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 				capDay = day.Day
 				if _, err := audit.Append(tx, now, "cap_reached", "", map[string]string{"day": day.Day, "cap": strconv.Itoa(in.cfg.DailyCap)}); err != nil {
 					return err
+				}
+				if in.cfg.CapReachedTx != nil {
+					if err := in.cfg.CapReachedTx(tx, day.Day); err != nil {
+						return err
+					}
 				}
 			}
 		}

@@ -117,7 +117,9 @@ type SelectorConfig struct {
 	// Pixels re-encodes the kept photos for upload (the vision worker in
 	// the daemon); default InProcess within DefaultBudget.
 	Pixels Pixels
-	// OnSelected runs after a day's decision committed.
+	// SelectedTx runs inside the transaction of a day's decision (its
+	// Kept and Deleted are final); OnSelected after it committed.
+	SelectedTx func(tx *bolt.Tx, s Selection) error
 	OnSelected func(Selection)
 	// OnFailed runs when a selection could not finish (a full disk, a
 	// store error): the photos stay undecided and are tried again.
@@ -430,8 +432,13 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if err := writeDay(tx, counts); err != nil {
 			return err
 		}
-		_, err = audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)})
-		return err
+		if _, err := audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)}); err != nil {
+			return err
+		}
+		if s.cfg.SelectedTx != nil {
+			return s.cfg.SelectedTx(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return res, err
