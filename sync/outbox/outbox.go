@@ -234,6 +234,15 @@ type item struct {
 	notBefore time.Time // after a nack: not before this
 	acked     bool      // an ok ack is being made durable
 	held      bool      // MaySend said not now; Wake asks again at once
+	// published is set once the artifact was published in full (its last
+	// chunk acknowledged by the broker) since the daemon started; earlier
+	// when it was queued by an earlier run (it may have been published in
+	// full then). An ok ack counts only for an artifact published, or
+	// earlier and being resent.
+	published, earlier bool
+	// deferredOK is an ok ack that arrived while the first send was still
+	// going: it counts once that send is complete, and not otherwise.
+	deferredOK bool
 	// deferredNack is a not-ok ack that arrived while sending; applied
 	// when the send is over.
 	deferredNack *ackMsg
