@@ -51,6 +51,7 @@ type Daemon struct {
 
 	st         *store.Store
 	ring       *keys.Keyring // people's identity and face keys, slots erased in place
+	data       *keys.Keyring // a key per photo and per queued artifact that is not person-linked, erased in place
 	outbox     *outbox.Outbox
 	events     *events.Queue // every event, kept until the broker has it (notify.go)
 	faces      *facerec.Service
@@ -110,11 +111,21 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.ring.Close()
 		}
 	}()
+	d.data, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "data.keys"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			d.data.Close()
+		}
+	}()
 	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions, d.ring)
 	d.pol.SetLogger(log.With("component", "policy"))
 	d.outbox, err = outbox.Open(d.st, outbox.Config{
 		Dir:           filepath.Join(cfg.DataDir, "outbox"),
 		DeviceKey:     deviceKey,
+		DataKeys:      d.data,
 		Keyring:       d.ring,
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
@@ -153,22 +164,23 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
 	})
+	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), d.data, deviceKey)
+	if err != nil {
+		return nil, err
+	}
+	d.vault.SetLogger(log.With("component", "vault"))
 	var moved bool
 	if err := d.st.Update(func(tx *bolt.Tx) (err error) { moved, err = d.migrateTx(tx, deviceKey); return }); err != nil {
 		return nil, fmt.Errorf("migrate people's data: %w", err)
 	}
 	if moved {
-		// What the old layout left in freed pages (records sealed by the
-		// device key, a person's single key) goes with a fresh file.
+		// What the old layout left in freed pages (records and keys sealed
+		// by the device key, a person's single key) goes with a fresh file.
 		if err := d.st.Rewrite(); err != nil {
 			return nil, err
 		}
 	}
 	d.metrics = newMetrics(d)
-	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
-	if err != nil {
-		return nil, err
-	}
 	var masker capture.Masker
 	if d.vision != nil {
 		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
@@ -374,11 +386,44 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 	if err != nil {
 		return false, err
 	}
-	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed > 0 {
-		d.log.Info("people's data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
-			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed)
+	// Photos and artifacts an older version sealed under keys the device
+	// key opens move to slots of the data keyring; the slots of deletions a
+	// crash cut short, and of admissions or uploads that never committed,
+	// are overwritten.
+	photos, err := d.vault.MigrateKeysTx(tx)
+	if err != nil {
+		return false, err
 	}
-	return len(moved)+sealed+dropped+orphans+len(stale) > 0, nil
+	arts, err := d.outbox.MigrateKeysTx(tx)
+	if err != nil {
+		return false, err
+	}
+	dataScrubbed, err := d.scrubDataKeysTx(tx)
+	if err != nil {
+		return false, err
+	}
+	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed+photos+arts+dataScrubbed > 0 {
+		d.log.Info("data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
+			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed,
+			"photo_keys_moved_to_slots", photos, "artifact_keys_moved_to_slots", arts, "data_slots_erased", dataScrubbed)
+	}
+	return len(moved)+sealed+dropped+orphans+len(stale)+photos+arts > 0, nil
+}
+
+// scrubDataKeysTx overwrites every slot of the data keyring that no photo
+// and no queued artifact recorded in tx uses. Only at start: photos and
+// artifacts take their slot before the transaction that records them, so
+// a scrub while they run could erase a key about to be committed.
+func (d *Daemon) scrubDataKeysTx(tx *bolt.Tx) (int, error) {
+	photos, err := capture.SlotsTx(tx)
+	if err != nil {
+		return 0, err
+	}
+	arts, err := d.outbox.DataSlotsTx(tx)
+	if err != nil {
+		return 0, err
+	}
+	return d.data.Scrub(func(slot uint32) bool { return photos[slot] || arts[slot] })
 }
 
 // Run runs every service until ctx ends or one fails, then stops them all
@@ -444,6 +489,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// Every write committed or rolled back: nothing is lost either
 		// way, closing only releases the file's lock sooner.
 		d.ring.Close()
+		d.data.Close()
 		d.st.Close()
 	} else {
 		d.log.Error("services did not stop in time; exiting without closing the store", "timeout", ShutdownTimeout.String())

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -83,6 +85,7 @@ func newDeviceWith(t *testing.T, dataDir, extraConfig string) *device {
 func (dv *device) close() {
 	if dv.d != nil {
 		dv.d.ring.Close()
+		dv.d.data.Close()
 		dv.d.st.Close()
 		dv.d = nil
 	}
@@ -241,7 +244,8 @@ func (dv *device) records() []record {
 }
 
 // deviceKeys is every key left on the device: the device key and every
-// occupied slot of the keyring file, read from disk.
+// occupied slot of the keyring files (people's, and the data keyring of
+// photos and artifacts), read from disk.
 func (dv *device) deviceKeys() [][]byte {
 	dv.t.Helper()
 	dk, err := os.ReadFile(filepath.Join(dv.dataDir, "device.key"))
@@ -249,13 +253,15 @@ func (dv *device) deviceKeys() [][]byte {
 		dv.t.Fatal(err)
 	}
 	out := [][]byte{dk}
-	ring, err := os.ReadFile(filepath.Join(dv.dataDir, "people.keys"))
-	if err != nil {
-		dv.t.Fatal(err)
-	}
-	for o := 0; o+keys.Size <= len(ring); o += keys.Size {
-		if s := ring[o : o+keys.Size]; !bytes.Equal(s, make([]byte, keys.Size)) {
-			out = append(out, bytes.Clone(s))
+	for _, name := range []string{"people.keys", "data.keys"} {
+		ring, err := os.ReadFile(filepath.Join(dv.dataDir, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			dv.t.Fatal(err)
+		}
+		for o := 0; o+keys.Size <= len(ring); o += keys.Size {
+			if s := ring[o : o+keys.Size]; !bytes.Equal(s, make([]byte, keys.Size)) {
+				out = append(out, bytes.Clone(s))
+			}
 		}
 	}
 	return out

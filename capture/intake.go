@@ -373,9 +373,7 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 		return in.commit(id, now, Invalid, nil)
 	}
 	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
-	p.SealedKey, err = in.vault.seal(p.ID, data)
-	if err != nil {
-		in.vault.remove(p.ID)
+	if err := in.vault.seal(p, data); err != nil {
 		return "", storageFailure(err)
 	}
 	o, err := in.commit(id, now, Admitted, p)
@@ -383,7 +381,7 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 		in.cfg.Logger.Info("photo admitted", "file", filepath.Base(path), "photo_id", p.ID, "bytes", p.Size)
 	}
 	if o != Admitted {
-		in.vault.remove(p.ID) // withdrawn or capped meanwhile, or the commit failed
+		in.vault.discard(*p) // withdrawn or capped meanwhile, or the commit failed
 	}
 	return o, err
 }

@@ -25,6 +25,7 @@ type fixture struct {
 	t      testing.TB
 	st     *store.Store
 	pol    *policy.Policy
+	ring   *keys.Keyring
 	vault  *Vault
 	in     *Intake
 	spool  string
@@ -54,7 +55,12 @@ func newFixture(t testing.TB, autoPhoto bool) *fixture {
 			return err
 		})
 	}
-	f.vault, err = NewVault(filepath.Join(dir, "photos"), keys.New())
+	f.ring, err = keys.OpenKeyring(filepath.Join(dir, "data.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.ring.Close() })
+	f.vault, err = NewVault(filepath.Join(dir, "photos"), f.ring, keys.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +264,8 @@ func TestReconcileRemovesOrphansAfterACrash(t *testing.T) {
 	f := newFixture(t, true)
 	// A sealed file written just before a crash, whose record never committed,
 	// and a temporary file cut short.
-	orphan := newPhotoID()
-	if _, err := f.vault.seal(orphan, []byte("x")); err != nil {
+	orphan := &Photo{ID: newPhotoID()}
+	if err := f.vault.seal(orphan, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(f.vault.dir, ".tmp-p1.photo-123"), []byte("half"), 0o600)

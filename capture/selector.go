@@ -376,7 +376,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		staged[id], uploads[id] = st, u
 	}
 	now := s.cfg.Now()
-	var removed []string
+	var removed []Photo
 	err := s.st.Update(func(tx *bolt.Tx) error {
 		res.Kept, res.Deleted, removed = nil, 0, nil
 		st, err := s.pol.Read(tx)
@@ -399,7 +399,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 			if err := b.Delete([]byte(p.ID)); err != nil {
 				return err
 			}
-			removed = append(removed, p.ID)
+			removed = append(removed, p)
 			if st, ok := staged[p.ID]; ok {
 				u := uploads[p.ID]
 				switch {
@@ -435,6 +435,9 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if _, err := audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)}); err != nil {
 			return err
 		}
+		// Once this commits, the photos' keys are overwritten in place and
+		// their files removed: kept ones left as cleaned uploads.
+		s.vault.forgetOnCommit(tx, removed)
 		if s.cfg.SelectedTx != nil {
 			return s.cfg.SelectedTx(tx, res)
 		}
@@ -442,9 +445,6 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 	})
 	if err != nil {
 		return res, err
-	}
-	if err := s.vault.RemoveFiles(removed); err != nil {
-		s.cfg.Logger.Error("remove decided photo files", "err", err)
 	}
 	res.Reasons = reasons(list, keep, staged, why, s.cfg.MinScore)
 	for _, r := range res.Reasons {

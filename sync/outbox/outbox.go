@@ -154,10 +154,20 @@ type SlotKeys interface {
 	Get(slot uint32) ([]byte, error)
 }
 
+// DataKeys hands out, reads and overwrites the slots that seal the content
+// keys of artifacts that are not person-linked, one slot each (the data
+// keyring, core/keys.Keyring).
+type DataKeys interface {
+	Alloc() (uint32, []byte, error)
+	Get(slot uint32) ([]byte, error)
+	Erase(slots ...uint32) error
+}
+
 // Config configures an Outbox.
 type Config struct {
 	Dir           string        // data_dir/outbox: sealed content files (mode 0700 dir, 0600 files)
-	DeviceKey     []byte        // seals the per-artifact keys of records that are not person-linked
+	DeviceKey     []byte        // opens the content keys of records an older version wrote, until they move
+	DataKeys      DataKeys      // seals the content key of each artifact that is not person-linked, a slot each
 	Keyring       SlotKeys      // seals person-linked records whole (Artifact.Slot)
 	MaxQueueBytes int64         // mqtt.max_queue_bytes (default 64 MiB)
 	ChunkSize     int           // mqtt.chunk_size (1024..131072, default 65536)
@@ -266,6 +276,9 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 	if len(cfg.DeviceKey) != keys.Size {
 		return nil, fmt.Errorf("outbox: device key has %d bytes, want %d", len(cfg.DeviceKey), keys.Size)
 	}
+	if cfg.DataKeys == nil {
+		return nil, errors.New("outbox: no data keyring for the artifacts' keys")
+	}
 	if cfg.MaxQueueBytes < 0 || cfg.ChunkSize < 0 || cfg.AckTimeout < 0 || cfg.MaxNacks < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
 		return nil, errors.New("outbox: negative limit in config")
 	}
@@ -365,12 +378,17 @@ type Prepared struct {
 // Meta describes the prepared artifact.
 func (p *Prepared) Meta() Meta { return p.rec.meta().clone() }
 
-// Discard removes the content file of an artifact whose transaction did
-// not commit. It does nothing once the artifact is queued. (A file left
-// behind by a crash is removed by the next Open, and is unreadable anyway:
-// its key was never committed.)
+// Discard removes the content file and overwrites the data slot of an
+// artifact whose transaction did not commit. It does nothing once the
+// artifact is queued. (What a crash leaves behind is removed by the next
+// Open and the scrub at start, and is unreadable anyway: its key was never
+// committed.)
 func (p *Prepared) Discard() {
-	if p == nil || p.rec.File == "" || p.committed.Load() {
+	if p == nil || p.committed.Load() {
+		return
+	}
+	p.o.eraseDataSlots([]record{p.rec})
+	if p.rec.File == "" {
 		return
 	}
 	if err := os.Remove(p.o.path(p.rec.File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -427,6 +445,7 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
 	}
 	var sealedKey, rawKey []byte
+	var dataSlot *uint32
 	if a.Slot != nil {
 		if o.cfg.Keyring == nil {
 			return nil, fmt.Errorf("outbox: artifact %s is person-linked but the outbox has no keyring", a.ID)
@@ -436,10 +455,18 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		}
 		rawKey = k // sealed with the whole record, by the slot's key
 	} else {
-		if sealedKey, err = keys.Seal(o.cfg.DeviceKey, k, keyAAD(a.ID)); err != nil {
+		slot, wrap, err := o.cfg.DataKeys.Alloc()
+		if err != nil {
+			return nil, fmt.Errorf("outbox: artifact %s key slot: %w", a.ID, err)
+		}
+		sealedKey, err = keys.Seal(wrap, k, keyAAD(a.ID))
+		clear(wrap)
+		clear(k)
+		if err != nil {
+			o.eraseDataSlots([]record{{DataSlot: &slot}})
 			return nil, fmt.Errorf("outbox: seal artifact %s key: %w", a.ID, err)
 		}
-		clear(k)
+		dataSlot = &slot
 	}
 	var slot *uint32
 	if a.Slot != nil {
@@ -458,6 +485,7 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		Size:        int64(len(a.Content)),
 		SHA256:      hex.EncodeToString(sum[:]),
 		Key:         sealedKey,
+		DataSlot:    dataSlot,
 		RawKey:      rawKey,
 		Slot:        slot,
 		Masked:      a.Masked,
@@ -471,6 +499,7 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	}
 	p.rec.File = fileName(a.ID)
 	if err := fsx.WriteFileAtomic(o.path(p.rec.File), sealed, 0o600); err != nil {
+		o.eraseDataSlots([]record{p.rec})
 		return nil, fmt.Errorf("outbox: write artifact %s: %w", a.ID, err)
 	}
 	return p, nil
@@ -929,6 +958,7 @@ func (o *Outbox) forget(gone []record, acked bool, reason string) []Meta {
 		//lint:ignore SA2001 an empty critical section is the point: a barrier
 		it.sendMu.Unlock()
 	}
+	o.eraseDataSlots(gone)
 	files := 0
 	for i := range gone {
 		if gone[i].Inline {
