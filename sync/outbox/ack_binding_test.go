@@ -9,6 +9,20 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
+// heldWhile configures an outbox whose MaySend holds everything while hold
+// is set, and that waits an hour for acks.
+func heldWhile(hold *atomic.Bool) func(*Config) {
+	return func(c *Config) {
+		c.AckTimeout = time.Hour
+		c.MaySend = func(Meta) policy.Verdict {
+			if hold.Load() {
+				return policy.Hold
+			}
+			return policy.Send
+		}
+	}
+}
+
 // TestP4_AnAckCountsOnlyForWhatWasPublished (issue 22 item 9): any
 // {"ok":true} on artifacts/{aid}/ack for a known artifact used to delete
 // the local copy, even before it was first published. An ok ack now
@@ -20,15 +34,7 @@ func TestP4_AnAckCountsOnlyForWhatWasPublished(t *testing.T) {
 	e := newEnv(t)
 	var hold atomic.Bool
 	hold.Store(true)
-	o := e.open(func(c *Config) {
-		c.AckTimeout = time.Hour
-		c.MaySend = func(Meta) policy.Verdict {
-			if hold.Load() {
-				return policy.Hold
-			}
-			return policy.Send
-		}
-	})
+	o := e.open(heldWhile(&hold))
 	cl := newCloud(t, b)
 	l, _ := startLink(t, b)
 	m := enqueue(t, o, policy.KindPhoto, randBytes(3000))
@@ -104,15 +110,7 @@ func TestP4_AnAckForAnEarlierRunsArtifactWaitsForItsResend(t *testing.T) {
 	e.openStore()
 	var hold atomic.Bool
 	hold.Store(true)
-	o2 := e.open(func(c *Config) {
-		c.AckTimeout = time.Hour
-		c.MaySend = func(Meta) policy.Verdict {
-			if hold.Load() {
-				return policy.Hold
-			}
-			return policy.Send
-		}
-	})
+	o2 := e.open(heldWhile(&hold))
 	l2, _ := startLink(t, b)
 	runOutbox(t, o2, l2)
 	cl.sendAck(m.ID, `{"ok":true}`)
