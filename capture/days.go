@@ -70,10 +70,11 @@ const MaxClockLead = 10 * time.Minute
 //     stepped forward by a day therefore starts no new day early. When a
 //     day begins, the clock is trusted afresh from there: the lead allowed
 //     is 10 minutes a day, never more.
-//   - At start the wall clock is trusted, but never below the latest time
-//     an admission was recorded at: a robot that boots with its clock
-//     behind and is then corrected by NTP counts on boot time from that
-//     latest time (that correction is the one step that starts no new day).
+//   - At start the wall clock is trusted, but never below the latest
+//     trusted time recorded (at admissions, and by the daemon hourly) nor
+//     the start of the latest day counted: a robot that boots with its
+//     clock behind and is then corrected by NTP counts on boot time from
+//     there (that correction is the one step that starts no new day).
 //   - Days of 23 or 25 hours (daylight saving time) follow the wall clock:
 //     days are local calendar days of Location.
 type DayClock struct {
@@ -123,8 +124,14 @@ func (c *DayClock) Day(tx *bolt.Tx) string {
 	latest := string(tx.Bucket(store.BucketDays).Get(keyLatestDay))
 	if !c.anchored {
 		c.wall0, c.boot0, c.anchored = w, b, true
-		if hw, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(store.BucketDays).Get(keyLatestWall))); err == nil && hw.After(w) {
-			c.wall0 = hw // the clock is behind what was already recorded
+		// Real time is at least the latest trusted time recorded, and the
+		// start of the latest day counted: a clock behind them at start is
+		// anchored there.
+		if hw, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(store.BucketDays).Get(keyLatestWall))); err == nil && hw.After(c.wall0) {
+			c.wall0 = hw
+		}
+		if d, err := time.ParseInLocation("2006-01-02", latest, c.loc); err == nil && d.After(c.wall0) {
+			c.wall0 = d
 		}
 		c.day = max(LocalDay(c.wall0, c.loc), latest)
 	}

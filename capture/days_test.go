@@ -160,6 +160,23 @@ func TestP2_TheDayClocksEdges(t *testing.T) {
 			t.Fatalf("after 25h: %s", d)
 		}
 	})
+	t.Run("behind at start with only the latest day recorded", func(t *testing.T) {
+		// A store an older version wrote: the latest day, no trusted time.
+		c := newDayClock(t, time.Date(2000, 1, 1, 0, 0, 0, 0, la), la)
+		c.st.Update(func(tx *bolt.Tx) error { return writeDay(tx, DayCounts{Day: "2026-11-22", Admitted: 30}) })
+		if d := c.day(t); d != "2026-11-22" {
+			t.Fatalf("behind at start: %s", d)
+		}
+		c.pass(time.Minute)
+		c.step(time.Date(2026, 11, 22, 18, 0, 0, 0, la).Sub(c.wallNow())) // NTP puts it right
+		if d := c.day(t); d != "2026-11-22" {
+			t.Fatalf("after the correction: %s", d)
+		}
+		c.pass(24*time.Hour - time.Minute) // boot time from the start of that day
+		if d := c.day(t); d != "2026-11-23" {
+			t.Fatalf("a day of boot time later: %s, want 2026-11-23 (not years)", d)
+		}
+	})
 	t.Run("back and forward again", func(t *testing.T) {
 		c := newDayClock(t, time.Date(2026, 11, 22, 12, 0, 0, 0, la), la)
 		c.day(t)
