@@ -590,13 +590,15 @@ func TestTheChecksFindViolations(t *testing.T) {
 	}
 	b := testbroker.Start(t)
 	_, o := crashAndTamper(t, b, 0, func(r *run) {
-		f, _ := os.OpenFile(filepath.Join(r.backing, "people.keys"), os.O_WRONLY|os.O_APPEND, 0)
-		f.Write(bytes.Repeat([]byte{7}, keys.Size))
-		f.Close()
+		for _, ring := range []string{"people.keys", "data.keys"} {
+			f, _ := os.OpenFile(filepath.Join(r.backing, ring), os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(bytes.Repeat([]byte{7}, keys.Size))
+			f.Close()
+		}
 		os.WriteFile(filepath.Join(r.backing, "outbox", "aorphan.x.art"), []byte("x"), 0o600)
 		r.dropped++
 	})
-	want := []string{"keyring slot", "belongs to no queued artifact", "spool files dropped"}
+	want := []string{"keyring slot", "data keyring slot", "belongs to no queued artifact", "spool files dropped"}
 	for _, w := range want {
 		if !strings.Contains(strings.Join(o.violations, "\n"), w) {
 			t.Errorf("tampering not found (%q): %v", w, o.violations)
