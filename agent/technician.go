@@ -28,7 +28,7 @@ type technician struct {
 const accessInterval = time.Minute
 
 func newTechnician(d *Daemon) *technician {
-	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.now)}
+	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.wallNow)}
 }
 
 // run appends the aggregated access counts as each interval ends, and what
@@ -281,10 +281,13 @@ func (t *technician) clockCheck() diag.Check {
 	if now.Before(earliestSaneTime) {
 		return check(false, "clock reads "+now.UTC().Format(time.RFC3339)+", before this firmware was built")
 	}
-	var latest string
-	_ = d.view(func(tx *bolt.Tx) error { latest = capture.CurrentDay(tx, now, d.cfg.Location()); return nil })
-	if today := capture.LocalDay(now, d.cfg.Location()); latest > today {
-		return check(false, "clock is behind the latest day already counted ("+latest+"); photos count against that day")
+	var day string
+	_ = d.view(func(tx *bolt.Tx) error { day = d.days.Day(tx); return nil })
+	if today := capture.LocalDay(now, d.cfg.Location()); day > today {
+		return check(false, "clock is behind the latest day already counted ("+day+"); photos count against that day")
+	}
+	if lead := d.days.Lead(); lead > capture.MaxClockLead {
+		return check(false, "clock ran "+lead.Round(time.Minute).String()+" ahead of the boot clock since the day began; photos count against "+day+" until boot time reaches its end")
 	}
 	return check(true, now.UTC().Format(time.RFC3339))
 }

@@ -126,11 +126,16 @@ type SelectorConfig struct {
 	// seen nothing else and sees nothing after (vision.Client.Alone), and
 	// runs it once more when that worker died. Default: fn as it is.
 	Alone func(ctx context.Context, fn func(ctx context.Context) error) error
-	// OnSelected runs after a day's decision committed.
+	// SelectedTx runs inside the transaction of a day's decision (its
+	// Kept and Deleted are final); OnSelected after it committed.
+	SelectedTx func(tx *bolt.Tx, s Selection) error
 	OnSelected func(Selection)
 	// OnFailed runs when a selection could not finish (a full disk, a
 	// store error): the photos stay undecided and are tried again.
 	OnFailed func(day, reason string)
+	// Days says which day is today (share the Intake's); default a
+	// DayClock over Now and the boot clock.
+	Days *DayClock
 }
 
 // Selector owns the photos from admission to upload: it scores a day's
@@ -171,6 +176,9 @@ func NewSelector(cfg SelectorConfig, st *store.Store, pol *policy.Policy, vault 
 	}
 	if cfg.Alone == nil {
 		cfg.Alone = func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }
+	}
+	if cfg.Days == nil {
+		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
 	return &Selector{cfg: cfg, st: st, pol: pol, vault: vault, scorer: scorer, masker: masker, uploads: uploads, kick: make(chan bool, 1)}
 }
@@ -227,7 +235,6 @@ func (s *Selector) runOnce(ctx context.Context, includeToday bool) {
 // transaction; each day's decision commits in one. Run calls it; tests may
 // call it directly instead of running the service.
 func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selection, error) {
-	now := s.cfg.Now()
 	var byDay map[string][]Photo
 	var today string
 	err := s.st.View(func(tx *bolt.Tx) error {
@@ -238,7 +245,7 @@ func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selectio
 		if !s.pol.Allows(st, policy.AutoPhoto) {
 			return errSelectionAborted
 		}
-		today = CurrentDay(tx, now, s.cfg.Location)
+		today = s.cfg.Days.Day(tx)
 		photos, err := Photos(tx)
 		if err != nil {
 			return err
@@ -368,7 +375,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		why[id] = reason
 	}
 	now := s.cfg.Now()
-	var removed []string
+	var removed []Photo
 	err := s.st.Update(func(tx *bolt.Tx) error {
 		res.Kept, res.Deleted, removed = nil, 0, nil
 		st, err := s.pol.Read(tx)
@@ -391,7 +398,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 			if err := b.Delete([]byte(p.ID)); err != nil {
 				return err
 			}
-			removed = append(removed, p.ID)
+			removed = append(removed, p)
 			if st, ok := staged[p.ID]; ok {
 				u := uploads[p.ID]
 				switch {
@@ -424,14 +431,19 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if err := writeDay(tx, counts); err != nil {
 			return err
 		}
-		_, err = audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)})
-		return err
+		if _, err := audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)}); err != nil {
+			return err
+		}
+		// Once this commits, the photos' keys are overwritten in place and
+		// their files removed: kept ones left as cleaned uploads.
+		s.vault.forgetOnCommit(tx, removed)
+		if s.cfg.SelectedTx != nil {
+			return s.cfg.SelectedTx(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return res, err
-	}
-	if err := s.vault.RemoveFiles(removed); err != nil {
-		s.cfg.Logger.Error("remove decided photo files", "err", err)
 	}
 	res.Reasons = reasons(list, keep, staged, why, s.cfg.MinScore)
 	for _, r := range res.Reasons {

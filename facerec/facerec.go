@@ -83,7 +83,9 @@ type Config struct {
 	// by the face key in faceSlot); OnEnrolled after it committed.
 	EnrolledTx func(tx *bolt.Tx, subjectID string, faceSlot uint32, samples [][]byte) error
 	OnEnrolled func(subjectID string)
-	// OnEnrollFailed runs when an enrollment window closed without one.
+	// EnrollFailedTx runs inside the transaction that forgets an
+	// enrollment window closed without one; OnEnrollFailed after it.
+	EnrollFailedTx func(tx *bolt.Tx, subjectID, reason string) error
 	OnEnrollFailed func(subjectID, reason string)
 	// SightingTx runs inside the transaction that records a sighting (the
 	// caller queues the artifact there, sealed by the face key in
@@ -244,7 +246,13 @@ func (s *Service) expire() {
 // closed forgets the durable record of subject's window and tells the app
 // the enrollment failed for reason.
 func (s *Service) closed(subject, reason string) {
-	if err := s.st.Update(func(tx *bolt.Tx) error { return clearOpenWindow(tx, subject) }); err != nil {
+	err := s.st.Update(func(tx *bolt.Tx) error {
+		if err := clearOpenWindow(tx, subject); err != nil || s.cfg.EnrollFailedTx == nil {
+			return err
+		}
+		return s.cfg.EnrollFailedTx(tx, subject, reason)
+	})
+	if err != nil {
 		s.cfg.Logger.Error("enrollment window record not cleared", "subject_id", subject, "err", err)
 	}
 	if s.cfg.OnEnrollFailed != nil {

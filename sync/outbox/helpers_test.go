@@ -44,6 +44,7 @@ type env struct {
 	dbPath string
 	dir    string
 	devKey []byte
+	data   *keys.Keyring // the data keyring: a slot per artifact that is not person-linked
 	st     *store.Store
 	logs   *testlog.Buffer
 
@@ -66,7 +67,13 @@ func newEnv(t testing.TB) *env {
 		changed: make(chan struct{}),
 	}
 	e.openStore()
+	ring, err := keys.OpenKeyring(filepath.Join(root, "data.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.data = ring
 	t.Cleanup(func() {
+		defer ring.Close()
 		if e.st != nil {
 			if err := e.st.Check(); err != nil {
 				t.Errorf("store check: %v", err)
@@ -98,6 +105,7 @@ func (e *env) config() Config {
 	return Config{
 		Dir:        e.dir,
 		DeviceKey:  e.devKey,
+		DataKeys:   e.data,
 		ChunkSize:  1024,
 		AckTimeout: 5 * time.Second,
 		Logger:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -716,7 +716,8 @@ func TestEnqueueValidation(t *testing.T) {
 	if n, _ := o.Summary(); n != 0 {
 		t.Fatal("something queued")
 	}
-	for _, c := range []Config{{Dir: e.dir}, {Dir: e.dir, DeviceKey: e.devKey, ChunkSize: 512}, {Dir: e.dir, DeviceKey: e.devKey, ChunkSize: 200_000}} {
+	for _, c := range []Config{{Dir: e.dir, DataKeys: e.data}, {Dir: e.dir, DeviceKey: e.devKey}, {Dir: e.dir, DeviceKey: e.devKey, DataKeys: e.data, ChunkSize: 512},
+		{Dir: e.dir, DeviceKey: e.devKey, DataKeys: e.data, ChunkSize: 200_000}} {
 		if _, err := Open(e.st, c); err == nil {
 			t.Errorf("Open accepted %+v", c)
 		}

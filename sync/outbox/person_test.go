@@ -83,7 +83,7 @@ func TestDropSlotTxDropsOnePersonsKinds(t *testing.T) {
 	err := e.st.Update(func(tx *bolt.Tx) error {
 		var dropped []Meta
 		var err error
-		after, dropped, err = o.DropSlotTx(tx, ana, []policy.Kind{policy.KindSighting}, "delete_data")
+		after, dropped, err = o.DropSlotTx(tx, ana, []policy.Kind{policy.KindSighting}, time.Time{}, "delete_data")
 		if err != nil || len(dropped) != 1 || dropped[0].ID != s1.ID {
 			t.Fatalf("dropped %+v %v", dropped, err)
 		}

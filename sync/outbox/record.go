@@ -44,10 +44,14 @@ const (
 )
 
 // record is an artifact's bbolt record. Key is the artifact's content
-// key, sealed by the device key; deleting the record erases the content.
-// A person-linked record is never stored like this: it is sealed whole in
-// an envelope by the person's keyring slot, and RawKey holds its content
-// key inside it.
+// key, sealed by the key in DataSlot, a slot of the data keyring that is
+// overwritten in place when the artifact goes (acked or dropped), so no
+// key left on the device opens a copy of the content a freed page or an
+// old flash block keeps; a record an older version wrote has no DataSlot
+// and its Key is sealed by the device key (moved at start:
+// MigrateKeysTx). A person-linked record is never stored like this: it is
+// sealed whole in an envelope by the person's keyring slot, and RawKey
+// holds its content key inside it.
 type record struct {
 	V           int            `json:"v"`
 	Seq         uint64         `json:"seq"` // queue order
@@ -64,6 +68,7 @@ type record struct {
 	File        string         `json:"file,omitempty"`      // content file name in Dir (not inline)
 	Segmented   int            `json:"segmented,omitempty"` // the file holds segments of this many bytes, each sealed (stream.go)
 	Key         []byte         `json:"key,omitempty"`
+	DataSlot    *uint32        `json:"data_slot,omitempty"`
 	RawKey      []byte         `json:"raw_key,omitempty"`
 	Attempts    int            `json:"attempts,omitempty"`
 	Nacks       int            `json:"nacks,omitempty"`
@@ -470,7 +475,8 @@ func (o *Outbox) load(id string) (*record, io.ReadCloser, error) {
 }
 
 // contentKey is the key that seals r's content: inside the envelope for a
-// person-linked record, sealed by the device key otherwise.
+// person-linked record, sealed by its data slot's key otherwise (by the
+// device key for a record an older version wrote).
 func (o *Outbox) contentKey(r *record) ([]byte, error) {
 	if r.Slot != nil {
 		if len(r.RawKey) != keys.Size {
@@ -478,7 +484,92 @@ func (o *Outbox) contentKey(r *record) ([]byte, error) {
 		}
 		return slices.Clone(r.RawKey), nil
 	}
-	return keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+	if r.DataSlot == nil {
+		return keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+	}
+	wrap, err := o.cfg.DataKeys.Get(*r.DataSlot)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(wrap)
+	return keys.Open(wrap, r.Key, keyAAD(r.ID))
+}
+
+// eraseDataSlots overwrites the data slots of records that are gone (their
+// deletion committed); a failure leaves them to the scrub at the next
+// start.
+func (o *Outbox) eraseDataSlots(gone []record) {
+	var slots []uint32
+	for _, r := range gone {
+		if r.DataSlot != nil {
+			slots = append(slots, *r.DataSlot)
+		}
+	}
+	if len(slots) == 0 {
+		return
+	}
+	if err := o.cfg.DataKeys.Erase(slots...); err != nil {
+		o.log.Error("outbox: artifact keys not erased yet; erased at the next start", "slots", len(slots), "err", err)
+	}
+}
+
+// DataSlotsTx lists the data keyring slots the artifacts queued in tx use
+// (for the scrub at start).
+func (o *Outbox) DataSlotsTx(tx *bolt.Tx) (map[uint32]bool, error) {
+	used := map[uint32]bool{}
+	err := o.scanTx(tx, func(r *record) error {
+		if r.DataSlot != nil {
+			used[*r.DataSlot] = true
+		}
+		return nil
+	})
+	return used, err
+}
+
+// MigrateKeysTx moves, in tx, the content keys of artifacts an older
+// version queued (sealed by the device key) under data slots of their
+// own. The caller rewrites the store afterwards, so that no freed page
+// keeps a copy the device key opens. It returns how many moved.
+func (o *Outbox) MigrateKeysTx(tx *bolt.Tx) (int, error) {
+	b, err := buckets(tx)
+	if err != nil {
+		return 0, err
+	}
+	var legacy []record
+	err = o.scanTx(tx, func(r *record) error {
+		if r.Kind != "" && r.Slot == nil && r.DataSlot == nil && len(r.Key) > 0 {
+			legacy = append(legacy, *r)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for i := range legacy {
+		r := &legacy[i]
+		k, err := keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+		if err != nil {
+			continue // unreadable already: dropped when it is sent
+		}
+		slot, wrap, err := o.cfg.DataKeys.Alloc() // a rollback leaves it to the scrub at start
+		if err != nil {
+			clear(k)
+			return moved, err
+		}
+		r.Key, err = keys.Seal(wrap, k, keyAAD(r.ID))
+		clear(k)
+		clear(wrap)
+		if err != nil {
+			return moved, err
+		}
+		r.DataSlot = &slot
+		if err := o.putRecord(b.arts, r); err != nil {
+			return moved, err
+		}
+		moved++
+	}
+	return moved, nil
 }
 
 // reconcile makes files, records and the byte counter agree after a crash
@@ -585,6 +676,7 @@ func (o *Outbox) reconcile() error {
 	if removed > 0 || len(lost) > 0 {
 		o.log.Info("outbox reconciled", "files_removed", removed, "records_lost", len(lost), "queued", len(kept))
 	}
+	o.eraseDataSlots(lost)
 	for _, r := range lost {
 		o.log.Warn("artifact dropped: content missing", "artifact_id", r.ID, "kind", r.Kind, "size", r.Size)
 		if o.cfg.OnDropped != nil {

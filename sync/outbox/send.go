@@ -44,9 +44,14 @@ type ackMsg struct {
 	reason string
 }
 
+// wireAck is an ack's payload. sha256 (hex of the content, as the
+// manifest gave it) is optional: with it, an ack counts only for that
+// content (an addition to contract section 4; the v2 form without it is
+// still accepted).
 type wireAck struct {
-	OK     *bool  `json:"ok"`
-	Reason string `json:"reason"`
+	OK     *bool   `json:"ok"`
+	Reason string  `json:"reason"`
+	SHA256 *string `json:"sha256"`
 }
 
 type manifest struct {
@@ -111,9 +116,27 @@ func (o *Outbox) onAck(topic string, payload []byte) {
 		o.log.Debug("outbox: ack for unknown artifact ignored", "artifact_id", id, "ok", *w.OK)
 		return
 	}
+	if w.SHA256 != nil && !strings.EqualFold(*w.SHA256, it.meta.SHA256) {
+		o.mu.Unlock()
+		o.log.Warn("outbox: ack for other content ignored", "artifact_id", id, "ok", *w.OK)
+		return
+	}
 	if *w.OK {
-		it.acked = true // no more sends; frees its window slot
-		o.acks[id] = ackMsg{ok: true}
+		switch {
+		case it.published || (it.earlier && it.state == sending):
+			it.acked = true // no more sends; frees its window slot
+			o.acks[id] = ackMsg{ok: true}
+		case it.state == sending:
+			// The cloud may answer the last chunk before its PUBACK
+			// reached us: it counts if this send completes.
+			it.deferredOK = true
+			o.mu.Unlock()
+			return
+		default:
+			o.mu.Unlock()
+			o.log.Warn("outbox: ok ack for an artifact not published yet ignored", "artifact_id", id)
+			return
+		}
 	} else if prev, seen := o.acks[id]; !seen || !prev.ok {
 		o.acks[id] = ackMsg{reason: w.Reason}
 	}
@@ -367,8 +390,20 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 		it.state = waiting
 		it.deadline = time.Now().Add(o.cfg.AckTimeout)
 		it.meta.Attempts++
+		it.published = true
 	} else if it.state == sending {
 		it.state = idle
+	}
+	if it.deferredOK {
+		it.deferredOK = false
+		if it.published && !it.gone.Load() {
+			it.acked = true
+			o.acks[id] = ackMsg{ok: true}
+			select {
+			case o.ackCh <- struct{}{}:
+			default:
+			}
+		}
 	}
 	it.held = res == held
 	if it.held {
