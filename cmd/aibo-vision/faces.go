@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"image"
+	"slices"
 
 	"gocv.io/x/gocv"
 
@@ -17,19 +19,40 @@ import (
 // and are freed before the answer is written.
 type faceFinder struct {
 	nets *facenet.Nets
-	// side is the long side Patrol frames are scaled to for detection;
-	// thorough requests add thoroughSide.
-	side, thoroughSide int
+	// scorer's own face search (cascades) is added to a thorough search,
+	// so a photo about to leave is blurred wherever the scorer counted a
+	// face; nil leaves it out.
+	scorer *score.Scorer
 }
 
-// Detection sides. Measured with scripts/facequality/detectors and the
-// benchmarks (README): at a long side of 416 the detector finds faces from
-// about 15% of a 720p frame's height in 14-17 ms on one core; at 1280 from
-// about 5%, in 100-150 ms. Patrol frames (mostly without a face) take the
-// first; a photo about to be uploaded with blur_unknown_faces takes both.
+// The searches, measured with scripts/facequality/detectors and the
+// benchmarks (README). The tiny face detector finds a face when it is
+// about 48 to 150 px high in its input, so each search is the frame at a
+// scale that brings one range of face sizes there.
 const (
-	patrolSide   = 416
-	thoroughSide = 1280
+	// farSide: the whole frame at a long side of 416 px, for faces from
+	// about 15-20% of a 720p frame's height (11 ms on one core).
+	farSide = 416
+	// nearSide: the whole frame again at 160 px, for faces larger than
+	// about a third of its height, which the far pass misses once they
+	// are over about 150 px in its input (issue 18: a clear frontal face
+	// with glasses, half a VGA frame high). About 1.5 ms.
+	nearSide = 160
+	// weakScore: the far pass's detections between this and the
+	// detector's DefaultMinScore are looked at again, closer (the face
+	// brought to closerFace px), at most maxCloser a frame: faces of
+	// 12-20% of the height that the far pass only half sees.
+	weakScore  = 0.03
+	maxCloser  = 3
+	closerFace = 64
+	// A thorough search (a photo about to leave the device) adds the
+	// frame at midScale and, tile by tile, at smallScale, relative to a
+	// 1280 px long side: faces down to 5% of a 720p frame's height (36 px)
+	// reach the detector at 54 px.
+	midScale    = 0.75
+	smallScale  = 1.5
+	tileSide    = 640
+	tileOverlap = 96
 )
 
 // faces decodes an image and returns its faces' boxes and descriptors.
@@ -46,19 +69,9 @@ func (f *faceFinder) faces(data []byte, maxPixels int, thorough, boxesOnly bool)
 
 // facesIn is faces on an image already decoded (BGR).
 func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.FacesResult, error) {
-	dets, err := f.nets.Detect(img, facenet.DetectOptions{Side: f.side})
+	dets, err := f.detect(img, thorough)
 	if err != nil {
 		return vision.FacesResult{}, err
-	}
-	if long := max(img.Cols(), img.Rows()); thorough && long > f.side {
-		// Small faces need the frame near its own size; an image smaller
-		// than that gains nothing from growing.
-		more, err := f.nets.Detect(img, facenet.DetectOptions{Side: min(f.thoroughSide, long)})
-		f.nets.Shrink() // the large pass's buffers are not kept for the next frame
-		if err != nil {
-			return vision.FacesResult{}, err
-		}
-		dets = facenet.Merge(dets, more)
 	}
 	out := vision.FacesResult{Width: img.Cols(), Height: img.Rows(), Model: facenet.DescriptorModel}
 	for _, d := range dets {
@@ -80,6 +93,75 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.Fac
 		out.Faces = append(out.Faces, face)
 	}
 	return out, nil
+}
+
+// detect finds the faces of a frame, largest first: the far and near
+// passes and the closer looks for every frame, and for a thorough search
+// the enlarged passes and the scorer's cascades too.
+func (f *faceFinder) detect(img gocv.Mat, thorough bool) ([]facenet.Detection, error) {
+	all, err := f.nets.Detect(img, facenet.DetectOptions{Side: farSide, MinScore: weakScore, MaxFaces: 16})
+	if err != nil {
+		return nil, err
+	}
+	var found, weak []facenet.Detection
+	for _, d := range all {
+		if d.Score >= facenet.DefaultMinScore {
+			found = append(found, d)
+		} else {
+			weak = append(weak, d)
+		}
+	}
+	near, err := f.nets.Detect(img, facenet.DetectOptions{Side: nearSide})
+	if err != nil {
+		return nil, err
+	}
+	found = facenet.Merge(found, near)
+	slices.SortStableFunc(weak, func(a, b facenet.Detection) int { return cmp.Compare(b.Score, a.Score) })
+	looked := 0
+	for _, w := range weak {
+		if looked == maxCloser {
+			break
+		}
+		if slices.ContainsFunc(found, func(d facenet.Detection) bool { return facenet.Same(d.Box, w.Box) }) {
+			continue
+		}
+		looked++
+		c, side := w.Box.Min.Add(w.Box.Max).Div(2), max(w.Box.Dx(), w.Box.Dy())
+		around := image.Rect(c.X-side*5/4, c.Y-side*5/4, c.X+side*5/4, c.Y+side*5/4)
+		closer, err := f.nets.DetectIn(img, around, float64(closerFace)/float64(side), facenet.DetectOptions{})
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range closer {
+			if facenet.Same(d.Box, w.Box) {
+				found = facenet.Merge(found, []facenet.Detection{d})
+			}
+		}
+	}
+	if !thorough {
+		return found, nil
+	}
+	k := float64(1280) / float64(max(img.Cols(), img.Rows()))
+	mid, err := f.nets.DetectTiles(img, midScale*k, 1024, tileOverlap, facenet.DetectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	small, err := f.nets.DetectTiles(img, smallScale*k, tileSide, tileOverlap, facenet.DetectOptions{})
+	f.nets.Shrink() // the large passes' buffers are not kept for the next frame
+	if err != nil {
+		return nil, err
+	}
+	found = facenet.Merge(facenet.Merge(found, mid), small)
+	if f.scorer != nil {
+		boxes, err := f.scorer.Detect(img)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range boxes {
+			found = facenet.Merge(found, []facenet.Detection{{Box: b, Score: 1}})
+		}
+	}
+	return found, nil
 }
 
 // headBox grows the detector's box, which runs from the brows to the chin,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
@@ -75,7 +76,12 @@ func finder(t testing.TB) *faceFinder {
 		t.Fatalf("%v\nrun make setup: it fetches face-api and converts its nets into build/models", err)
 	}
 	t.Cleanup(func() { n.Close() })
-	return &faceFinder{nets: n, side: patrolSide, thoroughSide: thoroughSide}
+	sc, err := score.New(score.Options{Nets: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return &faceFinder{nets: n, scorer: sc}
 }
 
 func TestWorkerAndRecognizerAgreeOnTheModel(t *testing.T) {
@@ -181,7 +187,7 @@ func TestP7_TiltedFaceIsLevelled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dets, err := ff.nets.Detect(img, facenet.DetectOptions{Side: patrolSide})
+		dets, err := ff.nets.Detect(img, facenet.DetectOptions{Side: farSide})
 		if err != nil || len(dets) != 1 {
 			img.Close()
 			t.Fatalf("%v°: %d faces, %v", deg, len(dets), err)
@@ -307,4 +313,55 @@ func BenchmarkFrame(b *testing.B) {
 func p50(d []time.Duration) float64 {
 	slices.Sort(d)
 	return float64(d[len(d)/2].Microseconds()) / 1000
+}
+
+// vgaFrame is a 640x480 frame of the coffee scene with face pasted in its
+// middle (feathered), scaled so the face, brows to chin (about 0.8 of an
+// ORL image's height), is faceH pixels high.
+func vgaFrame(t testing.TB, face *image.Gray, faceH int) ([]byte, image.Rectangle) {
+	f, err := os.Open("../../testdata/score/coffee.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scene, err := jpeg.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := synth.Fill(scene, 640, 480)
+	h := faceH * 10 / 8
+	w := h * face.Rect.Dx() / face.Rect.Dy()
+	at := image.Rect(320-w/2, 240-h/2, 320+w/2, 240+h/2)
+	synth.Paste(img, face, at, 0.1)
+	return synth.JPEG(img, 90), at
+}
+
+// TestEnrollmentFindsAFrontalFaceWithGlassesHalfAVGAFrameHigh (issue 18):
+// enrollment frames are close-ups, and the far pass alone missed clear
+// frontal faces with glasses once they filled half a VGA frame (the
+// detector loses faces over about 150 px in its input). Each must come out
+// as exactly one face with a descriptor, at every size from a third of the
+// frame's height to most of it.
+func TestEnrollmentFindsAFrontalFaceWithGlassesHalfAVGAFrameHigh(t *testing.T) {
+	ff := finder(t)
+	for _, who := range []struct {
+		p string
+		n int
+	}{{"s31", 3}, {"s37", 4}} {
+		for _, faceH := range []int{160, 240, 300} {
+			jpg, at := vgaFrame(t, orlFace(t, who.p, who.n), faceH)
+			r, err := ff.faces(jpg, score.MaxPixels, false, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Faces) != 1 || r.Faces[0].Template == nil {
+				t.Errorf("%s/%d, face %d px high in 640x480: %d faces (%v), want one with a descriptor", who.p, who.n, faceH, len(r.Faces), r.Faces)
+				continue
+			}
+			f := r.Faces[0]
+			if c := image.Pt(f.X+f.W/2, f.Y+f.H/2); !c.In(at) {
+				t.Errorf("%s/%d, %d px: face at %v, pasted at %v", who.p, who.n, faceH, image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H), at)
+			}
+		}
+	}
 }
