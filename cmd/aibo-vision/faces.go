@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"image"
+	"math"
 	"slices"
 
 	"gocv.io/x/gocv"
@@ -69,13 +70,20 @@ func (f *faceFinder) faces(data []byte, maxPixels int, thorough, boxesOnly bool)
 
 // facesIn is faces on an image already decoded (BGR).
 func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.FacesResult, error) {
-	dets, err := f.detect(img, thorough)
+	dets, counted, err := f.detect(img, thorough)
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
 	out := vision.FacesResult{Width: img.Cols(), Height: img.Rows(), Model: facenet.DescriptorModel}
 	for _, d := range dets {
 		head := headBox(d.Box, img.Cols(), img.Rows())
+		for _, c := range counted {
+			// Where the scorer boxed this face differently, the hidden
+			// region covers its box too.
+			if facenet.Same(c, d.Box) {
+				head = head.Union(c)
+			}
+		}
 		face := vision.FaceTemplate{X: head.Min.X, Y: head.Min.Y, W: head.Dx(), H: head.Dy()}
 		if boxesOnly {
 			out.Faces = append(out.Faces, face)
@@ -97,13 +105,15 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.Fac
 
 // detect finds the faces of a frame, largest first: the far and near
 // passes and the closer looks for every frame, and for a thorough search
-// the enlarged passes and the scorer's cascades too.
-func (f *faceFinder) detect(img gocv.Mat, thorough bool) ([]facenet.Detection, error) {
+// the enlarged passes and the scorer's cascades too. counted are the
+// scorer's boxes (thorough only), each of them also among the detections
+// or beside one that is the same face.
+func (f *faceFinder) detect(img gocv.Mat, thorough bool) (found []facenet.Detection, counted []image.Rectangle, err error) {
 	all, err := f.nets.Detect(img, facenet.DetectOptions{Side: farSide, MinScore: weakScore, MaxFaces: 16})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var found, weak []facenet.Detection
+	var weak []facenet.Detection
 	for _, d := range all {
 		if d.Score >= facenet.DefaultMinScore {
 			found = append(found, d)
@@ -113,7 +123,7 @@ func (f *faceFinder) detect(img gocv.Mat, thorough bool) ([]facenet.Detection, e
 	}
 	near, err := f.nets.Detect(img, facenet.DetectOptions{Side: nearSide})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	found = facenet.Merge(found, near)
 	slices.SortStableFunc(weak, func(a, b facenet.Detection) int { return cmp.Compare(b.Score, a.Score) })
@@ -130,7 +140,7 @@ func (f *faceFinder) detect(img gocv.Mat, thorough bool) ([]facenet.Detection, e
 		around := image.Rect(c.X-side*5/4, c.Y-side*5/4, c.X+side*5/4, c.Y+side*5/4)
 		closer, err := f.nets.DetectIn(img, around, float64(closerFace)/float64(side), facenet.DetectOptions{})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, d := range closer {
 			if facenet.Same(d.Box, w.Box) {
@@ -139,29 +149,32 @@ func (f *faceFinder) detect(img gocv.Mat, thorough bool) ([]facenet.Detection, e
 		}
 	}
 	if !thorough {
-		return found, nil
+		return found, nil, nil
 	}
-	k := float64(1280) / float64(max(img.Cols(), img.Rows()))
-	mid, err := f.nets.DetectTiles(img, midScale*k, 1024, tileOverlap, facenet.DetectOptions{})
-	if err != nil {
-		return nil, err
-	}
-	small, err := f.nets.DetectTiles(img, smallScale*k, tileSide, tileOverlap, facenet.DetectOptions{})
-	f.nets.Shrink() // the large passes' buffers are not kept for the next frame
-	if err != nil {
-		return nil, err
-	}
-	found = facenet.Merge(facenet.Merge(found, mid), small)
-	if f.scorer != nil {
-		boxes, err := f.scorer.Detect(img)
-		if err != nil {
-			return nil, err
+	// Enlarged relative to a 1280 px long side, never beyond smallScale
+	// of the image's own pixels: a small image has no small faces to find.
+	long := max(img.Cols(), img.Rows())
+	k := math.Min(1, 1280/float64(long))
+	for _, scale := range []float64{midScale * k, smallScale * k} {
+		if float64(long)*scale < farSide*5/4 {
+			continue // the far pass saw the frame at about this scale
 		}
-		for _, b := range boxes {
+		more, err := f.nets.DetectTiles(img, scale, tileSide, tileOverlap, facenet.DetectOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		found = facenet.Merge(found, more)
+	}
+	f.nets.Shrink() // the large passes' buffers are not kept for the next frame
+	if f.scorer != nil {
+		if counted, err = f.scorer.Detect(img); err != nil {
+			return nil, nil, err
+		}
+		for _, b := range counted {
 			found = facenet.Merge(found, []facenet.Detection{{Box: b, Score: 1}})
 		}
 	}
-	return found, nil
+	return found, counted, nil
 }
 
 // headBox grows the detector's box, which runs from the brows to the chin,
