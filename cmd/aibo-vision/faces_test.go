@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/draw"
 	"image/jpeg"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,26 +247,7 @@ func BenchmarkFrame(b *testing.B) {
 	score.SetThreads(1)
 	ff := finder(b)
 	frame := frame720(b, orlFace(b, "s2", 4), 0)
-	var pool [][]byte
-	for _, p := range []string{"s2", "s7", "s12"} {
-		for n := 1; n <= 4; n++ {
-			r, err := ff.faces(frame720(b, orlFace(b, p, n), 0), score.MaxPixels, false, false)
-			if err != nil || len(r.Faces) != 1 {
-				b.Fatal("enrollment frame without one face")
-			}
-			pool = append(pool, r.Faces[0].Template)
-		}
-	}
-	g := map[string][][]byte{}
-	for i := 0; i < 100; i++ {
-		for k := 0; k < 5; k++ {
-			g["p"+strconv.Itoa(i)] = append(g["p"+strconv.Itoa(i)], pool[(i*5+k)%len(pool)])
-		}
-	}
-	m, err := facerec.Descriptors{}.Build(g)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := gallery100x5(b, ff)
 	var empty bytes.Buffer
 	blank := image.NewRGBA(image.Rect(0, 0, 1280, 720))
 	draw.Draw(blank, blank.Bounds(), image.NewUniform(color.Gray{Y: 70}), image.Point{}, draw.Src)
@@ -439,4 +422,138 @@ func boxes(r vision.FacesResult) []image.Rectangle {
 		out = append(out, image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H))
 	}
 	return out
+}
+
+// BenchmarkPatrol measures what issue 19 budgets, on one OpenCV thread:
+// the worker's cost of a Patrol frame (every search, landmarks and
+// descriptors of every face found, then the match against 100 people x 5
+// in the daemon), JPEG decoding reported apart. Visits are 5 frames of a
+// person standing still in a scene while the camera jitters by 1-2 px (an
+// ORL face at 20%, 10% and 6% of the height, synth.Place); frames without
+// anyone are the same scenes, jittered.
+//
+//	taskset -c 0 go test -run '^$' -bench Patrol -benchtime 20x ./cmd/aibo-vision/
+//
+// Each iteration plays one visit per face height and 5 empty frames; the
+// metrics are the mean, p50 and p95 over every frame of the run.
+func BenchmarkPatrol(b *testing.B) {
+	score.SetThreads(1)
+	ff := finder(b)
+	scenes := benchScenes(b)
+	rnd := rand.New(rand.NewPCG(19, 4))
+	m := gallery100x5(b, ff)
+	type set struct {
+		name   string
+		frames [][]byte
+	}
+	var sets []set
+	for _, h := range []float64{0.20, 0.10, 0.06} {
+		var frames [][]byte
+		for k, p := range []string{"s2", "s7", "s12", "s30"} {
+			n := []int{4, 4, 4, 6}[k] // a probe image none of the gallery was made of
+			v := synth.Place(scenes[k%len(scenes)], orlFace(b, p, n), int(h*720), rnd)
+			f, _ := v.Frames(5, rnd)
+			frames = append(frames, f...)
+		}
+		sets = append(sets, set{fmt.Sprintf("face%.0f", 100*h), frames})
+	}
+	var empty [][]byte
+	for _, s := range scenes {
+		f, _ := synth.Nobody(s).Frames(5, rnd)
+		empty = append(empty, f...)
+	}
+	sets = append(sets, set{"empty", empty})
+	took := map[string][]time.Duration{}
+	var decode []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, s := range sets {
+			for k := 0; k < 5; k++ {
+				jpg := s.frames[(i*5+k)%len(s.frames)]
+				t0 := time.Now()
+				img, err := score.Decode(jpg, score.MaxPixels)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				r, err := ff.facesIn(img, false, false)
+				img.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, f := range r.Faces {
+					if f.Template != nil {
+						m.Identify(f.Template)
+					}
+				}
+				decode = append(decode, t1.Sub(t0))
+				took[s.name] = append(took[s.name], time.Since(t1))
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(p50(decode), "decode-p50-ms")
+	for _, s := range sets {
+		d := took[s.name]
+		b.ReportMetric(mean(d), s.name+"-mean-ms")
+		b.ReportMetric(p50(d), s.name+"-p50-ms")
+		b.ReportMetric(quantile(d, 0.95), s.name+"-p95-ms")
+	}
+}
+
+// benchScenes are the committed scenes without people, filled to 720p.
+func benchScenes(t testing.TB) []*image.RGBA {
+	var out []*image.RGBA
+	for _, name := range []string{"../../testdata/score/coffee.jpg", "../../testdata/photos/rocket.jpg"} {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := jpeg.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, synth.Fill(img, 1280, 720))
+	}
+	return out
+}
+
+// gallery100x5 is a matcher of 100 people with 5 samples each, made of the
+// committed ORL faces' descriptors.
+func gallery100x5(t testing.TB, ff *faceFinder) facerec.Matcher {
+	var pool [][]byte
+	for _, p := range []string{"s2", "s7", "s12"} {
+		for n := 1; n <= 4; n++ {
+			r, err := ff.faces(frame720(t, orlFace(t, p, n), 0), score.MaxPixels, false, false)
+			if err != nil || len(r.Faces) != 1 {
+				t.Fatal("enrollment frame without one face")
+			}
+			pool = append(pool, r.Faces[0].Template)
+		}
+	}
+	g := map[string][][]byte{}
+	for i := 0; i < 100; i++ {
+		for k := 0; k < 5; k++ {
+			g["p"+strconv.Itoa(i)] = append(g["p"+strconv.Itoa(i)], pool[(i*5+k)%len(pool)])
+		}
+	}
+	m, err := facerec.Descriptors{}.Build(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mean(d []time.Duration) float64 {
+	var s time.Duration
+	for _, v := range d {
+		s += v
+	}
+	return float64(s.Microseconds()) / 1000 / float64(len(d))
+}
+
+func quantile(d []time.Duration, q float64) float64 {
+	slices.Sort(d)
+	return float64(d[int(q*float64(len(d)-1))].Microseconds()) / 1000
 }

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
@@ -134,4 +135,17 @@ func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, t
 		}
 	}
 	return best, r.Model, nil
+}
+
+// Scenes loads the shared scenes without people, each filled to a frame.
+func Scenes(data string, load func(string) (image.Image, error)) ([]*image.RGBA, error) {
+	var out []*image.RGBA
+	for _, s := range []string{"coffee.png", "chelsea.png", "rocket.jpg"} {
+		img, err := load(filepath.Join(data, "scenes", s))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, synth.Fill(img, W, H))
+	}
+	return out, nil
 }
