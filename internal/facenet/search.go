@@ -1,0 +1,105 @@
+package facenet
+
+import (
+	"cmp"
+	"image"
+	"math"
+	"slices"
+
+	"gocv.io/x/gocv"
+)
+
+// The searches, measured with scripts/facequality/detectors and the
+// benchmarks (README). The tiny face detector finds a face when it is
+// about 48 to 150 px high in its input, so each search is the frame at a
+// scale that brings one range of face sizes there.
+const (
+	// farSide: the whole frame at a long side of 416 px, for faces from
+	// about 15-20% of a 720p frame's height (11 ms on one core).
+	farSide = 416
+	// nearSide: the whole frame again at 160 px, for faces larger than
+	// about a third of its height, which the far pass misses once they
+	// are over about 150 px in its input (issue 18: a clear frontal face
+	// with glasses, half a VGA frame high). About 1.5 ms.
+	nearSide = 160
+	// weakScore: the far pass's detections between this and the
+	// detector's DefaultMinScore are looked at again, closer (the face
+	// brought to closerFace px), at most maxCloser a frame: faces of
+	// 12-20% of the height that the far pass only half sees.
+	weakScore  = 0.03
+	maxCloser  = 3
+	closerFace = 64
+	// A thorough search (a photo about to leave the device) adds the
+	// frame at midScale and, tile by tile, at smallScale, relative to a
+	// 1280 px long side: faces down to 5% of a 720p frame's height (36 px)
+	// reach the detector at 54 px.
+	midScale    = 0.75
+	smallScale  = 1.5
+	tileSide    = 640
+	tileOverlap = 96
+)
+
+// Search finds the faces of a frame, largest first: the far and near
+// passes and the closer looks for every frame (Patrol, enrollment), and for
+// a thorough search (a photo about to leave the device) the enlarged
+// passes too.
+func (n *Nets) Search(img gocv.Mat, thorough bool) ([]Detection, error) {
+	all, err := n.Detect(img, DetectOptions{Side: farSide, MinScore: weakScore, MaxFaces: 16})
+	if err != nil {
+		return nil, err
+	}
+	var found, weak []Detection
+	for _, d := range all {
+		if d.Score >= DefaultMinScore {
+			found = append(found, d)
+		} else {
+			weak = append(weak, d)
+		}
+	}
+	near, err := n.Detect(img, DetectOptions{Side: nearSide})
+	if err != nil {
+		return nil, err
+	}
+	found = Merge(found, near)
+	slices.SortStableFunc(weak, func(a, b Detection) int { return cmp.Compare(b.Score, a.Score) })
+	looked := 0
+	for _, w := range weak {
+		if looked == maxCloser {
+			break
+		}
+		if slices.ContainsFunc(found, func(d Detection) bool { return Same(d.Box, w.Box) }) {
+			continue
+		}
+		looked++
+		c, side := w.Box.Min.Add(w.Box.Max).Div(2), max(w.Box.Dx(), w.Box.Dy())
+		around := image.Rect(c.X-side*5/4, c.Y-side*5/4, c.X+side*5/4, c.Y+side*5/4)
+		closer, err := n.DetectIn(img, around, float64(closerFace)/float64(side), DetectOptions{})
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range closer {
+			if Same(d.Box, w.Box) {
+				found = Merge(found, []Detection{d})
+			}
+		}
+	}
+	if !thorough {
+		return found, nil
+	}
+	// Enlarged relative to a 1280 px long side, never beyond smallScale
+	// of the image's own pixels: a small image has no small faces to find.
+	long := max(img.Cols(), img.Rows())
+	k := math.Min(1, 1280/float64(long))
+	for _, scale := range []float64{midScale * k, smallScale * k} {
+		if float64(long)*scale < farSide*5/4 {
+			continue // the far pass saw the frame at about this scale
+		}
+		more, err := n.DetectTiles(img, scale, tileSide, tileOverlap, DetectOptions{})
+		if err != nil {
+			return nil, err
+		}
+		found = Merge(found, more)
+	}
+	n.Shrink() // the large passes' buffers are not kept for the next frame
+	return found, nil
+}
