@@ -470,6 +470,7 @@ func BenchmarkPatrol(b *testing.B) {
 	for _, s := range sets {
 		b.Run(s.name, func(b *testing.B) {
 			var decode, took []time.Duration
+			before := ff.nets.Work()
 			for i := 0; i < b.N; i++ {
 				for k := 0; k < 5; k++ {
 					jpg := s.frames[(i*5+k)%len(s.frames)]
@@ -497,6 +498,9 @@ func BenchmarkPatrol(b *testing.B) {
 			b.ReportMetric(mean(took), "mean-ms")
 			b.ReportMetric(p50(took), "p50-ms")
 			b.ReportMetric(quantile(took, 0.95), "p95-ms")
+			w, frames := ff.nets.Work(), float64(5*b.N)
+			b.ReportMetric(float64(w.DetectorPixels-before.DetectorPixels)/1000/frames, "detector-kpx/frame")
+			b.ReportMetric(float64(w.Descriptors-before.Descriptors)/frames, "descriptors/frame")
 		})
 	}
 }

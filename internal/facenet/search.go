@@ -72,7 +72,7 @@ func (n *Nets) Search(img gocv.Mat, thorough bool) ([]Detection, error) {
 		}
 		looked++
 		c, side := w.Box.Min.Add(w.Box.Max).Div(2), max(w.Box.Dx(), w.Box.Dy())
-		around := image.Rect(c.X-side*5/4, c.Y-side*5/4, c.X+side*5/4, c.Y+side*5/4)
+		around := image.Rect(c.X-side, c.Y-side, c.X+side, c.Y+side)
 		closer, err := n.DetectIn(img, around, float64(closerFace)/float64(side), DetectOptions{})
 		if err != nil {
 			return nil, err
