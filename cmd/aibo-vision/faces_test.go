@@ -303,16 +303,7 @@ func p50(d []time.Duration) float64 {
 // middle (feathered), scaled so the face, brows to chin (about 0.8 of an
 // ORL image's height), is faceH pixels high.
 func vgaFrame(t testing.TB, face *image.Gray, faceH int) ([]byte, image.Rectangle) {
-	f, err := os.Open("../../testdata/score/coffee.jpg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scene, err := jpeg.Decode(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := synth.Fill(scene, 640, 480)
+	img := synth.Fill(readJPEG(t, "../../testdata/score/coffee.jpg"), 640, 480)
 	h := faceH * 10 / 8
 	w := h * face.Rect.Dx() / face.Rect.Dy()
 	at := image.Rect(320-w/2, 240-h/2, 320+w/2, 240+h/2)
@@ -361,16 +352,7 @@ func softCloseUps(t testing.TB) map[string][]byte {
 			t.Fatalf("no GENKI crops in %s: %v", dir, err)
 		}
 		for _, n := range names {
-			f, err := os.Open(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			img, err := jpeg.Decode(f)
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[filepath.Base(n)] = synth.JPEG(synth.Resize(img, 512, 512), 90)
+			out[filepath.Base(n)] = synth.JPEG(synth.Resize(readJPEG(t, n), 512, 512), 90)
 		}
 	}
 	return out
@@ -509,16 +491,7 @@ func BenchmarkPatrol(b *testing.B) {
 func benchScenes(t testing.TB) []*image.RGBA {
 	var out []*image.RGBA
 	for _, name := range []string{"../../testdata/score/coffee.jpg", "../../testdata/photos/rocket.jpg"} {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := jpeg.Decode(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, synth.Fill(img, 1280, 720))
+		out = append(out, synth.Fill(readJPEG(t, name), 1280, 720))
 	}
 	return out
 }
@@ -560,4 +533,18 @@ func mean(d []time.Duration) float64 {
 func quantile(d []time.Duration, q float64) float64 {
 	slices.Sort(d)
 	return float64(d[int(q*float64(len(d)-1))].Microseconds()) / 1000
+}
+
+func readJPEG(t testing.TB, path string) image.Image {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := jpeg.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return img
 }

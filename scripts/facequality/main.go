@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"image"
 	"log"
 	"math/rand/v2"
 	"os"
@@ -39,7 +38,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
-	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
@@ -70,7 +68,7 @@ func main() {
 			if *calOnly && (s > 20 || i > 5) {
 				continue
 			}
-			face, err := readPGM(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+			face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -113,23 +111,7 @@ func main() {
 		}
 	}
 	// What Calibrate gives on this run's enrollment descriptors.
-	enroll := map[string][]descriptor.Vector{}
-	for s := 1; s <= 20; s++ {
-		for i := 1; i <= 5; i++ {
-			if d, ok := desc[img{s, i}]; ok {
-				v, err := descriptor.Decode(d)
-				if err != nil {
-					log.Fatal(err)
-				}
-				enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
-			}
-		}
-	}
-	cohort, err := descriptor.Cohort()
-	if err != nil {
-		log.Fatal(err)
-	}
-	cal, err := descriptor.Calibrate(enroll, cohort)
+	cal, err := frame.Calibrate(func(s, i int) []byte { return desc[img{s, i}] })
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -270,14 +252,6 @@ func explain(desc map[img][]byte) {
 	fmt.Println()
 }
 
-func readPGM(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return pgm.Decode(f)
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

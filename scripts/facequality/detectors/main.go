@@ -40,7 +40,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
-	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
+	fq "github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
 const frameW, frameH = 1280, 720
@@ -230,7 +230,7 @@ func haarDetect(c *gocv.CascadeClassifier, m gocv.Mat, short int) []image.Rectan
 func buildFrames(data string) (frames, empty []frame, err error) {
 	var scenes []*image.RGBA
 	for _, s := range []string{"coffee.png", "chelsea.png", "rocket.jpg"} {
-		img, err := loadImage(filepath.Join(data, "scenes", s))
+		img, err := fq.LoadImage(filepath.Join(data, "scenes", s))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -244,7 +244,7 @@ func buildFrames(data string) (frames, empty []frame, err error) {
 		}
 	}
 	for s := 1; s <= 20; s++ {
-		img, err := loadImage(filepath.Join(data, "orl_faces", fmt.Sprintf("s%d", s), "1.pgm"))
+		img, err := fq.LoadImage(filepath.Join(data, "orl_faces", fmt.Sprintf("s%d", s), "1.pgm"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -255,20 +255,4 @@ func buildFrames(data string) (frames, empty []frame, err error) {
 		}
 	}
 	return frames, empty, nil
-}
-
-func loadImage(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if filepath.Ext(path) == ".pgm" {
-		return pgm.Decode(f)
-	}
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return img, nil
 }

@@ -43,7 +43,6 @@ import (
 	"log"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -53,7 +52,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
-	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
@@ -77,7 +75,7 @@ func main() {
 		}
 		heights = append(heights, h)
 	}
-	scenes, err := frame.Scenes(*data, loadImage)
+	scenes, err := frame.Scenes(*data, frame.LoadImage)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -87,7 +85,7 @@ func main() {
 	}
 	defer w.Close()
 	orl := func(s, i int) image.Image {
-		img, err := loadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+		img, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -194,25 +192,11 @@ func main() {
 			}
 		}
 		if *calibrate {
-			enroll := map[string][]descriptor.Vector{}
-			for s := 1; s <= 20; s++ {
-				for i := 1; i <= 5; i++ {
-					p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), faceH, rnd)
-					jpgs, at := p.Frames(1, rnd)
-					if d := faceAt(w, jpgs[0], at[0], true).template; d != nil {
-						v, err := descriptor.Decode(d)
-						if err != nil {
-							log.Fatal(err)
-						}
-						enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
-					}
-				}
-			}
-			cohort, err := descriptor.Cohort()
-			if err != nil {
-				log.Fatal(err)
-			}
-			cal, err := descriptor.Calibrate(enroll, cohort)
+			cal, err := frame.Calibrate(func(s, i int) []byte {
+				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), faceH, rnd)
+				jpgs, at := p.Frames(1, rnd)
+				return faceAt(w, jpgs[0], at[0], true).template
+			})
 			if err != nil {
 				r.cal = err.Error()
 			} else {
@@ -277,22 +261,6 @@ func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, thorough bool) fo
 		}
 	}
 	return out
-}
-
-func loadImage(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if filepath.Ext(path) == ".pgm" {
-		return pgm.Decode(f)
-	}
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return img, nil
 }
 
 func pct(a, b int) string {
