@@ -252,7 +252,6 @@ func explain(desc map[img][]byte) {
 	fmt.Println()
 }
 
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func pct(a, b int) string {

@@ -102,14 +102,17 @@ func carry(face image.Image, frac float64) *image.RGBA {
 // SideLight relights a grey face as a strong light from one side does: a
 // gain rising linearly from 0.3 at the left edge to 1.3 at the right, then
 // gamma 1.8 (v' = v^1.8 on 0..1, which darkens the shaded side further).
-func SideLight(face image.Image) *image.Gray {
+func SideLight(face image.Image) *image.Gray { return SideLightGamma(face, 1.8) }
+
+// SideLightGamma is SideLight with another gamma.
+func SideLightGamma(face image.Image, gamma float64) *image.Gray {
 	b := face.Bounds()
 	out := image.NewGray(image.Rect(0, 0, b.Dx(), b.Dy()))
 	for y := 0; y < b.Dy(); y++ {
 		for x := 0; x < b.Dx(); x++ {
 			g := 0.3 + float64(x)/float64(b.Dx()-1)
 			v := float64(color.GrayModel.Convert(face.At(b.Min.X+x, b.Min.Y+y)).(color.Gray).Y) / 255
-			v = math.Pow(math.Min(1, v*g), 1.8)
+			v = math.Pow(math.Min(1, v*g), gamma)
 			out.Pix[y*out.Stride+x] = uint8(math.Round(v * 255))
 		}
 	}
