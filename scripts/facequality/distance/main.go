@@ -63,6 +63,7 @@ func main() {
 	enrolFlag := flag.String("enrol", "close", "close (tripled, as scripts/facequality) or far (10-20% of the height, in scenes)")
 	light := flag.String("light", "even", "even, or side: every probe relit from one side (gain 0.3 to 1.3, gamma 1.8)")
 	thorough := flag.Bool("thorough", false, "search each frame thoroughly, as a photo about to leave is (not as Patrol does): how descriptors of small faces behave once found")
+	perVisit := flag.Int("frames", 5, "frames a visit (1: each probe image judged on one frame)")
 	calibrate := flag.Bool("calibrate", false, "also run descriptor.Calibrate on the enrollment images placed at each size")
 	flag.Parse()
 	log.SetFlags(0)
@@ -153,7 +154,7 @@ func main() {
 		rnd := rand.New(rand.NewPCG(19, uint64(faceH)))
 		visit := func(s, i int) (accepted map[string]bool) {
 			p := synth.Place(scenes[rnd.IntN(len(scenes))], probe(s, i), faceH, rnd)
-			jpgs, at := p.Frames(5, rnd)
+			jpgs, at := p.Frames(*perVisit, rnd)
 			accepted = map[string]bool{}
 			for k := range jpgs {
 				f := faceAt(w, jpgs[k], at[k], *thorough)
@@ -212,7 +213,7 @@ func main() {
 	if *thorough {
 		search = "thorough search (as for a photo about to leave, not Patrol)"
 	}
-	fmt.Printf("## Distance: ORL in scenes through the vision worker (%s; enrollment %s, %d of 100 images without a face; light %s)\n\n", search, *enrolFlag, missing, *light)
+	fmt.Printf("## Distance: ORL in scenes through the vision worker (%s; %d frames a visit; enrollment %s, %d of 100 images without a face; light %s)\n\n", search, *perVisit, *enrolFlag, missing, *light)
 	fmt.Printf("| face height | about | visits recognised | taken for another enrolled person | strangers' visits taken for family | frames with the face found | worker round trip p50 / p95 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		slices.Sort(r.times)
