@@ -140,12 +140,12 @@ func main() {
 	}
 
 	type row struct {
-		h                                   float64
-		visits, recognised, confused        int
-		strangers, taken                    int
-		frames, found, strangerFrames, sAcc int
-		times                               []time.Duration
-		cal                                 string
+		h                            float64
+		visits, recognised, confused int
+		strangers, taken             int
+		frames, found                int
+		times                        []time.Duration
+		cal                          string
 	}
 	var rows []row
 	for _, hs := range heights {
