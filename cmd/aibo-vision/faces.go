@@ -23,21 +23,21 @@ type faceFinder struct {
 	scorer *score.Scorer
 }
 
-// faces decodes an image and returns its faces' boxes and descriptors.
-// With boxesOnly no landmarks or descriptors are computed: nobody may be
-// recognised, so every face is a stranger to blur.
-func (f *faceFinder) faces(data []byte, maxPixels int, thorough, boxesOnly bool) (vision.FacesResult, error) {
+// faces decodes an image and returns its faces' boxes and descriptors,
+// searched as far as reach. With boxesOnly no landmarks or descriptors are
+// computed: nobody may be recognised, so every face is a stranger to blur.
+func (f *faceFinder) faces(data []byte, maxPixels int, reach facenet.Reach, boxesOnly bool) (vision.FacesResult, error) {
 	img, err := score.Decode(data, maxPixels)
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
 	defer img.Close()
-	return f.facesIn(img, thorough, boxesOnly)
+	return f.facesIn(img, reach, boxesOnly)
 }
 
 // facesIn is faces on an image already decoded (BGR).
-func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.FacesResult, error) {
-	dets, counted, err := f.detect(img, thorough)
+func (f *faceFinder) facesIn(img gocv.Mat, reach facenet.Reach, boxesOnly bool) (vision.FacesResult, error) {
+	dets, counted, err := f.detect(img, reach)
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
@@ -74,8 +74,8 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.Fac
 // for a thorough search adds the scorer's own: counted are the scorer's
 // boxes, each of them also among the detections or beside one that is the
 // same face.
-func (f *faceFinder) detect(img gocv.Mat, thorough bool) (found []facenet.Detection, counted []image.Rectangle, err error) {
-	if found, err = f.nets.Search(img, thorough); err != nil || !thorough || f.scorer == nil {
+func (f *faceFinder) detect(img gocv.Mat, reach facenet.Reach) (found []facenet.Detection, counted []image.Rectangle, err error) {
+	if found, err = f.nets.Search(img, reach); err != nil || reach != facenet.Thorough || f.scorer == nil {
 		return found, nil, err
 	}
 	if counted, err = f.scorer.Detect(img); err != nil {
@@ -93,4 +93,15 @@ func (f *faceFinder) detect(img gocv.Mat, thorough bool) (found []facenet.Detect
 func headBox(face image.Rectangle, w, h int) image.Rectangle {
 	dx, up, down := face.Dx()*12/100, face.Dy()*35/100, face.Dy()*5/100
 	return image.Rect(face.Min.X-dx, face.Min.Y-up, face.Max.X+dx, face.Max.Y+down).Intersect(image.Rect(0, 0, w, h))
+}
+
+// reachOf is how far a request asks the search to look.
+func reachOf(req vision.Faces) facenet.Reach {
+	switch {
+	case req.Thorough:
+		return facenet.Thorough
+	case req.Enrollment:
+		return facenet.Enrol
+	}
+	return facenet.Patrol
 }

@@ -97,7 +97,7 @@ func TestWorkerAndRecognizerAgreeOnTheModel(t *testing.T) {
 func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 	ff := finder(t)
 	desc := func(person string, n int) []byte {
-		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false, false)
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, facenet.Patrol, false)
 		if err != nil || len(r.Faces) != 1 {
 			t.Fatalf("%s/%d: %d faces, %v", person, n, len(r.Faces), err)
 		}
@@ -139,7 +139,7 @@ func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 	// No face, no descriptor.
 	var buf bytes.Buffer
 	jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 640, 480)), nil)
-	if r, err := ff.faces(buf.Bytes(), score.MaxPixels, true, false); err != nil || len(r.Faces) != 0 {
+	if r, err := ff.faces(buf.Bytes(), score.MaxPixels, facenet.Thorough, false); err != nil || len(r.Faces) != 0 {
 		t.Fatalf("empty frame: %v %v", r.Faces, err)
 	}
 }
@@ -149,7 +149,7 @@ func TestP7_FacesGiveDescriptorsThatTellPeopleApart(t *testing.T) {
 func TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled(t *testing.T) {
 	ff := finder(t)
 	desc := func(person string, n int) []byte {
-		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, false, false)
+		r, err := ff.faces(frame720(t, orlFace(t, person, n), 0), score.MaxPixels, facenet.Patrol, false)
 		if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
 			t.Fatalf("%s/%d: %v %v", person, n, r.Faces, err)
 		}
@@ -227,7 +227,7 @@ func TestP7_TiltedFaceIsLevelled(t *testing.T) {
 
 func describe(t testing.TB, ff *faceFinder, data []byte) descriptor.Vector {
 	t.Helper()
-	r, err := ff.faces(data, score.MaxPixels, false, false)
+	r, err := ff.faces(data, score.MaxPixels, facenet.Patrol, false)
 	if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
 		t.Fatalf("%v %v", r.Faces, err)
 	}
@@ -262,7 +262,7 @@ func BenchmarkFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		r, err := ff.facesIn(img, false, false)
+		r, err := ff.facesIn(img, facenet.Patrol, false)
 		img.Close()
 		if err != nil || len(r.Faces) != 1 {
 			b.Fatal("no face")
@@ -275,7 +275,7 @@ func BenchmarkFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		t4 := time.Now()
-		r, err = ff.facesIn(img, false, false)
+		r, err = ff.facesIn(img, facenet.Patrol, false)
 		t5 := time.Now()
 		img.Close()
 		if err != nil || len(r.Faces) != 0 {
@@ -326,7 +326,7 @@ func TestEnrollmentFindsAFrontalFaceWithGlassesHalfAVGAFrameHigh(t *testing.T) {
 	}{{"s31", 3}, {"s37", 4}} {
 		for _, faceH := range []int{160, 240, 300} {
 			jpg, at := vgaFrame(t, orlFace(t, who.p, who.n), faceH)
-			r, err := ff.faces(jpg, score.MaxPixels, false, false)
+			r, err := ff.faces(jpg, score.MaxPixels, facenet.Patrol, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -386,7 +386,7 @@ func TestP7_TheBlurSearchTakesEveryFaceTheScorerCounts(t *testing.T) {
 			modes = append(modes, false) // with descriptors the search is the same: a few suffice
 		}
 		for _, boxesOnly := range modes {
-			r, err := ff.faces(jpg, score.MaxPixels, true, boxesOnly)
+			r, err := ff.faces(jpg, score.MaxPixels, facenet.Thorough, boxesOnly)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -470,7 +470,7 @@ func BenchmarkPatrol(b *testing.B) {
 						b.Fatal(err)
 					}
 					t1 := time.Now()
-					r, err := ff.facesIn(img, false, false)
+					r, err := ff.facesIn(img, facenet.Patrol, false)
 					img.Close()
 					if err != nil {
 						b.Fatal(err)
@@ -510,7 +510,7 @@ func gallery100x5(t testing.TB, ff *faceFinder) facerec.Matcher {
 	var pool [][]byte
 	for _, p := range []string{"s2", "s7", "s12"} {
 		for n := 1; n <= 4; n++ {
-			r, err := ff.faces(frame720(t, orlFace(t, p, n), 0), score.MaxPixels, false, false)
+			r, err := ff.faces(frame720(t, orlFace(t, p, n), 0), score.MaxPixels, facenet.Patrol, false)
 			if err != nil || len(r.Faces) != 1 {
 				t.Fatal("enrollment frame without one face")
 			}
@@ -555,4 +555,35 @@ func readJPEG(t testing.TB, path string) image.Image {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return img
+}
+
+// TestEnrollmentFindsAPersonWhereTheRobotStands (issue 19): a face 11% of
+// a 720p frame's height (about 2 m away) in a scene is beyond Patrol's
+// search but found, with a descriptor, by the enrollment search.
+func TestEnrollmentFindsAPersonWhereTheRobotStands(t *testing.T) {
+	ff := finder(t)
+	scenes := benchScenes(t)
+	rnd := rand.New(rand.NewPCG(19, 11))
+	for k, p := range []string{"s2", "s7", "s12"} {
+		v := synth.Place(scenes[k%len(scenes)], orlFace(t, p, 1), 80, rnd)
+		jpgs, at := v.Frames(1, rnd)
+		patrol, err := ff.faces(jpgs[0], score.MaxPixels, facenet.Patrol, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enrol, err := ff.faces(jpgs[0], score.MaxPixels, facenet.Enrol, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(enrol.Faces) != 1 || enrol.Faces[0].Template == nil {
+			t.Fatalf("%s at 11%%: the enrollment search found %v, want one face with a descriptor", p, boxes(enrol))
+		}
+		f := enrol.Faces[0]
+		if c := image.Pt(f.X+f.W/2, f.Y+f.H/2); !c.In(at[0].Inset(-at[0].Dx() / 2)) {
+			t.Errorf("%s: face at %v, placed at %v", p, boxes(enrol), at[0])
+		}
+		if len(patrol.Faces) != 0 {
+			t.Logf("%s at 11%%: Patrol's search found it too", p)
+		}
+	}
 }

@@ -151,7 +151,7 @@ func run(args []string) int {
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()
-		r, err := ff.faces(req.Image, *maxPixels, req.Thorough, req.BoxesOnly)
+		r, err := ff.faces(req.Image, *maxPixels, reachOf(req), req.BoxesOnly)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
 			return vision.FacesResult{}, err

@@ -39,11 +39,24 @@ const (
 	tileOverlap = 96
 )
 
-// Search finds the faces of a frame, largest first: the far and near
-// passes and the closer looks for every frame (Patrol, enrollment), and for
-// a thorough search (a photo about to leave the device) the enlarged
-// passes too.
-func (n *Nets) Search(img gocv.Mat, thorough bool) ([]Detection, error) {
+// Reach says how far a search looks.
+type Reach int
+
+const (
+	// Patrol: the far and near passes and the closer looks, for faces
+	// from about 15% of a 720p frame's height, within a Patrol frame's
+	// budget.
+	Patrol Reach = iota
+	// Enrol adds the frame at midScale, for faces from about 10% of the
+	// height: a person enrolling where the robot stands.
+	Enrol
+	// Thorough adds the frame at midScale and, tile by tile, at
+	// smallScale, for faces down to 4-5%: a photo about to leave.
+	Thorough
+)
+
+// Search finds the faces of a frame, largest first, as far as reach.
+func (n *Nets) Search(img gocv.Mat, reach Reach) ([]Detection, error) {
 	all, err := n.Detect(img, DetectOptions{Side: farSide, MinScore: weakScore, MaxFaces: 16})
 	if err != nil {
 		return nil, err
@@ -83,14 +96,18 @@ func (n *Nets) Search(img gocv.Mat, thorough bool) ([]Detection, error) {
 			}
 		}
 	}
-	if !thorough {
+	if reach == Patrol {
 		return found, nil
 	}
 	// Enlarged relative to a 1280 px long side, never beyond smallScale
 	// of the image's own pixels: a small image has no small faces to find.
 	long := max(img.Cols(), img.Rows())
 	k := math.Min(1, 1280/float64(long))
-	for _, scale := range []float64{midScale * k, smallScale * k} {
+	scales := []float64{midScale * k, smallScale * k}
+	if reach == Enrol {
+		scales = scales[:1]
+	}
+	for _, scale := range scales {
 		if float64(long)*scale < farSide*5/4 {
 			continue // the far pass saw the frame at about this scale
 		}

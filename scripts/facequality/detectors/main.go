@@ -105,10 +105,10 @@ func main() {
 	}
 	dets = append(dets,
 		detector{"Patrol search (facenet.Search: 416 + 160 + closer looks at weak detections)", func(m gocv.Mat) []image.Rectangle {
-			return boxes(nets.Search(m, false))
+			return boxes(nets.Search(m, facenet.Patrol))
 		}},
 		detector{"thorough search (photos about to leave: Search thorough + the scorer's faces)", func(m gocv.Mat) []image.Rectangle {
-			b := boxes(nets.Search(m, true))
+			b := boxes(nets.Search(m, facenet.Thorough))
 			more, err := sc.Detect(m)
 			if err != nil {
 				log.Fatal(err)

@@ -18,8 +18,8 @@
 // Protocol: people s1..s20 enrolled with images 1-5 (-enrol close: each
 // tripled in a frame, as scripts/facequality; -enrol far: placed at 10-20%
 // of the height in a scene, as the robot sees a person from where it
-// stands, each image's first frame of 5 in which the worker found the
-// face); a genuine visit for each of their images 6-10 (100 visits), a
+// stands, searched as the worker searches an enrollment frame, each
+// image's first frame of 5 in which the worker found the face); a genuine visit for each of their images 6-10 (100 visits), a
 // stranger visit for each image of s21..s40 (200). A visit is recognised
 // when a frame is accepted as its person; a stranger visit is taken for
 // family when any frame is accepted as anyone.
@@ -52,6 +52,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
+	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
@@ -99,6 +100,10 @@ func main() {
 		return orl(s, i)
 	}
 
+	reach := facenet.Patrol
+	if *thorough {
+		reach = facenet.Thorough
+	}
 	// Enrollment.
 	rnd := rand.New(rand.NewPCG(19, 1))
 	g := map[string][][]byte{}
@@ -120,7 +125,7 @@ func main() {
 				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), h, rnd)
 				jpgs, at := p.Frames(5, rnd)
 				for k := range jpgs {
-					if d = faceAt(w, jpgs[k], at[k], false).template; d != nil {
+					if d = faceAt(w, jpgs[k], at[k], facenet.Enrol).template; d != nil {
 						break
 					}
 				}
@@ -157,7 +162,7 @@ func main() {
 			jpgs, at := p.Frames(*perVisit, rnd)
 			accepted = map[string]bool{}
 			for k := range jpgs {
-				f := faceAt(w, jpgs[k], at[k], *thorough)
+				f := faceAt(w, jpgs[k], at[k], reach)
 				r.times = append(r.times, f.took)
 				r.frames++
 				if f.template != nil {
@@ -196,7 +201,7 @@ func main() {
 			cal, err := frame.Calibrate(func(s, i int) []byte {
 				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), faceH, rnd)
 				jpgs, at := p.Frames(1, rnd)
-				return faceAt(w, jpgs[0], at[0], true).template
+				return faceAt(w, jpgs[0], at[0], facenet.Thorough).template
 			})
 			if err != nil {
 				r.cal = err.Error()
@@ -237,9 +242,9 @@ type found struct {
 
 // faceAt sends one frame to the worker and picks the face whose centre
 // lies in want (grown by half its size), nearest its centre.
-func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, thorough bool) found {
+func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, reach facenet.Reach) found {
 	t0 := time.Now()
-	r, err := w.Faces(context.Background(), vision.Faces{Image: jpg, Thorough: thorough})
+	r, err := w.Faces(context.Background(), vision.Faces{Image: jpg, Thorough: reach == facenet.Thorough, Enrollment: reach == facenet.Enrol})
 	took := time.Since(t0)
 	if err != nil {
 		log.Fatal(err)
