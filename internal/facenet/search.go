@@ -58,7 +58,9 @@ const (
 	Thorough
 )
 
-// Search finds the faces of a frame, largest first, as far as reach.
+// Search finds the faces of a frame, largest first, as far as reach: at
+// most the detector's 8 largest for Patrol and enrollment (each costs a
+// descriptor), every one for a thorough search.
 func (n *Nets) Search(img gocv.Mat, reach Reach) ([]Detection, error) {
 	all, err := n.Detect(img, DetectOptions{Side: farSide, MinScore: weakScore, MaxFaces: 16})
 	if err != nil {
@@ -100,7 +102,7 @@ func (n *Nets) Search(img gocv.Mat, reach Reach) ([]Detection, error) {
 		}
 	}
 	if reach == Patrol {
-		return found, nil
+		return found[:min(len(found), defaultMaxFaces)], nil
 	}
 	// Enlarged relative to a 1280 px long side, never beyond smallScale
 	// of the image's own pixels: a small image has no small faces to find.
@@ -121,5 +123,10 @@ func (n *Nets) Search(img gocv.Mat, reach Reach) ([]Detection, error) {
 		found = Merge(found, more)
 	}
 	n.Shrink() // the large passes' buffers are not kept for the next frame
+	if reach == Enrol {
+		found = found[:min(len(found), defaultMaxFaces)]
+	}
+	// A thorough search keeps every face: each one not recognised is
+	// blurred.
 	return found, nil
 }
