@@ -280,7 +280,7 @@ func spans(n int, k float64, tile, overlap int) [][2]int {
 }
 
 // Shrink runs the detector once on the smallest input, so OpenCV drops the
-// buffers a large pass (the thorough 1280 px search: about 110 MB) left
+// buffers a large pass (a thorough search's tiles and enlarged passes) left
 // allocated in the net.
 func (n *Nets) Shrink() {
 	m := gocv.NewMatWithSize(64, 64, gocv.MatTypeCV8UC3)
