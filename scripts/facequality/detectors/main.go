@@ -228,13 +228,9 @@ func haarDetect(c *gocv.CascadeClassifier, m gocv.Mat, short int) []image.Rectan
 }
 
 func buildFrames(data string) (frames, empty []frame, err error) {
-	var scenes []*image.RGBA
-	for _, s := range []string{"coffee.png", "chelsea.png", "rocket.jpg"} {
-		img, err := fq.LoadImage(filepath.Join(data, "scenes", s))
-		if err != nil {
-			return nil, nil, err
-		}
-		scenes = append(scenes, synth.Fill(img, frameW, frameH))
+	scenes, err := fq.Scenes(data, fq.LoadImage)
+	if err != nil {
+		return nil, nil, err
 	}
 	rnd := rand.New(rand.NewPCG(19, 6))
 	for _, sc := range scenes {
