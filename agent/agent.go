@@ -144,6 +144,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.events = events.New(d.st, log.With("component", "events"))
 	d.recognizer = newRecognizer()
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
+		EnrollAnalyzer:   d.enrollFaces(),
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,
 		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),

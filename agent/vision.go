@@ -79,6 +79,16 @@ func (d *Daemon) analyzer() facerec.Analyzer {
 	return workerFaces{c: d.vision, model: d.recognizer.Model()}
 }
 
+// enrollFaces is the analyzer for the frames of an open enrollment
+// window: it looks further than Patrol's, so a person enrols from where
+// the robot stands.
+func (d *Daemon) enrollFaces() facerec.Analyzer {
+	if d.vision == nil {
+		return noVision{}
+	}
+	return workerFaces{c: d.vision, model: d.recognizer.Model(), enrollment: true}
+}
+
 // photoFaces is the analyzer for a photo about to leave the device: it
 // also looks for small faces, so a stranger far from the camera is blurred
 // too.
@@ -100,16 +110,17 @@ func (d *Daemon) photoScorer() capture.Scorer {
 // other than the recognizer's are never handed on: the frame counts as not
 // analysed (and a photo to blur is not sent).
 type workerFaces struct {
-	c        *vision.Client
-	model    string
-	thorough bool
+	c          *vision.Client
+	model      string
+	thorough   bool
+	enrollment bool
 	// boxesOnly asks for where the faces are, no descriptors: when nobody
 	// may be recognised every face is a stranger anyway.
 	boxesOnly bool
 }
 
 func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
-	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, BoxesOnly: w.boxesOnly})
+	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, Enrollment: w.enrollment, BoxesOnly: w.boxesOnly})
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,10 @@ type Config struct {
 	Logger           *slog.Logger
 	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
 	AnalyzeTimeout time.Duration
+	// EnrollAnalyzer analyses the frames that arrive while an enrollment
+	// window is open: a search that looks further than Patrol's, so a
+	// person enrols from where the robot stands. Nil: the Analyzer.
+	EnrollAnalyzer Analyzer
 
 	// EnrolledTx runs inside the transaction that stores a new enrollment
 	// (the caller may queue a cloud backup of the templates there, sealed
@@ -356,8 +360,12 @@ func (s *Service) frame(ctx context.Context, name string) {
 	if data == nil {
 		return
 	}
+	an := s.an
+	if enrolling && s.cfg.EnrollAnalyzer != nil {
+		an = s.cfg.EnrollAnalyzer
+	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.AnalyzeTimeout)
-	faces, err := s.an.Faces(actx, data)
+	faces, err := an.Faces(actx, data)
 	cancel()
 	if err != nil {
 		s.cfg.Logger.Warn("frame not analysed", "err", err)
