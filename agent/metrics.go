@@ -151,10 +151,17 @@ var (
 	visionTimeouts  = prometheus.NewDesc("aibo_vision_worker_timeouts_total", "Workers killed for a request over its time limit.", nil, nil)
 	visionRequests  = prometheus.NewDesc("aibo_vision_requests_total", "Requests sent to the worker.", nil, nil)
 	visionFailed    = prometheus.NewDesc("aibo_vision_request_failures_total", "Requests that ended in an error of any kind (an undecodable image included).", nil, nil)
+	visionRetries   = prometheus.NewDesc("aibo_vision_retries_total", "Requests (or a photo's whole preparation) tried again in a fresh worker after the one handling them died or timed out.", nil, nil)
+	visionAlone     = prometheus.NewDesc("aibo_vision_alone_total", "Photos readied to leave by a worker of their own.", nil, nil)
+	visionBad       = prometheus.NewDesc("aibo_vision_bad_answers_total", "Worker answers that failed the daemon's checks (the worker was killed).", nil, nil)
+	visionRefused   = prometheus.NewDesc("aibo_vision_refused_total", "Worker starts refused because the worker could not be confined.", nil, nil)
+	visionConfined  = prometheus.NewDesc("aibo_vision_confined", "1 when the launcher last confined a worker (Landlock and the seccomp allow-list in force); 0 when it could not (no worker runs) or has not run yet.", nil, nil)
+	visionLayer     = prometheus.NewDesc("aibo_vision_confinement_layer", "Each layer of the worker's confinement in force, by name: landlock (the value is its ABI), seccomp, namespace_net, namespace_pid, namespace_user, cgroup. A layer not in force is absent.", []string{"layer"}, nil)
 )
 
 func (c visionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{visionAvailable, visionUp, visionStarts, visionCrashes, visionTimeouts, visionRequests, visionFailed} {
+	for _, d := range []*prometheus.Desc{visionAvailable, visionUp, visionStarts, visionCrashes, visionTimeouts, visionRequests, visionFailed,
+		visionRetries, visionAlone, visionBad, visionRefused, visionConfined, visionLayer} {
 		ch <- d
 	}
 }
@@ -172,4 +179,19 @@ func (c visionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(visionTimeouts, s.Timeouts)
 	counter(visionRequests, s.Requests)
 	counter(visionFailed, s.Failed)
+	counter(visionRetries, s.Retries)
+	counter(visionAlone, s.Alone)
+	counter(visionBad, s.BadAnswers)
+	counter(visionRefused, s.Refused)
+	conf := c.d.vision.Confinement()
+	gauge(visionConfined, map[bool]float64{true: 1}[conf.Confined()])
+	for layer := range conf.Layers() {
+		v := 1.0
+		if layer == "landlock" {
+			v = float64(conf.Landlock)
+		}
+		if layer != "uid" {
+			ch <- prometheus.MustNewConstMetric(visionLayer, prometheus.GaugeValue, v, layer)
+		}
+	}
 }

@@ -61,7 +61,7 @@ func (d *Daemon) readState(tx *bolt.Tx) (ReportedState, error) {
 	if err != nil {
 		return ReportedState{}, err
 	}
-	today, err := capture.Today(tx, d.now(), d.cfg.Location())
+	today, err := d.days.Today(tx)
 	if err != nil {
 		return ReportedState{}, err
 	}

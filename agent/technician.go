@@ -30,7 +30,7 @@ type technician struct {
 const accessInterval = time.Minute
 
 func newTechnician(d *Daemon) *technician {
-	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.now)}
+	return &technician{d: d, tally: audit.NewTally(d.st, "technician_access", accessInterval, d.wallNow)}
 }
 
 // run appends the aggregated access counts as each interval ends, and what
@@ -133,6 +133,30 @@ type StatusReport struct {
 	// showed (samples taken, frames with no face or several); absent
 	// when none is open.
 	Enrollment *facerec.Enrollment `json:"enrollment,omitempty"`
+	Vision     VisionStatus        `json:"vision"`
+}
+
+// VisionStatus is the vision worker's confinement as /v1/status shows it:
+// each layer in force by name, never "sandboxed" for one that is not.
+type VisionStatus struct {
+	// State: "confined", "refused" (no worker runs: Refused says why) or
+	// "unchecked" (no launcher has run yet).
+	State   string            `json:"state"`
+	Refused string            `json:"refused,omitempty"`
+	Layers  map[string]string `json:"layers,omitempty"`
+}
+
+// visionStatus reads the client's record of the confinement.
+func (d *Daemon) visionStatus() VisionStatus {
+	conf := d.vision.Confinement()
+	st := VisionStatus{State: "unchecked", Refused: conf.Refused, Layers: conf.Layers()}
+	switch {
+	case conf.Refused != "":
+		st.State = "refused"
+	case conf.Confined():
+		st.State = "confined"
+	}
+	return st
 }
 
 // UpdateStatus is what the status adds to the reported state's firmware
@@ -183,6 +207,7 @@ func (t *technician) Status(ctx context.Context) (any, error) {
 		Prohibited:    d.pol.Prohibited(s.Region),
 		Update: UpdateStatus{Fallback: fw.Fallback, Highest: fw.Highest, Download: fw.Download,
 			MaterialPolicyChange: fw.MaterialPolicyChange, PolicyVersion: fw.PolicyVersion},
+		Vision: d.visionStatus(),
 	}, nil
 }
 
@@ -309,10 +334,13 @@ func (t *technician) clockCheck() diag.Check {
 	if now.Before(earliestSaneTime) {
 		return check(false, "clock reads "+now.UTC().Format(time.RFC3339)+", before this firmware was built")
 	}
-	var latest string
-	_ = d.view(func(tx *bolt.Tx) error { latest = capture.CurrentDay(tx, now, d.cfg.Location()); return nil })
-	if today := capture.LocalDay(now, d.cfg.Location()); latest > today {
-		return check(false, "clock is behind the latest day already counted ("+latest+"); photos count against that day")
+	var day string
+	_ = d.view(func(tx *bolt.Tx) error { day = d.days.Day(tx); return nil })
+	if today := capture.LocalDay(now, d.cfg.Location()); day > today {
+		return check(false, "clock is behind the latest day already counted ("+day+"); photos count against that day")
+	}
+	if lead := d.days.Lead(); lead > capture.MaxClockLead {
+		return check(false, "clock ran "+lead.Round(time.Minute).String()+" ahead of the boot clock since the day began; photos count against "+day+" until boot time reaches its end")
 	}
 	return check(true, now.UTC().Format(time.RFC3339))
 }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture"
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
@@ -41,21 +43,22 @@ func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 		Logger: log,
 	}
 	// The worker starts through this binary, confined: it reads only
-	// itself, its libraries and its models (vision.Sandbox).
+	// itself, its libraries and its models (vision.Sandbox). Where the
+	// launcher cannot confine it (no Landlock) no worker runs at all:
+	// frames go unanalysed, photos wait, and health says why
+	// (vision.Client.Confinement). The daemon's own binary is always
+	// there to launch with: /proc/self/exe is it, even after an upgrade
+	// replaced the file.
+	cfg.Launcher = "/proc/self/exe"
 	if self, err := os.Executable(); err == nil {
 		cfg.Launcher = self
-		cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
-	} else {
-		log.Warn("vision worker runs unconfined: the daemon's own binary cannot be found", "err", err)
 	}
-	if vision.LandlockABI() == 0 {
-		log.Warn("this kernel has no Landlock: the vision worker's files are not confined (seccomp and its network namespace still apply)")
-	}
+	cfg.Sandbox = vision.Sandbox{Read: append([]string{path, d.cfg.Vision.ModelsDir, faceModels}, vision.SystemReadPaths...)}
 	if d.cfg.Vision.MemoryMax > 0 {
 		placer, err := cgroup.Setup("/sys/fs/cgroup", "/proc/self/cgroup", cgroup.Limits{MemoryMax: d.cfg.Vision.MemoryMax, PidsMax: workerPids})
 		switch {
 		case err == nil:
-			cfg.OnStart = placer.Place
+			cfg.Cgroup = placer
 			log.Info("vision worker gets a memory cgroup of its own", "cgroup", placer.Dir(), "memory_max", d.cfg.Vision.MemoryMax)
 		case errors.Is(err, cgroup.ErrNotDelegated):
 			log.Debug("vision worker shares the daemon's memory bound", "why", err.Error())
@@ -77,6 +80,13 @@ func (d *Daemon) analyzer() facerec.Analyzer {
 	return workerFaces{c: d.vision, h: d.vh, model: d.recognizer.Model()}
 }
 
+// enrollFaces is the analyzer for the frames of an open enrollment
+// window: it looks further than Patrol's, so a person enrols from where
+// the robot stands.
+func (d *Daemon) enrollFaces() facerec.Analyzer {
+	return workerFaces{c: d.vision, h: d.vh, model: d.recognizer.Model(), enrollment: true}
+}
+
 // photoFaces is the analyzer for a photo about to leave the device: it
 // also looks for small faces, so a stranger far from the camera is blurred
 // too.
@@ -92,10 +102,11 @@ func (d *Daemon) photoScorer() capture.Scorer {
 // other than the recognizer's are never handed on: the frame counts as not
 // analysed (and a photo to blur is not sent).
 type workerFaces struct {
-	c        *vision.Client
-	h        *visionHealth
-	model    string
-	thorough bool
+	c          *vision.Client
+	h          *visionHealth
+	model      string
+	thorough   bool
+	enrollment bool
 	// boxesOnly asks for where the faces are, no descriptors: when nobody
 	// may be recognised every face is a stranger anyway.
 	boxesOnly bool
@@ -104,7 +115,7 @@ type workerFaces struct {
 func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
 	var r vision.FacesResult
 	err := w.h.call(func() (err error) {
-		r, err = w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, BoxesOnly: w.boxesOnly})
+		r, err = w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, Enrollment: w.enrollment, BoxesOnly: w.boxesOnly})
 		return err
 	})
 	if err != nil {
@@ -143,15 +154,36 @@ func (w workerPixels) Validate(ctx context.Context, data []byte) (capture.ImageI
 	return capture.ImageInfo{Format: r.Format, Width: r.Width, Height: r.Height}, nil
 }
 
-func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
+// Clean streams the worker's answer to out: the client checks its length
+// before reading it and its format and size after (vision.Client.Clean).
+func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, out io.Writer) error {
 	boxes := make([]vision.Box, len(hide))
 	for i, r := range hide {
 		boxes[i] = vision.Box{X: r.Min.X, Y: r.Min.Y, W: r.Dx(), H: r.Dy()}
 	}
-	var r vision.CleanResult
-	err := w.h.call(func() (err error) { r, err = w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes}); return err })
-	if err != nil {
-		return nil, err
+	return w.h.call(func() error {
+		_, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes, Width: size.X, Height: size.Y, MaxBytes: clean.MaxBytes(size.X, size.Y)}, out)
+		return err
+	})
+}
+
+// photoAlone gives each photo about to leave a worker of its own
+// (vision.Client.Alone).
+func (d *Daemon) photoAlone() func(ctx context.Context, fn func(context.Context) error) error {
+	return d.vision.Alone
+}
+
+// probeVision runs the worker's launcher alone once at start, so the
+// confinement (or why there can be none) is known before the first frame
+// (status, metrics and the health check read vision.Client.Confinement).
+func (d *Daemon) probeVision(ctx context.Context) {
+	conf, err := d.vision.Probe(ctx)
+	switch {
+	case err != nil:
+		d.log.Error("vision worker's launcher did not run", "err", err)
+	case conf.Refused != "":
+		d.log.Error("vision worker cannot be confined: no worker runs, faces and photos are not analysed", "why", conf.Refused)
+	default:
+		d.log.Info("vision worker confinement", "landlock_abi", conf.Landlock, "seccomp", conf.Seccomp, "namespaces", conf.Namespaces, "uid", conf.UID, "cgroup", conf.Cgroup)
 	}
-	return r.JPEG, nil
 }

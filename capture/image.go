@@ -7,6 +7,8 @@ import (
 	"image"
 	_ "image/jpeg" // decoders for the spool's formats: Go's own, memory-safe
 	_ "image/png"
+
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 )
 
 // MaxPixels is the largest image taken in (contract section 2: 40 megapixels).
@@ -25,7 +27,9 @@ var errTooManyPixels = errors.New("over 40 megapixels")
 
 // Validate checks that data is a JPEG or PNG of at most MaxPixels that
 // decodes completely. The size is read from the header before any pixel is
-// decoded, so a file claiming 50000x50000 costs nothing.
+// decoded, so a file claiming 50000x50000 costs nothing. The size it
+// reports is the upright photo's, after the EXIF orientation, as the
+// vision worker reports it.
 func Validate(data []byte) (info ImageInfo, err error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
@@ -44,6 +48,9 @@ func Validate(data []byte) (info ImageInfo, err error) {
 	}()
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
 		return info, fmt.Errorf("%w: decode: %v", errInvalid, err)
+	}
+	if clean.Orientation(data) >= 5 {
+		cfg.Width, cfg.Height = cfg.Height, cfg.Width
 	}
 	return ImageInfo{Format: format, Width: cfg.Width, Height: cfg.Height}, nil
 }

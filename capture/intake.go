@@ -58,14 +58,19 @@ type Config struct {
 	Location     *time.Location
 	MaxFileBytes int64
 	Now          func() time.Time
-	Logger       *slog.Logger
+	// Days says which day the cap counts against (share one with the
+	// Selector); default a DayClock over Now and the boot clock.
+	Days   *DayClock
+	Logger *slog.Logger
 	// Pixels validates an admitted file by decoding it completely (the
 	// vision worker in the daemon); default InProcess within DefaultBudget.
 	Pixels Pixels
 	// OnDecided is told every outcome after it is durable (metrics, state).
 	OnDecided func(Outcome)
-	// OnCapReached is told once per day after the day's last admission
-	// committed (the daemon starts the day's selection).
+	// CapReachedTx runs inside the transaction of the day's last
+	// admission; OnCapReached is told after it committed (the daemon
+	// starts the day's selection).
+	CapReachedTx func(tx *bolt.Tx, day string) error
 	OnCapReached func(day string)
 	// OnWaitChange is told when the intake starts or stops waiting for
 	// room (see Waiting): the daemon republishes its state.
@@ -129,6 +134,9 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	}
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
+	}
+	if cfg.Days == nil {
+		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
 	in := &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
 		arrived: map[string]time.Time{}}
@@ -513,9 +521,7 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte, arrived time.Ti
 		return in.invalid(id, now, name, InvalidUndecodable, verr)
 	}
 	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), ArrivedAt: arrived.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
-	p.SealedKey, err = in.vault.seal(p.ID, data)
-	if err != nil {
-		in.vault.remove(p.ID)
+	if err := in.vault.seal(p, data); err != nil {
 		return "", storageFailure(err)
 	}
 	o, err := in.commit(id, now, Admitted, p)
@@ -523,7 +529,7 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte, arrived time.Ti
 		in.cfg.Logger.Info("photo admitted", "file", name, "photo_id", p.ID, "bytes", p.Size)
 	}
 	if o != Admitted {
-		in.vault.remove(p.ID) // withdrawn or capped meanwhile, or the commit failed
+		in.vault.discard(*p) // withdrawn or capped meanwhile, or the commit failed
 	}
 	return o, err
 }
@@ -563,7 +569,7 @@ func (in *Intake) gate(tx *bolt.Tx, now time.Time) (Outcome, error) {
 	if !in.pol.Allows(st, policy.AutoPhoto) {
 		return Refused, nil
 	}
-	day, err := Today(tx, now, in.cfg.Location)
+	day, err := in.cfg.Days.Today(tx)
 	if err != nil {
 		return "", err
 	}
@@ -593,7 +599,7 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 			}
 			got = o
 		}
-		day, err := Today(tx, now, in.cfg.Location)
+		day, err := in.cfg.Days.Today(tx)
 		if err != nil {
 			return err
 		}
@@ -614,11 +620,19 @@ func (in *Intake) commit(id []byte, now time.Time, want Outcome, p *Photo) (Outc
 			if err := tx.Bucket(store.BucketPhotos).Put([]byte(p.ID), raw); err != nil {
 				return err
 			}
+			if err := in.cfg.Days.RecordTx(tx); err != nil {
+				return err
+			}
 			if day.Admitted >= in.cfg.DailyCap && !day.CapReached {
 				day.CapReached = true
 				capDay = day.Day
 				if _, err := audit.Append(tx, now, "cap_reached", "", map[string]string{"day": day.Day, "cap": strconv.Itoa(in.cfg.DailyCap)}); err != nil {
 					return err
+				}
+				if in.cfg.CapReachedTx != nil {
+					if err := in.cfg.CapReachedTx(tx, day.Day); err != nil {
+						return err
+					}
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"io"
 	"sync"
 	"time"
 
@@ -27,9 +28,13 @@ type Pixels interface {
 	// judged (the worker could not start, say): try again later. Any other
 	// error makes the image invalid.
 	Validate(ctx context.Context, data []byte) (ImageInfo, error)
-	// Clean re-encodes data for upload: the regions in hide pixelated,
-	// the EXIF orientation applied, no metadata (see clean.ForUpload).
-	Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error)
+	// Clean re-encodes data for upload and writes the JPEG to w as it
+	// comes, never whole in the daemon's memory: the EXIF orientation
+	// applied, the regions in hide (upright pixels) pixelated, exactly
+	// size (clean.UploadSize of the validated size), at most
+	// clean.MaxBytes of it, no metadata (see clean.ForUpload). On an
+	// error what reached w is to be thrown away.
+	Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, w io.Writer) error
 }
 
 // ErrRetryLater: the image was not judged, not judged bad.
@@ -63,13 +68,18 @@ func (p *InProcess) Validate(ctx context.Context, data []byte) (ImageInfo, error
 }
 
 // Clean implements Pixels.
-func (p *InProcess) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
+func (p *InProcess) Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, w io.Writer) error {
 	if err := p.fits(data); err != nil {
-		return nil, err
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return clean.ForUpload(data, hide)
+	out, err := clean.ForUpload(data, hide, size.X, size.Y, clean.MaxBytes(size.X, size.Y))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
 }
 
 // Score implements Scorer with BasicFeatures (exposure, sharpness and a

@@ -3,7 +3,6 @@ package capture
 import (
 	"context"
 	"fmt"
-	"image"
 	"os"
 	"path/filepath"
 	"sync"
@@ -72,10 +71,6 @@ func (h *holdPixels) Validate(ctx context.Context, data []byte) (ImageInfo, erro
 		return ImageInfo{}, fmt.Errorf("%w: the worker cannot start", ErrRetryLater)
 	}
 	return h.InProcess.Validate(ctx, data)
-}
-
-func (h *holdPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
-	return h.InProcess.Clean(ctx, data, hide)
 }
 
 // TestPhotosWaitWhileImagesCannotBeJudgedAndKeepTheirArrivalTime

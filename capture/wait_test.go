@@ -84,7 +84,7 @@ func TestSpoolMarkersDoNotGrowUnderAFlood(t *testing.T) {
 		t.Fatalf("%d markers left after the files went", n)
 	}
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	if c.Refused != 300 {
 		t.Fatalf("refused %d, want 300", c.Refused)
 	}
@@ -116,7 +116,7 @@ func TestDirectoryNamedLikeAPhotoIsDecidedOnceAndLoggedOnce(t *testing.T) {
 		t.Fatalf("%d log lines about x.jpg, want the invalid one and the not removable one:\n%s", n, logs)
 	}
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	if c.Invalid != 1 || c.Admitted != 0 {
 		t.Fatalf("counts %+v, want one invalid", c)
 	}

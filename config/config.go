@@ -157,9 +157,12 @@ func Default() Config {
 		MQTT: MQTT{
 			// No broker: a robot must name its cloud's broker, never
 			// fall back to one on localhost.
-			ChunkSize:     65536,
-			AckTimeout:    Duration(30 * time.Second),
-			MaxQueueBytes: 64 << 20,
+			ChunkSize:  65536,
+			AckTimeout: Duration(30 * time.Second),
+			// A day's keep_per_day (10) photos at 12 megapixels, each
+			// within its bound (capture/clean.MaxBytes: 12 MB), and room
+			// for everything else (agent's TestTheDefaultQueueHoldsADaysPhotos).
+			MaxQueueBytes: 160 << 20,
 		},
 		Photos: Photos{DailyCap: 30, KeepPerDay: 10, MinScore: 0.25, SelectAt: "21:00", MaxFileBytes: 32 << 20},
 		Faces: Faces{

@@ -27,7 +27,7 @@ func TestDefaultsMatchTheContract(t *testing.T) {
 	if c.Photos.DailyCap != 30 || c.Photos.KeepPerDay != 10 || c.Photos.MinScore != 0.25 || c.Photos.SelectAt != "21:00" {
 		t.Errorf("photo defaults %+v", c.Photos)
 	}
-	if c.MQTT.ChunkSize != 65536 || c.MQTT.AckTimeout.D() != 30*time.Second || c.MQTT.MaxQueueBytes != 64<<20 {
+	if c.MQTT.ChunkSize != 65536 || c.MQTT.AckTimeout.D() != 30*time.Second || c.MQTT.MaxQueueBytes != 160<<20 {
 		t.Errorf("mqtt defaults %+v", c.MQTT)
 	}
 	if c.Faces.EnrollmentSamples != 5 || c.Faces.SightingInterval.D() != 10*time.Minute {

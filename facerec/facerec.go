@@ -88,14 +88,20 @@ type Config struct {
 	// OnFrame is told each frame's outcome (one of FrameOutcomes) once the
 	// frame is gone from the spool.
 	OnFrame func(outcome string)
+	// EnrollAnalyzer analyses the frames that arrive while an enrollment
+	// window is open: a search that looks further than Patrol's, so a
+	// person enrols from where the robot stands. Nil: the Analyzer.
+	EnrollAnalyzer Analyzer
 
 	// EnrolledTx runs inside the transaction that stores a new enrollment
 	// (the caller may queue a cloud backup of the templates there, sealed
 	// by the face key in faceSlot); OnEnrolled after it committed.
 	EnrolledTx func(tx *bolt.Tx, subjectID string, faceSlot uint32, samples [][]byte) error
 	OnEnrolled func(subjectID string)
-	// OnEnrollFailed runs when an enrollment window closed without one,
-	// with what its frames showed.
+	// EnrollFailedTx runs inside the transaction that forgets an
+	// enrollment window closed without one, with what its frames showed;
+	// OnEnrollFailed after it committed.
+	EnrollFailedTx func(tx *bolt.Tx, subjectID, reason string, p Progress) error
 	OnEnrollFailed func(subjectID, reason string, p Progress)
 	// SightingTx runs inside the transaction that records a sighting (the
 	// caller queues the artifact there, sealed by the face key in
@@ -302,7 +308,13 @@ func (s *Service) expire() {
 // closed forgets the durable record of subject's window and tells the app
 // the enrollment failed for reason, with what its frames showed.
 func (s *Service) closed(subject, reason string, p Progress) {
-	if err := s.st.Update(func(tx *bolt.Tx) error { return clearOpenWindow(tx, subject) }); err != nil {
+	err := s.st.Update(func(tx *bolt.Tx) error {
+		if err := clearOpenWindow(tx, subject); err != nil || s.cfg.EnrollFailedTx == nil {
+			return err
+		}
+		return s.cfg.EnrollFailedTx(tx, subject, reason, p)
+	})
+	if err != nil {
 		s.cfg.Logger.Error("enrollment window record not cleared", "subject_id", subject, "err", err)
 	}
 	s.cfg.Logger.Info("enrollment failed", "subject_id", subject, "reason", reason, "samples", p.Samples,
@@ -460,8 +472,12 @@ func frameAge(path string) time.Duration {
 // enrollment, every face to Patrol. It returns the frame's outcome.
 func (s *Service) analyse(ctx context.Context, data []byte, enrolling, patrol bool) string {
 	t0 := time.Now()
+	an := s.an
+	if enrolling && s.cfg.EnrollAnalyzer != nil {
+		an = s.cfg.EnrollAnalyzer
+	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.AnalyzeTimeout)
-	faces, err := s.an.Faces(actx, data)
+	faces, err := an.Faces(actx, data)
 	cancel()
 	if err != nil {
 		s.cfg.Logger.Warn("frame not analysed", "err", err)

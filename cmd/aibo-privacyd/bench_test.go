@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -144,6 +145,58 @@ func newBenchRig(b *testing.B, br *testbroker.Broker) *rig {
 		b.Fatal(err)
 	}
 	return r
+}
+
+// benchStart appends extraYAML to the bench rig's config and starts the
+// daemon as shipped.
+func benchStart(b *testing.B, r *rig, extraYAML string) *exec.Cmd {
+	b.Helper()
+	cfg, _ := os.ReadFile(r.config)
+	os.WriteFile(r.config, append(cfg, extraYAML...), 0o600)
+	os.MkdirAll(filepath.Join(r.spool, "photos"), 0o755)
+	cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return cmd
+}
+
+// benchSend returns a function that publishes a command to the bench
+// device until its result comes back (the daemon may not be connected
+// yet).
+func benchSend(b *testing.B, c *testbroker.Client) func(id, typ, payload string) {
+	results := c.Subscribe(b, "aibo/bench/cmd/result")
+	return func(id, typ, payload string) {
+		b.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			c.Publish(b, "aibo/bench/cmd", []byte(`{"id":"`+id+`","type":"`+typ+`","payload":`+payload+`}`), false)
+			for _, m := range results.All() {
+				if bytes.Contains(m.Payload, []byte(`"`+id+`"`)) {
+					return
+				}
+			}
+		}
+		b.Fatalf("no answer to %s", typ)
+	}
+}
+
+// benchDrop puts files into the bench rig's spool as the camera does and
+// waits until the intake has taken them all.
+func benchDrop(b *testing.B, r *rig, files map[string][]byte, within time.Duration) {
+	b.Helper()
+	dir := filepath.Join(r.spool, "photos")
+	for name, data := range files {
+		os.WriteFile(filepath.Join(dir, name+".part"), data, 0o644)
+		os.Rename(filepath.Join(dir, name+".part"), filepath.Join(dir, name))
+	}
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		if entries, _ := os.ReadDir(dir); len(entries) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("photos stayed in the spool")
+		}
+	}
 }
 
 func unixClient(sock string) *http.Client {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // logLines parses the daemon's JSON log.
@@ -149,7 +150,7 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		t.Fatalf("selection_done %v", ev)
 	}
 	m, _ := cl.receive("photo", true)
-	// Acked: a state from before the upload was queued also had 0 pending.
+	// Acked, not only queued: an earlier state had nothing pending too.
 	a.state(func(s map[string]any) bool {
 		return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0
 	})
@@ -202,6 +203,14 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		{"aibo_vision_worker_available", nil, 1},
 		{"aibo_vision_worker_crashes_total", nil, 0},
 		{"aibo_vision_worker_timeouts_total", nil, 0},
+		// Issue 21: each layer of the worker's confinement in force, by name.
+		{"aibo_vision_confined", nil, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "landlock"}, float64(vision.LandlockABI())},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "seccomp"}, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "namespace_net"}, 1},
+		{"aibo_vision_alone_total", nil, 1}, // the kept photo got a worker of its own
+		{"aibo_vision_bad_answers_total", nil, 0},
+		{"aibo_vision_refused_total", nil, 0},
 		{"aibo_commands_total", map[string]string{"type": "accept_policy", "code": "unsigned"}, 1},
 		{"aibo_commands_total", map[string]string{"type": "set_features", "code": "bad_signature"}, 1},
 		// A sender cannot mint series: an unknown type is "unknown".

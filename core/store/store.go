@@ -94,6 +94,11 @@ var Migrations = []Migration{
 	// (agent's migrateTx), then rewrites the file (Rewrite). The number
 	// keeps an older daemon from opening a store it would misread.
 	{To: 4, Name: "per-purpose keys (data moved by the daemon at start)", Up: func(tx *bolt.Tx) error { return nil }},
+	// Version 5 moves the keys of photos and of queued artifacts that are
+	// not person-linked from the device key to slots of the data keyring
+	// (data.keys), overwritten in place when they are deleted; the daemon
+	// moves them at start and rewrites the file, as for version 4.
+	{To: 5, Name: "photo and artifact keys in erasable slots (data moved by the daemon at start)", Up: func(tx *bolt.Tx) error { return nil }},
 }
 
 // Store is the open database.

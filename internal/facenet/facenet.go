@@ -57,6 +57,23 @@ var ErrModels = netsums.ErrModels
 type Nets struct {
 	mu             sync.Mutex
 	det, lm, descr gocv.Net
+	work           Work
+}
+
+// Work counts what the nets have run: a machine-independent measure of a
+// search's cost (the detector's cost grows with its input pixels), steadier
+// than a timer on a shared machine.
+type Work struct {
+	DetectorPixels int64 // input pixels through the detector
+	Landmarks      int64 // landmark passes
+	Descriptors    int64 // descriptor passes
+}
+
+// Work returns the counts so far.
+func (n *Nets) Work() Work {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.work
 }
 
 // ExpressionNet is face-api's expression net. The worker does not load it:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,9 +44,14 @@ type ackMsg struct {
 	reason string
 }
 
+// wireAck is an ack's payload. sha256 (hex of the content, as the
+// manifest gave it) is optional: with it, an ack counts only for that
+// content (an addition to contract section 4; the v2 form without it is
+// still accepted).
 type wireAck struct {
-	OK     *bool  `json:"ok"`
-	Reason string `json:"reason"`
+	OK     *bool   `json:"ok"`
+	Reason string  `json:"reason"`
+	SHA256 *string `json:"sha256"`
 }
 
 type manifest struct {
@@ -110,9 +116,27 @@ func (o *Outbox) onAck(topic string, payload []byte) {
 		o.log.Debug("outbox: ack for unknown artifact ignored", "artifact_id", id, "ok", *w.OK)
 		return
 	}
+	if w.SHA256 != nil && !strings.EqualFold(*w.SHA256, it.meta.SHA256) {
+		o.mu.Unlock()
+		o.log.Warn("outbox: ack for other content ignored", "artifact_id", id, "ok", *w.OK)
+		return
+	}
 	if *w.OK {
-		it.acked = true // no more sends; frees its window slot
-		o.acks[id] = ackMsg{ok: true}
+		switch {
+		case it.published || (it.earlier && it.state == sending):
+			it.acked = true // no more sends; frees its window slot
+			o.acks[id] = ackMsg{ok: true}
+		case it.state == sending:
+			// The cloud may answer the last chunk before its PUBACK
+			// reached us: it counts if this send completes.
+			it.deferredOK = true
+			o.mu.Unlock()
+			return
+		default:
+			o.mu.Unlock()
+			o.log.Warn("outbox: ok ack for an artifact not published yet ignored", "artifact_id", id)
+			return
+		}
 	} else if prev, seen := o.acks[id]; !seen || !prev.ok {
 		o.acks[id] = ackMsg{reason: w.Reason}
 	}
@@ -366,8 +390,20 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 		it.state = waiting
 		it.deadline = time.Now().Add(o.cfg.AckTimeout)
 		it.meta.Attempts++
+		it.published = true
 	} else if it.state == sending {
 		it.state = idle
+	}
+	if it.deferredOK {
+		it.deferredOK = false
+		if it.published && !it.gone.Load() {
+			it.acked = true
+			o.acks[id] = ackMsg{ok: true}
+			select {
+			case o.ackCh <- struct{}{}:
+			default:
+			}
+		}
 	}
 	it.held = res == held
 	if it.held {
@@ -397,6 +433,9 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, meta Meta) sendResult {
 	id := meta.ID
 	rec, content, err := o.load(id)
+	if content != nil {
+		defer content.Close()
+	}
 	switch {
 	case err == nil && rec == nil:
 		return stopped // erased meanwhile
@@ -412,8 +451,8 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		o.dropIDs(ReasonContentMissing, id)
 		return stopped
 	}
-	cs := o.cfg.ChunkSize
-	chunks := (len(content) + cs - 1) / cs
+	cs := int64(o.cfg.ChunkSize)
+	chunks := int((rec.Size + cs - 1) / cs)
 	attrs := meta.Attrs
 	if attrs == nil {
 		attrs = map[string]any{}
@@ -439,7 +478,21 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		suffix, payload := prefix+"meta", man
 		if n >= 0 {
 			suffix = prefix + "chunk/" + strconv.Itoa(n)
-			payload = content[n*cs : min((n+1)*cs, len(content))]
+			// A buffer of its own per chunk: the MQTT client keeps an
+			// unacknowledged message to send it again after a reconnect.
+			payload = make([]byte, min(cs, rec.Size-int64(n)*cs))
+			if _, err := io.ReadFull(content, payload); err != nil {
+				switch {
+				case it.gone.Load():
+					return stopped
+				case !errors.Is(err, errUnreadable):
+					o.log.Error("outbox: reading artifact failed; will retry", "artifact_id", id, "err", err)
+					return linkDown // not the link, but the same "later"
+				}
+				o.log.Error("artifact unreadable; dropping it", "artifact_id", id, "kind", meta.Kind, "err", err)
+				o.dropIDs(ReasonContentMissing, id)
+				return stopped
+			}
 		}
 		switch r := o.publishOne(sctx, ctx, p, it, meta, suffix, payload); r {
 		case sentAll:

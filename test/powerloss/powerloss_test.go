@@ -543,6 +543,33 @@ func (r *run) check() (bad []string) {
 				fail("keyring slot %d holds a key no record refers to", i/keys.Size)
 			}
 		}
+		// The data keyring (photos, artifacts that are not person-linked):
+		// no key of something deleted is left either.
+		dataUsed := map[uint32]bool{}
+		tx.Bucket(store.BucketPhotos).ForEach(func(k, v []byte) error {
+			var p struct {
+				Slot *uint32 `json:"slot"`
+			}
+			if json.Unmarshal(v, &p) == nil && p.Slot != nil {
+				dataUsed[*p.Slot] = true
+			}
+			return nil
+		})
+		arts.ForEach(func(k, v []byte) error {
+			var a struct {
+				DataSlot *uint32 `json:"data_slot"`
+			}
+			if json.Unmarshal(v, &a) == nil && a.DataSlot != nil {
+				dataUsed[*a.DataSlot] = true
+			}
+			return nil
+		})
+		data, _ := os.ReadFile(filepath.Join(r.backing, "data.keys"))
+		for i := 0; i+keys.Size <= len(data); i += keys.Size {
+			if !bytes.Equal(data[i:i+keys.Size], make([]byte, keys.Size)) && !dataUsed[uint32(i/keys.Size)] {
+				fail("data keyring slot %d holds a key no photo or artifact refers to", i/keys.Size)
+			}
+		}
 		// Firmware: what is staged is what was signed, with its offer.
 		var staged struct {
 			Manifest struct {
@@ -575,13 +602,15 @@ func TestTheChecksFindViolations(t *testing.T) {
 	}
 	b := testbroker.Start(t)
 	_, o := crashAndTamper(t, b, 0, func(r *run) {
-		f, _ := os.OpenFile(filepath.Join(r.backing, "people.keys"), os.O_WRONLY|os.O_APPEND, 0)
-		f.Write(bytes.Repeat([]byte{7}, keys.Size))
-		f.Close()
+		for _, ring := range []string{"people.keys", "data.keys"} {
+			f, _ := os.OpenFile(filepath.Join(r.backing, ring), os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(bytes.Repeat([]byte{7}, keys.Size))
+			f.Close()
+		}
 		os.WriteFile(filepath.Join(r.backing, "outbox", "aorphan.x.art"), []byte("x"), 0o600)
 		r.dropped++
 	})
-	want := []string{"keyring slot", "belongs to no queued artifact", "spool files dropped"}
+	want := []string{"keyring slot", "data keyring slot", "belongs to no queued artifact", "spool files dropped"}
 	for _, w := range want {
 		if !strings.Contains(strings.Join(o.violations, "\n"), w) {
 			t.Errorf("tampering not found (%q): %v", w, o.violations)
@@ -641,6 +670,8 @@ func fileClass(op string) string {
 		return kind + " state.db"
 	case strings.HasPrefix(path, "people.keys"):
 		return kind + " people.keys"
+	case strings.HasPrefix(path, "data.keys"):
+		return kind + " data.keys"
 	case strings.HasPrefix(path, "photos/"):
 		return kind + " photos/"
 	case strings.HasPrefix(path, "outbox/"):
