@@ -83,7 +83,6 @@ var syscallNumbers = map[string]uintptr{
 	"getgid":            unix.SYS_GETGID,
 	"getegid":           unix.SYS_GETEGID,
 	"uname":             unix.SYS_UNAME,
-	"prlimit64":         unix.SYS_PRLIMIT64,
 	"getrandom":         unix.SYS_GETRANDOM,
 	"execve":            unix.SYS_EXECVE,
 	"exit":              unix.SYS_EXIT,

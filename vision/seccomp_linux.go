@@ -17,8 +17,8 @@ import (
 //     amd64, AArch32 on arm64) kills the process.
 //  2. The calls the worker makes (measured with strace over the worker's
 //     requests; README, "The vision worker is untrusted") are allowed,
-//     some only with harmless arguments: kill and tgkill only to itself,
-//     clone only for a thread and with no namespace flag.
+//     some only with harmless arguments: kill, tgkill and prlimit64 only
+//     to itself, clone only for a thread and with no namespace flag.
 //  3. Everything else fails with EPERM: sockets of every family, ptrace,
 //     process_vm_*, pidfd_*, io_uring_*, unshare, setns, bpf,
 //     perf_event_open, userfaultfd, keyctl, the chmod, chown, xattr and
@@ -53,8 +53,8 @@ const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.
 // give their numbers on each platform, and a name a platform lacks is
 // simply absent there). Most are the dynamic loader's, glibc's, Go's
 // runtime and OpenCV's; none creates a file, a socket, a process or a
-// namespace. kill, tgkill and clone are allowed by selfRules below, with
-// their arguments checked.
+// namespace. kill, tgkill, prlimit64 and clone are allowed by selfRules
+// below, with their arguments checked.
 var workerSyscalls = []string{
 	// files: Landlock decides which may be opened, and none for writing
 	"read", "write", "readv", "writev", "pread64", "close", "openat", "open", "lseek",
@@ -73,7 +73,7 @@ var workerSyscalls = []string{
 	// signals (to itself: see selfRules)
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
 	// facts about itself
-	"getpid", "gettid", "getuid", "geteuid", "getgid", "getegid", "uname", "prlimit64", "getrandom",
+	"getpid", "gettid", "getuid", "geteuid", "getgid", "getegid", "uname", "getrandom",
 	// the launcher's exec of the worker, and the end
 	"execve", "exit", "exit_group",
 }
@@ -97,8 +97,10 @@ func loadArgLow(i int) unix.SockFilter {
 }
 
 // selfRules allow kill and tgkill only towards pid (the worker itself:
-// exec keeps the launcher's pid) and clone only for a thread without a
-// namespace flag. The kernel reads these arguments as 32-bit ints, so the
+// exec keeps the launcher's pid), prlimit64 only on itself (0 or pid: on
+// another process of the daemon's uid it would set the daemon's limits,
+// and without a PID namespace, as under the unit, the daemon is in reach)
+// and clone only for a thread without a namespace flag. The kernel reads these arguments as 32-bit ints, so the
 // low word is the whole story.
 func selfRules(pid uint32) []rule {
 	toSelf := []unix.SockFilter{
@@ -110,6 +112,7 @@ func selfRules(pid uint32) []rule {
 	return []rule{
 		{uint32(unix.SYS_KILL), toSelf},
 		{uint32(unix.SYS_TGKILL), toSelf},
+		{uint32(unix.SYS_PRLIMIT64), append([]unix.SockFilter{loadArgLow(0), jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, 1, 0)}, toSelf[1:]...)},
 		{uint32(unix.SYS_CLONE), []unix.SockFilter{
 			loadArgLow(0),
 			jump(unix.BPF_JMP|unix.BPF_JSET|unix.BPF_K, unix.CLONE_THREAD, 0, 2),

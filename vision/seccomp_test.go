@@ -91,7 +91,7 @@ func TestTheFilterKillsForeignArchitecturesAndAllowsOnlyTheList(t *testing.T) {
 			t.Errorf("%s: action %#x, want EPERM", name, got)
 		}
 	}
-	// Signals to itself only; threads, never processes or namespaces.
+	// Signals and limits to itself only; threads, never processes or namespaces.
 	for _, c := range []struct {
 		what string
 		nr   uintptr
@@ -104,6 +104,9 @@ func TestTheFilterKillsForeignArchitecturesAndAllowsOnlyTheList(t *testing.T) {
 		{"kill everyone", unix.SYS_KILL, []uint64{uint64(0xFFFFFFFF), 9}, retEPERM},
 		{"tgkill its thread", unix.SYS_TGKILL, []uint64{self, 77, 23}, retAllow},
 		{"tgkill another's", unix.SYS_TGKILL, []uint64{self + 1, 77, 23}, retEPERM},
+		{"prlimit64 itself (0)", unix.SYS_PRLIMIT64, []uint64{0, unix.RLIMIT_NOFILE}, retAllow},
+		{"prlimit64 itself (its pid)", unix.SYS_PRLIMIT64, []uint64{self, unix.RLIMIT_NOFILE}, retAllow},
+		{"prlimit64 another (the daemon)", unix.SYS_PRLIMIT64, []uint64{self - 1, unix.RLIMIT_NOFILE}, retEPERM},
 		{"clone a thread", unix.SYS_CLONE, []uint64{threadFlags}, retAllow},
 		{"fork", unix.SYS_CLONE, []uint64{uint64(unix.SIGCHLD)}, retEPERM},
 		{"vfork for exec", unix.SYS_CLONE, []uint64{unix.CLONE_VM | unix.CLONE_VFORK | uint64(unix.SIGCHLD)}, retEPERM},

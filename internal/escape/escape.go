@@ -3,7 +3,8 @@
 // sandbox_test.go, the daemon's e2e tests): read or rewrite the daemon's keys and store, change
 // their modes, times or attributes, reach the diagnostic socket or the
 // network (through the 64-bit and the 32-bit syscall interfaces), copy the
-// daemon's descriptors, signal other processes, make namespaces, set up
+// daemon's descriptors, signal other processes or set their resource
+// limits, make namespaces, set up
 // io_uring, and leave a child behind in a session of its own.
 //
 // Each attempt returns nil when the escape worked. Nothing imports this
@@ -92,6 +93,11 @@ func native() []Attempt {
 			return 0, unix.Close(fd)
 		}},
 		{"kill another process", func(t Targets) (int, error) { return 0, unix.Kill(t.VictimPID, unix.SIGTERM) }},
+		{"set another process's limits", func(t Targets) (int, error) {
+			// The daemon's, in earnest: no files (RLIMIT_NOFILE), no growth of
+			// state.db (RLIMIT_FSIZE), a SIGKILL (RLIMIT_CPU).
+			return 0, unix.Prlimit(t.VictimPID, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 3, Max: 3}, nil)
+		}},
 		{"io_uring_setup", func(t Targets) (int, error) {
 			var params [120]byte
 			fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
