@@ -31,7 +31,6 @@ var syscallNumbers = map[string]uintptr{
 	"readlink":          unix.SYS_READLINK,
 	"readlinkat":        unix.SYS_READLINKAT,
 	"getdents64":        unix.SYS_GETDENTS64,
-	"fcntl":             unix.SYS_FCNTL,
 	"dup":               unix.SYS_DUP,
 	"dup2":              unix.SYS_DUP2,
 	"dup3":              unix.SYS_DUP3,

@@ -27,7 +27,6 @@ var syscallNumbers = map[string]uintptr{
 	"faccessat2":        unix.SYS_FACCESSAT2,
 	"readlinkat":        unix.SYS_READLINKAT,
 	"getdents64":        unix.SYS_GETDENTS64,
-	"fcntl":             unix.SYS_FCNTL,
 	"dup":               unix.SYS_DUP,
 	"dup3":              unix.SYS_DUP3,
 	"pipe2":             unix.SYS_PIPE2,
