@@ -17,13 +17,15 @@ import (
 // see each other. Outages are played with TEST_BROKER_STOP and
 // TEST_BROKER_START, shell commands that stop and start the broker's
 // listeners (rabbitmqctl stop_app / start_app); TEST_BROKER_LOG names its
-// log file for failure messages. StartTLS skips its test: the TLS listener
+// log file for failure messages; TEST_BROKER_MAX_PACKET_SIZE the largest
+// packet it takes (unset: no bound, as RabbitMQ 3.10). StartTLS skips its test: the TLS listener
 // is proved against Mosquitto (README, "A second broker").
 const (
 	envURL   = "TEST_BROKER_URL"
 	envStop  = "TEST_BROKER_STOP"
 	envStart = "TEST_BROKER_START"
 	envLog   = "TEST_BROKER_LOG"
+	envBound = "TEST_BROKER_MAX_PACKET_SIZE"
 )
 
 // External reports whether tests run against an external broker.
@@ -36,7 +38,13 @@ func external(t testing.TB) *Broker {
 		t.Fatalf("testbroker: %s=%q is not tcp://host:port", envURL, os.Getenv(envURL))
 	}
 	port, _ := strconv.Atoi(u.Port())
-	b := &Broker{URL: u.String(), Port: port, ext: true}
+	bound := 0
+	if s := os.Getenv(envBound); s != "" {
+		if bound, err = strconv.Atoi(s); err != nil || bound < 0 {
+			t.Fatalf("testbroker: %s=%q is not a size in bytes", envBound, s)
+		}
+	}
+	b := &Broker{URL: u.String(), Port: port, PacketBound: bound, ext: true}
 	b.waitUp(t)
 	// Whatever a test did to it, the next test finds it running.
 	t.Cleanup(func() {
