@@ -11,6 +11,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
@@ -24,8 +25,9 @@ const workerPids = 256
 func (d *Daemon) newVision() *vision.Client {
 	path := d.cfg.Vision.Worker
 	if path == "" {
+		path = paths.Worker
 		if exe, err := os.Executable(); err == nil {
-			path = filepath.Join(filepath.Dir(exe), "aibo-vision")
+			path = paths.WorkerFor(exe)
 		}
 	}
 	if st, err := os.Stat(path); err != nil || st.IsDir() {

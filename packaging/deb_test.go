@@ -22,15 +22,27 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
 const debDir = "../build/deb"
 
-// deb returns the newest package built for arch.
+// deb returns the newest agent package built for arch.
 func deb(t *testing.T, arch string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(debDir, "aibo-privacyd_*_"+arch+".deb"))
+	return newest(t, paths.Package, arch)
+}
+
+// modelsDeb returns the newest face nets' package (Architecture: all).
+func modelsDeb(t *testing.T) string {
+	t.Helper()
+	return newest(t, paths.ModelsPackage, "all")
+}
+
+func newest(t *testing.T, pkg, arch string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(debDir, pkg+"_*_"+arch+".deb"))
 	if len(files) == 0 {
 		t.Fatalf("no %s package in %s: run make deb", arch, debDir)
 	}
@@ -64,8 +76,12 @@ var arches = []string{"amd64", "arm64"}
 // Lintian finds nothing: no error, warning, info or pedantic tag that the
 // package's overrides (each explained) do not cover.
 func TestLintianFindsNothing(t *testing.T) {
+	pkgs := map[string]string{"all": modelsDeb(t)}
 	for _, arch := range arches {
-		out, err := exec.Command("lintian", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", deb(t, arch)).CombinedOutput()
+		pkgs[arch] = deb(t, arch)
+	}
+	for arch, pkg := range pkgs {
+		out, err := exec.Command("lintian", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", pkg).CombinedOutput()
 		var tags []string
 		for _, l := range strings.Split(string(out), "\n") {
 			if regexp.MustCompile(`^[EWIPX]: `).MatchString(l) {
@@ -80,13 +96,45 @@ func TestLintianFindsNothing(t *testing.T) {
 
 // What the robot gets: the three programs for its architecture, the unit
 // as in the repository, the config as a conffile that loads, the account
-// and the spool, and the libraries the worker links as dependencies.
+// and the spool, and the libraries the worker links as dependencies; the
+// face nets in a package of their own, for every architecture, at the
+// version the agent depends on; every file internal/paths says is
+// shipped, where it says.
 func TestPackageLayout(t *testing.T) {
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	models := modelsDeb(t)
+	modelsRoot := extract(t, models)
+	if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", models, "Architecture")); got != "all" {
+		t.Errorf("%s: Architecture %s, want all", models, got)
+	}
+	sums, err := os.ReadFile(filepath.Join(modelsRoot, paths.FaceModelsDir, "SHA256SUMS"))
+	if err != nil {
+		t.Fatalf("the face nets' package: %v", err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		f := strings.Fields(l)
+		if st, err := os.Stat(filepath.Join(modelsRoot, paths.FaceModelsDir, f[len(f)-1])); err != nil || st.Size() == 0 {
+			t.Errorf("the face nets' package lacks %s: %v", f[len(f)-1], err)
+		}
+	}
+	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", models, "Version"))
 	for _, arch := range arches {
 		pkg := deb(t, arch)
 		root := extract(t, pkg)
-		for _, bin := range []string{"usr/sbin/aibo-privacyd", "usr/bin/aiboctl", "usr/libexec/aibo-privacy/aibo-vision"} {
+		for _, f := range paths.Shipped {
+			_, inAgent := os.Stat(filepath.Join(root, f))
+			_, inModels := os.Stat(filepath.Join(modelsRoot, f))
+			if inAgent != nil && inModels != nil {
+				t.Errorf("%s: neither package installs %s", arch, f)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(root, paths.FaceModelsDir)); err == nil {
+			t.Errorf("%s: the agent's package holds face nets too", arch)
+		}
+		if d := run(t, "dpkg-deb", "-f", pkg, "Depends"); !strings.Contains(d, paths.ModelsPackage+" (= "+version+")") {
+			t.Errorf("%s: Depends does not name %s (= %s): %s", arch, paths.ModelsPackage, version, d)
+		}
+		for _, bin := range []string{paths.Daemon, paths.Ctl, paths.Worker} {
 			f, err := elf.Open(filepath.Join(root, bin))
 			if err != nil {
 				t.Errorf("%s: %s: %v", arch, bin, err)
@@ -97,13 +145,12 @@ func TestPackageLayout(t *testing.T) {
 			}
 			f.Close()
 		}
-		unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/aibo-privacyd.service"))
+		unit, _ := os.ReadFile(filepath.Join(root, paths.Unit))
 		repo, _ := os.ReadFile(unitFile)
 		if !bytes.Equal(unit, repo) {
 			t.Errorf("%s: the packaged unit differs from %s", arch, unitFile)
 		}
-		for _, f := range []string{"usr/lib/sysusers.d/aibo-privacy.conf", "usr/lib/tmpfiles.d/aibo-privacy.conf",
-			"usr/share/doc/aibo-privacyd/copyright", "usr/share/man/man8/aibo-privacyd.8.gz", "usr/share/man/man1/aiboctl.1.gz"} {
+		for _, f := range []string{"usr/share/man/man8/aibo-privacyd.8.gz", "usr/share/man/man1/aiboctl.1.gz"} {
 			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 				t.Errorf("%s: %v", arch, err)
 			}
@@ -112,7 +159,7 @@ func TestPackageLayout(t *testing.T) {
 			t.Errorf("Architecture: %s", got)
 		}
 		conffiles := run(t, "sh", "-c", "dpkg-deb --ctrl-tarfile "+pkg+" | tar -xOf - ./conffiles")
-		if strings.TrimSpace(conffiles) != "/etc/aibo-privacy/config.yaml" {
+		if strings.TrimSpace(conffiles) != paths.ConfigFile {
 			t.Errorf("%s: conffiles %q", arch, conffiles)
 		}
 		depends := run(t, "dpkg-deb", "-f", pkg, "Depends")
@@ -124,7 +171,7 @@ func TestPackageLayout(t *testing.T) {
 		if strings.Contains(depends, ":") {
 			t.Errorf("%s: Depends names a foreign architecture: %s", arch, depends)
 		}
-		cfg, err := config.Load(filepath.Join(root, "etc/aibo-privacy/config.yaml"))
+		cfg, err := config.Load(filepath.Join(root, paths.ConfigFile))
 		if err != nil {
 			t.Errorf("%s: the packaged config does not load: %v", arch, err)
 		} else if _, err := os.Stat(filepath.Join(root, cfg.Vision.Worker)); err != nil {
@@ -257,15 +304,15 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	// The agent ran meanwhile and holds sealed data.
 	os.MkdirAll(r.path("var/lib/aibo-privacy"), 0o700)
 	os.WriteFile(r.path("var/lib/aibo-privacy/device.key"), []byte("k"), 0o600)
-	r.dpkg("-r", "aibo-privacyd")
+	r.dpkg("-r", paths.Package)
 	if _, err := os.Stat(r.path("usr/sbin/aibo-privacyd")); err == nil {
 		t.Error("remove left the daemon")
 	}
 	if readFile(t, cfg) != edited {
 		t.Error("remove took the config (only purge may)")
 	}
-	r.dpkg("-P", "aibo-privacyd")
-	for _, gone := range []string{"etc/aibo-privacy/config.yaml", "var/lib/aibo-privacy"} {
+	r.dpkg("-P", paths.Package)
+	for _, gone := range []string{paths.ConfigFile, paths.StateDir, paths.SpoolDir} {
 		if _, err := os.Stat(r.path(gone)); err == nil {
 			t.Errorf("purge left %s", gone)
 		}
@@ -325,7 +372,8 @@ diag:
 vision:
   worker: %s
   models_dir: /usr/share/opencv4
-`, dir, spool, b.URL, dir, wrapper)), 0o600)
+  face_models_dir: %s
+`, dir, spool, b.URL, dir, wrapper, filepath.Join(extract(t, modelsDeb(t)), paths.FaceModelsDir))), 0o600)
 	var logs bytes.Buffer
 	daemon := exec.Command(qemu, "-L", sysroot, filepath.Join(pkg, "usr/sbin/aibo-privacyd"), "-config", cfgPath)
 	daemon.Stdout, daemon.Stderr = &logs, &logs

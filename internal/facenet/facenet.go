@@ -30,10 +30,12 @@ import (
 	"sync"
 
 	"gocv.io/x/gocv"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 )
 
 // DefaultDir is where the packaged face nets are installed.
-const DefaultDir = "/usr/share/aibo-privacyd/models"
+const DefaultDir = paths.FaceModelsDir
 
 // Model files, relative to the models folder.
 const (
