@@ -4,7 +4,7 @@ BIN     := bin
 DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build run demo test bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb
+.PHONY: setup build run demo test bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb install-test
 
 setup:
 	@scripts/setup.sh
@@ -63,6 +63,15 @@ deb: setup
 # of make test, which stays fast and needs no arm64 download.
 test-deb: deb
 	$(GO) test -tags debtest -count=1 -timeout 30m -v ./packaging/
+
+# The packages as an operator installs them: built from the tree, installed
+# with apt into a fresh Debian 12 root (debootstrap, cached under
+# build/install-test/), the daemon started the way its unit starts it,
+# the photo and Patrol story played through the contract, then purged.
+# As root. ARCH=arm64 runs under qemu-user (scripts/install-test.sh).
+ARCH ?= $(shell dpkg --print-architecture)
+install-test: setup
+	ARCH=$(ARCH) scripts/install-test.sh
 
 fuzz-long: setup
 	@fail=0; n=0; start=$$(date +%s); for t in $$($(FUZZ_LIST)); do pkg=$${t%%:*}; fn=$${t##*:}; n=$$((n+1)); \
