@@ -182,4 +182,3 @@ func (n *notifySocket) waitFor(line string, timeout time.Duration, alive func() 
 	}
 	return n.has(line)
 }
-
