@@ -4,13 +4,31 @@
 # scripts/demo playing the app and the cloud; it ends with a table of every
 # photo (kept or deleted, score, rank, why) and a contact sheet.
 #
-#   DEMO_DIR (var/demo)  DEMO_PORT (18830)  BIN (bin)  DEMO_BIN (go run ./scripts/demo)
+#   DEMO_DIR (var/demo)  DEMO_PORT (the first free port from 18831: 18830
+#   is make run's)  BIN (bin)  DEMO_BIN (go run ./scripts/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${DEMO_DIR:-var/demo}
-port=${DEMO_PORT:-18830}
 bin=${BIN:-bin}
 step() { echo "demo: $*"; }
+accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ -n "${DEMO_PORT:-}" ]; then
+  port=$DEMO_PORT
+  if accepts "$port"; then
+    echo "demo: port $port (DEMO_PORT) is taken by another program (make run? another demo?); free it or unset DEMO_PORT" >&2
+    exit 1
+  fi
+else
+  # A port of its own: make run keeps 18830 and may be running.
+  port=18831
+  while accepts "$port"; do
+    port=$((port + 1))
+    if [ "$port" -gt 18899 ]; then
+      echo "demo: no free port from 18831 to 18899; set DEMO_PORT" >&2
+      exit 1
+    fi
+  done
+fi
 
 rm -rf "$dir"
 mkdir -p "$dir/spool/photos" "$dir/spool/frames"
@@ -23,18 +41,22 @@ step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"
 broker=$!
 daemon=
 cleanup() {
-  [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  set +e
+  if [ -n "$daemon" ]; then kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; fi
   kill "$broker" 2>/dev/null
-  wait "$broker" 2>/dev/null || true
+  wait "$broker" 2>/dev/null
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 for i in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  if [ "$i" = 50 ]; then
-    echo "demo: the broker did not start; $dir/broker.log says:" >&2
+  # Our broker accepting, not another one that took the port meanwhile.
+  if ! kill -0 "$broker" 2>/dev/null || [ "$i" = 50 ]; then
+    echo "demo: the broker did not start on port $port; $dir/broker.log says:" >&2
     tail -5 "$dir/broker.log" >&2
     exit 1
   fi
+  accepts "$port" && break
   sleep 0.1
 done
 
