@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
+	"github.com/aibo-privacy/aibo-privacyd/internal/readme"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
@@ -43,16 +45,23 @@ var (
 const pendingMerge = "PENDING MERGE (ships-health): /v1/health has no vision check yet"
 
 // The packages built from this tree, installed with apt into a fresh
-// Debian 12 root, run the story the way the robot runs them: the daemon
-// started as its unit starts it, with the installed config (only the
-// broker's port changed), the installed worker and face nets, against a
-// Mosquitto inside the root; then purged, leaving nothing.
+// Debian 12 root, run the story the way the robot runs them: the README's
+// install commands (apt install, the config edited, the service
+// restarted, aiboctl status, systemd-analyze verify), the daemon started as
+// its unit starts it, with the installed config (only the broker's port
+// changed), the installed worker and face nets, against a Mosquitto inside
+// the root; the README's upgrade keeping the config and the state; then
+// purged, leaving nothing.
 func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("make install-test runs as root (debootstrap's root, mounts, a system account)")
 	}
 	if *baseFlag == "" {
 		t.Fatal("no -base: run make install-test (scripts/install-test.sh)")
+	}
+	blocks := readme.For(t)
+	if len(blocks) != 2 {
+		t.Fatalf("%d README blocks for this test, want the install and the upgrade", len(blocks))
 	}
 	began := time.Now()
 	step := func(format string, args ...any) {
@@ -65,24 +74,64 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 	for _, p := range r.files() {
 		before[p] = true
 	}
-
-	// Install as an operator would: apt resolves Debian's OpenCV.
-	pkgs := []string{newest(t, paths.ModelsPackage, "all"), newest(t, paths.Package, *archFlag)}
+	debs := map[string]string{"VERSION": newest(t, paths.Package, *archFlag), "VERSION/models": newest(t, paths.ModelsPackage, "all")}
+	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", debs["VERSION"], "Version"))
+	debs["NEWVERSION"], debs["NEWVERSION/models"] = upgraded(t, debs["VERSION"], debs["VERSION/models"], version+"+up1")
 	os.MkdirAll(r.path("/root/debs"), 0o755)
-	var args []string
-	for _, p := range pkgs {
+	for k, p := range debs {
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(r.path("/root/debs/"+filepath.Base(p)), raw, 0o644)
-		args = append(args, "/root/debs/"+filepath.Base(p))
+		inside := "/root/debs/" + filepath.Base(p)
+		os.WriteFile(r.path(inside), raw, 0o644)
+		debs[k] = inside
 	}
-	step("debootstrap root unpacked; apt-get install %s", strings.Join(args, " "))
+	step("debootstrap root unpacked; apt-get update; the test's broker (mosquitto) installed")
 	r.apt("update")
-	r.apt(append([]string{"install", "--no-install-recommends"}, append(args, "mosquitto")...)...)
-	os.RemoveAll(r.path("/root/debs"))
-	step("installed: %s", strings.TrimSpace(r.run("dpkg-query", "-W", paths.Package, paths.ModelsPackage)))
+	r.apt("install", "--no-install-recommends", "mosquitto")
+
+	var (
+		d      *daemon
+		broker *proc
+		b      *testbroker.Broker
+		url    string
+	)
+	x := &readmeRun{t: t, r: r, debs: debs,
+		edit: func(file string) {
+			// The operator's edit here: the broker's port, nothing else.
+			if file != paths.ConfigFile {
+				t.Fatalf("the README edits %s, not the installed config %s", file, paths.ConfigFile)
+			}
+			port := freePort(t)
+			url = "tcp://127.0.0.1:" + strconv.Itoa(port)
+			os.WriteFile(r.path("/root/broker.conf"), []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size %d\n", port, testbroker.MaxPacketSize)), 0o644)
+			broker = r.start("mosquitto", nil, "mosquitto", "-c", "/root/broker.conf")
+			b = testbroker.Attach(t, url, testbroker.MaxPacketSize)
+			cfgFile := r.path(paths.ConfigFile)
+			shipped, err := os.ReadFile(cfgFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			edited := strings.Replace(string(shipped), "tcp://127.0.0.1:1883", url, 1)
+			if changed := diffLines(string(shipped), edited); changed != 1 {
+				t.Fatalf("changing the broker's port changed %d lines of the installed config", changed)
+			}
+			os.WriteFile(cfgFile, []byte(edited), 0o644)
+		},
+		restart: func() {
+			if d != nil {
+				d.stop(t, 10*time.Second)
+			}
+			d = startDaemon(t, r)
+			step("the daemon sent READY=1 (NOTIFY_SOCKET) as %s", paths.User)
+		},
+	}
+	x.block(blocks[0])
+	if d == nil {
+		t.Fatal("the README's install never restarts the service")
+	}
+	step("README install done: %s", strings.Join(strings.Fields(r.run("dpkg-query", "-W", paths.Package, paths.ModelsPackage)), " "))
 	uid, _ := r.ids(paths.User)
 	for _, p := range []string{paths.SpoolDir + "/photos", paths.SpoolDir + "/frames", "/etc/systemd/system/multi-user.target.wants/" + filepath.Base(paths.Unit)} {
 		if _, err := os.Lstat(r.path(p)); err != nil {
@@ -90,47 +139,86 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 		}
 	}
 
-	// A broker inside the root, on a free port; the installed config
-	// with only the broker's port changed.
-	port := freePort(t)
-	url := "tcp://127.0.0.1:" + strconv.Itoa(port)
-	os.WriteFile(r.path("/root/broker.conf"), []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size %d\n", port, testbroker.MaxPacketSize)), 0o644)
-	broker := r.start("mosquitto", nil, "mosquitto", "-c", "/root/broker.conf")
-	b := testbroker.Attach(t, url, testbroker.MaxPacketSize)
-	cfgFile := r.path(paths.ConfigFile)
-	shipped, err := os.ReadFile(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edited := strings.Replace(string(shipped), "tcp://127.0.0.1:1883", url, 1)
-	if changed := diffLines(string(shipped), edited); changed != 1 {
-		t.Fatalf("changing the broker's port changed %d lines of the installed config", changed)
-	}
-	os.WriteFile(cfgFile, []byte(edited), 0o644)
-
-	d := startDaemon(t, r)
-	step("the daemon sent READY=1 (NOTIFY_SOCKET) as %s", paths.User)
 	device := "aibo-0001"
 	app := newApp(t, b, device)
 	app.must("policy", "accept_policy", map[string]any{"version": "2026-11"})
 	app.must("photos-on", "set_features", map[string]any{"auto_photo": true})
-	step("accept_policy and auto_photo on: answered ok")
+	app.must("consent", "grant_consent", map[string]any{"subject_id": "alice", "display_name": "Alice", "granted_by": "self", "scopes": []string{"face_recognition"}})
+	step("accept_policy, auto_photo on, a consent: answered ok")
 
-	if !native {
+	if native {
+		story(t, r, b, app, d, step)
+	} else {
 		// qemu-user emulates neither seccomp nor Landlock: the confined
-		// worker cannot start, and health must say why.
-		photo := readTestdata(t, "photos/genki-smile-file1564.jpg")
-		drop(t, r, "photos", "portrait.jpg", photo)
-		t.Run("health says why the worker cannot run", func(t *testing.T) {
-			h := waitHealth(t, r, 30*time.Second, func(h health) bool { return h.Status == "degraded" })
-			step("health under qemu-user: %+v", h.Checks)
+		// worker cannot start. Photos wait in the spool, nothing is lost
+		// (contract v3 section 2), and health says why.
+		dropAndWait(t, r, "portrait.jpg", readTestdata(t, "photos/genki-smile-file1564.jpg"))
+		step("the portrait waits in the spool while the worker cannot start")
+		t.Run("health says why the worker cannot run (contract v3 section 7)", func(t *testing.T) {
+			if _, ok := readHealth(t, r).Checks["vision"]; !ok {
+				t.Skip(pendingMerge)
+			}
+			h := waitHealth(t, r, 10*time.Second, func(h health) bool { return h.Status == "degraded" && !h.Checks["vision"].OK })
+			step("health under qemu-user: degraded: %s", h.Checks["vision"].Detail)
 		})
-		stopAll(t, d, broker)
-		purge(t, r, before, uid, step)
-		return
 	}
 
-	// The photo story: a portrait and a scene without people.
+	// The README's upgrade: the edited config and the state stay.
+	d.stop(t, 10*time.Second)
+	x.block(blocks[1])
+	if got := strings.Fields(r.run("dpkg-query", "-W", "-f", "${Version}\n", paths.Package, paths.ModelsPackage)); len(got) != 2 || got[0] != version+"+up1" || got[1] != version+"+up1" {
+		t.Fatalf("after the upgrade dpkg says %v", got)
+	}
+	if cfg, _ := os.ReadFile(r.path(paths.ConfigFile)); !strings.Contains(string(cfg), url) {
+		t.Fatal("the upgrade did not keep the edited config")
+	}
+	x.restart()
+	waitStatus(t, r, 20*time.Second, "the consent kept across the upgrade", func(s status) bool { return s.Subjects == 1 })
+	app.must("after-upgrade", "set_features", map[string]any{"auto_photo": true})
+	step("README upgrade to %s+up1: the config as edited, the state kept, the daemon answers", version)
+
+	if native {
+		// The face nets vanish: health turns degraded within 5 s, and back.
+		t.Run("health follows the face nets (contract v3 section 7)", func(t *testing.T) {
+			if _, ok := readHealth(t, r).Checks["vision"]; !ok {
+				t.Skip(pendingMerge)
+			}
+			models := r.path(paths.FaceModelsDir)
+			if err := os.Rename(models, models+".hidden"); err != nil {
+				t.Fatal(err)
+			}
+			hidden := time.Now()
+			h := waitHealth(t, r, 5*time.Second, func(h health) bool { return h.Status == "degraded" && !h.Checks["vision"].OK })
+			step("face nets hidden: health degraded after %.1fs: %s", time.Since(hidden).Seconds(), h.Checks["vision"].Detail)
+			if h.Checks["vision"].Detail == "" {
+				t.Error("the vision check does not say why")
+			}
+			if err := os.Rename(models+".hidden", models); err != nil {
+				t.Fatal(err)
+			}
+			back := time.Now()
+			waitHealth(t, r, 30*time.Second, func(h health) bool { return h.Status == "ok" })
+			step("face nets back: health ok after %.1fs", time.Since(back).Seconds())
+		})
+	}
+
+	// systemd's watchdog is fed while healthy (every WATCHDOG_USEC/2).
+	if !d.notify.waitFor("WATCHDOG=1", 20*time.Second, d.running) {
+		t.Error("no WATCHDOG=1 on the notify socket")
+	}
+	stopAll(t, d, broker)
+	if !d.notify.has("STOPPING=1") {
+		t.Error("no STOPPING=1 on the notify socket at SIGTERM")
+	}
+	os.RemoveAll(r.path("/root/debs"))
+	os.Remove(r.path("/root/broker.conf"))
+	purge(t, r, before, uid, step)
+}
+
+// story plays the photo story and Patrol through the contract.
+func story(t *testing.T, r *root, b *testbroker.Broker, app *app, d *daemon, step func(string, ...any)) {
+	t.Helper()
+	// A portrait and a scene without people.
 	portrait := readTestdata(t, "photos/genki-smile-file1564.jpg")
 	drop(t, r, "photos", "portrait.jpg", portrait)
 	drop(t, r, "photos", "launch-pad.jpg", readTestdata(t, "photos/rocket.jpg"))
@@ -153,8 +241,7 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 	waitStatus(t, r, 20*time.Second, "the outbox empty after the ack", func(s status) bool { return s.Outbox.Pending == 0 && s.PhotosToday.Uploaded == 1 })
 	step("select_photos: the portrait uploaded (%s, %d bytes) and acked, the launch pad deleted", m.ArtifactID, len(body))
 
-	// Patrol: a consenting person enrolled from camera frames, then seen.
-	app.must("consent", "grant_consent", map[string]any{"subject_id": "alice", "display_name": "Alice", "granted_by": "self", "scopes": []string{"face_recognition"}})
+	// Patrol: the consenting person enrolled from camera frames, then seen.
 	app.must("patrol-on", "set_features", map[string]any{"patrol": true})
 	app.must("enrol", "start_enrollment", map[string]any{"subject_id": "alice"})
 	enrolled := false
@@ -173,39 +260,121 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 		t.Fatalf("a sighting of %q, want alice", sighting.SubjectID)
 	}
 	step("Patrol: alice enrolled from camera frames and sighted")
+}
 
-	// The face nets vanish: health turns degraded within 5 s, and back.
-	t.Run("health follows the face nets (contract v3 section 7)", func(t *testing.T) {
-		if _, ok := readHealth(t, r).Checks["vision"]; !ok {
-			t.Skip(pendingMerge)
-		}
-		models := r.path(paths.FaceModelsDir)
-		if err := os.Rename(models, models+".hidden"); err != nil {
-			t.Fatal(err)
-		}
-		hidden := time.Now()
-		h := waitHealth(t, r, 5*time.Second, func(h health) bool { return h.Status == "degraded" && !h.Checks["vision"].OK })
-		step("face nets hidden: health degraded after %.1fs: %s", time.Since(hidden).Seconds(), h.Checks["vision"].Detail)
-		if h.Checks["vision"].Detail == "" {
-			t.Error("the vision check does not say why")
-		}
-		if err := os.Rename(models+".hidden", models); err != nil {
-			t.Fatal(err)
-		}
-		back := time.Now()
-		waitHealth(t, r, 30*time.Second, func(h health) bool { return h.Status == "ok" })
-		step("face nets back: health ok after %.1fs", time.Since(back).Seconds())
-	})
+// dropAndWait drops a photo and checks it is still waiting 10 s later.
+func dropAndWait(t *testing.T, r *root, name string, data []byte) {
+	t.Helper()
+	dir := r.path(filepath.Join(paths.SpoolDir, "photos"))
+	tmp := filepath.Join(dir, "."+name+".part")
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second)
+	if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+		t.Fatalf("the photo did not wait in the spool while images cannot be judged: %v", err)
+	}
+}
 
-	// systemd's watchdog is fed while healthy (WATCHDOG_USEC/2).
-	if !d.notify.waitFor("WATCHDOG=1", 20*time.Second, d.running) {
-		t.Error("no WATCHDOG=1 on the notify socket")
+// readmeRun runs the README's install and upgrade lines inside the root.
+// Only what ties them to this test is substituted: sudo (the test is
+// root), apt's confirmation (-y), the packages' file names (VERSION,
+// NEWVERSION and arm64 stand for this build's), the editor (edit) and
+// systemctl (restart: the daemon started the way its unit says).
+type readmeRun struct {
+	t       *testing.T
+	r       *root
+	debs    map[string]string
+	edit    func(file string)
+	restart func()
+}
+
+var debName = regexp.MustCompile(`^\./aibo-privacyd(-models)?_(VERSION|NEWVERSION)_(arm64|all)\.deb$`)
+
+func (x *readmeRun) block(b readme.Block) {
+	x.t.Helper()
+	for _, line := range strings.Split(b.Text, "\n") {
+		if i := strings.Index(line, "   #"); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] != "sudo" && f[0] != "sudoedit" {
+			x.t.Fatalf("README.md:%d: %q: on the robot every line here runs as root", b.Line, line)
+		}
+		if f[0] == "sudo" {
+			f = f[1:]
+		}
+		switch {
+		case f[0] == "sudoedit":
+			x.edit(f[1])
+		case f[0] == "systemctl" && len(f) == 3 && f[1] == "restart" && f[2] == strings.TrimSuffix(filepath.Base(paths.Unit), ".service"):
+			x.restart()
+		case f[0] == "apt" || f[0] == "apt-get":
+			args := []string{f[0], f[1], "-y"}
+			for _, a := range f[2:] {
+				if m := debName.FindStringSubmatch(a); m != nil {
+					key := m[2]
+					if m[1] != "" {
+						key += "/models"
+					}
+					a = x.debs[key]
+				}
+				args = append(args, a)
+			}
+			out, err := x.r.command([]string{"DEBIAN_FRONTEND=noninteractive"}, true, args...).CombinedOutput()
+			if err != nil {
+				x.t.Fatalf("README.md:%d: %s: %v\n%s", b.Line, strings.Join(args, " "), err, tail(out, 40))
+			}
+		default:
+			out, err := x.r.command(nil, false, f...).CombinedOutput()
+			if err != nil {
+				x.t.Fatalf("README.md:%d: %s: %v\n%s", b.Line, line, err, out)
+			}
+			if f[0] == "systemd-analyze" && strings.TrimSpace(string(out)) != "" {
+				x.t.Errorf("README.md:%d: %s says:\n%s", b.Line, line, out)
+			}
+		}
 	}
-	stopAll(t, d, broker)
-	if !d.notify.has("STOPPING=1") {
-		t.Error("no STOPPING=1 on the notify socket at SIGTERM")
+}
+
+// upgraded repacks both packages as version (a later build).
+func upgraded(t *testing.T, agent, models, version string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	repack := func(pkg string, fix func(string) string) string {
+		tree := filepath.Join(dir, "tree")
+		os.RemoveAll(tree)
+		run(t, "dpkg-deb", "-R", pkg, tree)
+		control := filepath.Join(tree, "DEBIAN/control")
+		raw, _ := os.ReadFile(control)
+		c := regexp.MustCompile(`(?m)^Version: .*$`).ReplaceAllString(string(raw), "Version: "+version)
+		os.WriteFile(control, []byte(fix(c)), 0o644)
+		name := strings.Replace(filepath.Base(pkg), "_"+strings.Split(filepath.Base(pkg), "_")[1]+"_", "_"+version+"_", 1)
+		out := filepath.Join(dir, name)
+		run(t, "dpkg-deb", "--root-owner-group", "-Zxz", "-z1", "--build", tree, out)
+		return out
 	}
-	purge(t, r, before, uid, step)
+	old := strings.Split(filepath.Base(agent), "_")[1]
+	return repack(agent, func(c string) string {
+			return strings.Replace(c, paths.ModelsPackage+" (= "+old+")", paths.ModelsPackage+" (= "+version+")", 1)
+		}), repack(models, func(c string) string {
+			return strings.ReplaceAll(c, "(<< "+old+")", "(<< "+version+")")
+		})
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
 }
 
 // stopAll stops the daemon within the unit's TimeoutStopSec, then the broker.
@@ -393,6 +562,7 @@ func waitHealth(t *testing.T, r *root, within time.Duration, ok func(health) boo
 
 // status is the part of GET /v1/status the story reads.
 type status struct {
+	Subjects    int `json:"subjects"`
 	PhotosToday struct {
 		Admitted int `json:"admitted"`
 		Uploaded int `json:"uploaded"`

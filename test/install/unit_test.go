@@ -140,6 +140,7 @@ type notifySocket struct {
 func listenNotify(t *testing.T, r *root, inside string) *notifySocket {
 	t.Helper()
 	p := r.path(inside)
+	os.Remove(p) // a restart's: the earlier daemon's socket is done with
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
