@@ -4,7 +4,7 @@ BIN     := bin
 DAEMON  := ./cmd/aibo-privacyd ./cmd/aiboctl
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build run demo test bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb install-test
+.PHONY: setup build run demo test bench lint fuzz fuzz-long powerloss test-rabbitmq soak clean deb test-deb install-test test-readme
 
 setup:
 	@scripts/setup.sh
@@ -72,6 +72,13 @@ test-deb: deb
 ARCH ?= $(shell dpkg --print-architecture)
 install-test: setup
 	ARCH=$(ARCH) scripts/install-test.sh
+
+# Every shell block of the README, as written, from a fresh clone of HEAD
+# with nothing beside it: make run, make test, make demo and the long
+# targets in their short settings (internal/readme). About an hour; as
+# root. make test runs the README's other blocks.
+test-readme: setup
+	$(GO) test -tags readme -count=1 -timeout 150m -v -run '^TestREADMEFromAFreshClone$$' ./internal/readme/
 
 fuzz-long: setup
 	@fail=0; n=0; start=$$(date +%s); for t in $$($(FUZZ_LIST)); do pkg=$${t%%:*}; fn=$${t##*:}; n=$$((n+1)); \

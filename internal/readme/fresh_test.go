@@ -1,0 +1,113 @@
+//go:build readme
+
+package readme
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The README's commands, run as written in a fresh clone of this
+// checkout's HEAD with nothing beside it, as a new user would (make
+// test-readme; as root, for make powerloss and make install-test): the
+// first three commands, and the long targets in the short settings the
+// README gives. Substituted: make run's port (18830 is the developer's; a
+// free one is written into the clone's configs/dev.yaml and RUN_PORT) and
+// make run itself, which runs in the background until the block ends
+// instead of holding a terminal.
+func TestREADMEFromAFreshClone(t *testing.T) {
+	blocks := For(t)
+	top := filepath.Dir(Path(t))
+	if out, _ := exec.Command("git", "-C", top, "status", "--porcelain", "--untracked-files=no").Output(); len(out) > 0 {
+		t.Logf("the checkout has uncommitted changes; the clone has HEAD only:\n%s", out)
+	}
+	clone := filepath.Join(t.TempDir(), "aibo-privacyd")
+	if out, err := exec.Command("git", "clone", "--quiet", "--no-hardlinks", top, clone).CombinedOutput(); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	dev := filepath.Join(clone, "configs/dev.yaml")
+	raw, err := os.ReadFile(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dev, bytes.ReplaceAll(raw, []byte("18830"), []byte(port)), 0o644)
+
+	var running *exec.Cmd
+	defer func() {
+		if running != nil {
+			syscall.Kill(-running.Process.Pid, syscall.SIGINT)
+			running.Wait()
+		}
+	}()
+	for _, b := range blocks {
+		for _, line := range strings.Split(b.Text, "\n") {
+			if i := strings.Index(line, "  #"); i >= 0 {
+				line = line[:i]
+			}
+			line = strings.TrimSpace(line)
+			if line == "" {
+				continue
+			}
+			start := time.Now()
+			log, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("bash", "-c", line)
+			cmd.Dir = clone
+			cmd.Env = append(os.Environ(), "RUN_PORT="+port)
+			cmd.Stdout, cmd.Stderr = log, log
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if line == "make run" {
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				running = cmd
+				sock := filepath.Join(clone, "var/diag.sock")
+				for exec.Command(filepath.Join(clone, "bin/aiboctl"), "-socket", sock, "health").Run() != nil {
+					if time.Since(start) > 15*time.Minute {
+						t.Fatalf("README.md:%d: make run: the daemon never answered:\n%s", b.Line, readTail(log.Name()))
+					}
+					time.Sleep(time.Second)
+				}
+				t.Logf("README.md:%d: %s: the daemon answers after %s", b.Line, line, time.Since(start).Round(time.Second))
+				continue
+			}
+			err = cmd.Run()
+			t.Logf("README.md:%d: %s: %s, %v", b.Line, line, time.Since(start).Round(time.Second), errOr(err, "ok"))
+			if err != nil {
+				t.Fatalf("README.md:%d: %s failed: %v\n%s", b.Line, line, err, readTail(log.Name()))
+			}
+		}
+	}
+}
+
+func errOr(err error, ok string) any {
+	if err != nil {
+		return err
+	}
+	return ok
+}
+
+func readTail(file string) string {
+	b, _ := os.ReadFile(file)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	return strings.Join(lines, "\n")
+}
