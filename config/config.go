@@ -168,7 +168,7 @@ func Default() Config {
 		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
 		Diag:     Diag{Socket: paths.DiagSocket},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
-		Vision:   Vision{ModelsDir: paths.OpenCVData, FaceModelsDir: paths.FaceModelsDir, MemoryMax: 512 << 20},
+		Vision:   Vision{ModelsDir: paths.OpenCVData, FaceModelsDir: paths.FaceModelsDir, MemoryMax: 768 << 20},
 		Retention: Retention{
 			Sightings:  Duration(30 * 24 * time.Hour),
 			CommandIDs: Duration(30 * 24 * time.Hour),

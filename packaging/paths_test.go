@@ -18,8 +18,9 @@ import (
 // defaults, the packaged config, the unit, the account and the spool
 // (sysusers.d, tmpfiles.d), the maintainer scripts and the package
 // layout must all say the same: the package once installed the face nets
-// in /usr/share/aibo-privacy/models while the daemon looked in
-// /usr/share/aibo-privacyd/models, and its worker never started.
+// in a folder named after the agent (aibo-privacy) while the daemon
+// looked in one named after the package (aibo-privacyd), and its worker
+// never started.
 func TestInstalledPathsAgree(t *testing.T) {
 	want := func(what, got, want string) {
 		t.Helper()
