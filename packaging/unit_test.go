@@ -221,7 +221,7 @@ func TestWorkerMemoryBoundCoversItsMeasuredPeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The Measurements row of BenchmarkWorkerMemory: "peak A–B MB".
-	row := regexp.MustCompile("(?m)^\\|[^\\n]*-bench WorkerMemory[^\\n]*\\*\\*now\\*\\*[^|]*?peak (\\d+)–(\\d+) MB").FindSubmatch(readme)
+	row := regexp.MustCompile(`(?m)^\|[^\n]*-bench WorkerMemory[^\n]*\*\*now\*\*[^|]*?peak (\d+)–(\d+) MB`).FindSubmatch(readme)
 	if row == nil {
 		t.Fatal("the README's Measurements table has no BenchmarkWorkerMemory row with a peak range")
 	}
