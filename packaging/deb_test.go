@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -42,16 +41,11 @@ func modelsDeb(t *testing.T) string {
 
 func newest(t *testing.T, pkg, arch string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(debDir, pkg+"_*_"+arch+".deb"))
-	if len(files) == 0 {
-		t.Fatalf("no %s package in %s: run make deb", arch, debDir)
+	f, err := Newest(debDir, pkg, arch)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Slice(files, func(i, j int) bool {
-		a, _ := os.Stat(files[i])
-		b, _ := os.Stat(files[j])
-		return a.ModTime().After(b.ModTime())
-	})
-	return files[0]
+	return f
 }
 
 func run(t *testing.T, name string, args ...string) string {

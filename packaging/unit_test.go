@@ -1,6 +1,3 @@
-// Package packaging holds the checks of what ships to the robot: the
-// systemd unit (here, in make test) and the Debian packages (deb_test.go,
-// build tag debtest, in make test-deb).
 package packaging
 
 import (

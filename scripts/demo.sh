@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 dir=${DEMO_DIR:-var/demo}
 bin=${BIN:-bin}
 step() { echo "demo: $*"; }
-accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+. scripts/broker.sh
 if [ -n "${DEMO_PORT:-}" ]; then
   port=$DEMO_PORT
   if accepts "$port"; then
@@ -37,28 +37,8 @@ sed -e "s|\./var/data|$dir/data|; s|\./var/spool|$dir/spool|; s|\./var/diag.sock
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\nmax_packet_size 1049600\n' "$port" >"$dir/mosquitto.conf"
 
 step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"
-"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
-broker=$!
 daemon=
-cleanup() {
-  set +e
-  if [ -n "$daemon" ]; then kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; fi
-  kill "$broker" 2>/dev/null
-  wait "$broker" 2>/dev/null
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for i in $(seq 50); do
-  # Our broker accepting, not another one that took the port meanwhile.
-  if ! kill -0 "$broker" 2>/dev/null || [ "$i" = 50 ]; then
-    echo "demo: the broker did not start on port $port; $dir/broker.log says:" >&2
-    tail -5 "$dir/broker.log" >&2
-    exit 1
-  fi
-  accepts "$port" && break
-  sleep 0.1
-done
+start_broker demo "$dir/mosquitto.conf" "$dir/broker.log" "$port"
 
 step "starting the daemon, fresh state in $dir (log: $dir/daemon.log)"
 "$bin/aibo-privacyd" -config "$dir/config.yaml" 2>"$dir/daemon.log" &

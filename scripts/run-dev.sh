@@ -19,39 +19,14 @@ run=${RUN_DIR:-var}
 port=${RUN_PORT:-18830}
 bin=${BIN:-bin}
 mkdir -p "$run" "${spool:-var/spool}/photos" "${spool:-var/spool}/frames"
-accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
-if accepts; then
+. scripts/broker.sh
+if accepts "$port"; then
   echo "run: port $port is taken (another make run or make demo, or a broker of this machine); stop it, or set RUN_PORT and a config whose mqtt.broker uses that port" >&2
   exit 1
 fi
 sed "s/^listener 18830 /listener $port /" configs/mosquitto-dev.conf >"$run/mosquitto.conf"
-"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf" >"$run/mosquitto.log" 2>&1 &
-broker=$!
 daemon=
-# Whatever ends this script (the daemon exiting, a bad config, Ctrl-C,
-# SIGTERM, an error under set -e), the daemon and then the broker are
-# stopped. Errors are ignored here: a failing kill must not end the
-# cleanup early and leave the broker running.
-cleanup() {
-  set +e
-  trap - EXIT INT TERM
-  if [ -n "$daemon" ]; then kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; fi
-  kill "$broker" 2>/dev/null
-  wait "$broker" 2>/dev/null
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for _ in $(seq 50); do
-  accepts && break
-  kill -0 "$broker" 2>/dev/null || break
-  sleep 0.1
-done
-if ! kill -0 "$broker" 2>/dev/null || ! accepts; then
-  echo "run: the broker did not start on port $port; $run/mosquitto.log says:" >&2
-  tail -5 "$run/mosquitto.log" >&2
-  exit 1
-fi
+start_broker run "$run/mosquitto.conf" "$run/mosquitto.log" "$port"
 if ! awk '/^security:/ { s = 1; next } s && /^[^ #]/ { s = 0 }
   s && /^  command_keys:/ { c = 1; next } s && /^  [^ ]/ { c = 0 }
   s && c && /^    [^ #]/ { found = 1 } END { exit !found }' "$config"; then

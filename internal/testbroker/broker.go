@@ -112,6 +112,12 @@ func newBroker(t testing.TB) *Broker {
 	}
 }
 
+// FreePort returns a loopback TCP port nothing listens on now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	return freePort(t)
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

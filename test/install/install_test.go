@@ -13,13 +13,11 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +27,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/internal/readme"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/packaging"
 )
 
 var (
@@ -103,7 +102,7 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 			if file != paths.ConfigFile {
 				t.Fatalf("the README edits %s, not the installed config %s", file, paths.ConfigFile)
 			}
-			port := freePort(t)
+			port := testbroker.FreePort(t)
 			url = "tcp://127.0.0.1:" + strconv.Itoa(port)
 			os.WriteFile(r.path("/root/broker.conf"), []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size %d\n", port, testbroker.MaxPacketSize)), 0o644)
 			broker = r.start("mosquitto", nil, "mosquitto", "-c", "/root/broker.conf")
@@ -417,26 +416,11 @@ func purge(t *testing.T, r *root, before map[string]bool, uid int, step func(str
 // newest is the most recently built package name_*_arch.deb.
 func newest(t *testing.T, name, arch string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(*debsFlag, name+"_*_"+arch+".deb"))
-	if len(files) == 0 {
-		t.Fatalf("no %s package for %s in %s: run make deb", name, arch, *debsFlag)
-	}
-	sort.Slice(files, func(i, j int) bool {
-		a, _ := os.Stat(files[i])
-		b, _ := os.Stat(files[j])
-		return a.ModTime().After(b.ModTime())
-	})
-	return files[0]
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	f, err := packaging.Newest(*debsFlag, name, arch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return f
 }
 
 // diffLines counts the lines that differ between two texts of as many lines.

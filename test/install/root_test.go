@@ -4,7 +4,6 @@ package install
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,10 +11,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // root is a Debian 12 tree entered with its own mount namespace and
@@ -168,13 +168,13 @@ func (r *root) owned(uid int) []string {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testlog.Buffer
 	done chan struct{}
 }
 
 func (r *root) start(name string, env []string, args ...string) *proc {
 	r.t.Helper()
-	p := &proc{name: name, cmd: r.command(env, false, args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: r.command(env, false, args...), out: &testlog.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		r.t.Fatalf("start %s: %v", name, err)
@@ -208,23 +208,6 @@ func (p *proc) stop(t *testing.T, grace time.Duration) {
 		p.cmd.Process.Kill()
 		<-p.done
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func tail(b []byte, n int) string {
