@@ -104,12 +104,16 @@ powerloss: setup
 RABBIT := $(CURDIR)/scripts/rabbitmq.sh
 RABBIT_PKGS := ./sync/link/ ./sync/outbox/ ./sync/events/ ./firmware/ ./cmd/aibo-privacyd/
 test-rabbitmq: setup
+	@mkdir -p build
 	@dpkg-query -W -f='$${Status}' rabbitmq-server 2>/dev/null | grep -q "install ok installed" || \
 		{ sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq; \
-		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; }
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends rabbitmq-server >/dev/null; }
 	$(RABBIT) start
 	TEST_BROKER_URL=tcp://127.0.0.1:18883 TEST_BROKER_STOP="$(RABBIT) stop_app" TEST_BROKER_START="$(RABBIT) start_app" \
-	TEST_BROKER_LOG=$$($(RABBIT) log) $(GO) test -race -count=1 -p 1 -timeout 40m $(RABBIT_PKGS); rc=$$?; $(RABBIT) stop; exit $$rc
+	TEST_BROKER_LOG=$$($(RABBIT) log) $(GO) test -race -count=1 -p 1 -timeout 40m -v $(RABBIT_PKGS) > build/rabbitmq-test.log 2>&1; rc=$$?; \
+	$(RABBIT) stop; grep -E '^(--- FAIL|FAIL|ok|panic)' build/rabbitmq-test.log; \
+	echo "test-rabbitmq: $$(grep -c '^--- PASS' build/rabbitmq-test.log) tests passed, $$(grep -c '^--- SKIP' build/rabbitmq-test.log) skipped, $$(grep -c '^--- FAIL' build/rabbitmq-test.log) failed (log: build/rabbitmq-test.log)"; \
+	[ $$rc -eq 0 ] || tail -80 build/rabbitmq-test.log; exit $$rc
 
 # Soak: a simulated week through the daemon's test-only clock, a day every
 # SOAK_DAY_SECONDS (default 60); memory, goroutines, open files and store
