@@ -106,6 +106,24 @@ func TestInstalledPathsAgree(t *testing.T) {
 	}
 }
 
+// In a checkout the face nets live in build/models (make setup converts
+// them there): the development config, setup.sh and the demo say so.
+func TestTheCheckoutsFaceNetsFolderAgrees(t *testing.T) {
+	dev, err := config.Load("../configs/dev.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Vision.FaceModelsDir != paths.CheckoutFaceModels {
+		t.Errorf("configs/dev.yaml: vision.face_models_dir %s, make setup writes %s", dev.Vision.FaceModelsDir, paths.CheckoutFaceModels)
+	}
+	if setup := read(t, "../scripts/setup.sh"); !strings.Contains(setup, "\nout="+paths.CheckoutFaceModels+"\n") {
+		t.Errorf("scripts/setup.sh does not convert the nets into %s", paths.CheckoutFaceModels)
+	}
+	if demo := read(t, "../scripts/demo.sh"); !strings.Contains(demo, "${FACE_MODELS:-"+paths.CheckoutFaceModels+"}") {
+		t.Errorf("scripts/demo.sh does not read the nets from %s", paths.CheckoutFaceModels)
+	}
+}
+
 // Every installed path a tracked file names is one internal/paths knows
 // (or a file inside one of its folders): a typo, or a path changed in one
 // place only, fails here instead of on the robot.
