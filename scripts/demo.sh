@@ -33,7 +33,8 @@ fi
 rm -rf "$dir"
 mkdir -p "$dir/spool/photos" "$dir/spool/frames"
 sed -e "s|\./var/data|$dir/data|; s|\./var/spool|$dir/spool|; s|\./var/diag.sock|$dir/diag.sock|" \
-  -e "s|^log_level: .*|log_level: info|; s|127.0.0.1:18830|127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
+  -e "s|^log_level: .*|log_level: info|; s|^  broker: .*|  broker: tcp://127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
+grep -q "^  broker: tcp://127.0.0.1:$port\$" "$dir/config.yaml" || { echo "demo: configs/dev.yaml has no mqtt.broker line to point at port $port" >&2; exit 1; }
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\nmax_packet_size 1049600\n' "$port" >"$dir/mosquitto.conf"
 
 step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"

@@ -3,12 +3,9 @@
 package readme
 
 import (
-	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,10 +16,10 @@ import (
 // checkout's HEAD with nothing beside it, as a new user would (make
 // test-readme; as root, for make powerloss and make install-test): the
 // first three commands, and the long targets in the short settings the
-// README gives. Substituted: make run's port (18830 is the developer's; a
-// free one is written into the clone's configs/dev.yaml and RUN_PORT) and
-// make run itself, which runs in the background until the block ends
-// instead of holding a terminal.
+// README gives. Nothing is substituted: make run runs as written, in the
+// background until the end instead of holding a terminal, in a network
+// namespace of its own, so its broker's port 18830 is its own and not the
+// one of a developer's make run on this machine.
 func TestREADMEFromAFreshClone(t *testing.T) {
 	blocks := For(t)
 	top := filepath.Dir(Path(t))
@@ -33,19 +30,6 @@ func TestREADMEFromAFreshClone(t *testing.T) {
 	if out, err := exec.Command("git", "clone", "--quiet", "--no-hardlinks", top, clone).CombinedOutput(); err != nil {
 		t.Fatalf("git clone: %v\n%s", err, out)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-	dev := filepath.Join(clone, "configs/dev.yaml")
-	raw, err := os.ReadFile(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(dev, bytes.ReplaceAll(raw, []byte("18830"), []byte(port)), 0o644)
-
 	var running *exec.Cmd
 	defer func() {
 		if running != nil {
@@ -68,8 +52,10 @@ func TestREADMEFromAFreshClone(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command("bash", "-c", line)
+			if line == "make run" {
+				cmd = exec.Command("unshare", "--net", "--", "sh", "-c", "ip link set lo up && exec make run")
+			}
 			cmd.Dir = clone
-			cmd.Env = append(os.Environ(), "RUN_PORT="+port)
 			cmd.Stdout, cmd.Stderr = log, log
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			if line == "make run" {
