@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/config"
-	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 

@@ -40,8 +40,8 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
-	fq "github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
+	fq "github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
 const frameW, frameH = 1280, 720
