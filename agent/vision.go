@@ -13,6 +13,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
@@ -27,8 +28,9 @@ const workerPids = 256
 func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 	path := d.cfg.Vision.Worker
 	if path == "" {
+		path = paths.Worker
 		if exe, err := os.Executable(); err == nil {
-			path = filepath.Join(filepath.Dir(exe), "aibo-vision")
+			path = paths.WorkerFor(exe)
 		}
 	}
 	// The worker runs in /: its folders must be absolute.

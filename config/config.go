@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/semver"
 )
 
@@ -132,12 +133,14 @@ type Retention struct {
 
 // Vision configures the vision worker process.
 type Vision struct {
-	// Worker is the aibo-vision binary; empty: next to the daemon's own.
+	// Worker is the aibo-vision binary; empty: the one beside the daemon's
+	// own binary, else the installed one (internal/paths.WorkerFor).
 	Worker string `yaml:"worker"`
 	// ModelsDir holds OpenCV's cascades (Debian's opencv-data).
 	ModelsDir string `yaml:"models_dir"`
 	// FaceModelsDir holds the converted face nets and their SHA256SUMS
-	// (tools/onnxgen; make setup writes them to build/models).
+	// (tools/onnxgen; make setup writes them to build/models, the package
+	// aibo-privacyd-models installs them where the default points).
 	FaceModelsDir string `yaml:"face_models_dir"`
 	// MemoryMax bounds the worker's memory, in bytes, in a cgroup of its
 	// own when systemd delegates the service's cgroup (Delegate= in the
@@ -149,8 +152,8 @@ type Vision struct {
 func Default() Config {
 	return Config{
 		DeviceID: "aibo-0001",
-		DataDir:  "/var/lib/aibo-privacy",
-		SpoolDir: "/run/aibo-camera",
+		DataDir:  paths.StateDir,
+		SpoolDir: paths.SpoolDir,
 		Timezone: "UTC",
 		Region:   "US-CA",
 		LogLevel: "info",
@@ -171,9 +174,9 @@ func Default() Config {
 			SightingInterval:  Duration(10 * time.Minute),
 		},
 		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
-		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
+		Diag:     Diag{Socket: paths.DiagSocket},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
-		Vision:   Vision{ModelsDir: "/usr/share/opencv4", FaceModelsDir: "/usr/share/aibo-privacyd/models", MemoryMax: 512 << 20},
+		Vision:   Vision{ModelsDir: paths.OpenCVData, FaceModelsDir: paths.FaceModelsDir, MemoryMax: 768 << 20},
 		Retention: Retention{
 			Sightings:  Duration(30 * 24 * time.Hour),
 			CommandIDs: Duration(30 * 24 * time.Hour),

@@ -254,6 +254,13 @@ func TestBadCommandsGetErrorsAndTheDaemonKeepsWorking(t *testing.T) {
 		{"bad-region", `{"id":"bad-region","type":"set_region","payload":{"region":"Illinois"}}`, "bad_request"},
 		{"huge", `{"id":"huge","type":"accept_policy","payload":{"version":"` + strings.Repeat("x", 300<<10) + `"}}`, "bad_request"},
 	}
+	// The id-less commands get no answer that could be waited for: the
+	// daemon's subscription must be live before the first is published (a
+	// slower broker, RabbitMQ, makes it live later than Mosquitto, and a
+	// command published before is lost). An answered command proves it.
+	if res := a.sendRaw("ready", []byte(`{"id":"ready","type":"no_such_command","payload":{}}`)); res.Error == nil || res.Error.Code != "unknown_type" {
+		t.Fatalf("ready: %+v", res)
+	}
 	for _, c := range cases {
 		if c.id == "" {
 			a.c.Publish(t, a.topic("cmd"), []byte(c.raw), false)

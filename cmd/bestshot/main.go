@@ -32,7 +32,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/config"
-	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
@@ -94,7 +94,7 @@ func run(args []string, stdout io.Writer) error {
 	var o options
 	defaults := config.Default().Photos
 	fs.StringVar(&o.models, "models", score.DefaultModelDir, "OpenCV cascades folder")
-	fs.StringVar(&o.faceModels, "face-models", facenet.DefaultDir, "converted face nets folder (make setup: build/models)")
+	fs.StringVar(&o.faceModels, "face-models", paths.FaceModels(), "converted face nets folder (default: a checkout's build/models, else the installed ones)")
 	fs.StringVar(&o.weightsFile, "weights", "", "weights JSON (default: built-in defaults)")
 	fs.BoolVar(&o.json, "json", false, "JSON output (score)")
 	fs.IntVar(&o.keep, "keep", defaults.KeepPerDay, "photos to keep (select, sheet)")

@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
+	"github.com/aibo-privacy/aibo-privacyd/internal/readme"
 )
 
 const testdata = "../../testdata/score"
@@ -259,5 +261,39 @@ func mustLine(t *testing.T, out, pattern string) {
 	t.Helper()
 	if !regexp.MustCompile(`(?m)` + pattern).MatchString(out) {
 		t.Errorf("no line matches %q:\n%s", pattern, out)
+	}
+}
+
+// The README's bestshot commands, run as written in a scratch checkout
+// (bin/ holding this bestshot, testdata/ and build/ of this checkout):
+// with no -face-models it finds the checkout's build/models (it used to
+// default to the installed folder and fail), keeps the portraits and
+// drops the launch pad under photos.min_score.
+func TestREADMEBestshotCommandsWorkAsWritten(t *testing.T) {
+	block := readme.For(t)[0].Text
+	work := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(work, "bin")+"/", ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, d := range []string{"testdata", "build"} {
+		abs, _ := filepath.Abs(filepath.Join("../..", d))
+		if err := os.Symlink(abs, filepath.Join(work, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+block)
+	cmd.Dir = work
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's bestshot commands: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		`(?m)^1 +0\.\d+ +1 +testdata/photos/genki-smile-file1564\.jpg`,
+		`(?m)^- +0\.\d+ +0 +testdata/photos/rocket\.jpg +below 0\.25`,
+		`(?m)^ +0\.\d+ +0 +0\.00 +0\.00 +0\.00 +0\.00 +0\.00 .*testdata/photos/rocket\.jpg$`,
+	} {
+		if !regexp.MustCompile(want).Match(out) {
+			t.Errorf("the output lacks %s:\n%s", want, out)
+		}
 	}
 }

@@ -25,10 +25,11 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/netsums"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 )
 
 // DefaultDir is where the packaged face nets are installed.
-const DefaultDir = "/usr/share/aibo-privacyd/models"
+const DefaultDir = paths.FaceModelsDir
 
 // Model files, relative to the models folder (internal/netsums owns the
 // list and its checksums).
