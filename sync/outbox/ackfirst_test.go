@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
@@ -11,9 +12,11 @@ import (
 
 // latePUBACK is the link as a broker that delivers before it acknowledges
 // (RabbitMQ): every message is published for real, but the publish of an
-// artifact's last chunk returns only when its context ends, as when the
-// PUBACK is still on its way while the cloud, which already has the whole
-// artifact, acks it.
+// artifact's last chunk returns a second late, as when the PUBACK is still
+// on its way while the cloud, which already has the whole artifact, acks
+// it. (It used to return only when its context ended, as when an ok ack
+// cancelled the publish; since acks are bound to what was published in
+// full, an ack during the first send waits for that send to complete.)
 type latePUBACK struct {
 	Publisher
 	last string
@@ -24,8 +27,11 @@ func (p latePUBACK) Publish(ctx context.Context, suffix string, payload []byte, 
 		return err
 	}
 	if strings.HasSuffix(suffix, p.last) {
-		<-ctx.Done()
-		return ctx.Err()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	return nil
 }
