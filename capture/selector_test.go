@@ -477,14 +477,16 @@ type smugglingScorer struct {
 func (s smugglingScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
 	sc, err := s.seedScorer.Score(ctx, img, takenAt)
 	sc.Breakdown[s.secret] = 1
+	sc.Breakdown[weights.Noise] = 0.9876543210123 // data in a feature's low digits
 	return sc, err
 }
 
 // Promise P16: a vision worker taken over by an image cannot write what
 // it saw into the store. The breakdown of a kept photo is kept in clear
 // for 90 days (photo_feedback learns from it), so only the features the
-// weights know are kept: a worker's own keys (up to its 64 KiB answer)
-// would outlive every erasure, a revoked person's face among them.
+// weights know are kept, to three decimals: a worker's own keys (up to its
+// 64 KiB answer) or digits would outlive every erasure, a revoked
+// person's face among them.
 func TestP16_AWorkersScoreCannotWriteWhatItSawIntoTheStore(t *testing.T) {
 	f := admitted(t, 1)
 	secret := "descriptor-of-a-family-member-seen-on-patrol-0123456789abcdef"
@@ -500,6 +502,9 @@ func TestP16_AWorkersScoreCannotWriteWhatItSawIntoTheStore(t *testing.T) {
 	}
 	if bytes.Contains(raw, []byte(secret)) {
 		t.Fatal("the worker's own breakdown key is in the store file, in clear")
+	}
+	if bytes.Contains(raw, []byte("987654321")) {
+		t.Fatal("a feature's value is kept to every digit the worker gave: 52 bits of its choice per feature")
 	}
 	// What feedback learns from is still there.
 	err = f.st.Update(func(tx *bolt.Tx) error {
