@@ -69,6 +69,15 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		}
 		counts["photos"] = len(ids)
 		cloud = append(cloud, policy.KindPhoto)
+		// The features of the photos uploaded before it, kept for
+		// photo_feedback, go with them (all of them when unsigned).
+		before := cut
+		if before.IsZero() {
+			before = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		if _, err := d.selector.PruneScoresTx(e.Tx, before.Add(capture.ScoreRetention)); err != nil {
+			return nil, err
+		}
 	}
 	// Faces and people: through the one erasure path, person by person.
 	er := erasure{reason: "delete_data", person: all, before: cut}

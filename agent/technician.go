@@ -243,11 +243,13 @@ func (t *technician) Overloaded(uid uint32) {
 	t.tally.Count(map[string]string{"uid": strconv.FormatUint(uint64(uid), 10), "method": "-", "path": "(too many connections)", "status": "503"})
 }
 
-// cascades are the detection models the vision worker loads.
+// cascades are the detection models the vision worker loads (capture/score's
+// *Cascade constants: TestSelftestChecksTheCascadesTheWorkerLoads).
 var cascades = []string{
+	"lbpcascades/lbpcascade_frontalface.xml",
 	"haarcascades/haarcascade_frontalface_default.xml",
+	"haarcascades/haarcascade_frontalface_alt2.xml",
 	"haarcascades/haarcascade_eye.xml",
-	"haarcascades/haarcascade_smile.xml",
 }
 
 // Selftest runs the deeper checks a technician asks for: every page of the

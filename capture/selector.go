@@ -605,7 +605,14 @@ type scoreRecord struct {
 }
 
 func (s *Selector) rememberScore(tx *bolt.Tx, now time.Time, artifactID string, b map[string]float64) error {
-	raw, err := json.Marshal(scoreRecord{At: now.UTC(), Breakdown: b})
+	// The breakdown is the worker's answer, kept in clear: only the
+	// features the weights know go in, each in [0, 1] to three decimals,
+	// never keys or digits of its own.
+	known := make(map[string]float64, len(weights.Features))
+	for _, k := range weights.Features {
+		known[k] = round3(min(max(b[k], 0), 1))
+	}
+	raw, err := json.Marshal(scoreRecord{At: now.UTC(), Breakdown: known})
 	if err != nil {
 		return err
 	}
