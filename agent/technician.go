@@ -301,11 +301,11 @@ func (t *technician) modelsCheck(ctx context.Context) diag.Check {
 	t0 := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, visionProbeTimeout)
 	defer cancel()
-	if err := d.vh.probe(pctx); err != nil {
-		return check(false, "face nets match "+netsums.SumsFile+", but no worker loaded them: "+workerReason(err))
+	if err := d.vh.freshProbe(pctx); err != nil {
+		return check(false, "face nets match "+netsums.SumsFile+", but a fresh worker did not load them: "+workerReason(err))
 	}
 	return check(true, strconv.Itoa(len(cascades))+" cascades readable; "+strconv.Itoa(len(netsums.Files))+" face nets match "+
-		netsums.SumsFile+" and a worker loaded them ("+time.Since(t0).Round(time.Millisecond).String()+")")
+		netsums.SumsFile+" and a fresh worker loaded them ("+time.Since(t0).Round(time.Millisecond).String()+")")
 }
 
 // writeProbe creates, syncs and removes a dot file (never a name the

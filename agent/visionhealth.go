@@ -224,6 +224,13 @@ func (h *visionHealth) check(ctx context.Context) {
 
 // probe starts a worker if none runs and has it load its nets and look at
 // a blank image: it answers only once every net has loaded.
+// freshProbe is probe in a worker started for it alone, so it proves
+// that a worker starts with what is on disk now, not that one started
+// earlier still runs (the self-test's models check).
+func (h *visionHealth) freshProbe(ctx context.Context) error {
+	return h.c.Alone(ctx, h.probe)
+}
+
 func (h *visionHealth) probe(ctx context.Context) error {
 	r, err := h.c.Faces(ctx, vision.Faces{Image: blankJPEG})
 	if err != nil {

@@ -342,6 +342,55 @@ func TestHealthSaysWhenTheWorkersCascadesAreGone(t *testing.T) {
 	r.stop()
 }
 
+// The self-test's models check starts a worker of its own: a cascade
+// spoiled after the running worker loaded it passes a look at the files
+// and at that worker, and must still fail the self-test, since the next
+// worker (every outgoing photo gets one) cannot start.
+func TestSelftestModelsCheckStartsAFreshWorker(t *testing.T) {
+	models := filepath.Join(t.TempDir(), "opencv4")
+	for _, sub := range []string{"haarcascades", "lbpcascades"} {
+		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(models, sub), 0o755)
+		for _, e := range entries {
+			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
+		}
+	}
+	b := testbroker.Start(t)
+	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
+	r.start()
+	r.waitHealthy(10 * time.Second)
+	selftest := func() (bool, string) {
+		out, _ := r.ctl("selftest", "--json")
+		var h struct {
+			Checks map[string]struct {
+				OK     bool
+				Detail string
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &h); err != nil {
+			t.Fatalf("selftest --json: %v\n%s", err, out)
+		}
+		c, ok := h.Checks["models"]
+		if !ok {
+			t.Fatalf("selftest has no models check:\n%s", out)
+		}
+		return c.OK, c.Detail
+	}
+	if ok, detail := selftest(); !ok {
+		t.Fatalf("models check on a healthy device: %s", detail)
+	}
+	if err := os.WriteFile(filepath.Join(models, "lbpcascades", "lbpcascade_frontalface.xml"), []byte("<opencv_storage>spoiled</opencv_storage>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, detail := selftest(); ok {
+		t.Fatalf("models check passed with a spoiled cascade: %s", detail)
+	}
+	r.stop()
+}
+
 // TestEnrollmentProgressIsShown: /v1/status shows an open enrollment's
 // samples and the frames that gave none (no face, several), and the
 // failure event says the same.
