@@ -313,6 +313,11 @@ func (d *Daemon) inventory(tx *bolt.Tx) (Inventory, error) {
 	inv.Categories["sightings"] = sightings
 	inv.Categories["consents"] = CategoryHolding{Count: len(consents), ErasedBy: "revoke_consent or delete_data all"}
 	inv.Categories["usage"] = CategoryHolding{ErasedBy: "not collected on the device"}
+	scores := CategoryHolding{ErasedBy: "delete_data photos, or retention " + strconv.Itoa(int(capture.ScoreRetention.Hours()/24)) + " days after the upload"}
+	if n, oldest := capture.ScoreHoldings(tx); n > 0 {
+		scores.Count, scores.OldestAgeSeconds = n, now.Sub(oldest).Seconds()
+	}
+	inv.Categories["photo_scores"] = scores
 	q := CategoryHolding{Unreadable: queue.Unreadable, ErasedBy: "the cloud's ok ack, a withdrawn consent or delete_data"}
 	for _, k := range queue.Kinds {
 		q.Count += k.Count

@@ -703,6 +703,21 @@ func (s *Selector) PruneScoresTx(tx *bolt.Tx, now time.Time) (int, error) {
 	return len(old), nil
 }
 
+// ScoreHoldings counts the kept breakdowns of uploaded photos and the
+// time the oldest was kept (zero when none), for the inventory.
+func ScoreHoldings(tx *bolt.Tx) (n int, oldest time.Time) {
+	c := tx.Bucket(store.BucketScoring).Cursor()
+	prefix := []byte("score/")
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		n++
+		var r scoreRecord
+		if json.Unmarshal(v, &r) == nil && (oldest.IsZero() || r.At.Before(oldest)) {
+			oldest = r.At
+		}
+	}
+	return n, oldest
+}
+
 // UsageReportTx hands yesterday's counters to queue once per day (the
 // caller queues a de-identified usage artifact) and remembers, in tx, that
 // the day was reported. It does nothing while usage_analytics is not

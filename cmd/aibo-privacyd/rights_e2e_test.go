@@ -264,7 +264,29 @@ func TestP10_DeleteDataPhotosForgetsWhatTheUploadedPhotosScoredOn(t *testing.T) 
 	if res := a.send("fb-1", "photo_feedback", map[string]any{"artifact_id": uploaded[0], "signal": "favorite"}); !res.OK {
 		t.Fatalf("feedback before the deletion: %+v", res.Error)
 	}
+	scores := func() int {
+		out, code := r.ctl("inventory", "--json")
+		var inv struct {
+			Categories map[string]struct {
+				Count int `json:"count"`
+			} `json:"categories"`
+		}
+		if err := json.Unmarshal([]byte(out), &inv); code != 0 || err != nil {
+			t.Fatalf("inventory: exit %d %v\n%s", code, err, out)
+		}
+		c, ok := inv.Categories["photo_scores"]
+		if !ok {
+			t.Fatalf("the inventory hides the scores kept for feedback:\n%s", out)
+		}
+		return c.Count
+	}
+	if n := scores(); n != 2 {
+		t.Errorf("the inventory lists %d photo scores, want the 2 uploaded", n)
+	}
 	a.must("del", "delete_data", map[string]any{"categories": []string{"photos"}})
+	if n := scores(); n != 0 {
+		t.Errorf("the inventory lists %d photo scores after delete_data photos", n)
+	}
 	for i, id := range uploaded {
 		res := a.send("fb-after-"+itoa(i), "photo_feedback", map[string]any{"artifact_id": id, "signal": "favorite"})
 		if res.OK || res.Error.Code != "not_found" {
