@@ -127,7 +127,8 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 		return nil, err
 	}
 	if r.Model != w.model {
-		return nil, fmt.Errorf("vision worker describes faces with %q, the recognizer decides on %q", r.Model, w.model)
+		// Not quoted: the model's name is the worker's text.
+		return nil, fmt.Errorf("vision worker describes faces with another model than the recognizer's %q", w.model)
 	}
 	out := make([]facerec.Face, len(r.Faces))
 	for i, f := range r.Faces {
