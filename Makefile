@@ -44,6 +44,9 @@ bench: setup
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The tests behind build tags (make test-deb, install-test, test-readme,
+	@# soak, ...) are compiled by no other target of make test: vet them too.
+	$(GO) vet -tags "$$(git grep -h '^//go:build [a-z0-9_]*$$' -- '*.go' | cut -d' ' -f2 | sort -u | paste -sd,)" ./...
 	$(GO) run $(STATICCHECK) ./...
 	scripts/check-ignored.sh
 
