@@ -76,8 +76,9 @@ deb: setup
 	packaging/build-deb.sh
 
 # The packages' own checks: lintian, install/upgrade/remove/purge, and the
-# arm64 daemon and worker scoring a photo under qemu-user-static. Not part
-# of make test, which stays fast and needs no arm64 download.
+# arm64 daemon and worker scoring a photo under qemu-user-static. As root
+# (the arm64 daemon gets a mount namespace of its own). Not part of make
+# test, which stays fast and needs no arm64 download.
 test-deb: deb
 	$(GO) test -tags debtest -count=1 -timeout 30m -v ./packaging/
 
