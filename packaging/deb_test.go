@@ -13,6 +13,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,7 +282,19 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 
 	// The agent ran meanwhile and holds sealed data.
 	os.MkdirAll(r.path("var/lib/aibo-privacy"), 0o700)
-	os.WriteFile(r.path("var/lib/aibo-privacy/device.key"), []byte("k"), 0o600)
+	keys := map[string]*os.File{}
+	for _, k := range []string{"device.key", "people.keys", "data.keys"} {
+		f := r.path("var/lib/aibo-privacy/" + k)
+		os.WriteFile(f, bytes.Repeat([]byte("key material "), 300), 0o600)
+		// Held open across the purge: what the unlinked file's blocks
+		// still hold is what the disk or the flash could give back.
+		h, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		keys[k] = h
+	}
 	r.dpkg("-r", paths.Package)
 	if _, err := os.Stat(r.path("usr/sbin/aibo-privacyd")); err == nil {
 		t.Error("remove left the daemon")
@@ -293,6 +306,12 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	for _, gone := range []string{paths.ConfigFile, paths.StateDir, paths.SpoolDir} {
 		if _, err := os.Stat(r.path(gone)); err == nil {
 			t.Errorf("purge left %s", gone)
+		}
+	}
+	for k, h := range keys {
+		b, err := io.ReadAll(io.NewSectionReader(h, 0, 1<<20))
+		if err != nil || len(b) == 0 || bytes.Count(b, []byte{0}) != len(b) {
+			t.Errorf("purge unlinked %s without zeroing it: %d bytes, %d of them zero (%v)", k, len(b), bytes.Count(b, []byte{0}), err)
 		}
 	}
 }
