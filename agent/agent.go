@@ -228,6 +228,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Broker:   cfg.MQTT.Broker,
 		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
 		Logger:   log.With("component", "mqtt"),
+		// A restart within a minute of the last connection attempt waits
+		// as if the connection had been lost: a crash loop backs off.
+		BackoffFile: filepath.Join(cfg.DataDir, "mqtt-backoff"),
 		// Persistent session (client id from device_id, clean session
 		// off) and size checks are the link's defaults; a command too
 		// large to queue is still answered from its prefix.

@@ -1,4 +1,4 @@
-// Package retry holds the one retry-delay helper the uplink's loops share.
+// Package retry holds the retry-delay helpers the uplink's loops share.
 package retry
 
 import (
@@ -13,4 +13,15 @@ func Jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// FullJitter returns a random duration in [0, d] ("full jitter"): a fleet
+// that lost its broker at one moment comes back spread evenly over the
+// whole window instead of its second half, which halves the peak rate of
+// returns for the same ceiling.
+func FullJitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d + 1)
 }

@@ -62,6 +62,9 @@ const (
 	cmdQueueBytes = 8 << 20
 	msgQueueBytes = 8 << 20
 
+	// DefaultKeepAlive is the MQTT keepalive when Config.KeepAlive is 0.
+	DefaultKeepAlive = 30 * time.Second
+
 	// DefaultMaxCommandBytes is the largest command queued for the
 	// handler: the max_packet_size of the shipped broker configurations.
 	DefaultMaxCommandBytes = 1 << 20
@@ -73,7 +76,6 @@ const (
 	oversizedPrefix = 64 << 10
 
 	connectTimeout = 10 * time.Second // TCP + TLS + CONNACK
-	keepAlive      = 30 * time.Second
 	pingTimeout    = 10 * time.Second
 	opTimeout      = 10 * time.Second // acks for status, subscriptions, state, results
 	offlineWait    = time.Second      // bounded wait for "offline" at shutdown
@@ -106,8 +108,24 @@ type Config struct {
 	// what arrives while the daemon is down under this id.
 	ClientID string
 	Logger   *slog.Logger
-	// Backoff bounds for reconnects; defaults 500ms .. 30s.
+	// Backoff bounds for reconnects; defaults 500ms .. 30s. Each wait is
+	// drawn uniformly from zero to a ceiling that starts at MinBackoff and
+	// doubles with every failed attempt or lost connection, up to
+	// MaxBackoff; a connection that lasted a minute resets it.
 	MinBackoff, MaxBackoff time.Duration
+	// BackoffFile, when set, keeps the backoff across restarts (see
+	// backoff.go): a process restarted within a minute of its last
+	// attempt waits as if its connection had been lost.
+	BackoffFile string
+	// KeepAlive is the MQTT keepalive (default DefaultKeepAlive): the
+	// longest silence before the link pings, and two thirds of the
+	// silence after which the broker drops the connection and publishes
+	// the last will.
+	KeepAlive time.Duration
+	// Dial, when set, opens the network connection to addr (host:port)
+	// instead of paho's dialer, for tcp:// brokers only. The fleet
+	// simulator counts bytes and cuts the network with it.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// MaxCommandBytes bounds a command queued for the handler (default
 	// DefaultMaxCommandBytes); MaxMessageBytes a message queued for a
 	// Subscribe handler (default DefaultMaxMessageBytes). Both are checked
@@ -239,6 +257,15 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = cfg.MinBackoff
 	}
+	if cfg.KeepAlive < 0 {
+		return nil, errors.New("mqtt: negative keepalive")
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.Dial != nil && useTLS {
+		return nil, fmt.Errorf("mqtt: broker %q: a custom dialer is for tcp:// only", cfg.Broker)
+	}
 	if cfg.MaxCommandBytes <= 0 {
 		cfg.MaxCommandBytes = DefaultMaxCommandBytes
 	}
@@ -249,7 +276,7 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Link{
+	l := &Link{
 		cfg:        cfg,
 		handle:     handle,
 		log:        log,
@@ -258,7 +285,15 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 		cmds:       make(chan inbound, cmdQueueSize),
 		msgs:       make(chan inbound, msgQueueSize),
 		stateDirty: make(chan struct{}, 1),
-	}, nil
+	}
+	if dial := cfg.Dial; dial != nil {
+		l.openConn = func(uri *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+			defer cancel()
+			return dial(ctx, uri.Host)
+		}
+	}
+	return l, nil
 }
 
 func loadTLS(c TLSConfig) (*tls.Config, error) {
@@ -300,7 +335,9 @@ func (l *Link) topic(suffix string) string { return l.prefix + suffix }
 // retained "offline" (waiting at most ~1 s), disconnects and returns nil.
 //
 // While the broker is unreachable it retries with exponential backoff and
-// jitter between MinBackoff and MaxBackoff, never giving up. On every
+// full jitter (a wait drawn from zero to a ceiling doubling from
+// MinBackoff to MaxBackoff), never giving up; with BackoffFile the
+// backoff survives a restart. On every
 // (re)connect it publishes retained "online" on status, subscribes cmd and
 // every Subscribe topic, and republishes the latest state retained. The
 // last will is retained "offline" on status.
@@ -330,24 +367,27 @@ func (l *Link) Run(ctx context.Context) error {
 	wg.Go(func() { l.stateLoop(ctx) })
 
 	broker := redact(l.cfg.Broker)
-	backoff := l.cfg.MinBackoff
+	// backoff is the ceiling of the wait after the attempt about to be
+	// made, should it fail or its connection end.
+	backoff, wait := l.resume()
 	failures := 0
 	for {
+		if wait > 0 && !sleep(ctx, wait) {
+			return nil
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
+		l.saveBackoff(backoff)
 		sess, err := l.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			failures++
-			d := retry.Jitter(backoff)
-			l.log.Warn("mqtt connect failed", "broker", broker, "attempt", failures, "retry_in", d, "err", err)
-			if !sleep(ctx, d) {
-				return nil
-			}
+			wait = retry.FullJitter(backoff)
 			backoff = min(backoff*2, l.cfg.MaxBackoff)
+			l.log.Warn("mqtt connect failed", "broker", broker, "attempt", failures, "retry_in", wait, "err", err)
 			continue
 		}
 		failures = 0
@@ -366,12 +406,9 @@ func (l *Link) Run(ctx context.Context) error {
 		if time.Since(started) >= stableAfter {
 			backoff = l.cfg.MinBackoff
 		}
-		d := retry.Jitter(backoff)
-		l.log.Warn("mqtt connection lost", "broker", broker, "err", sess.err, "retry_in", d)
-		if !sleep(ctx, d) {
-			return nil
-		}
+		wait = retry.FullJitter(backoff)
 		backoff = min(backoff*2, l.cfg.MaxBackoff)
+		l.log.Warn("mqtt connection lost", "broker", broker, "err", sess.err, "retry_in", wait)
 	}
 }
 
@@ -387,7 +424,7 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		SetConnectRetry(false).
 		SetConnectTimeout(connectTimeout).
 		SetDialer(&net.Dialer{Timeout: connectTimeout}).
-		SetKeepAlive(keepAlive).
+		SetKeepAlive(l.cfg.KeepAlive).
 		SetPingTimeout(pingTimeout).
 		SetWriteTimeout(opTimeout).
 		SetOrderMatters(true). // callbacks only enqueue, so in-order delivery cannot block paho
