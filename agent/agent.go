@@ -119,6 +119,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Keyring:       d.ring,
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
+		MaxSendRate:   cfg.MQTT.MaxSendRate,
 		AckTimeout:    cfg.MQTT.AckTimeout.D(),
 		Now:           d.now,
 		Logger:        log.With("component", "outbox"),

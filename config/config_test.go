@@ -49,6 +49,8 @@ func TestBadConfigsAreRefusedWithAReason(t *testing.T) {
 		"bad broker":        "mqtt:\n  broker: http://x\n",
 		"ssl without ca":    "mqtt:\n  broker: ssl://h:8883\n",
 		"chunk too small":   "mqtt:\n  chunk_size: 10\n",
+		"send rate tiny":    "mqtt:\n  max_send_rate: 10\n",
+		"send rate below 0": "mqtt:\n  max_send_rate: -1\n",
 		"bad duration":      "mqtt:\n  ack_timeout: soon\n",
 		"bad select_at":     "photos:\n  select_at: \"25:00\"\n",
 		"min_score above 1": "photos:\n  min_score: 1.5\n",

@@ -456,6 +456,11 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 // refuses. sendMu makes "check, then publish" atomic against remove: once
 // remove returned, nothing more of the artifact is published.
 func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, meta Meta, suffix string, payload []byte) sendResult {
+	// The pace first: the gate is asked after the wait, right before
+	// the publish.
+	if o.pace.wait(sctx, len(payload)) != nil {
+		return stopped
+	}
 	it.sendMu.Lock()
 	if it.gone.Load() || sctx.Err() != nil {
 		it.sendMu.Unlock()
