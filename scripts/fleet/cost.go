@@ -147,9 +147,9 @@ func (f *fleet) cost(ctx context.Context, cl *cluster, idle, day time.Duration, 
 	}
 	f.start()
 	if err := f.waitConnected(f.robots, 3*time.Minute); err != nil {
-		return res, err
+		return res, fmt.Errorf("connecting: %w", err)
 	}
-	s1, err := quiet(10 * time.Second)
+	s1, err := quiet(20 * time.Second)
 	if err != nil {
 		return res, err
 	}
@@ -158,9 +158,14 @@ func (f *fleet) cost(ctx context.Context, cl *cluster, idle, day time.Duration, 
 	if err != nil {
 		return res, err
 	}
-	for _, r := range f.robots {
-		if err := f.cloud.command(r.id, fmt.Sprintf("offline-%d-%s", round, r.id), "set_features", map[string]any{"usage_analytics": false}); err != nil {
-			return res, err
+	// What waits for an offline robot: commands, acks, firmware chunks.
+	// Twenty small commands each, so the queues' share is not lost in
+	// the nodes' noise.
+	for i := range queuedPerSession {
+		for _, r := range f.robots {
+			if err := f.cloud.command(r.id, fmt.Sprintf("offline-%d-%d-%s", round, i, r.id), "set_features", map[string]any{"usage_analytics": false}); err != nil {
+				return res, err
+			}
 		}
 	}
 	m3, err := quiet(5 * time.Second)
@@ -173,13 +178,13 @@ func (f *fleet) cost(ctx context.Context, cl *cluster, idle, day time.Duration, 
 	res.MemOfflineCmd, res.RSSOfflineCmd = m3.erlang, m3.rss
 	res.PerConnected = (s1.erlang - m2.erlang) / n
 	res.PerOffline = (m2.erlang - s0.erlang) / n
-	res.PerQueuedCommand = (m3.erlang - m2.erlang) / n
+	res.PerQueuedCommand = (m3.erlang - m2.erlang) / n / queuedPerSession
 	res.RSSPerConnected = (s1.rss - m2.rss) / n
 	res.RSSPerOffline = (m2.rss - s0.rss) / n
 
-	f.start()
+	f.start() // each robot restarts, as a daemon does
 	if err := f.waitConnected(f.robots, 3*time.Minute); err != nil {
-		return res, err
+		return res, fmt.Errorf("reconnecting: %w", err)
 	}
 	time.Sleep(10 * time.Second)
 	s2, err := f.snap(ctx, cl)
@@ -225,6 +230,10 @@ func (f *fleet) cost(ctx context.Context, cl *cluster, idle, day time.Duration, 
 	res.MemCleaned, res.RSSCleaned = s5.erlang, s5.rss
 	return res, nil
 }
+
+// queuedPerSession is how many commands wait in each offline session
+// when its memory is read.
+const queuedPerSession = 20
 
 // perDay scales the windows to one robot and 24 hours: the connection
 // once, pings (and whatever else an idle link sends) at the idle rate for

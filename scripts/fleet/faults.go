@@ -9,6 +9,11 @@ import (
 	"time"
 )
 
+// killBound is the stated bound on a robot's return after its node died:
+// the link's first waits (0.5, 1, 2, 4, 8 s at most) and the cluster's
+// own recovery (a new leader for the queues and the client-id tracker).
+const killBound = 60 * time.Second
+
 // killResult is what the node kill measured.
 type killResult struct {
 	Node         int       `json:"node"`
@@ -84,6 +89,9 @@ func (f *fleet) kill(ctx context.Context, cl *cluster, day int, d time.Duration)
 		}
 		res.RobotsCut = len(res.backDelays)
 		res.BackP50, res.BackP90, res.BackMax = quantiles(res.backDelays)
+		if res.BackMax > killBound.Seconds() {
+			return fmt.Errorf("kill: a robot came back %.1f s after the kill, over the stated %s", res.BackMax, killBound)
+		}
 		fmt.Printf("kill: %d robots cut, back after p50 %.1f s, p90 %.1f s, max %.1f s; starting node %d again\n",
 			res.RobotsCut, res.BackP50, res.BackP90, res.BackMax, node)
 		return cl.run("start_node", strconv.Itoa(node))
@@ -196,6 +204,11 @@ func (f *fleet) restart(ctx context.Context, cl *cluster, round int) (restartRes
 	}
 	fmt.Printf("restart: %d of %d commands published while the robot was away, all %d arrived; robots back after p50 %.1f s, p90 %.1f s, max %.1f s; peak %d connects/s (HAProxy %d sessions/s), full jitter predicts %.1f, the former jitter %.1f\n",
 		res.CommandsAway, len(f.robots), res.CommandsArrived, res.BackP50, res.BackP90, res.BackMax, res.PeakPerSecond, res.ProxyRateMax, res.ExpectedPeak, res.EqualJitterPeak)
+	// No herd: a fifth of the fleet in one second at most (without jitter
+	// every robot would come back within the same second or two).
+	if limit := max(10, len(f.robots)/5); res.PeakPerSecond > limit {
+		return res, fmt.Errorf("restart: %d robots came back within one second, over %d", res.PeakPerSecond, limit)
+	}
 	return res, nil
 }
 
@@ -233,6 +246,7 @@ type partitionResult struct {
 	CatchUpSeconds  float64 `json:"catch_up_s"`
 	CatchUpBytes    int64   `json:"catch_up_bytes_in"`
 	PeakBytesPerSec int64   `json:"peak_bytes_per_s"` // HAProxy's count for the namespace's frontend, busiest 1 s window
+	RateBound       int64   `json:"stated_bytes_per_s"`
 	Outcome         outcome `json:"outcome"`
 }
 
@@ -308,10 +322,15 @@ func (f *fleet) partition(ctx context.Context, cl *cluster, day int, d time.Dura
 	res.PeakQueueBytes = p.peakQueue
 	p.mu.Unlock()
 	res.Outcome, err = f.check([]*robot{p}, day)
-	fmt.Printf("partition: outbox peaked at %d bytes (max_queue_bytes %d); back %.1f s after the heal, caught up in %.1f s: %d bytes, at most %d bytes in a second at HAProxy\n",
-		res.PeakQueueBytes, res.MaxQueueBytes, res.BackAfter, res.CatchUpSeconds, res.CatchUpBytes, res.PeakBytesPerSec)
+	fmt.Printf("partition: outbox peaked at %d bytes (max_queue_bytes %d); back %.1f s after the heal, caught up in %.1f s: %d bytes, at most %d bytes in a second at HAProxy (stated bound %d)\n",
+		res.PeakQueueBytes, res.MaxQueueBytes, res.BackAfter, res.CatchUpSeconds, res.CatchUpBytes, res.PeakBytesPerSec, f.s.SendRate+int64(f.s.ChunkSize)+16<<10)
 	if err == nil && res.PeakQueueBytes > res.MaxQueueBytes {
 		err = fmt.Errorf("partition: the outbox held %d bytes, over max_queue_bytes %d", res.PeakQueueBytes, res.MaxQueueBytes)
+	}
+	// The stated rate: the pace and one chunk, and 16 KiB for what is not
+	// an artifact (the state, events, results) and the MQTT framing.
+	if res.RateBound = f.s.SendRate + int64(f.s.ChunkSize) + 16<<10; err == nil && f.s.SendRate > 0 && res.PeakBytesPerSec > res.RateBound {
+		err = fmt.Errorf("partition: the catch-up reached %d bytes in a second at HAProxy, over the stated %d", res.PeakBytesPerSec, res.RateBound)
 	}
 	return res, err
 }

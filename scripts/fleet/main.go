@@ -157,7 +157,13 @@ func run() error {
 		if len(results) == 2 {
 			printCompare(results[0], results[1])
 		}
-		report["retained_store_bytes"] = retainedBytes(cl.env["CLUSTER_DIR"])
+		rb := retainedBytes(cl.env["CLUSTER_DIR"])
+		report["retained_store_bytes"] = rb
+		var total int64
+		for _, b := range rb {
+			total += b
+		}
+		fmt.Printf("retained messages: %d bytes in the nodes' stores (%d files) for the %d robots of %d runs, none expiring\n", total, len(rb), *n+1, len(results))
 		return nil
 	}
 
@@ -212,7 +218,7 @@ func run() error {
 // status and state every robot left there).
 func retainedBytes(clusterDir string) map[string]int64 {
 	out := map[string]int64{}
-	files, _ := filepath.Glob(filepath.Join(clusterDir, "node*", "mnesia", "*", "rabbit_mqtt_retained*"))
+	files, _ := filepath.Glob(filepath.Join(clusterDir, "node*", "mnesia", "*", "mqtt_retained_*.dets"))
 	for _, p := range files {
 		if st, err := os.Stat(p); err == nil {
 			out[p] = st.Size()

@@ -45,6 +45,10 @@ type settings struct {
 type robot struct {
 	id     string
 	dir    string
+	broker string
+	dial   func(context.Context, string) (net.Conn, error)
+	s      settings
+	runs   int // times run was called: every run after the first is a restart
 	clock  *simClock
 	ledger *ledger
 	log    *slog.Logger
@@ -83,28 +87,38 @@ func openRobot(id, dir, broker string, dial func(context.Context, string) (net.C
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	r := &robot{id: id, dir: dir, clock: clock, ledger: l, log: log.With("robot", id), meter: newMeter(id),
+	r := &robot{id: id, dir: dir, broker: broker, dial: dial, s: s, clock: clock, ledger: l, log: log.With("robot", id), meter: newMeter(id),
 		notes: make(chan []byte, 256), stateDirty: make(chan struct{}, 1), commands: map[string]time.Time{}}
-	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(dir, "device.key"))
+	if err := r.open(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// open opens what a daemon's start opens: the store, the keyring, the
+// outbox (which reconciles its files with its records), the event queue
+// and a link (which reads the backoff it kept).
+func (r *robot) open() error {
+	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(r.dir, "device.key"))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if r.st, err = store.Open(filepath.Join(dir, "state.db")); err != nil {
-		return nil, err
+	if r.st, err = store.Open(filepath.Join(r.dir, "state.db")); err != nil {
+		return err
 	}
-	if r.ring, err = keys.OpenKeyring(filepath.Join(dir, "people.keys")); err != nil {
+	if r.ring, err = keys.OpenKeyring(filepath.Join(r.dir, "people.keys")); err != nil {
 		r.st.Close()
-		return nil, err
+		return err
 	}
 	r.box, err = outbox.Open(r.st, outbox.Config{
-		Dir:           filepath.Join(dir, "outbox"),
+		Dir:           filepath.Join(r.dir, "outbox"),
 		DeviceKey:     deviceKey,
 		Keyring:       r.ring,
-		MaxQueueBytes: s.MaxQueue,
-		MaxSendRate:   s.SendRate,
-		ChunkSize:     s.ChunkSize,
-		AckTimeout:    s.AckTimeout,
-		Now:           clock.Now,
+		MaxQueueBytes: r.s.MaxQueue,
+		MaxSendRate:   r.s.SendRate,
+		ChunkSize:     r.s.ChunkSize,
+		AckTimeout:    r.s.AckTimeout,
+		Now:           r.clock.Now,
 		Logger:        r.log.With("component", "outbox"),
 		MaySend: func(m outbox.Meta) policy.Verdict {
 			if m.Kind == policy.KindSighting && r.withdrawn.Load() {
@@ -127,20 +141,20 @@ func openRobot(id, dir, broker string, dial func(context.Context, string) (net.C
 	})
 	if err != nil {
 		r.close()
-		return nil, err
+		return err
 	}
 	r.ev = events.New(r.st, r.log.With("component", "events"))
 	r.link, err = link.New(link.Config{
-		DeviceID:    id,
-		Broker:      broker,
+		DeviceID:    r.id,
+		Broker:      r.broker,
 		Logger:      r.log.With("component", "mqtt"),
-		BackoffFile: filepath.Join(dir, "mqtt-backoff"),
-		KeepAlive:   s.KeepAlive,
-		Dial:        r.meter.dialer(dial),
+		BackoffFile: filepath.Join(r.dir, "mqtt-backoff"),
+		KeepAlive:   r.s.KeepAlive,
+		Dial:        r.meter.dialer(r.dial),
 	}, r.handle)
 	if err != nil {
 		r.close()
-		return nil, err
+		return err
 	}
 	r.link.OnConnectionChange(func(up bool) {
 		r.mu.Lock()
@@ -150,20 +164,30 @@ func openRobot(id, dir, broker string, dial func(context.Context, string) (net.C
 			r.ev.Wake()
 		}
 	})
-	return r, nil
+	return nil
 }
 
 func (r *robot) close() {
 	if r.ring != nil {
 		r.ring.Close()
+		r.ring = nil
 	}
 	if r.st != nil {
 		r.st.Close()
+		r.st = nil
 	}
 }
 
-// run runs the uplink until ctx ends, as agent.Daemon.Run runs it.
+// run runs the uplink until ctx ends, as agent.Daemon.Run runs it; run
+// again, the robot restarts as a daemon does (everything opened again).
 func (r *robot) run(ctx context.Context) {
+	if r.runs++; r.runs > 1 {
+		r.close()
+		if err := r.open(); err != nil {
+			r.log.Error("restart failed", "err", err)
+			return
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { r.link.Run(ctx) })
 	wg.Go(func() { r.box.Run(ctx, r.link) })
