@@ -40,6 +40,7 @@ veth_host=aibofl0 veth_ns=aibofl1
 host_ip=10.77.0.1 ns_ip=10.77.0.2
 bin=/usr/lib/rabbitmq/bin
 export HOME=$dir # the Erlang cookie all nodes and the CLI share
+export ERL_CRASH_DUMP=$dir/erl_crash.dump # never in the caller's directory
 export ERL_EPMD_PORT=${CLUSTER_EPMD_PORT:-$((base + 40))}
 export RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD=none # +sbwt none +sbwtdcpu none +sbwtdio none
 export RABBITMQ_SCHEDULER_BIND_TYPE=u
