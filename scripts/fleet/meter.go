@@ -190,6 +190,14 @@ func (c *conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// SetWriteBuffer passes the link's send buffer on to the socket.
+func (c *conn) SetWriteBuffer(n int) error {
+	if b, ok := c.Conn.(interface{ SetWriteBuffer(int) error }); ok {
+		return b.SetWriteBuffer(n)
+	}
+	return nil
+}
+
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.in.feed(p[:n])

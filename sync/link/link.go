@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -95,6 +96,16 @@ const (
 	statusOnline  = "online"
 	statusOffline = "offline"
 )
+
+// sendBuffer is the socket's send buffer (SO_SNDBUF; Linux doubles
+// it). Left to the kernel it grows to 4 MiB, and a connection whose
+// packets are silently dropped (Wi-Fi gone, a partition) swallows
+// megabytes of publishes that never got a PUBACK: nothing notices
+// until the keepalive, and when the network returns the kernel sends
+// them all at once, past any pace. Small, a write blocks within a
+// chunk or two, paho's write timeout (opTimeout) ends the connection
+// 10 s later, and what was not acknowledged waits in the outbox.
+const sendBuffer = 32 << 10
 
 var deviceIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -297,7 +308,17 @@ func New(cfg Config, handle CommandHandler) (*Link, error) {
 		l.openConn = func(uri *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			defer cancel()
-			return dial(ctx, uri.Host)
+			c, err := dial(ctx, uri.Host)
+			if err != nil {
+				return nil, err
+			}
+			if b, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
+				if err := b.SetWriteBuffer(sendBuffer); err != nil {
+					c.Close()
+					return nil, fmt.Errorf("send buffer: %w", err)
+				}
+			}
+			return c, nil
 		}
 	}
 	return l, nil
@@ -430,7 +451,7 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetConnectTimeout(connectTimeout).
-		SetDialer(&net.Dialer{Timeout: connectTimeout}).
+		SetDialer(&net.Dialer{Timeout: connectTimeout, Control: smallSendBuffer}).
 		SetKeepAlive(l.cfg.KeepAlive).
 		SetPingTimeout(pingTimeout).
 		SetWriteTimeout(opTimeout).
@@ -795,6 +816,17 @@ func (l *Link) OnConnectionChange(f func(connected bool)) {
 	l.mu.Lock()
 	l.onChange = f
 	l.mu.Unlock()
+}
+
+// smallSendBuffer sets sendBuffer on a socket paho dials.
+func smallSendBuffer(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, sendBuffer)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
