@@ -92,7 +92,9 @@ mqtt.tcp_listen_options.backlog = 4096
 mqtt.tcp_listen_options.nodelay = true
 # HAProxy's MQTT health checks connect to every node every second.
 log.connection.level = warning
-# The node's own counters (messages, bytes, memory) for scripts/fleet.
+# The node's own counters (messages, bytes, memory) for scripts/fleet,
+# each connection's bytes refreshed every second (default 5).
+collect_statistics_interval = 1000
 prometheus.tcp.ip = 127.0.0.1
 prometheus.tcp.port = $((base + 30 + n))
 cluster_formation.peer_discovery_backend = classic_config
