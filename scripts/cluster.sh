@@ -112,10 +112,13 @@ start_node() { # start_node N: start it in the background, return at once
   (node_env "$n"; "$bin/rabbitmq-server" >> "$RABBITMQ_LOG_BASE/server.out" 2>&1 &)
 }
 
+# await_node N: up to 10 minutes. After a whole-cluster restart a node
+# sits up to 100 s in the MQTT plugin's client-id tracker before it
+# finishes booting; on a loaded machine, more.
 await_node() {
   local n=$1
-  ctl "$n" wait --timeout 180 "$dir/node$n/pid" >/dev/null
-  ctl "$n" await_startup --timeout 180 >/dev/null
+  ctl "$n" wait --timeout 600 "$dir/node$n/pid" >/dev/null
+  ctl "$n" await_startup --timeout 600 >/dev/null
 }
 
 pid_of() { cat "$dir/node$1/pid" 2>/dev/null || true; }
