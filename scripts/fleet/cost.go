@@ -7,6 +7,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
 // snapshot is every counter at one moment: the robots' meters, HAProxy's
@@ -108,9 +110,10 @@ type costResult struct {
 	// Broker memory (the three Erlang VMs' allocated memory; RSS apart).
 	MemBase, MemConnected, MemOffline, MemOfflineCmd, MemCleaned float64
 	RSSBase, RSSConnected, RSSOffline, RSSOfflineCmd, RSSCleaned float64
-	PerConnected, PerOffline, PerQueuedCommand                   float64 `json:"-"`
-	RSSPerConnected, RSSPerOffline                               float64 `json:"-"`
+	PerConnected, PerOffline, PerQueuedCommand                   float64
+	RSSPerConnected, RSSPerOffline                               float64
 	Outcome                                                      outcome
+	Resent                                                       float64 // artifacts sent whole again (no ack within the timeout), per robot and day
 	DaySeconds, DrainSeconds                                     float64
 }
 
@@ -214,6 +217,11 @@ func (f *fleet) cost(ctx context.Context, cl *cluster, idle, day time.Duration, 
 	res.Outcome, err = f.check(f.robots, round)
 	if err != nil {
 		return res, err
+	}
+	for _, r := range f.robots {
+		for _, k := range r.box.Stats()[outbox.StatResent] {
+			res.Resent += float64(k) / n
+		}
 	}
 	res.Connect, res.Idle, res.Day = between(s0, s1), between(s2, s3), between(s3, s4)
 	res.IdleDay = res.perDay(res.Connect, res.Idle, nil, n)

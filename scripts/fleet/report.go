@@ -29,6 +29,7 @@ func printCost(r costResult) {
 	row("PUBLISH to robots (robots' count)", r.IdleDay.PublishIn, r.BusyDay.PublishIn)
 	row("messages delivered by the nodes, less to the cloud", r.IdleDay.BrokerOut, r.BusyDay.BrokerOut)
 	w.Flush()
+	fmt.Printf("resends: %.1f artifacts sent whole again per robot and day (no ack within the timeout)\n", r.Resent)
 	fmt.Printf("reconcile the day's window: robots wrote %d bytes, HAProxy received %d; robots read %d, HAProxy sent %d; robots published %d, the nodes received %.0f from them; the nodes delivered %.0f to robots, robots got %d PUBLISHes\n",
 		r.Day.WireOut, r.Day.ProxyIn, r.Day.WireIn, r.Day.ProxyOut, r.Day.RobotPublishes, r.Day.BrokerFromRobots, r.Day.BrokerToRobots, r.Day.RobotDeliveries)
 	fmt.Printf("broker memory (Erlang, 3 nodes, after a full GC): base %.1f MiB, %d connected %.1f MiB, offline %.1f MiB, offline with a command each %.1f MiB; after the day, sessions dropped %.1f MiB\n",
