@@ -253,6 +253,13 @@ func (c *cloud) result(robot, id string) (ok, seen bool) {
 	return ok, seen
 }
 
+// lastStatus is the last retained status the cloud received from robot.
+func (c *cloud) lastStatus(robot string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status[robot]
+}
+
 func (c *cloud) eventCount(robot, typ string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -243,6 +243,7 @@ func expectedPeak(n int, outage time.Duration, jitter func(time.Duration) time.D
 type partitionResult struct {
 	Robot          string  `json:"robot"`
 	DaySeconds     float64 `json:"day_s"`
+	CutSeconds     float64 `json:"cut_s"` // the day, and until both ends had given the connection up
 	PeakQueueBytes int64   `json:"peak_queue_bytes"`
 	MaxQueueBytes  int64   `json:"max_queue_bytes"`
 	// Survived: TCP rode the cut out (nothing wrote enough to block and
@@ -285,6 +286,17 @@ func (f *fleet) partition(ctx context.Context, cl *cluster, day int, d time.Dura
 		return res, err
 	}
 	res.DaySeconds = time.Since(start).Seconds()
+	// A day away ends the session on both sides: the cut lasts until the
+	// robot has given its connection up and the broker has dropped its
+	// end (1.5 keepalives of silence) and published its last will.
+	for deadline := cut.Add(10 * time.Minute); !p.lostAfter(cut) || time.Since(cut) < f.s.KeepAlive*3/2+15*time.Second || f.cloud.lastStatus(p.id) != "offline"; {
+		if time.Now().After(deadline) {
+			cl.run("heal")
+			return res, fmt.Errorf("partition: after 10 minutes cut off, the robot lost its connection %v, the cloud saw it %q", p.lostAfter(cut), f.cloud.lastStatus(p.id))
+		}
+		time.Sleep(time.Second)
+	}
+	res.CutSeconds = time.Since(cut).Seconds()
 	before, err := cl.stats()
 	if err != nil {
 		cl.run("heal")
@@ -351,8 +363,8 @@ func (f *fleet) partition(ctx context.Context, cl *cluster, day int, d time.Dura
 	p.mu.Unlock()
 	res.RateBound = f.s.SendRate + int64(f.s.ChunkSize) + 16<<10
 	res.Outcome, err = f.check([]*robot{p}, day)
-	fmt.Printf("partition: outbox peaked at %d bytes (max_queue_bytes %d); connection survived %v, back %.1f s after the heal, caught up in %.1f s: %d bytes, at most %d bytes in a second written by the robot (stated bound %d), %d received by the nodes (%d at HAProxy, whose counters move every few seconds)\n",
-		res.PeakQueueBytes, res.MaxQueueBytes, res.Survived, res.BackAfter, res.CatchUpSeconds, res.CatchUpBytes, res.PeakWrotePerSec, res.RateBound, res.PeakBrokerPerSec, res.PeakBytesPerSec)
+	fmt.Printf("partition: cut off %.0f s (the day, then until both ends gave the connection up and the cloud saw its last will); outbox peaked at %d bytes (max_queue_bytes %d); connection survived %v, back %.1f s after the heal, caught up in %.1f s: %d bytes, at most %d bytes in a second written by the robot (stated bound %d), %d received by the nodes (%d at HAProxy, whose counters move every few seconds)\n",
+		res.CutSeconds, res.PeakQueueBytes, res.MaxQueueBytes, res.Survived, res.BackAfter, res.CatchUpSeconds, res.CatchUpBytes, res.PeakWrotePerSec, res.RateBound, res.PeakBrokerPerSec, res.PeakBytesPerSec)
 	if err == nil && res.PeakQueueBytes > res.MaxQueueBytes {
 		err = fmt.Errorf("partition: the outbox held %d bytes, over max_queue_bytes %d", res.PeakQueueBytes, res.MaxQueueBytes)
 	}
