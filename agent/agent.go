@@ -8,7 +8,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,13 +44,16 @@ const ShutdownTimeout = 5 * time.Second
 type Daemon struct {
 	cfg     config.Config
 	log     *slog.Logger
-	now     func() time.Time
+	now     func() time.Time     // the wall clock
+	boot    func() time.Duration // CLOCK_BOOTTIME (the day clock's second opinion)
+	days    *capture.DayClock    // which day the cap counts against: intake, selection, state
 	started time.Time
 
 	st         *store.Store
 	ring       *keys.Keyring // people's identity and face keys, slots erased in place
+	data       *keys.Keyring // a key per photo and per queued artifact that is not person-linked, erased in place
 	outbox     *outbox.Outbox
-	events     *events.Queue // erase requests and enrollment_needed, kept until the broker has them
+	events     *events.Queue // every event, kept until the broker has it (notify.go)
 	faces      *facerec.Service
 	recognizer facerec.Recognizer
 	pol        *policy.Policy
@@ -64,23 +66,22 @@ type Daemon struct {
 	tech       *technician
 	fw         *firmware.Manager
 	metrics    *metrics
-	vision     *vision.Client // nil when the worker binary is missing
+	vision     *vision.Client
+	vh         *visionHealth // whether images can be judged now, and why not
 
-	notifications chan []byte // events in the order raised (notify.go)
-	stateDirty    chan struct{}
-	lastState     string // owned by publishStates
+	stateDirty chan struct{}
+	lastState  string // owned by publishStates
 }
 
 // New opens the store and builds every service; nothing runs yet.
 func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
-	now, testClock, err := clockFromEnv()
+	now, boot, testClock, err := clockFromEnv()
 	if err != nil {
 		return nil, err
 	} else if testClock != "" {
 		log.Warn("TEST CLOCK in use: never on a robot", "env", TestClockEnv, "value", testClock)
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now, started: time.Now(),
-		stateDirty: make(chan struct{}, 1), notifications: make(chan []byte, notifyQueue)}
+	d := &Daemon{cfg: cfg, log: log, now: now, boot: boot, started: time.Now(), stateDirty: make(chan struct{}, 1)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -101,7 +102,6 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.st.Close()
 		}
 	}()
-	d.vision = d.newVision()
 	d.ring, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "people.keys"))
 	if err != nil {
 		return nil, err
@@ -111,17 +111,27 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.ring.Close()
 		}
 	}()
+	d.data, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "data.keys"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			d.data.Close()
+		}
+	}()
 	d.pol = policy.New(cfg.Region, cfg.Policy.ProhibitedRegions, d.ring)
 	d.pol.SetLogger(log.With("component", "policy"))
 	d.outbox, err = outbox.Open(d.st, outbox.Config{
 		Dir:           filepath.Join(cfg.DataDir, "outbox"),
 		DeviceKey:     deviceKey,
+		DataKeys:      d.data,
 		Keyring:       d.ring,
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
 		MaxSendRate:   cfg.MQTT.MaxSendRate,
 		AckTimeout:    cfg.MQTT.AckTimeout.D(),
-		Now:           d.now,
+		Now:           d.wallNow,
 		Logger:        log.With("component", "outbox"),
 		MaySend:       d.mayPublish,
 		AckedTx:       d.artifactAckedTx,
@@ -134,79 +144,90 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.events = events.New(d.st, log.With("component", "events"))
 	d.recognizer = newRecognizer()
+	d.vision, d.vh = d.newVision()
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
+		EnrollAnalyzer:   d.enrollFaces(),
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
 		Samples:          cfg.Faces.EnrollmentSamples,
 		EnrollTimeout:    cfg.Faces.EnrollmentTimeout.D(),
 		SightingInterval: cfg.Faces.SightingInterval.D(),
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
-		Now:              d.now,
+		Now:              d.wallNow,
 		Logger:           log.With("component", "faces"),
-		EnrolledTx:       d.templateBackupTx,
-		OnEnrolled: func(subject string) {
-			d.notify(map[string]any{"type": "enrollment_completed", "subject_id": subject})
-			d.stateChanged()
+		Ready:            d.vh.mayTry,
+		OnFrame:          func(outcome string) { d.metrics.frames.WithLabelValues(outcome).Inc() },
+		EnrolledTx: func(tx *bolt.Tx, subject string, slot uint32, samples [][]byte) error {
+			if err := d.templateBackupTx(tx, subject, slot, samples); err != nil {
+				return err
+			}
+			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_completed", "subject_id": subject})
 		},
-		OnEnrollFailed: func(subject, reason string) {
-			d.notify(map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+		OnEnrolled: func(string) { d.stateChanged() },
+		EnrollFailedTx: func(tx *bolt.Tx, subject, reason string, p facerec.Progress) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason,
+				"samples": p.Samples, "frames": p.Frames, "no_face": p.NoFace, "several_faces": p.SeveralFaces})
 		},
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
 	})
+	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), d.data, deviceKey)
+	if err != nil {
+		return nil, err
+	}
+	d.vault.SetLogger(log.With("component", "vault"))
 	var moved bool
 	if err := d.st.Update(func(tx *bolt.Tx) (err error) { moved, err = d.migrateTx(tx, deviceKey); return }); err != nil {
 		return nil, fmt.Errorf("migrate people's data: %w", err)
 	}
 	if moved {
-		// What the old layout left in freed pages (records sealed by the
-		// device key, a person's single key) goes with a fresh file.
+		// What the old layout left in freed pages (records and keys sealed
+		// by the device key, a person's single key) goes with a fresh file.
 		if err := d.st.Rewrite(); err != nil {
 			return nil, err
 		}
 	}
 	d.metrics = newMetrics(d)
-	d.vault, err = capture.NewVault(filepath.Join(cfg.DataDir, "photos"), deviceKey)
-	if err != nil {
-		return nil, err
-	}
-	var masker capture.Masker
-	if d.vision != nil {
-		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
-	}
+	masker := faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
+	d.days = capture.NewDayClock(d.wallNow, d.bootNow, cfg.Location())
 	d.selector = capture.NewSelector(capture.SelectorConfig{
+		Days:       d.days,
 		KeepPerDay: cfg.Photos.KeepPerDay,
 		MinScore:   cfg.Photos.MinScore,
 		SelectAt:   cfg.Photos.SelectAt,
 		Location:   cfg.Location(),
-		Now:        d.now,
+		Now:        d.wallNow,
 		Logger:     log.With("component", "selection"),
 		Pixels:     d.photoPixels(),
+		Alone:      d.photoAlone(),
+		SelectedTx: func(tx *bolt.Tx, s capture.Selection) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
+		},
 		OnSelected: func(s capture.Selection) {
 			d.metrics.selectionDone(s)
-			d.notify(map[string]any{"type": "selection_done", "day": s.Day, "kept": len(s.Kept), "deleted": s.Deleted})
 			d.stateChanged()
 		},
 		OnFailed: func(day, reason string) {
 			d.metrics.selections.WithLabelValues("failed").Inc()
-			d.notify(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
+			d.event(map[string]any{"type": "selection_failed", "day": day, "reason": reason})
 		},
 	}, d.st, d.pol, d.vault, d.photoScorer(), masker, photoUploads{d.outbox})
 	d.intake = capture.NewIntake(capture.Config{
+		Days:         d.days,
 		PhotosDir:    filepath.Join(cfg.SpoolDir, "photos"),
 		DailyCap:     cfg.Photos.DailyCap,
 		Location:     cfg.Location(),
 		MaxFileBytes: cfg.Photos.MaxFileBytes,
-		Now:          d.now,
+		Now:          d.wallNow,
 		Logger:       log.With("component", "intake"),
 		Pixels:       d.photoPixels(),
 		OnDecided: func(o capture.Outcome) {
 			d.metrics.photos.WithLabelValues(string(o)).Inc()
 			d.stateChanged()
 		},
-		OnCapReached: func(day string) {
-			d.notify(map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
-			d.selector.Request() // the day is complete: decide it now
+		CapReachedTx: func(tx *bolt.Tx, day string) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "cap_reached", "day": day, "cap": cfg.Photos.DailyCap})
 		},
+		OnCapReached: func(string) { d.selector.Request() }, // the day is complete: decide it now
 		OnWaitChange: d.stateChanged,
 	}, d.st, d.pol, d.vault)
 
@@ -218,7 +239,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Authenticate: command.Verifier(commandKeys),
 		DeviceID:     cfg.DeviceID,
 		IDRetention:  cfg.Retention.CommandIDs.D(),
-		Now:          d.now,
+		Now:          d.wallNow,
 		Logger:       log.With("component", "commands"),
 		OnAnswered:   func(typ, code string) { d.metrics.command(typ, code) },
 	})
@@ -249,18 +270,20 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Installed:       cfg.Firmware.Version,
 		Keys:            fwKeys,
 		DownloadTimeout: cfg.Firmware.DownloadTimeout.D(),
-		Now:             d.now,
+		Now:             d.wallNow,
 		Logger:          log.With("component", "firmware"),
-		StagedTx:        d.pauseForMaterialChangeTx,
-		OnStaged: func(m firmware.Manifest) {
-			d.notify(map[string]any{"type": "firmware_staged", "version": m.Version})
-			d.stateChanged()
-		},
-		OnRejected: func(version, reason string) {
-			d.notify(map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
+		StagedTx:        d.firmwareStagedTx,
+		OnStaged:        func(firmware.Manifest) { d.stateChanged() },
+		RejectedTx: func(tx *bolt.Tx, now time.Time, version, reason string) error {
+			return d.eventTx(tx, now, map[string]any{"type": "firmware_rejected", "version": version, "reason": reason})
 		},
 		OnNeed: func(version string, chunks []int) {
-			d.notify(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+			// A request for the chunks still missing: asked again at every
+			// connect, so one raised while the link is down would only be
+			// stale by the time it left.
+			if d.link.Connected() {
+				d.event(map[string]any{"type": "firmware_need", "version": version, "chunks": chunks})
+			}
 		},
 	})
 	if err != nil {
@@ -362,7 +385,7 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 		if err := d.faces.MarkEnrollmentNeededTx(tx, s); err != nil {
 			return false, err
 		}
-		if err := d.durableEventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
+		if err := d.eventTx(tx, now, map[string]any{"type": "enrollment_needed", "subject_id": s, "reason": "model_changed"}); err != nil {
 			return false, err
 		}
 	}
@@ -370,27 +393,44 @@ func (d *Daemon) migrateTx(tx *bolt.Tx, deviceKey []byte) (changed bool, err err
 	if err != nil {
 		return false, err
 	}
-	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed > 0 {
-		d.log.Info("people's data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
-			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed)
+	// Photos and artifacts an older version sealed under keys the device
+	// key opens move to slots of the data keyring; the slots of deletions a
+	// crash cut short, and of admissions or uploads that never committed,
+	// are overwritten.
+	photos, err := d.vault.MigrateKeysTx(tx)
+	if err != nil {
+		return false, err
 	}
-	return len(moved)+sealed+dropped+orphans+len(stale) > 0, nil
+	arts, err := d.outbox.MigrateKeysTx(tx)
+	if err != nil {
+		return false, err
+	}
+	dataScrubbed, err := d.scrubDataKeysTx(tx)
+	if err != nil {
+		return false, err
+	}
+	if len(moved)+sealed+dropped+orphans+len(stale)+scrubbed+photos+arts+dataScrubbed > 0 {
+		d.log.Info("data migrated", "people_moved_to_per_purpose_keys", len(moved), "queued_sealed", sealed,
+			"queued_dropped", dropped, "orphaned_face_data_erased", orphans, "templates_of_another_model", len(stale), "slots_erased", scrubbed,
+			"photo_keys_moved_to_slots", photos, "artifact_keys_moved_to_slots", arts, "data_slots_erased", dataScrubbed)
+	}
+	return len(moved)+sealed+dropped+orphans+len(stale)+photos+arts > 0, nil
 }
 
-// durableEventTx queues an event that must reach the cloud even across a
-// dead broker and a restart, in tx.
-func (d *Daemon) durableEventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
-	ev["event_id"] = newEventID()
-	ev["at"] = now.UTC().Format(time.RFC3339)
-	raw, err := json.Marshal(ev)
+// scrubDataKeysTx overwrites every slot of the data keyring that no photo
+// and no queued artifact recorded in tx uses. Only at start: photos and
+// artifacts take their slot before the transaction that records them, so
+// a scrub while they run could erase a key about to be committed.
+func (d *Daemon) scrubDataKeysTx(tx *bolt.Tx) (int, error) {
+	photos, err := capture.SlotsTx(tx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if err := d.events.Add(tx, raw); err != nil {
-		return err
+	arts, err := d.outbox.DataSlotsTx(tx)
+	if err != nil {
+		return 0, err
 	}
-	tx.OnCommit(d.events.Wake)
-	return nil
+	return d.data.Scrub(func(slot uint32) bool { return photos[slot] || arts[slot] })
 }
 
 // Run runs every service until ctx ends or one fails, then stops them all
@@ -408,12 +448,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"diag", d.diag.Run},
 		{"technician-audit", d.tech.run},
 		{"state", d.publishStates},
-		{"notifier", d.runNotifier},
 		{"janitor", d.janitor},
 		{"firmware", d.fw.Run},
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"vision-health", d.vh.run},
 		{"systemd", d.runSystemd}, // Type=notify readiness and the watchdog
 	}
 	var wg sync.WaitGroup
@@ -428,6 +468,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.stateChanged()
 	d.log.Info("aibo-privacyd running", "device_id", d.cfg.DeviceID, "schema", d.st.SchemaVersion())
+	if d.vision != nil {
+		wg.Go(func() { d.probeVision(ctx) })
+	}
 	<-ctx.Done()
 	// Everything stops within ShutdownTimeout: the services, and the
 	// vision worker (stopped at once, which also ends a request a
@@ -437,9 +480,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { wg.Wait(); close(done) }()
 	visionDone := make(chan struct{})
 	go func() {
-		if d.vision != nil {
-			d.vision.Close()
-		}
+		d.vision.Close()
 		close(visionDone)
 	}()
 	stopped := true
@@ -457,6 +498,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// Every write committed or rolled back: nothing is lost either
 		// way, closing only releases the file's lock sooner.
 		d.ring.Close()
+		d.data.Close()
 		d.st.Close()
 	} else {
 		d.log.Error("services did not stop in time; exiting without closing the store", "timeout", ShutdownTimeout.String())

@@ -10,7 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/agent/command"
-	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/config"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
@@ -23,19 +22,30 @@ func (d *Daemon) handleCommand(ctx context.Context, raw []byte) []byte {
 	return d.disp.Handle(ctx, raw)
 }
 
+// commands is every command type the daemon takes, with its handler: the
+// one list of them (the metrics' type label and docs/PROTOCOL.md follow
+// it; TestProtocolReferenceIsTrueToTheCode checks the document).
+func (d *Daemon) commands() map[string]command.Handler {
+	return map[string]command.Handler{
+		"set_features":      d.setFeatures,
+		"accept_policy":     d.acceptPolicy,
+		"set_region":        d.setRegion,
+		"firmware_offer":    d.firmwareOffer,
+		"grant_consent":     d.grantConsent,
+		"revoke_consent":    d.revokeConsent,
+		"start_enrollment":  d.startEnrollment,
+		"cancel_enrollment": d.cancelEnrollment,
+		"delete_data":       d.deleteData,
+		"export_inventory":  d.exportInventory,
+		"select_photos":     d.selectPhotos,
+		"photo_feedback":    d.photoFeedback,
+	}
+}
+
 func (d *Daemon) registerCommands() {
-	d.disp.Register("set_features", d.setFeatures)
-	d.disp.Register("accept_policy", d.acceptPolicy)
-	d.disp.Register("set_region", d.setRegion)
-	d.disp.Register("firmware_offer", d.firmwareOffer)
-	d.disp.Register("grant_consent", d.grantConsent)
-	d.disp.Register("revoke_consent", d.revokeConsent)
-	d.disp.Register("start_enrollment", d.startEnrollment)
-	d.disp.Register("cancel_enrollment", d.cancelEnrollment)
-	d.disp.Register("delete_data", d.deleteData)
-	d.disp.Register("export_inventory", d.exportInventory)
-	d.disp.Register("select_photos", d.selectPhotos)
-	d.disp.Register("photo_feedback", d.photoFeedback)
+	for typ, h := range d.commands() {
+		d.disp.Register(typ, h)
+	}
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then
@@ -47,11 +57,15 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	switch {
 	case errors.As(err, &rej):
 		e.OnRefusal(func() {
-			err := d.st.Update(func(tx *bolt.Tx) error { return firmware.RecordRejection(tx, e.Now, rej) })
+			err := d.st.Update(func(tx *bolt.Tx) error {
+				if err := firmware.RecordRejection(tx, e.Now, rej); err != nil {
+					return err
+				}
+				return d.eventTx(tx, e.Now, map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
+			})
 			if err != nil {
 				d.log.Error("audit firmware rejection", "err", err)
 			}
-			d.notify(map[string]any{"type": "firmware_rejected", "version": rej.Version, "reason": rej.Reason})
 		})
 		code := command.CodeBadRequest
 		if rej.Reason == firmware.ReasonSignature {
@@ -66,10 +80,14 @@ func (d *Daemon) firmwareOffer(ctx context.Context, e *command.Exec) (any, error
 	return map[string]any{"version": m.Version, "chunks": m.Chunks, "size": m.Size}, nil
 }
 
-// pauseForMaterialChangeTx runs in the transaction that stages an image: a
-// material policy change pauses every consent-gated feature until the owner
-// accepts the new policy version (unless they already have).
-func (d *Daemon) pauseForMaterialChangeTx(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+// firmwareStagedTx runs in the transaction that stages an image: it
+// raises firmware_staged, and a material policy change pauses every
+// consent-gated feature until the owner accepts the new policy version
+// (unless they already have).
+func (d *Daemon) firmwareStagedTx(tx *bolt.Tx, now time.Time, m firmware.Manifest) error {
+	if err := d.eventTx(tx, now, map[string]any{"type": "firmware_staged", "version": m.Version}); err != nil {
+		return err
+	}
 	if !m.MaterialPolicyChange {
 		return nil
 	}
@@ -90,19 +108,26 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 		return nil, command.Errorf(command.CodeBadRequest, "payload names no feature")
 	}
 	set := map[policy.Feature]bool{}
+	var settings []string
 	for name, raw := range fields {
 		var on bool
 		if err := json.Unmarshal(raw, &on); err != nil {
 			return nil, command.Errorf(command.CodeBadRequest, "feature %q must be true or false", textx.Cut(name, 40))
 		}
 		set[policy.Feature(name)] = on
+		settings = append(settings, "feature/"+name)
+	}
+	// The newest signed command per feature wins: an older one (a switch
+	// the network held back) changes nothing.
+	if err := e.Claim(settings...); err != nil {
+		return nil, err
 	}
 	ch, err := d.pol.SetFeatures(e.Tx, e.Now, set)
 	if err != nil {
 		return nil, refusal(err)
 	}
 	if ch.TurnedOff(policy.AutoPhoto) {
-		ids, err := capture.ForgetUndecided(e.Tx)
+		ids, err := d.vault.ForgetUndecidedTx(e.Tx, time.Time{})
 		if err != nil {
 			return nil, err
 		}
@@ -111,11 +136,6 @@ func (d *Daemon) setFeatures(ctx context.Context, e *command.Exec) (any, error) 
 				return nil, err
 			}
 		}
-		e.OnCommit(func() {
-			if err := d.vault.RemoveFiles(ids); err != nil {
-				d.log.Error("remove erased photo files", "err", err)
-			}
-		})
 	}
 	// Whatever the switches no longer allow may not leave: drop it in the
 	// switch's own transaction rather than at its next publish attempt
@@ -172,6 +192,9 @@ func (d *Daemon) acceptPolicy(ctx context.Context, e *command.Exec) (any, error)
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
+	if err := e.Claim("policy_version"); err != nil {
+		return nil, err
+	}
 	ch, err := d.pol.AcceptPolicy(e.Tx, e.Now, p.Version)
 	if err != nil {
 		return nil, refusal(err)
@@ -187,6 +210,9 @@ func (d *Daemon) setRegion(ctx context.Context, e *command.Exec) (any, error) {
 		Region string `json:"region"`
 	}
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	if err := e.Claim("region"); err != nil {
 		return nil, err
 	}
 	ch, err := d.pol.SetRegion(e.Tx, e.Now, p.Region, config.ValidRegion)

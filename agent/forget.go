@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"sort"
@@ -13,7 +12,6 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
-	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -52,8 +50,16 @@ type erasure struct {
 	// keep forgets the person entirely); nil: the consent is untouched.
 	withdraw, keep []policy.Scope
 	// person forgets the consent record too, whatever it says
-	// (delete_data all).
+	// (delete_data all), unless spare says the owner granted it after the
+	// withdrawal was issued.
 	person bool
+	spare  func(subject string) bool
+	// before limits what goes to what was recorded before it (zero:
+	// everything): a withdrawal that names no single setting acts only on
+	// what was recorded before its issued_at (contract v3). It bounds the
+	// queued artifacts dropped and the cloud's erase_request; what.Before
+	// bounds the face data.
+	before time.Time
 }
 
 // Erasures of face data, by trigger.
@@ -72,6 +78,11 @@ type forgotten struct {
 // forgetTx carries out e for subject in tx (see the top of this file).
 func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure) (forgotten, error) {
 	var out forgotten
+	forgetPerson := e.person && (e.spare == nil || !e.spare(subject))
+	if forgetPerson {
+		// A person forgotten is forgotten whole, whenever it was recorded.
+		e.what, e.drop, e.before = allFaceData, faceKinds, time.Time{}
+	}
 	slot, key, kerr := d.pol.FaceKey(tx, subject)
 	clear(key)
 	hasKey := kerr == nil
@@ -87,7 +98,7 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 	switch {
 	case len(e.drop) == 0:
 	case hasKey:
-		after, dropped, err := d.outbox.DropSlotTx(tx, slot, e.drop, e.reason)
+		after, dropped, err := d.outbox.DropSlotTx(tx, slot, e.drop, e.before, e.reason)
 		if err != nil {
 			return out, err
 		}
@@ -99,7 +110,7 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 		// the store's records. (A person without a face key has none.)
 		n := 0
 		after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool {
-			hit := m.SubjectID == subject && slices.Contains(e.drop, m.Kind)
+			hit := m.SubjectID == subject && slices.Contains(e.drop, m.Kind) && recordedBefore(m.CreatedAt, e.before)
 			if hit {
 				n++
 			}
@@ -151,13 +162,13 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 		if err := d.pol.RecordWithdrawalTx(tx, now, subject, e.withdraw, e.keep); err != nil {
 			return out, err
 		}
-	case e.person:
+	case forgetPerson:
 		if err := d.pol.ForgetPersonTx(tx, subject); err != nil {
 			return out, err
 		}
 	}
 	if len(e.cloud) > 0 {
-		if err := d.eraseRequestTx(tx, now, e.cloud, subject); err != nil {
+		if err := d.eraseRequestTx(tx, now, e.cloud, subject, e.before); err != nil {
 			return out, err
 		}
 	}
@@ -171,7 +182,7 @@ func (d *Daemon) forgetTx(tx *bolt.Tx, now time.Time, subject string, e erasure)
 			return out, err
 		}
 	}
-	if out.Templates+out.Sightings+out.Queued > 0 || e.withdraw != nil || e.person {
+	if out.Templates+out.Sightings+out.Queued > 0 || e.withdraw != nil || forgetPerson {
 		tx.OnCommit(func() { d.faces.Forgot(subject) })
 	}
 	return out, nil
@@ -201,10 +212,10 @@ func (d *Daemon) withdrawTx(tx *bolt.Tx, now time.Time, subject string, scopes [
 	if err != nil {
 		return nil, f, err
 	}
-	tx.OnCommit(func() {
-		d.notify(map[string]any{"type": "consent_revoked", "subject_id": subject, "scopes": revoked})
-		d.stateChanged()
-	})
+	if err := d.eventTx(tx, now, map[string]any{"type": "consent_revoked", "subject_id": subject, "scopes": revoked}); err != nil {
+		return nil, f, err
+	}
+	tx.OnCommit(d.stateChanged)
 	return revoked, f, nil
 }
 
@@ -225,7 +236,9 @@ func (d *Daemon) everyoneTx(tx *bolt.Tx, now time.Time, e erasure) (map[string]f
 		out[s] = f
 	}
 	if len(e.drop) > 0 {
-		after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool { return slices.Contains(e.drop, m.Kind) && m.Slot != nil }, e.reason)
+		after, err := d.outbox.DropTx(tx, func(m outbox.Meta) bool {
+			return slices.Contains(e.drop, m.Kind) && m.Slot != nil && recordedBefore(m.CreatedAt, e.before)
+		}, e.reason)
 		if err != nil {
 			return nil, err
 		}
@@ -233,6 +246,10 @@ func (d *Daemon) everyoneTx(tx *bolt.Tx, now time.Time, e erasure) (map[string]f
 	}
 	return out, nil
 }
+
+// recordedBefore reports whether something recorded at at falls under a
+// cutoff (every time does when the cutoff is zero).
+func recordedBefore(at, cutoff time.Time) bool { return cutoff.IsZero() || at.Before(cutoff) }
 
 // subjectsTx lists every person the store holds anything about: a
 // consent record or face data.
@@ -260,28 +277,18 @@ func (d *Daemon) subjectsTx(tx *bolt.Tx) ([]string, error) {
 	return out, nil
 }
 
-// eraseRequestTx queues an erase_request event in tx, the transaction of
-// the erasure it reports: the cloud gets it even if the broker is down now
-// or the daemon restarts first. Only when events.MaxPending requests
-// already wait does it fall back to publishing now, and say so: the
-// erasure itself never waits on the cloud.
-func (d *Daemon) eraseRequestTx(tx *bolt.Tx, now time.Time, kinds []policy.Kind, subjectID string) error {
-	ev := map[string]any{"type": "erase_request", "kinds": kinds, "event_id": newEventID(), "at": now.UTC().Format(time.RFC3339)}
+// eraseRequestTx raises an erase_request in tx, the transaction of the
+// erasure it reports: the cloud gets it even if the broker is down now or
+// the daemon restarts first. A non-zero before asks only for what was
+// recorded before it (v3: a delete_data that arrived after the owner's
+// later grant).
+func (d *Daemon) eraseRequestTx(tx *bolt.Tx, now time.Time, kinds []policy.Kind, subjectID string, before time.Time) error {
+	ev := map[string]any{"type": "erase_request", "kinds": kinds}
 	if subjectID != "" {
 		ev["subject_id"] = subjectID
 	}
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
+	if !before.IsZero() {
+		ev["before"] = before.UTC().Format(time.RFC3339)
 	}
-	switch err := d.events.Add(tx, raw); {
-	case errors.Is(err, events.ErrFull):
-		d.log.Error("erase request not kept: too many wait for the broker; publishing now", "subject_id", subjectID, "pending", events.MaxPending)
-		tx.OnCommit(func() { d.notify(ev) })
-	case err != nil:
-		return err
-	default:
-		tx.OnCommit(d.events.Wake)
-	}
-	return nil
+	return d.eventTx(tx, now, ev)
 }

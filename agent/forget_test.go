@@ -3,13 +3,17 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,11 +32,27 @@ type device struct {
 	t       *testing.T
 	d       *Daemon
 	dataDir string
-	now     time.Time
+	mu      sync.Mutex
+	now     time.Time // the device's wall clock: set it with setNow while services run
 	seq     int
+	signer  ed25519.PrivateKey // set: the device takes signed commands only (newSignedDevice)
 }
 
-func newDevice(t *testing.T, dataDir string) *device {
+func (dv *device) clock() time.Time {
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	return dv.now
+}
+
+func (dv *device) setNow(t time.Time) {
+	dv.mu.Lock()
+	dv.now = t
+	dv.mu.Unlock()
+}
+
+func newDevice(t *testing.T, dataDir string) *device { return newDeviceWith(t, dataDir, "") }
+
+func newDeviceWith(t *testing.T, dataDir, extraConfig string) *device {
 	t.Helper()
 	if !strings.HasPrefix(newRecognizer().Model(), "test-") {
 		old := newRecognizer
@@ -47,8 +67,8 @@ func newDevice(t *testing.T, dataDir string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
-	cfg, err := config.Parse([]byte(fmt.Sprintf("data_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\nvision:\n  worker: /nonexistent\n",
-		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"))))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: aibo-0001\ndata_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\n%s%s",
+		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"), visionConfig(t), extraConfig)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +77,7 @@ func newDevice(t *testing.T, dataDir string) *device {
 		t.Fatal(err)
 	}
 	dv := &device{t: t, d: d, dataDir: dataDir, now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	d.now = func() time.Time { return dv.now }
+	d.now = dv.clock
 	t.Cleanup(dv.close)
 	return dv
 }
@@ -65,6 +85,7 @@ func newDevice(t *testing.T, dataDir string) *device {
 func (dv *device) close() {
 	if dv.d != nil {
 		dv.d.ring.Close()
+		dv.d.data.Close()
 		dv.d.st.Close()
 		dv.d = nil
 	}
@@ -91,6 +112,15 @@ func (dv *device) try(typ string, payload any) answer {
 	dv.t.Helper()
 	dv.seq++
 	raw, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("c%d", dv.seq), "type": typ, "payload": payload})
+	if dv.signer != nil { // signed now
+		return dv.send(dv.signed(fmt.Sprintf("c%d", dv.seq), typ, dv.clock(), payload))
+	}
+	return dv.send(raw)
+}
+
+// send hands raw bytes to the dispatcher, as the link does.
+func (dv *device) send(raw []byte) answer {
+	dv.t.Helper()
 	var a answer
 	if err := json.Unmarshal(dv.d.disp.Handle(context.Background(), raw), &a); err != nil {
 		dv.t.Fatal(err)
@@ -214,7 +244,8 @@ func (dv *device) records() []record {
 }
 
 // deviceKeys is every key left on the device: the device key and every
-// occupied slot of the keyring file, read from disk.
+// occupied slot of the keyring files (people's, and the data keyring of
+// photos and artifacts), read from disk.
 func (dv *device) deviceKeys() [][]byte {
 	dv.t.Helper()
 	dk, err := os.ReadFile(filepath.Join(dv.dataDir, "device.key"))
@@ -222,13 +253,15 @@ func (dv *device) deviceKeys() [][]byte {
 		dv.t.Fatal(err)
 	}
 	out := [][]byte{dk}
-	ring, err := os.ReadFile(filepath.Join(dv.dataDir, "people.keys"))
-	if err != nil {
-		dv.t.Fatal(err)
-	}
-	for o := 0; o+keys.Size <= len(ring); o += keys.Size {
-		if s := ring[o : o+keys.Size]; !bytes.Equal(s, make([]byte, keys.Size)) {
-			out = append(out, bytes.Clone(s))
+	for _, name := range []string{"people.keys", "data.keys"} {
+		ring, err := os.ReadFile(filepath.Join(dv.dataDir, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			dv.t.Fatal(err)
+		}
+		for o := 0; o+keys.Size <= len(ring); o += keys.Size {
+			if s := ring[o : o+keys.Size]; !bytes.Equal(s, make([]byte, keys.Size)) {
+				out = append(out, bytes.Clone(s))
+			}
 		}
 	}
 	return out

@@ -57,6 +57,12 @@ func (d *Daemon) sweep() {
 				return err
 			}
 		}
+		// The day clock's trusted time, so that a start with the clock
+		// behind counts from no earlier than an hour ago.
+		d.days.Day(tx)
+		if err := d.days.RecordTx(tx); err != nil {
+			return err
+		}
 		// Slots of grants that rolled back since the start.
 		_, err = d.pol.ScrubKeys(tx)
 		return err

@@ -24,10 +24,15 @@ var listed = []string{
 }
 
 // imports maps each package of the module to its direct imports, for
-// linux/arch with cgo on (so cgo files are seen too).
-func imports(t *testing.T, arch string) map[string][]string {
+// linux/arch with cgo on (so cgo files are seen too); with tests, the
+// imports of its tests as well.
+func imports(t *testing.T, arch string, tests bool) map[string][]string {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, mod+"...")
+	format := `{{.ImportPath}} {{join .Imports " "}}`
+	if tests {
+		format += ` {{join .TestImports " "}} {{join .XTestImports " "}}`
+	}
+	cmd := exec.Command("go", "list", "-f", format, mod+"...")
 	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+arch, "CGO_ENABLED=1")
 	out, err := cmd.Output()
 	if err != nil {
@@ -77,7 +82,7 @@ func isFeature(l string) bool {
 // meet in agent through small interfaces).
 func TestLayering(t *testing.T) {
 	for _, arch := range arches {
-		m := imports(t, arch)
+		m := imports(t, arch, false)
 		for _, p := range listed {
 			if _, ok := m[p]; !ok {
 				t.Errorf("%s: package %s no longer exists: update the layering rules", arch, p)
@@ -106,6 +111,26 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s: feature package %s imports %s", arch, pkg, dep)
 				case isFeature(from) && isFeature(to) && from != to:
 					t.Errorf("%s: feature %s imports feature %s: they meet in package agent through interfaces", arch, pkg, dep)
+				}
+			}
+		}
+	}
+}
+
+// TestOnlyTheDaemonReachesIntoAgentEvenInTests: the tests of the worker,
+// aiboctl, bestshot and the tools do not reach into the composition
+// either; what they check against the daemon's own code (the diagnostic
+// server, the command verifier) is checked from agent's side, or through
+// the packages they share (config/, vision/, internal/envelope).
+func TestOnlyTheDaemonReachesIntoAgentEvenInTests(t *testing.T) {
+	for _, arch := range arches {
+		for pkg, imps := range imports(t, arch, true) {
+			if layer(pkg) == "agent" || pkg == "cmd/aibo-privacyd" {
+				continue
+			}
+			for _, imp := range imps {
+				if dep := strings.TrimPrefix(imp, mod); dep != imp && layer(dep) == "agent" {
+					t.Errorf("%s: the tests of %s import %s", arch, pkg, dep)
 				}
 			}
 		}

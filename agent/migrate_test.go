@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
@@ -105,8 +106,8 @@ func TestP5_AStoreOfThePreviousReleaseIsMigrated(t *testing.T) {
 	defer func() { newRecognizer = old2 }()
 	dv := newDevice(t, dataDir)
 
-	if v := dv.d.st.SchemaVersion(); v != 4 {
-		t.Fatalf("schema %d after the start, want 4", v)
+	if v := dv.d.st.SchemaVersion(); v != len(store.Migrations) {
+		t.Fatalf("schema %d after the start, want %d", v, len(store.Migrations))
 	}
 	dv.d.st.View(func(tx *bolt.Tx) error {
 		c, ok, err := dv.d.pol.Consent(tx, "ana")
@@ -165,5 +166,95 @@ func TestP5_AStoreOfThePreviousReleaseIsMigrated(t *testing.T) {
 		if bytes.Contains(raw, []byte(clearText)) {
 			t.Errorf("%q in clear in the migrated store", clearText)
 		}
+	}
+}
+
+// Issue 22 item 5 on a store the previous release made (schema 4): a
+// photo's key and a queued inventory's content key were sealed by the
+// device key, so a copy a freed page kept would open with it after the
+// deletion. At the first start both move to slots of the data keyring and
+// the store is rewritten: the photo and the artifact still open, and no
+// copy of the old keys is left in the file.
+func TestP4_KeysThePreviousReleaseSealedWithTheDeviceKeyMoveToSlots(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(filepath.Join(dataDir, "photos"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	deviceKey, err := keys.LoadOrCreateDeviceKey(filepath.Join(dataDir, "device.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenWith(filepath.Join(dataDir, "state.db"), store.Migrations[:4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(key, pt []byte, aad string) []byte {
+		s, err := keys.Seal(key, pt, []byte(aad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	photo, pk := []byte("\xff\xd8 a photo's bytes"), keys.New()
+	if err := os.WriteFile(filepath.Join(dataDir, "photos", "p01.photo"), seal(pk, photo, "p01"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	photoKey := seal(deviceKey, pk, "photo-key/p01")
+	inv, ck := []byte(`{"categories":{}}`), keys.New()
+	artKey := seal(deviceKey, ck, "outbox-key/inv01")
+	err = st.Update(func(tx *bolt.Tx) error {
+		rec, _ := json.Marshal(map[string]any{"id": "p01", "day": "2026-11-22", "admitted_at": time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC),
+			"format": "jpeg", "width": 4, "height": 3, "size": len(photo), "sealed_key": photoKey})
+		if err := tx.Bucket(store.BucketPhotos).Put([]byte("p01"), rec); err != nil {
+			return err
+		}
+		root := tx.Bucket(store.BucketOutbox)
+		arts, _ := root.CreateBucketIfNotExists([]byte("artifacts"))
+		content, _ := root.CreateBucketIfNotExists([]byte("content"))
+		stb, _ := root.CreateBucketIfNotExists([]byte("state"))
+		content.Put([]byte("inv01"), seal(ck, inv, "outbox-content/inv01"))
+		r, _ := json.Marshal(map[string]any{"v": 1, "seq": 1, "id": "inv01", "kind": "inventory", "content_type": "application/json",
+			"created_at": time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC), "queued_at": time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC),
+			"size": len(inv), "sha256": "00", "inline": true, "key": artKey})
+		arts.Put([]byte("inv01"), r)
+		return stb.Put([]byte("bytes"), store.Uint64Key(uint64(len(inv))))
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dv := newDevice(t, dataDir)
+	var p capture.Photo
+	dv.d.st.View(func(tx *bolt.Tx) error {
+		ps, err := capture.Photos(tx)
+		if len(ps) == 1 {
+			p = ps[0]
+		}
+		return err
+	})
+	if p.Slot == nil {
+		t.Fatalf("the photo's key did not move to a slot: %+v", p)
+	}
+	if got, err := dv.d.vault.Open(p); err != nil || !bytes.Equal(got, photo) {
+		t.Fatalf("the photo after the move: %q %v", got, err)
+	}
+	if got := dv.d.outbox.List(); len(got) != 1 || got[0].ID != "inv01" {
+		t.Fatalf("queue after the move: %+v", got)
+	}
+	devKeys := dv.deviceKeys()
+	dv.close()
+	raw, err := os.ReadFile(filepath.Join(dataDir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, s := range map[string][]byte{"photo": photoKey, "artifact": artKey} {
+		if bytes.Contains(raw, s) {
+			t.Errorf("the %s's key sealed by the device key is still in the store file", what)
+		}
+	}
+	// And the new copies open with the data keyring's slots only.
+	if openWith(devKeys[:1], p.SealedKey, []byte("photo-key/p01")) != nil {
+		t.Error("the device key still opens the photo's key")
 	}
 }

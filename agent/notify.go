@@ -1,17 +1,35 @@
 package agent
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 )
 
-// notifyQueue bounds the notifications waiting for the broker. They are
-// notifications (what must reach the cloud goes through the durable
-// events queue): past this many, the newest are dropped and logged.
-const notifyQueue = 256
+// eventTypes is every event the daemon raises: the one list of them
+// (docs/PROTOCOL.md follows it, and a test checks that every event the
+// code builds is here). eventTx refuses any other.
+var eventTypes = []string{
+	"cap_reached", "selection_done", "selection_failed",
+	"enrollment_completed", "enrollment_failed", "enrollment_needed",
+	"consent_revoked", "erase_request",
+	"firmware_need", "firmware_staged", "firmware_rejected",
+}
+
+// Events have one path (contract section 5, v3): each is appended to the
+// durable queue (sync/events) in the transaction of the decision it
+// reports, published at QoS 1 in the order raised, and dropped only once
+// the broker acknowledged it (PUBACK), across restarts and outages. An
+// event no decision commits (a selection that failed, a firmware download
+// asking for chunks) gets a transaction of its own.
 
 // newEventID is a random id, the same on every resend of one event, so
 // the cloud can deduplicate the repeats at-least-once delivery allows.
@@ -21,45 +39,35 @@ func newEventID() string {
 	return hex.EncodeToString(b)
 }
 
-// notify queues an event for the cloud. Events are published in the order
-// they were raised, one at a time, by runNotifier; a notification that
-// finds the broker away is logged and lost.
-func (d *Daemon) notify(ev map[string]any) {
-	if _, ok := ev["event_id"]; !ok {
-		ev["event_id"] = newEventID()
+// eventTx raises ev in tx: it gets its event_id and time and is queued;
+// it is published once tx commits (never if tx rolls back). An event of a
+// type not in eventTypes is an error: the cloud could not know it.
+func (d *Daemon) eventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
+	if typ, _ := ev["type"].(string); !slices.Contains(eventTypes, typ) {
+		return fmt.Errorf("event type %q is not one the daemon raises (eventTypes)", typ)
 	}
-	if _, ok := ev["at"]; !ok {
-		ev["at"] = d.now().UTC().Format(time.RFC3339)
-	}
+	ev["event_id"] = newEventID()
+	ev["at"] = now.UTC().Format(time.RFC3339)
 	raw, err := json.Marshal(ev)
 	if err != nil {
-		d.log.Error("event not encodable", "type", ev["type"], "err", err)
-		return
+		return err
 	}
-	select {
-	case d.notifications <- raw:
-	default:
-		d.log.Warn("event dropped: too many wait for the broker", "type", ev["type"], "waiting", notifyQueue)
+	switch err := d.events.Add(tx, raw); {
+	case errors.Is(err, events.ErrFull):
+		// Only erase requests wait, events.MaxPending of them: the
+		// decision itself never waits on the cloud.
+		d.log.Error("event not kept: too many erase requests wait for the broker", "type", ev["type"], "pending", events.MaxPending)
+		return nil
+	case err != nil:
+		return err
 	}
+	tx.OnCommit(d.events.Wake)
+	return nil
 }
 
-// runNotifier publishes queued notifications in order until ctx ends.
-func (d *Daemon) runNotifier(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case raw := <-d.notifications:
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := d.link.PublishEvent(pctx, raw)
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				var ev struct {
-					Type string `json:"type"`
-				}
-				_ = json.Unmarshal(raw, &ev)
-				d.log.Warn("event not published", "type", ev.Type, "err", err)
-			}
-		}
+// event raises ev in a transaction of its own.
+func (d *Daemon) event(ev map[string]any) {
+	if err := d.st.Update(func(tx *bolt.Tx) error { return d.eventTx(tx, d.now(), ev) }); err != nil {
+		d.log.Error("event not kept", "type", ev["type"], "err", err)
 	}
 }

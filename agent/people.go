@@ -20,6 +20,9 @@ func (d *Daemon) grantConsent(ctx context.Context, e *command.Exec) (any, error)
 		return nil, err
 	}
 	if policy.ValidSubjectID(g.SubjectID) {
+		if err := e.Claim(consentSetting(g.SubjectID)); err != nil {
+			return nil, err
+		}
 		old, had, err := d.pol.Consent(e.Tx, g.SubjectID)
 		if err != nil {
 			return nil, err
@@ -53,6 +56,11 @@ func (d *Daemon) revokeConsent(ctx context.Context, e *command.Exec) (any, error
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
+	if policy.ValidSubjectID(p.SubjectID) {
+		if err := e.Claim(consentSetting(p.SubjectID)); err != nil {
+			return nil, err
+		}
+	}
 	revoked, f, err := d.withdrawTx(e.Tx, e.Now, p.SubjectID, p.Scopes)
 	if err != nil {
 		return nil, refusal(err)
@@ -70,6 +78,9 @@ func (d *Daemon) startEnrollment(ctx context.Context, e *command.Exec) (any, err
 	if !policy.ValidSubjectID(p.SubjectID) {
 		return nil, command.Errorf(command.CodeBadRequest, "subject_id must match [A-Za-z0-9_-]{1,64}")
 	}
+	if err := e.Claim(enrollmentSetting(p.SubjectID)); err != nil {
+		return nil, err
+	}
 	open, err := d.faces.StartEnrollment(e.Tx, e.Now, p.SubjectID)
 	if err != nil {
 		return nil, refusal(err)
@@ -86,6 +97,13 @@ func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, er
 	if err := command.Decode(e.Cmd.Payload, &p); err != nil {
 		return nil, err
 	}
+	// A cancel acts only on a window opened before it was issued: a start
+	// the owner issued later is newer and stays (superseded).
+	if policy.ValidSubjectID(p.SubjectID) {
+		if err := e.Claim(enrollmentSetting(p.SubjectID)); err != nil {
+			return nil, err
+		}
+	}
 	closeWindow, err := d.faces.CancelEnrollment(e.Tx, p.SubjectID)
 	if err != nil {
 		return nil, refusal(err)
@@ -96,6 +114,11 @@ func (d *Daemon) cancelEnrollment(ctx context.Context, e *command.Exec) (any, er
 	}
 	return map[string]any{"subject_id": p.SubjectID}, nil
 }
+
+// The settings (command.Exec.Claim) of a person: their consent, and their
+// enrollment window.
+func consentSetting(subject string) string    { return "consent/" + subject }
+func enrollmentSetting(subject string) string { return "enrollment/" + subject }
 
 // refusal maps the policy's and the features' refusals to contract error
 // codes; anything else is an internal error.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
+	"io"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,10 +22,14 @@ import (
 // outbox, and answers the photo commands.
 
 // workerScores asks the vision worker for a photo's breakdown.
-type workerScores struct{ c *vision.Client }
+type workerScores struct {
+	c *vision.Client
+	h *visionHealth
+}
 
 func (w workerScores) Score(ctx context.Context, img []byte, takenAt time.Time) (capture.Scored, error) {
-	r, err := w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt})
+	var r vision.ScoreResult
+	err := w.h.call(func() (err error) { r, err = w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt}); return err })
 	if err != nil {
 		return capture.Scored{}, err
 	}
@@ -63,14 +67,27 @@ type stagedPhoto struct{ p *outbox.Prepared }
 
 func (s stagedPhoto) Discard() { s.p.Discard() }
 
-func (u photoUploads) Stage(up capture.Upload) (capture.Staged, error) {
-	p, err := u.o.Prepare(outbox.Artifact{Kind: policy.KindPhoto, ContentType: "image/jpeg", Content: up.Content,
-		CreatedAt: up.TakenAt, Attrs: map[string]any{"day": up.Day, "score": up.Score},
-		Masked: up.Masked, ShowsKnown: up.ShowsKnown, Generation: up.Generation})
-	if errors.Is(err, outbox.ErrQueueFull) {
-		return nil, fmt.Errorf("%w: %w", capture.ErrUploadsFull, err)
-	}
+// Stage streams the photo's content into the outbox, sealed a segment at
+// a time as the worker's answer arrives (outbox.Stream): never whole in
+// the daemon's memory.
+func (u photoUploads) Stage(up capture.Upload, write func(io.Writer) error) (capture.Staged, error) {
+	s, err := u.o.NewStream()
 	if err != nil {
+		return nil, err
+	}
+	p, err := func() (*outbox.Prepared, error) {
+		if err := write(s); err != nil {
+			return nil, err
+		}
+		return u.o.Prepare(outbox.Artifact{Kind: policy.KindPhoto, ContentType: "image/jpeg", Stream: s,
+			CreatedAt: up.TakenAt, Attrs: map[string]any{"day": up.Day, "score": up.Score},
+			Masked: up.Masked, ShowsKnown: up.ShowsKnown, Generation: up.Generation})
+	}()
+	if err != nil {
+		s.Discard()
+		if errors.Is(err, outbox.ErrQueueFull) {
+			return nil, fmt.Errorf("%w: %w", capture.ErrUploadsFull, err)
+		}
 		return nil, err
 	}
 	return stagedPhoto{p}, nil

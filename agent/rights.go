@@ -27,6 +27,13 @@ var dataCategories = []string{"photos", "faces", "sightings", "usage"}
 // (records, keys and queued artifacts), then removes files and asks the
 // cloud to erase its copies. "all" also forgets every person: consent
 // records, names and birthdays (the audit keeps opaque ids only).
+//
+// Signed, it names no single setting and acts only on what was recorded
+// before its issued_at (contract v3): photos admitted, face data
+// enrolled or seen, artifacts created before it go; a person whose
+// consent the owner granted (or last changed) after it stays, with what
+// was recorded since, and consents older than it are superseded from now
+// on.
 func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 	var p struct {
 		Categories []string `json:"categories"`
@@ -51,24 +58,35 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 			return nil, command.Errorf(command.CodeBadRequest, "unknown category %q", textx.Cut(c, 40))
 		}
 	}
+	cut := e.Cutoff()
 	counts := map[string]int{}
 	var cloud []policy.Kind
 	queued := 0
 	if slices.Contains(cats, "photos") {
-		ids, err := capture.ForgetUndecided(e.Tx)
+		ids, err := d.vault.ForgetUndecidedTx(e.Tx, cut)
 		if err != nil {
 			return nil, err
 		}
 		counts["photos"] = len(ids)
-		e.OnCommit(func() {
-			if err := d.vault.RemoveFiles(ids); err != nil {
-				d.log.Error("remove erased photo files", "err", err)
-			}
-		})
 		cloud = append(cloud, policy.KindPhoto)
 	}
 	// Faces and people: through the one erasure path, person by person.
-	er := erasure{reason: "delete_data", person: all}
+	er := erasure{reason: "delete_data", person: all, before: cut}
+	spared := map[string]bool{}
+	if all && !cut.IsZero() {
+		er.spare = func(subject string) bool {
+			at := e.Latest(consentSetting(subject))
+			if at.IsZero() { // granted before consents were ordered
+				c, ok, err := d.pol.Consent(e.Tx, subject)
+				if err != nil || !ok {
+					return false
+				}
+				at = c.GrantedAt
+			}
+			spared[subject] = !at.Before(cut)
+			return spared[subject]
+		}
+	}
 	switch {
 	case slices.Contains(cats, "faces"):
 		// Templates and sightings both go: a sighting is face data too.
@@ -78,20 +96,31 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		er.what, er.drop = facerec.What{Sightings: true}, []policy.Kind{policy.KindSighting}
 		cloud = append(cloud, policy.KindSighting)
 	}
+	er.what.Before = cut
+	if all {
+		counts["people"] = 0
+	}
 	if er.drop != nil || er.person {
 		held, err := d.everyoneTx(e.Tx, e.Now, er)
 		if err != nil {
 			return nil, err
 		}
-		for _, f := range held {
+		for s, f := range held {
 			if slices.Contains(cats, "faces") {
 				counts["faces"] += f.Templates
 			}
 			counts["sightings"] += f.Sightings
 			queued += f.Queued
+			if all && !spared[s] {
+				counts["people"]++
+			}
 		}
-		if all {
-			counts["people"] = len(held)
+	}
+	if all {
+		// Every consent older than this command is superseded from now on:
+		// a grant the network held back cannot bring a person back.
+		if err := e.RaiseFloor("consent/*"); err != nil {
+			return nil, err
 		}
 	}
 	var kinds []policy.Kind // queued artifacts about no one in particular
@@ -102,7 +131,7 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		kinds = append(kinds, policy.KindUsage)
 	}
 	if len(kinds) > 0 {
-		after, n, err := d.outbox.DropKindsTx(e.Tx, kinds, "delete_data")
+		after, n, err := d.outbox.DropKindsTx(e.Tx, kinds, cut, "delete_data")
 		if err != nil {
 			return nil, err
 		}
@@ -120,11 +149,15 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		return nil, err
 	}
 	cloud = unique(cloud)
-	if err := d.eraseRequestTx(e.Tx, e.Now, cloud, ""); err != nil {
+	if err := d.eraseRequestTx(e.Tx, e.Now, cloud, "", cut); err != nil {
 		return nil, err
 	}
 	e.OnCommit(d.stateChanged)
-	return map[string]any{"categories": cats, "erased": counts, "queued_dropped": queued, "erase_requested": cloud}, nil
+	res := map[string]any{"categories": cats, "erased": counts, "queued_dropped": queued, "erase_requested": cloud}
+	if !cut.IsZero() {
+		res["recorded_before"] = cut.UTC().Format(time.RFC3339)
+	}
+	return res, nil
 }
 
 func unique[T comparable](s []T) []T {

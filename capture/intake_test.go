@@ -3,12 +3,14 @@ package capture
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // fixture is an intake over a real store, with a clock the test moves.
@@ -25,11 +28,13 @@ type fixture struct {
 	t      testing.TB
 	st     *store.Store
 	pol    *policy.Policy
+	ring   *keys.Keyring
 	vault  *Vault
 	in     *Intake
 	spool  string
 	mu     sync.Mutex
-	now    time.Time
+	now    time.Time     // the wall clock
+	boot   time.Duration // CLOCK_BOOTTIME
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -53,13 +58,24 @@ func newFixture(t testing.TB, autoPhoto bool) *fixture {
 			return err
 		})
 	}
-	f.vault, err = NewVault(filepath.Join(dir, "photos"), keys.New())
+	f.ring, err = keys.OpenKeyring(filepath.Join(dir, "data.keys"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.in = NewIntake(Config{PhotosDir: f.spool, DailyCap: 30, Location: la, MaxFileBytes: 1 << 20,
-		Now: f.clock, Logger: slog.New(slog.DiscardHandler)}, st, f.pol, f.vault)
+	t.Cleanup(func() { f.ring.Close() })
+	f.vault, err = NewVault(filepath.Join(dir, "photos"), f.ring, keys.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.restart()
 	return f
+}
+
+// restart builds the intake afresh over the same store, as a new process
+// would: a new day clock, anchored at its first use.
+func (f *fixture) restart() {
+	f.in = NewIntake(Config{PhotosDir: f.spool, DailyCap: 30, Location: la, MaxFileBytes: 1 << 20,
+		Now: f.clock, Days: NewDayClock(f.clock, f.bootClock, la), Logger: slog.New(slog.DiscardHandler)}, f.st, f.pol, f.vault)
 }
 
 func (f *fixture) clock() time.Time {
@@ -68,9 +84,31 @@ func (f *fixture) clock() time.Time {
 	return f.now
 }
 
+func (f *fixture) bootClock() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.boot
+}
+
+// setClock steps the wall clock alone (a technician, NTP, a spoofed time
+// source): no time passes.
 func (f *fixture) setClock(t time.Time) {
 	f.mu.Lock()
 	f.now = t
+	f.mu.Unlock()
+}
+
+// pass lets d go by: both clocks move.
+func (f *fixture) pass(d time.Duration) {
+	f.mu.Lock()
+	f.now, f.boot = f.now.Add(d), f.boot+d
+	f.mu.Unlock()
+}
+
+// reboot restarts the boot clock with the wall clock at wall.
+func (f *fixture) reboot(wall time.Time) {
+	f.mu.Lock()
+	f.now, f.boot = wall, 7*time.Second
 	f.mu.Unlock()
 }
 
@@ -122,7 +160,7 @@ func (f *fixture) waitEmpty() {
 
 func (f *fixture) today() DayCounts {
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	return c
 }
 
@@ -156,7 +194,9 @@ func TestP2_ClockSetBackDoesNotGrantASecondSetOf30(t *testing.T) {
 	if c.Day != "2026-11-22" || c.Admitted != 30 || c.OverCap != 5 {
 		t.Fatalf("after clock set back: %+v, want 30 admitted and 5 over_cap on 2026-11-22", c)
 	}
-	// The next real day grants a new set.
+	// The next real day grants a new set: real time passes to 00:30 and the
+	// clock is put right.
+	f.pass(14*time.Hour + 30*time.Minute)
 	f.setClock(time.Date(2026, 11, 23, 0, 30, 0, 0, la))
 	f.drop(2, "next-")
 	f.waitEmpty()
@@ -210,12 +250,9 @@ func TestP4_AdmittedPhotosAreSealedOnDisk(t *testing.T) {
 	}
 	// Forgetting destroys the keys first: the files no longer open.
 	var ids []string
-	f.st.Update(func(tx *bolt.Tx) (err error) { ids, err = ForgetUndecided(tx); return })
+	f.st.Update(func(tx *bolt.Tx) (err error) { ids, err = f.vault.ForgetUndecidedTx(tx, time.Time{}); return })
 	if len(ids) != 3 {
 		t.Fatalf("forgot %d", len(ids))
-	}
-	if err := f.vault.RemoveFiles(ids); err != nil {
-		t.Fatal(err)
 	}
 	if c := f.today(); c.Deleted != 3 {
 		t.Fatalf("deleted counter %+v", c)
@@ -230,8 +267,8 @@ func TestReconcileRemovesOrphansAfterACrash(t *testing.T) {
 	f := newFixture(t, true)
 	// A sealed file written just before a crash, whose record never committed,
 	// and a temporary file cut short.
-	orphan := newPhotoID()
-	if _, err := f.vault.seal(orphan, []byte("x")); err != nil {
+	orphan := &Photo{ID: newPhotoID()}
+	if err := f.vault.seal(orphan, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(f.vault.dir, ".tmp-p1.photo-123"), []byte("half"), 0o600)
@@ -282,5 +319,48 @@ func TestOversizedFileIsInvalid(t *testing.T) {
 	f.waitEmpty()
 	if c := f.today(); c.Invalid != 1 {
 		t.Fatalf("oversized file: %+v", c)
+	}
+}
+
+// TestInvalidPhotosAreLoggedWithAReason: every invalid spool file gets one
+// line saying which file and why, never only the truncated JPEG.
+func TestInvalidPhotosAreLoggedWithAReason(t *testing.T) {
+	f := newFixture(t, true)
+	var logs testlog.Buffer
+	f.in.cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	os.MkdirAll(f.spool, 0o755)
+	good := testJPEG(t, 1)
+	target := filepath.Join(t.TempDir(), "elsewhere.jpg")
+	os.WriteFile(target, good, 0o600)
+	os.Symlink(target, filepath.Join(f.spool, "link.jpg"))
+	for name, data := range map[string][]byte{
+		"big.jpg":       append(testJPEG(t, 2), make([]byte, 2<<20)...),
+		"notes.jpg":     []byte("hello, not a photo"),
+		"huge.png":      pngHeaderDepth(8000, 5001, 8, 0),
+		"truncated.jpg": good[:len(good)*9/10],
+	} {
+		os.WriteFile(filepath.Join(f.spool, name), data, 0o644)
+	}
+	f.run()
+	f.waitEmpty()
+	if c := f.today(); c.Invalid != 5 {
+		t.Fatalf("%+v, want 5 invalid", c)
+	}
+	want := map[string]string{"link.jpg": InvalidNotAFile, "big.jpg": InvalidTooLarge, "notes.jpg": InvalidNotAnImage,
+		"huge.png": InvalidTooManyPixels, "truncated.jpg": InvalidUndecodable}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var l struct{ Msg, File, Reason string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "photo invalid" {
+			if _, twice := got[l.File]; twice {
+				t.Errorf("%s logged twice", l.File)
+			}
+			got[l.File] = l.Reason
+		}
+	}
+	for file, reason := range want {
+		if got[file] != reason {
+			t.Errorf("%s: reason %q, want %q\n%s", file, got[file], reason, logs.String())
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"io"
 	"sync"
 	"time"
 
@@ -17,17 +18,23 @@ import (
 // validate it, and re-encoding it for upload. The daemon itself keeps
 // photos as bytes; in the daemon these run in the vision worker, whose
 // memory a hostile image may blow up without touching the daemon's.
-// InProcess stands in, in pure Go and within a memory budget, when the
-// worker cannot run.
+// InProcess stands in, in pure Go and within a memory budget, where no
+// worker is given (this package's tests): the daemon always gives it, and
+// while the worker cannot start images wait (ErrRetryLater) rather than
+// being decoded in the daemon.
 type Pixels interface {
 	// Validate decodes data completely: a JPEG or PNG of at most
 	// MaxPixels. An error wrapping ErrRetryLater means the image was not
 	// judged (the worker could not start, say): try again later. Any other
 	// error makes the image invalid.
 	Validate(ctx context.Context, data []byte) (ImageInfo, error)
-	// Clean re-encodes data for upload: the regions in hide pixelated,
-	// the EXIF orientation applied, no metadata (see clean.ForUpload).
-	Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error)
+	// Clean re-encodes data for upload and writes the JPEG to w as it
+	// comes, never whole in the daemon's memory: the EXIF orientation
+	// applied, the regions in hide (upright pixels) pixelated, exactly
+	// size (clean.UploadSize of the validated size), at most
+	// clean.MaxBytes of it, no metadata (see clean.ForUpload). On an
+	// error what reached w is to be thrown away.
+	Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, w io.Writer) error
 }
 
 // ErrRetryLater: the image was not judged, not judged bad.
@@ -61,13 +68,18 @@ func (p *InProcess) Validate(ctx context.Context, data []byte) (ImageInfo, error
 }
 
 // Clean implements Pixels.
-func (p *InProcess) Clean(ctx context.Context, data []byte, hide []image.Rectangle) ([]byte, error) {
+func (p *InProcess) Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, w io.Writer) error {
 	if err := p.fits(data); err != nil {
-		return nil, err
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return clean.ForUpload(data, hide)
+	out, err := clean.ForUpload(data, hide, size.X, size.Y, clean.MaxBytes(size.X, size.Y))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
 }
 
 // Score implements Scorer with BasicFeatures (exposure, sharpness and a
@@ -108,7 +120,7 @@ func DecodedBytes(data []byte) (int64, error) {
 	}
 	px := int64(cfg.Width) * int64(cfg.Height)
 	if cfg.Width <= 0 || cfg.Height <= 0 || px > MaxPixels {
-		return 0, fmt.Errorf("%w: %dx%d is over %d pixels", errInvalid, cfg.Width, cfg.Height, MaxPixels)
+		return 0, fmt.Errorf("%w: %w: %dx%d", errInvalid, errTooManyPixels, cfg.Width, cfg.Height)
 	}
 	var perPixel int64
 	switch cfg.ColorModel {

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"image"
+	"io"
 	"testing"
 	"time"
 )
@@ -36,7 +38,7 @@ func TestP16_InProcessDecodesNothingOverItsBudget(t *testing.T) {
 	if _, err := p.Validate(ctx, bomb); !errors.Is(err, ErrOverBudget) {
 		t.Errorf("Validate: %v", err)
 	}
-	if _, err := p.Clean(ctx, bomb, nil); !errors.Is(err, ErrOverBudget) {
+	if err := p.Clean(ctx, bomb, nil, image.Pt(8000, 5000), io.Discard); !errors.Is(err, ErrOverBudget) {
 		t.Errorf("Clean: %v", err)
 	}
 	if _, err := p.Score(ctx, bomb, time.Now()); !errors.Is(err, ErrOverBudget) {
@@ -50,7 +52,8 @@ func TestP16_InProcessDecodesNothingOverItsBudget(t *testing.T) {
 	if info, err := p.Validate(ctx, photo); err != nil || info.Width != 64 {
 		t.Fatalf("ordinary photo: %+v %v", info, err)
 	}
-	if out, err := p.Clean(ctx, photo, nil); err != nil || len(out) == 0 {
+	var out bytes.Buffer
+	if err := p.Clean(ctx, photo, nil, image.Pt(64, 48), &out); err != nil || out.Len() == 0 {
 		t.Fatalf("clean: %v", err)
 	}
 	// Over 40 megapixels is invalid whatever the budget.

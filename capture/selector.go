@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
@@ -51,9 +53,9 @@ type Masker interface {
 	Mask(ctx context.Context, img []byte) (Mask, error)
 }
 
-// Upload is a photo on its way to the owner's account.
+// Upload is a photo on its way to the owner's account (its content, a
+// metadata-free JPEG, is streamed to Uploads.Stage).
 type Upload struct {
-	Content []byte // metadata-free JPEG
 	Day     string
 	Score   float64
 	TakenAt time.Time
@@ -73,7 +75,9 @@ type Staged interface {
 // Uploads queues photos for the cloud: Stage outside any transaction,
 // CommitTx inside the selection's.
 type Uploads interface {
-	Stage(u Upload) (Staged, error)
+	// Stage seals u with the content write writes (streamed to a file,
+	// never whole in memory); an error of write's is returned wrapped.
+	Stage(u Upload, write func(io.Writer) error) (Staged, error)
 	// CommitTx queues a staged upload in tx and returns its artifact id,
 	// or an error wrapping ErrUploadsFull when the queue has no room.
 	CommitTx(tx *bolt.Tx, s Staged) (artifactID string, err error)
@@ -103,7 +107,7 @@ type Reason struct {
 	Kept    bool
 	Score   float64 // -1: unreadable or unscorable
 	Rank    int     // 1 = best of the day's batch; 0 when unscored
-	Why     string  // kept, below_min_score, near_duplicate_or_no_room, unscorable, not_masked, queue_full
+	Why     string  // kept, below_min_score, near_duplicate_or_no_room, unscorable, not_masked, not_cleaned, queue_full, recognition_changed
 }
 
 // SelectorConfig tunes the Selector.
@@ -117,11 +121,21 @@ type SelectorConfig struct {
 	// Pixels re-encodes the kept photos for upload (the vision worker in
 	// the daemon); default InProcess within DefaultBudget.
 	Pixels Pixels
-	// OnSelected runs after a day's decision committed.
+	// Alone runs fn, which readies one photo to leave (its faces found,
+	// strangers pixelated, re-encoded), with a worker of its own that has
+	// seen nothing else and sees nothing after (vision.Client.Alone), and
+	// runs it once more when that worker died. Default: fn as it is.
+	Alone func(ctx context.Context, fn func(ctx context.Context) error) error
+	// SelectedTx runs inside the transaction of a day's decision (its
+	// Kept and Deleted are final); OnSelected after it committed.
+	SelectedTx func(tx *bolt.Tx, s Selection) error
 	OnSelected func(Selection)
 	// OnFailed runs when a selection could not finish (a full disk, a
 	// store error): the photos stay undecided and are tried again.
 	OnFailed func(day, reason string)
+	// Days says which day is today (share the Intake's); default a
+	// DayClock over Now and the boot clock.
+	Days *DayClock
 }
 
 // Selector owns the photos from admission to upload: it scores a day's
@@ -159,6 +173,12 @@ func NewSelector(cfg SelectorConfig, st *store.Store, pol *policy.Policy, vault 
 	}
 	if cfg.Pixels == nil {
 		cfg.Pixels = &InProcess{}
+	}
+	if cfg.Alone == nil {
+		cfg.Alone = func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }
+	}
+	if cfg.Days == nil {
+		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
 	return &Selector{cfg: cfg, st: st, pol: pol, vault: vault, scorer: scorer, masker: masker, uploads: uploads, kick: make(chan bool, 1)}
 }
@@ -215,7 +235,6 @@ func (s *Selector) runOnce(ctx context.Context, includeToday bool) {
 // transaction; each day's decision commits in one. Run calls it; tests may
 // call it directly instead of running the service.
 func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selection, error) {
-	now := s.cfg.Now()
 	var byDay map[string][]Photo
 	var today string
 	err := s.st.View(func(tx *bolt.Tx) error {
@@ -226,7 +245,7 @@ func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selectio
 		if !s.pol.Allows(st, policy.AutoPhoto) {
 			return errSelectionAborted
 		}
-		today = CurrentDay(tx, now, s.cfg.Location)
+		today = s.cfg.Days.Day(tx)
 		photos, err := Photos(tx)
 		if err != nil {
 			return err
@@ -263,8 +282,11 @@ func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selectio
 
 // failureReason names a failed selection's cause without its details.
 func failureReason(err error) string {
-	if errors.Is(err, syscall.ENOSPC) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
 		return "disk_full"
+	case errors.Is(err, ErrRetryLater):
+		return "vision_unavailable"
 	}
 	return "internal"
 }
@@ -282,24 +304,32 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 	cands := map[string]*candidate{}
 	var list []Candidate
 	for _, p := range photos {
+		// The photo's time of day is the home's: when it arrived, on the
+		// clock of cfg.Location (the worker reads the clock as given).
+		taken := p.TakenAt(s.cfg.Location)
 		img, err := s.vault.Open(p)
 		if err != nil {
 			s.cfg.Logger.Error("photo unreadable; it will be deleted", "photo_id", p.ID, "err", err)
-			list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: -1})
+			list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: -1})
 			continue
 		}
-		sc, err := s.scorer.Score(ctx, img, p.AdmittedAt)
+		sc, err := s.scorer.Score(ctx, img, taken)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err() // shutting down: nothing is deleted for it
 			}
+			if errors.Is(err, ErrRetryLater) {
+				// Not judged (the worker cannot start or be confined): the
+				// day waits, nothing is deleted for it.
+				return res, err
+			}
 			s.cfg.Logger.Warn("photo not scored; it will be deleted", "photo_id", p.ID, "err", err)
-			list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: -1})
+			list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: -1})
 			continue
 		}
 		c := &candidate{photo: p, scored: sc, score: w.Score(sc.Breakdown)}
 		cands[p.ID] = c
-		list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: c.score, PHash: sc.PHash})
+		list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: c.score, PHash: sc.PHash})
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -334,42 +364,24 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if err != nil {
 			return res, err
 		}
-		u := Upload{Day: day, Score: round3(c.score), TakenAt: c.photo.AdmittedAt}
-		var hide []image.Rectangle
-		if blur {
-			m, err := s.mask(ctx, img)
-			if err != nil {
-				if ctx.Err() != nil {
-					return res, ctx.Err()
-				}
-				// Strangers cannot be found, so the photo cannot go out.
-				s.cfg.Logger.Warn("faces not found for blurring; photo not kept", "photo_id", id, "err", err)
-				why[id] = "not_masked"
-				continue
-			}
-			hide, u.Masked, u.ShowsKnown, u.Generation = m.Hide, true, m.ShowsKnown, m.Generation
-		}
-		if u.Content, err = s.cfg.Pixels.Clean(ctx, img, hide); err != nil {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			s.cfg.Logger.Warn("photo could not be re-encoded; not kept", "photo_id", id, "err", err)
-			why[id] = "not_cleaned"
+		u := Upload{Day: day, Score: round3(c.score), TakenAt: c.photo.TakenAt(s.cfg.Location)}
+		st, u, reason, err := s.prepare(ctx, u, c.photo, img, blur)
+		switch {
+		case err == nil:
+			staged[id], uploads[id] = st, u
 			continue
-		}
-		st, err := s.uploads.Stage(u)
-		if err != nil {
-			if errors.Is(err, ErrUploadsFull) {
-				s.cfg.Logger.Warn("upload queue full: photo not kept", "photo_id", id)
-				why[id] = "queue_full"
-				continue
-			}
+		case ctx.Err() != nil:
+			return res, ctx.Err()
+		case errors.Is(err, ErrRetryLater):
+			return res, err // not judged: the day waits
+		case reason == "":
 			return res, err
 		}
-		staged[id], uploads[id] = st, u
+		s.cfg.Logger.Warn("photo not kept", "photo_id", id, "reason", reason, "err", err)
+		why[id] = reason
 	}
 	now := s.cfg.Now()
-	var removed []string
+	var removed []Photo
 	err := s.st.Update(func(tx *bolt.Tx) error {
 		res.Kept, res.Deleted, removed = nil, 0, nil
 		st, err := s.pol.Read(tx)
@@ -392,7 +404,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 			if err := b.Delete([]byte(p.ID)); err != nil {
 				return err
 			}
-			removed = append(removed, p.ID)
+			removed = append(removed, p)
 			if st, ok := staged[p.ID]; ok {
 				u := uploads[p.ID]
 				switch {
@@ -425,14 +437,19 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if err := writeDay(tx, counts); err != nil {
 			return err
 		}
-		_, err = audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)})
-		return err
+		if _, err := audit.Append(tx, now, "selection_done", "", map[string]string{"day": day, "kept": strconv.Itoa(len(res.Kept)), "deleted": strconv.Itoa(res.Deleted)}); err != nil {
+			return err
+		}
+		// Once this commits, the photos' keys are overwritten in place and
+		// their files removed: kept ones left as cleaned uploads.
+		s.vault.forgetOnCommit(tx, removed)
+		if s.cfg.SelectedTx != nil {
+			return s.cfg.SelectedTx(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return res, err
-	}
-	if err := s.vault.RemoveFiles(removed); err != nil {
-		s.cfg.Logger.Error("remove decided photo files", "err", err)
 	}
 	res.Reasons = reasons(list, keep, staged, why, s.cfg.MinScore)
 	for _, r := range res.Reasons {
@@ -448,6 +465,73 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		s.cfg.OnSelected(res)
 	}
 	return res, nil
+}
+
+// prepare readies one kept photo to leave, in a worker of its own (Alone):
+// its faces found when blur is on and strangers pixelated, re-encoded at
+// its upload size and sealed into the upload queue, streamed. reason names
+// why it cannot leave: not_masked, not_cleaned or queue_full ("" for an
+// error of the device's own).
+func (s *Selector) prepare(ctx context.Context, u Upload, p Photo, img []byte, blur bool) (st Staged, out Upload, reason string, err error) {
+	size := image.Pt(clean.UploadSize(p.Width, p.Height))
+	err = s.cfg.Alone(ctx, func(ctx context.Context) error {
+		if st != nil { // a second try starts from nothing
+			st.Discard()
+			st = nil
+		}
+		out, reason = u, ""
+		var hide []image.Rectangle
+		if blur {
+			m, err := s.mask(ctx, img)
+			if err != nil {
+				// Strangers cannot be found, so the photo cannot go out.
+				reason = "not_masked"
+				return err
+			}
+			hide, out.Masked, out.ShowsKnown, out.Generation = m.Hide, true, m.ShowsKnown, m.Generation
+		}
+		var cleanErr error
+		sink := &writeErr{}
+		staged, err := s.uploads.Stage(out, func(w io.Writer) error {
+			sink.w = w
+			cleanErr = s.cfg.Pixels.Clean(ctx, img, hide, size, sink)
+			return cleanErr
+		})
+		switch {
+		case errors.Is(err, ErrUploadsFull):
+			reason = "queue_full"
+			return err
+		case sink.err != nil:
+			return err // the queue's own failure (a full disk): not the photo's
+		case cleanErr != nil:
+			reason = "not_cleaned"
+			return cleanErr
+		case err != nil:
+			return err
+		}
+		st = staged
+		return nil
+	})
+	if err != nil && st != nil {
+		st.Discard()
+		st = nil
+	}
+	return st, out, reason, err
+}
+
+// writeErr remembers whether writing failed, to tell the upload queue's
+// failures from the re-encoding's.
+type writeErr struct {
+	w   io.Writer
+	err error
+}
+
+func (e *writeErr) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // mask asks the Masker, or fails when there is none.

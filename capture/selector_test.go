@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"image"
 	"image/jpeg"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -58,23 +61,29 @@ func (s seedScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (S
 type queue struct {
 	mu        sync.Mutex
 	committed []Upload
+	contents  [][]byte // of the committed, in order
 	discarded int
 	onStage   func()
 	full      bool
 }
 
 type staged struct {
-	q *queue
-	u Upload
+	q       *queue
+	u       Upload
+	content []byte
 }
 
 func (s *staged) Discard() { s.q.mu.Lock(); s.q.discarded++; s.q.mu.Unlock() }
 
-func (q *queue) Stage(u Upload) (Staged, error) {
+func (q *queue) Stage(u Upload, write func(io.Writer) error) (Staged, error) {
 	if q.onStage != nil {
 		q.onStage()
 	}
-	return &staged{q, u}, nil
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return nil, err
+	}
+	return &staged{q, u, buf.Bytes()}, nil
 }
 
 func (q *queue) CommitTx(tx *bolt.Tx, s Staged) (string, error) {
@@ -84,6 +93,7 @@ func (q *queue) CommitTx(tx *bolt.Tx, s Staged) (string, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.committed = append(q.committed, s.(*staged).u)
+	q.contents = append(q.contents, s.(*staged).content)
 	return "a" + string(rune('0'+len(q.committed))), nil
 }
 
@@ -132,8 +142,8 @@ func TestP4_SelectionQueuesTheBestAndDeletesTheRestAtOnce(t *testing.T) {
 	if len(res[0].Kept) != 2 || res[0].Deleted != 4 || len(q.committed) != 2 {
 		t.Fatalf("kept %v deleted %d committed %d", res[0].Kept, res[0].Deleted, len(q.committed))
 	}
-	for _, u := range q.committed {
-		if seed := seedOf(u.Content); seed > 2 {
+	for i, u := range q.committed {
+		if seed := seedOf(q.contents[i]); seed > 2 {
 			t.Errorf("a photo scoring zero (seed %d) was kept", seed)
 		}
 		if u.Masked || u.ShowsKnown {
@@ -319,4 +329,140 @@ func vaultFiles(t *testing.T, f *fixture) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+type sessionKey struct{}
+
+// sessions is an Alone that marks its context, counts the sessions, and
+// runs fn a second time when the first run fails (as vision.Client.Alone
+// does when the worker died).
+type sessions struct {
+	mu    sync.Mutex
+	n     int
+	reran int
+}
+
+func (s *sessions) alone(ctx context.Context, fn func(context.Context) error) error {
+	s.mu.Lock()
+	s.n++
+	id := s.n
+	s.mu.Unlock()
+	ctx = context.WithValue(ctx, sessionKey{}, id)
+	err := fn(ctx)
+	if err != nil {
+		s.mu.Lock()
+		s.reran++
+		s.mu.Unlock()
+		err = fn(ctx)
+	}
+	return err
+}
+
+// sessionPixels and sessionMask record the session each call ran in (0:
+// none); cleanFails makes the first clean of each session fail.
+type sessionPixels struct {
+	InProcess
+	mu         sync.Mutex
+	cleans     []any
+	cleanFails map[any]bool
+}
+
+func (p *sessionPixels) Clean(ctx context.Context, data []byte, hide []image.Rectangle, size image.Point, w io.Writer) error {
+	p.mu.Lock()
+	id := ctx.Value(sessionKey{})
+	p.cleans = append(p.cleans, id)
+	fail := p.cleanFails != nil && !p.cleanFails[id]
+	if fail {
+		p.cleanFails[id] = true
+	}
+	p.mu.Unlock()
+	if fail {
+		return errors.New("vision: worker crashed during clean")
+	}
+	return p.InProcess.Clean(ctx, data, hide, size, w)
+}
+
+type sessionMask struct {
+	mu    sync.Mutex
+	masks []any
+}
+
+func (m *sessionMask) Mask(ctx context.Context, img []byte) (Mask, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.masks = append(m.masks, ctx.Value(sessionKey{}))
+	return Mask{}, nil
+}
+
+// Issue 21: each photo about to leave has its faces found and is
+// re-encoded within a session of its own (a worker that has seen nothing
+// else), never outside one; and a session whose worker died is run again
+// from nothing (issue 22: a crash is not a verdict).
+func TestIssue21_EachOutgoingPhotoIsReadiedByAWorkerOfItsOwn(t *testing.T) {
+	f := admitted(t, 3)
+	f.set(map[policy.Feature]bool{policy.BlurUnknownFaces: true})
+	q := &queue{}
+	ss := &sessions{}
+	px := &sessionPixels{cleanFails: map[any]bool{}}
+	mk := &sessionMask{}
+	s := NewSelector(SelectorConfig{KeepPerDay: 2, MinScore: 0.25, Location: la, Now: f.clock, Logger: slog.New(slog.DiscardHandler),
+		Pixels: px, Alone: ss.alone}, f.st, f.pol, f.vault, seedScorer{good: map[int]bool{0: true, 1: true, 2: true}}, mk, q)
+	res, err := s.SelectNow(context.Background(), true)
+	if err != nil || len(res) != 1 || len(res[0].Kept) != 2 {
+		t.Fatalf("select: %+v %v", res, err)
+	}
+	if ss.n != 2 || ss.reran != 2 {
+		t.Fatalf("%d sessions, %d run again: want one session per kept photo, each run again once", ss.n, ss.reran)
+	}
+	seen := map[any]int{}
+	for _, id := range append(append([]any{}, px.cleans...), mk.masks...) {
+		if id == nil {
+			t.Fatal("a photo's faces or its re-encoding ran outside a session")
+		}
+		seen[id]++
+	}
+	if len(seen) != 2 || seen[1] != 4 || seen[2] != 4 { // two runs of mask and clean each
+		t.Fatalf("calls by session %v", seen)
+	}
+	if len(q.committed) != 2 {
+		t.Fatalf("committed %d", len(q.committed))
+	}
+}
+
+// notJudged is what the daemon's adapters return when the worker could not
+// start or be confined.
+type notJudgedScorer struct{}
+
+func (notJudgedScorer) Score(context.Context, []byte, time.Time) (Scored, error) {
+	return Scored{}, fmt.Errorf("%w: vision: the worker cannot be confined", ErrRetryLater)
+}
+
+// Issue 21/22: a photo the worker could not judge (it cannot start or be
+// confined) is not deleted: the day waits undecided, as it does for a full
+// disk.
+func TestIssue22_APhotoNoWorkerCouldJudgeWaits(t *testing.T) {
+	for name, build := range map[string]func(f *fixture) *Selector{
+		"score": func(f *fixture) *Selector { return f.selector(notJudgedScorer{}, nil, &queue{}, 10) },
+		"mask": func(f *fixture) *Selector {
+			f.set(map[policy.Feature]bool{policy.BlurUnknownFaces: true})
+			return f.selector(seedScorer{good: map[int]bool{0: true, 1: true}},
+				fixedMask{err: fmt.Errorf("%w: no worker", ErrRetryLater)}, &queue{}, 10)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := admitted(t, 2)
+			s := build(f)
+			if _, err := s.SelectNow(context.Background(), true); !errors.Is(err, ErrRetryLater) {
+				t.Fatalf("select: %v, want ErrRetryLater", err)
+			}
+			f.st.View(func(tx *bolt.Tx) error {
+				photos, _ := Photos(tx)
+				c, _ := ReadDay(tx, f.today().Day)
+				if len(photos) != 2 || c.Deleted != 0 || c.Decided {
+					t.Fatalf("%d photos left, counts %+v: a photo nobody judged was deleted", len(photos), c)
+				}
+				return nil
+			})
+		})
+	}
 }

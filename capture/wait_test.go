@@ -84,7 +84,7 @@ func TestSpoolMarkersDoNotGrowUnderAFlood(t *testing.T) {
 		t.Fatalf("%d markers left after the files went", n)
 	}
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	if c.Refused != 300 {
 		t.Fatalf("refused %d, want 300", c.Refused)
 	}
@@ -104,17 +104,19 @@ func TestDirectoryNamedLikeAPhotoIsDecidedOnceAndLoggedOnce(t *testing.T) {
 		f.setClock(f.clock().Add(20 * time.Second))
 		f.in.process("x.jpg")
 	}
+	// Once decided (invalid, with its reason), once as not removable;
+	// never again at a rescan.
 	n := 0
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, "x.jpg") {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d log lines about x.jpg, want 1:\n%s", n, logs)
+	if n != 2 || !strings.Contains(logs.String(), `msg="photo invalid" file=x.jpg reason=not_a_file`) {
+		t.Fatalf("%d log lines about x.jpg, want the invalid one and the not removable one:\n%s", n, logs)
 	}
 	var c DayCounts
-	f.st.View(func(tx *bolt.Tx) (err error) { c, err = Today(tx, f.clock(), la); return })
+	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })
 	if c.Invalid != 1 || c.Admitted != 0 {
 		t.Fatalf("counts %+v, want one invalid", c)
 	}

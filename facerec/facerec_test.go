@@ -30,6 +30,9 @@ var analysed atomic.Int64
 
 func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 	analysed.Add(1)
+	if bytes.HasPrefix(img, []byte("~")) {
+		return nil, nil // a person too far for Patrol's search
+	}
 	var out []Face
 	for _, f := range bytes.Split(img, []byte("|")) {
 		switch {
@@ -40,6 +43,15 @@ func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 		}
 	}
 	return out, nil
+}
+
+// farAnalyzer stands in for the enrollment search: it also finds the
+// faces of frames marked '~' (a person where the robot stands), which
+// Patrol's search (frameAnalyzer) does not reach.
+type farAnalyzer struct{}
+
+func (farAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
+	return frameAnalyzer{}.Faces(ctx, bytes.TrimPrefix(img, []byte("~")))
 }
 
 type firstByte struct{}
@@ -94,10 +106,10 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, st: st, pol: policy.New("US-CA", []string{"US-IL"}, ring), dir: filepath.Join(dir, "frames"),
 		now: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
 	r.cfg = Config{
-		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute,
+		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute, EnrollAnalyzer: farAnalyzer{},
 		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
 		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
-		OnEnrollFailed: func(s, why string) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
+		OnEnrollFailed: func(s, why string, _ Progress) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
 		SightingTx: func(tx *bolt.Tx, s string, slot uint32, at time.Time, c float64) error {
 			r.mu.Lock()
 			r.seen = append(r.seen, s)
@@ -434,4 +446,32 @@ func TestFramesAreDeletedUnreadWhenNothingNeedsThem(t *testing.T) {
 		return err
 	})
 	r.frame("A") // fails the test unless deleted within 2 s
+}
+
+// TestEnrollmentFramesGetTheEnrollmentSearch (issue 19): a person enrols
+// from where the robot stands. While a window is open, frames go to the
+// enrollment search, which finds faces Patrol's does not reach; without a
+// window they go to Patrol's.
+func TestEnrollmentFramesGetTheEnrollmentSearch(t *testing.T) {
+	r := newRig(t)
+	r.consent("ana")
+	if err := r.start("ana"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		r.frame("~A")
+	}
+	if got := r.list(&r.enrolled); len(got) != 1 || got[0] != "ana" {
+		t.Fatalf("enrolled %v after three frames of ana at a distance", got)
+	}
+	r.advance(time.Hour) // past the sighting interval
+	before := len(r.list(&r.seen))
+	r.frame("~A")
+	if len(r.list(&r.seen)) != before {
+		t.Fatal("a Patrol frame was searched as far as an enrollment frame")
+	}
+	r.frame("A")
+	if len(r.list(&r.seen)) != before+1 {
+		t.Fatal("ana not sighted in a Patrol frame")
+	}
 }

@@ -51,6 +51,9 @@ const legacyModel = "lbp-v1"
 type templateSet struct {
 	Model   string   `json:"model"`
 	Samples [][]byte `json:"samples"`
+	// At is when the enrollment completed (zero for templates stored
+	// before it was recorded): a delete_data issued before it spares them.
+	At time.Time `json:"at,omitzero"`
 }
 
 func decodeTemplates(raw []byte) (templateSet, error) {
@@ -87,7 +90,7 @@ func (s *Service) saveTemplates(tx *bolt.Tx, subject string, samples [][]byte) (
 	if err := tx.Bucket(store.BucketFaces).Delete(reenrollKey(subject)); err != nil {
 		return 0, err
 	}
-	raw, err := json.Marshal(templateSet{Model: s.rec.Model(), Samples: samples})
+	raw, err := json.Marshal(templateSet{Model: s.rec.Model(), Samples: samples, At: s.cfg.Now().UTC()})
 	if err != nil {
 		return 0, err
 	}
@@ -131,8 +134,10 @@ func (s *Service) recordSighting(tx *bolt.Tx, subject string, at time.Time, conf
 type What struct {
 	Templates bool
 	Sightings bool
-	// Before limits the sightings erased to those seen before it (zero:
-	// all of them); a sighting that cannot be opened goes in any case.
+	// Before limits what is erased to the sightings seen, and templates
+	// enrolled, before it (zero: all of them); a record that cannot be
+	// opened, or templates that do not say when they were enrolled, go in
+	// any case.
 	Before time.Time
 }
 
@@ -155,7 +160,12 @@ func (s *Service) EraseTx(tx *bolt.Tx, subject string, w What) (f Forgotten, rem
 			return f, false, err
 		}
 	}
-	if w.Templates {
+	var key []byte
+	if !w.Before.IsZero() {
+		_, key, _ = s.pol.FaceKey(tx, subject)
+		defer clear(key)
+	}
+	if w.Templates && !s.enrolledSince(key, b.Get(tplKey(subject)), subject, w.Before) {
 		if err := clearOpenWindow(tx, subject); err != nil {
 			return f, false, err
 		}
@@ -165,11 +175,6 @@ func (s *Service) EraseTx(tx *bolt.Tx, subject string, w What) (f Forgotten, rem
 			}
 			f.Templates = 1
 		}
-	}
-	var key []byte
-	if !w.Before.IsZero() {
-		_, key, _ = s.pol.FaceKey(tx, subject)
-		defer clear(key)
 	}
 	var gone [][]byte
 	p := sightPrefixOf(subject)
@@ -209,6 +214,22 @@ func openSighting(key, k, v []byte) (sighting, bool) {
 	}
 	var sg sighting
 	return sg, json.Unmarshal(raw, &sg) == nil
+}
+
+// enrolledSince reports whether the sealed templates v of subject say they
+// were enrolled at or after before (never when before is zero or they
+// cannot be read).
+func (s *Service) enrolledSince(key, v []byte, subject string, before time.Time) bool {
+	if before.IsZero() || v == nil || key == nil {
+		return false
+	}
+	raw, err := keys.Open(key, v, tplKey(subject))
+	if err != nil {
+		return false
+	}
+	defer clear(raw)
+	t, err := decodeTemplates(raw)
+	return err == nil && !t.At.IsZero() && !t.At.Before(before)
 }
 
 // ResealTx seals every face record of subject again, from the old face

@@ -377,7 +377,7 @@ func (m *Manager) stage(d download, move bool) (outcome, error) {
 			if err := dropDownload(b); err != nil {
 				return err
 			}
-			return RecordRejection(tx, now, out.rejected)
+			return m.rejectedTx(tx, now, out.rejected)
 		}
 		prev, err := readSlot(b, keyStaged)
 		if err != nil {
@@ -489,6 +489,17 @@ func (m *Manager) writeOffer(offer []byte) error {
 	return nil
 }
 
+// rejectedTx audits a rejected download and runs the RejectedTx hook, in tx.
+func (m *Manager) rejectedTx(tx *bolt.Tx, now time.Time, r *Rejection) error {
+	if err := RecordRejection(tx, now, r); err != nil {
+		return err
+	}
+	if m.cfg.RejectedTx == nil {
+		return nil
+	}
+	return m.cfg.RejectedTx(tx, now, r.Version, r.Reason)
+}
+
 // reject drops d with reason, audits it and removes its file. Callers hold
 // m.mu.
 func (m *Manager) reject(d download, reason, detail string) (outcome, error) {
@@ -500,7 +511,7 @@ func (m *Manager) reject(d download, reason, detail string) (outcome, error) {
 		if err != nil || cur == nil {
 			return err
 		}
-		return RecordRejection(tx, m.cfg.Now(), r)
+		return m.rejectedTx(tx, m.cfg.Now(), r)
 	})
 	if err != nil {
 		return outcome{}, err

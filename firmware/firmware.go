@@ -162,6 +162,9 @@ type Config struct {
 	// goroutine (Chunk, HandleChunkMessage, Run), outside any transaction,
 	// and should return quickly.
 	OnStaged func(m Manifest)
+	// RejectedTx, when set, runs inside the transaction that records a
+	// download rejected (digest, size, or rollback).
+	RejectedTx func(tx *bolt.Tx, now time.Time, version, reason string) error
 	// OnRejected is called after a download is rejected (digest, size, or
 	// rollback found at staging), for the firmware_rejected event. Offer
 	// never calls it: the caller reports the *Rejection Offer returns.

@@ -3,13 +3,13 @@ package vision
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +31,14 @@ var (
 	ErrClosed = errors.New("vision: client closed")
 	// ErrTooLarge: the image is over MaxImageBytes; it was not sent.
 	ErrTooLarge = errors.New("vision: image too large")
+	// ErrUnconfined: the launcher could not confine the worker (a kernel
+	// without Landlock, say), so none runs; Client.Confinement says why.
+	// It wraps ErrStart: the image was not judged.
+	ErrUnconfined = fmt.Errorf("%w: the worker cannot be confined", ErrStart)
+	// ErrBadAnswer: the worker's answer failed the daemon's checks (a
+	// clean photo of another size, format or weight than asked for). The
+	// worker was killed: it is not to be trusted with anything more.
+	ErrBadAnswer = errors.New("vision: the worker's answer failed the daemon's checks")
 )
 
 // RemoteError is a request the worker answered with an error (for example
@@ -59,7 +67,10 @@ type Config struct {
 	// Dir is the worker's working directory; "" is "/".
 	Dir string
 
-	RequestTimeout time.Duration // one request, default 10 s
+	// RequestTimeout bounds one request, default 10 s; a clean request
+	// gets cleanTimeouts times as long (a 40-megapixel photo decoded,
+	// scaled and encoded in pure Go).
+	RequestTimeout time.Duration
 	StartTimeout   time.Duration // start plus handshake, default 5 s
 	// IdleTimeout stops the worker after this long without a request,
 	// default 30 s; negative: never.
@@ -73,10 +84,23 @@ type Config struct {
 	Stderr io.Writer
 	// Logger records starts, stops, crashes and time-outs; nil discards.
 	Logger *slog.Logger
-	// OnStart runs with each new worker's pid, before the handshake (the
-	// daemon puts the worker in its own memory cgroup there). An error is
-	// logged; the worker runs anyway.
-	OnStart func(pid int) error
+	// Cgroup, when set, is the worker's cgroup of its own (under systemd,
+	// the leaf of the service's delegated cgroup: internal/cgroup). Each
+	// worker is placed in it as it starts, before the handshake (an error
+	// is logged; the worker runs anyway), and everything left in it is
+	// killed (cgroup.kill) once a worker has stopped, so no child of the
+	// worker outlives it, even one in a session of its own. Without it the
+	// worker is the first process of a PID namespace of its own, whose
+	// processes the kernel kills with it (setProcAttr); the unit's
+	// RestrictNamespaces forbids that namespace, the cgroup stands in.
+	Cgroup Cgroup
+}
+
+// Cgroup is a cgroup holding nothing but the worker and what it starts.
+type Cgroup interface {
+	Place(pid int) error
+	// Kill ends every process in it and returns once it is empty.
+	Kill() error
 }
 
 // DefaultEnv is the worker's environment when Config.Env is nil: a PATH,
@@ -119,13 +143,16 @@ type Stats struct {
 	IdleStops int  // workers stopped after IdleTimeout
 	Requests  int  // requests sent (handshakes not counted)
 	Failed    int  // requests that ended in an error of any kind
-	// NoNetwork: the running (or last) worker has a network namespace of
-	// its own and cannot reach any network.
-	NoNetwork bool
-	// Sandboxed: the running (or last) worker was started through the
-	// launcher (filesystem confined where the kernel has Landlock, no
-	// sockets at all by seccomp).
-	Sandboxed bool
+	// Retries are requests sent again to a fresh worker after the one
+	// handling them died or timed out (Alone's sessions included).
+	Retries int
+	// Alone counts Alone's sessions: photos handled by a worker of their
+	// own.
+	Alone int
+	// BadAnswers are answers that failed the daemon's checks.
+	BadAnswers int
+	// Refused are starts the launcher refused (see Confinement).
+	Refused int
 }
 
 // Client runs the vision worker on demand. Requests are served one at a
@@ -139,15 +166,26 @@ type Client struct {
 	closed   bool
 	idle     *time.Timer
 	lastUsed time.Time
+	ns       nsTry     // the namespaces the last start got
+	refused  time.Time // when the launcher last refused to confine a worker
 
 	statsMu sync.Mutex
 	stats   Stats
+	conf    Confinement
 }
 
 // NewClient returns a client; no process starts before the first request.
 func NewClient(cfg Config) *Client {
 	return &Client{cfg: cfg.withDefaults()}
 }
+
+// cleanTimeouts is how many RequestTimeouts a clean request may take.
+const cleanTimeouts = 3
+
+// refuseFor is how long a client whose launcher refused to confine a
+// worker refuses requests at once, without trying again (a kernel does not
+// gain Landlock while it runs; a passing failure clears after this).
+const refuseFor = time.Minute
 
 // Ping starts the worker if needed and checks it answers.
 func (c *Client) Ping(ctx context.Context) (Pong, error) {
@@ -209,18 +247,34 @@ func (c *Client) Validate(ctx context.Context, req Validate) (ValidateResult, er
 	return *resp.Validate, nil
 }
 
-// Clean asks the worker to re-encode one photo for upload.
-func (c *Client) Clean(ctx context.Context, req Clean) (CleanResult, error) {
+// Clean asks the worker to re-encode one photo for upload and streams
+// the JPEG to w as it arrives, never holding it whole. req must name the
+// size of the answer (Width, Height, MaxBytes): the answer is refused
+// unread when it claims more than MaxBytes, and it must then be a JPEG of
+// exactly Width x Height with no metadata segment and nothing after its
+// end (checkJPEG); otherwise the worker is killed and the error wraps
+// ErrBadAnswer. On any error what reached w is to be thrown away.
+func (c *Client) Clean(ctx context.Context, req Clean, w io.Writer) (CleanResult, error) {
 	if len(req.Image) > MaxImageBytes {
 		c.count(func(s *Stats) { s.Failed++ })
 		return CleanResult{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(req.Image), MaxImageBytes)
 	}
-	resp, err := c.call(ctx, &Request{Op: OpClean, Clean: &req})
+	if req.Width <= 0 || req.Height <= 0 || req.MaxBytes <= 0 {
+		c.count(func(s *Stats) { s.Failed++ })
+		return CleanResult{}, errors.New("vision: clean needs the answer's width, height and bound")
+	}
+	chk := &jpegCheck{w: w}
+	resp, err := c.callBlob(ctx, &Request{Op: OpClean, Clean: &req}, chk, func(resp *Response) error {
+		if resp.Clean == nil {
+			return errors.New("clean answered without a photo")
+		}
+		if resp.Clean.Width != req.Width || resp.Clean.Height != req.Height {
+			return fmt.Errorf("clean answered %dx%d, asked for %dx%d", resp.Clean.Width, resp.Clean.Height, req.Width, req.Height)
+		}
+		return chk.verify(req.Width, req.Height)
+	})
 	if err != nil {
 		return CleanResult{}, err
-	}
-	if resp.Clean == nil || len(resp.Clean.JPEG) == 0 {
-		return CleanResult{}, fmt.Errorf("%w: clean answered without a photo", ErrCrashed)
 	}
 	return *resp.Clean, nil
 }
@@ -257,10 +311,28 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) call(ctx context.Context, req *Request) (*Response, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	return c.callBlob(ctx, req, nil, nil)
+}
+
+// callBlob sends req, streaming a blob answer to blob, and runs check on
+// the answer (ErrBadAnswer when it fails: the worker is killed). A
+// request whose worker died or timed out is sent once more to a fresh
+// worker, unless it streams a blob (Alone retries those whole) or runs in
+// an Alone session (which does).
+func (c *Client) callBlob(ctx context.Context, req *Request, blob io.Writer, check func(*Response) error) (*Response, error) {
+	s, inSession := ctx.Value(sessionKey{}).(*session)
+	if !inSession || s.c != c {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		inSession = false
+	}
 	c.count(func(s *Stats) { s.Requests++ })
-	resp, err := c.callLocked(ctx, req)
+	resp, err := c.callLocked(ctx, req, blob, check, s)
+	if died(err) && ctx.Err() == nil && blob == nil && !inSession {
+		c.count(func(s *Stats) { s.Retries++ })
+		c.cfg.Logger.Warn("vision request sent again to a fresh worker", "op", req.Op, "err", err)
+		resp, err = c.callLocked(ctx, req, blob, check, nil)
+	}
 	if err != nil {
 		c.count(func(s *Stats) { s.Failed++ })
 		return nil, err
@@ -268,7 +340,10 @@ func (c *Client) call(ctx context.Context, req *Request) (*Response, error) {
 	return resp, nil
 }
 
-func (c *Client) callLocked(ctx context.Context, req *Request) (*Response, error) {
+// died tells a worker that died or hung from an answer it gave.
+func died(err error) bool { return errors.Is(err, ErrCrashed) || errors.Is(err, ErrTimeout) }
+
+func (c *Client) callLocked(ctx context.Context, req *Request, blob io.Writer, check func(*Response) error, s *session) (*Response, error) {
 	if c.closed {
 		return nil, ErrClosed
 	}
@@ -283,11 +358,24 @@ func (c *Client) callLocked(ctx context.Context, req *Request) (*Response, error
 		c.drop(c.w)
 	}
 	if c.w == nil {
+		if s != nil && s.started {
+			// A session's worker is its own: once it is gone, no other
+			// takes its place within the session.
+			return nil, fmt.Errorf("%w: the session's worker is gone", ErrCrashed)
+		}
 		if err := c.start(ctx); err != nil {
 			return nil, err
 		}
+		if s != nil {
+			s.started = true
+		}
 	}
-	resp, err := c.roundTrip(ctx, c.w, req, c.cfg.RequestTimeout)
+	w := c.w
+	timeout := c.cfg.RequestTimeout
+	if req.Op == OpClean {
+		timeout *= cleanTimeouts
+	}
+	resp, err := c.roundTrip(ctx, w, req, blob, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -295,29 +383,102 @@ func (c *Client) callLocked(ctx context.Context, req *Request) (*Response, error
 	if resp.Error != "" {
 		return nil, &RemoteError{Op: req.Op, Msg: resp.Error}
 	}
+	if check != nil {
+		if err := check(resp); err != nil {
+			c.kill(w)
+			c.count(func(s *Stats) { s.BadAnswers++ })
+			c.cfg.Logger.Error("vision worker's answer failed the checks; killed", "pid", w.pid, "op", req.Op, "err", err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadAnswer, req.Op, err)
+		}
+	}
 	return resp, nil
 }
 
-// start runs the worker and shakes hands with a ping.
+// session is an Alone call in progress; its context carries it.
+type session struct {
+	c       *Client
+	started bool // its worker was started
+}
+
+type sessionKey struct{}
+
+// Alone runs fn with a worker of its own: every request fn makes through
+// this client with the context it is given goes to one worker started for
+// it, which has handled nothing before and handles nothing after (it is
+// stopped when fn returns), and no other worker runs meanwhile, so the
+// worker's memory bound holds for it alone. It is for a photo about to
+// leave the device: a worker that an earlier image took over cannot answer
+// for it, and the one that sees it sees nothing else. Other requests wait.
+//
+// When fn fails because its worker died or timed out, fn runs once more
+// with another fresh worker (a worker's death is not a verdict on the
+// photo); it must therefore start from nothing each time. fn calls the
+// client from its own goroutine only.
+func (c *Client) Alone(ctx context.Context, fn func(ctx context.Context) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.count(func(s *Stats) { s.Alone++ })
+	for attempt := 0; ; attempt++ {
+		if c.closed {
+			return ErrClosed
+		}
+		if c.w != nil {
+			c.stop(c.w) // it has seen other images: it answers nothing of this photo's
+		}
+		err := fn(context.WithValue(ctx, sessionKey{}, &session{c: c}))
+		if c.w != nil {
+			c.stop(c.w) // it has seen this photo: it answers nothing else
+		}
+		if attempt == 0 && died(err) && ctx.Err() == nil {
+			c.count(func(s *Stats) { s.Retries++ })
+			c.cfg.Logger.Warn("vision session tried again with a fresh worker", "err", err)
+			continue
+		}
+		return err
+	}
+}
+
+// start runs the worker and shakes hands with a ping. Through a launcher
+// it first reads the launcher's report of the confinement in force; a
+// launcher that refused leaves no worker (ErrUnconfined) and the client
+// refuses at once for refuseFor.
 func (c *Client) start(ctx context.Context) error {
-	w, err := startWorker(c.cfg)
+	if !c.refused.IsZero() && time.Since(c.refused) < refuseFor {
+		c.count(func(s *Stats) { s.Refused++ })
+		return fmt.Errorf("%w: %s", ErrUnconfined, c.Confinement().Refused)
+	}
+	w, err := startWorker(c.cfg, &c.ns, "")
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStart, err)
+	}
+	conf, err := w.confinement(c.cfg, c.ns)
+	if err == nil {
+		c.setConfinement(conf)
+	}
+	if conf.Refused != "" {
+		c.kill(w)
+		c.refused = time.Now()
+		c.count(func(s *Stats) { s.Refused++ })
+		c.cfg.Logger.Error("vision worker refused: it cannot be confined; faces and photos are not analysed", "why", conf.Refused)
+		return fmt.Errorf("%w: %s", ErrUnconfined, conf.Refused)
+	}
+	c.refused = time.Time{}
+	if err != nil {
+		c.kill(w)
+		return fmt.Errorf("%w: %s: %v", ErrStart, c.cfg.Path, err)
 	}
 	c.count(func(s *Stats) {
 		s.Starts++
 		s.Running = true
 		s.PID = w.pid
-		s.NoNetwork = w.isolated
-		s.Sandboxed = c.cfg.Launcher != ""
 	})
 	c.w = w
-	if c.cfg.OnStart != nil {
-		if err := c.cfg.OnStart(w.pid); err != nil {
-			c.cfg.Logger.Warn("vision worker start hook failed", "pid", w.pid, "err", err)
+	if c.cfg.Cgroup != nil {
+		if err := c.cfg.Cgroup.Place(w.pid); err != nil {
+			c.cfg.Logger.Warn("vision worker not placed in its cgroup", "pid", w.pid, "err", err)
 		}
 	}
-	resp, err := c.roundTrip(ctx, w, &Request{Op: OpPing}, c.cfg.StartTimeout)
+	resp, err := c.roundTrip(ctx, w, &Request{Op: OpPing}, nil, c.cfg.StartTimeout)
 	if err == nil && (resp.Pong == nil || resp.Pong.Protocol != ProtocolVersion) {
 		got := 0
 		if resp.Pong != nil {
@@ -329,16 +490,17 @@ func (c *Client) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrStart, c.cfg.Path, err)
 	}
-	if w.isolateErr != nil {
-		c.cfg.Logger.Warn("vision worker runs without a network namespace of its own", "err", w.isolateErr)
+	if w.nsErr != nil {
+		c.cfg.Logger.Warn("vision worker runs without some namespaces of its own", "namespaces", conf.Namespaces, "err", w.nsErr)
 	}
-	c.cfg.Logger.Info("vision worker started", "pid", w.pid, "no_network", w.isolated, "sandboxed", c.cfg.Launcher != "", "landlock_abi", LandlockABI())
+	c.cfg.Logger.Info("vision worker started", "pid", w.pid, "landlock_abi", conf.Landlock, "seccomp", conf.Seccomp,
+		"namespaces", conf.Namespaces, "uid", conf.UID, "cgroup", c.cfg.Cgroup != nil)
 	return nil
 }
 
 // roundTrip sends req and reads its answer. On a time-out, a cancelled
 // context, a broken pipe or a garbled answer the worker is killed.
-func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, timeout time.Duration) (*Response, error) {
+func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, blob io.Writer, timeout time.Duration) (*Response, error) {
 	c.nextID++
 	req.ID = c.nextID
 	type result struct {
@@ -351,7 +513,7 @@ func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, timeout
 			ch <- result{err: err}
 			return
 		}
-		resp, err := ReadResponse(w.stdout)
+		resp, err := ReadResponse(w.stdout, req, blob)
 		ch <- result{resp, err}
 	}()
 	t := time.NewTimer(timeout)
@@ -361,12 +523,19 @@ func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, timeout
 		if r.err == nil && r.resp.ID != req.ID {
 			r.err = fmt.Errorf("answer for request %d, want %d", r.resp.ID, req.ID)
 		}
+		var sinkErr *SinkError
+		if errors.As(r.err, &sinkErr) {
+			// Our side failed (a full disk): the stream is out of step, so
+			// the worker goes, but it did nothing wrong.
+			c.kill(w)
+			return nil, sinkErr
+		}
 		if r.err != nil {
 			reason := w.exitReason() // before the kill, to tell how it died
 			c.kill(w)
 			c.count(func(s *Stats) { s.Crashes++ })
 			c.cfg.Logger.Error("vision worker crashed", "pid", w.pid, "op", req.Op, "exit", reason, "err", r.err)
-			return nil, fmt.Errorf("%w during %s (pid %d, %s): %v", ErrCrashed, req.Op, w.pid, reason, r.err)
+			return nil, fmt.Errorf("%w during %s (pid %d, %s): %w", ErrCrashed, req.Op, w.pid, reason, r.err)
 		}
 		return r.resp, nil
 	case <-t.C:
@@ -433,6 +602,13 @@ func (c *Client) kill(w *worker) {
 func (c *Client) drop(w *worker) {
 	w.closePipes()
 	<-w.done
+	if c.cfg.Cgroup != nil {
+		// Whatever the worker left behind (a child in a session of its
+		// own) is in its cgroup still.
+		if err := c.cfg.Cgroup.Kill(); err != nil {
+			c.cfg.Logger.Error("vision worker's cgroup not emptied", "pid", w.pid, "err", err)
+		}
+	}
 	if c.w == w {
 		c.w = nil
 	}
@@ -447,16 +623,18 @@ type worker struct {
 	stdout *bufio.Reader
 	outR   *os.File
 	stderr *tail
+	report *os.File // the launcher's report; nil without a launcher
 
 	done    chan struct{} // closed once Wait returned
 	waitErr error
 	once    sync.Once
 
-	isolated   bool  // in a network namespace of its own
-	isolateErr error // why not, when the kernel refused it
+	nsErr error // why a namespace is missing, when the kernel refused it
 }
 
-func startWorker(cfg Config) (*worker, error) {
+// startWorker runs the worker (or, with probe, the launcher alone), in as
+// many of the namespaces of ns as the kernel grants; ns remembers them.
+func startWorker(cfg Config, ns *nsTry, probe string) (*worker, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -467,12 +645,28 @@ func startWorker(cfg Config) (*worker, error) {
 		inW.Close()
 		return nil, err
 	}
-	w := &worker{stdin: inW, outR: outR, stdout: bufio.NewReaderSize(outR, 64<<10), stderr: &tail{fwd: cfg.Stderr}, done: make(chan struct{})}
-	command := func(isolate bool) *exec.Cmd {
+	var repR, repW *os.File
+	if cfg.Launcher != "" {
+		if repR, repW, err = os.Pipe(); err != nil {
+			inR.Close()
+			inW.Close()
+			outR.Close()
+			outW.Close()
+			return nil, err
+		}
+	}
+	w := &worker{stdin: inW, outR: outR, stdout: bufio.NewReaderSize(outR, 64<<10), stderr: &tail{fwd: cfg.Stderr},
+		report: repR, done: make(chan struct{})}
+	command := func(try nsTry) *exec.Cmd {
 		cmd := exec.Command(cfg.Path, cfg.Args...)
 		if cfg.Launcher != "" {
-			name, args := launcherCommand(cfg.Launcher, cfg.Sandbox, cfg.Path, cfg.Args)
-			cmd = exec.Command(name, args...)
+			path, args := cfg.Path, cfg.Args
+			if probe != "" {
+				path, args = "", nil
+			}
+			name, argv := launcherCommand(cfg.Launcher, cfg.Sandbox, path, args)
+			cmd = exec.Command(name, argv...)
+			cmd.ExtraFiles = []*os.File{repW} // descriptor 3 (reportFD)
 		}
 		cmd.Env = cfg.Env
 		cmd.Dir = cfg.Dir
@@ -480,24 +674,34 @@ func startWorker(cfg Config) (*worker, error) {
 		cmd.Stdout = outW
 		cmd.Stderr = w.stderr
 		cmd.WaitDelay = time.Second
-		setProcAttr(cmd, isolate)
+		setProcAttr(cmd, try)
 		return cmd
 	}
-	cmd := command(true)
-	err = cmd.Start()
-	w.isolated = err == nil && runtime.GOOS == "linux"
-	if err != nil && isolationRefused(err) {
-		// A kernel or container that forbids namespaces: run the worker
-		// anyway (faces and photos still work) and say so.
-		w.isolateErr = err
-		cmd = command(false)
-		err = cmd.Start()
+	var cmd *exec.Cmd
+	for _, try := range ns.candidates() {
+		cmd = command(try)
+		if err = cmd.Start(); err == nil {
+			*ns = try
+			break
+		}
+		if !isolationRefused(err) {
+			break
+		}
+		// A kernel, container or unit that forbids a namespace: try with
+		// fewer, and say which are missing.
+		w.nsErr = err
 	}
 	inR.Close() // the child holds its own copies
 	outW.Close()
+	if repW != nil {
+		repW.Close()
+	}
 	if err != nil {
 		inW.Close()
 		outR.Close()
+		if repR != nil {
+			repR.Close()
+		}
 		return nil, err
 	}
 	w.cmd = cmd
@@ -507,6 +711,52 @@ func startWorker(cfg Config) (*worker, error) {
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// maxReport bounds the launcher's report.
+const maxReport = 4 << 10
+
+// confinement reads the launcher's report (until it closes its end, just
+// before the exec) and adds what the client itself put in force. Without
+// a launcher the worker is unconfined, and says so.
+func (w *worker) confinement(cfg Config, ns nsTry) (Confinement, error) {
+	conf := Confinement{Checked: true, Namespaces: ns.names(), UID: os.Getuid(), Cgroup: cfg.Cgroup != nil}
+	if w.report == nil {
+		return conf, nil
+	}
+	defer w.report.Close()
+	type result struct {
+		r   launchReport
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var r launchReport
+		raw, err := io.ReadAll(io.LimitReader(w.report, maxReport))
+		if err == nil {
+			err = json.Unmarshal(raw, &r)
+		}
+		if err != nil {
+			err = fmt.Errorf("launcher report: %w (%s)", err, w.exitReason())
+		}
+		ch <- result{r, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-time.After(cfg.StartTimeout):
+		w.report.Close()
+		r = <-ch
+		r.err = fmt.Errorf("launcher did not report within %v", cfg.StartTimeout)
+	}
+	if r.err != nil {
+		return conf, r.err
+	}
+	conf.Landlock, conf.Seccomp, conf.Refused = r.r.Landlock, r.r.Seccomp, r.r.Refused
+	if conf.Refused == "" && (conf.Landlock == 0 || !conf.Seccomp) {
+		conf.Refused = "the launcher reported no confinement"
+	}
+	return conf, nil
 }
 
 // isolationRefused tells a refused namespace from a missing binary.
@@ -529,6 +779,9 @@ func (w *worker) closePipes() {
 	w.once.Do(func() {
 		w.stdin.Close()
 		w.outR.Close()
+		if w.report != nil {
+			w.report.Close()
+		}
 	})
 }
 

@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +25,7 @@ import (
 const fakeEnv = "AIBO_VISION_FAKE"
 
 func TestMain(m *testing.M) {
+	outerFilter() // a kernel without Landlock, for the launcher only (sandbox_test.go)
 	RunLauncher() // this binary launches its own fake worker in the sandbox tests
 	if mode := os.Getenv(fakeEnv); mode != "" {
 		os.Exit(fakeWorker(mode))
@@ -40,6 +45,8 @@ func fakeWorker(mode string) int {
 		}
 		WriteResponse(os.Stdout, &Response{ID: req.ID, Pong: &Pong{Protocol: 99}})
 		return 0
+	case "sleeper": // a child an escape left behind
+		hang()
 	}
 	h := Handlers{Score: func(ctx context.Context, req Score) (ScoreResult, error) {
 		img := string(req.Image)
@@ -85,6 +92,12 @@ func fakeWorker(mode string) int {
 			conn.Write([]byte("GET /v1/inventory HTTP/1.0\r\n\r\n"))
 			conn.Close()
 			return ScoreResult{Score: 1}, nil
+		case strings.HasPrefix(img, "escape:"):
+			child, err := tryEscape(strings.TrimPrefix(img, "escape:"))
+			if err != nil {
+				return ScoreResult{}, err
+			}
+			return ScoreResult{Score: 1, Width: child}, nil
 		case strings.HasPrefix(img, "slow:"):
 			d, _ := time.ParseDuration(strings.TrimPrefix(img, "slow:"))
 			time.Sleep(d)
@@ -92,6 +105,7 @@ func fakeWorker(mode string) int {
 		return ScoreResult{Score: 0.5, Width: len(req.Image), Height: req.TakenAt.Hour(),
 			Breakdown: map[string]float64{"faces": 1}}, nil
 	}}
+	h.Clean = fakeClean
 	err := Serve(context.Background(), os.Stdin, os.Stdout, h)
 	if mode == "ignore-eof" {
 		hang()
@@ -153,11 +167,13 @@ func TestScoreAndPing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pong.Protocol != ProtocolVersion || pong.PID == 0 || len(pong.Ops) != 2 {
+	if pong.Protocol != ProtocolVersion || pong.PID == 0 || len(pong.Ops) != 3 {
 		t.Fatalf("pong %+v", pong)
 	}
-	if st := c.Stats(); st.Starts != 1 || !st.Running || st.PID != pong.PID {
-		t.Fatalf("stats %+v", st)
+	// The worker is process 1 of a PID namespace of its own; the client
+	// knows its pid outside it.
+	if st := c.Stats(); st.Starts != 1 || !st.Running || st.PID == 0 || pong.PID != 1 {
+		t.Fatalf("stats %+v, pong %+v", st, pong)
 	}
 }
 
@@ -186,8 +202,10 @@ func TestCrashRestarts(t *testing.T) {
 	if res.Width != 5 {
 		t.Fatalf("result %+v", res)
 	}
+	// Issue 22: a crash is not a verdict: the image was tried once more,
+	// in a fresh worker, before it failed.
 	st := c.Stats()
-	if st.Starts != 2 || st.Crashes != 1 || st.PID == pid || st.Failed != 1 {
+	if st.Starts != 3 || st.Crashes != 2 || st.Retries != 1 || st.PID == pid || st.Failed != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	mu.Lock()
@@ -219,8 +237,8 @@ func TestTimeoutKillsAndRestarts(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("time-out took %v", d)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("two time-outs took %v", d)
 	}
 	if !gone(pid) {
 		t.Errorf("hung worker %d not killed", pid)
@@ -228,7 +246,7 @@ func TestTimeoutKillsAndRestarts(t *testing.T) {
 	if _, err := score(c, "slow:10ms"); err != nil {
 		t.Fatalf("no restart after time-out: %v", err)
 	}
-	if st := c.Stats(); st.Starts != 2 || st.Timeouts != 1 {
+	if st := c.Stats(); st.Starts != 3 || st.Timeouts != 2 || st.Retries != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -479,12 +497,144 @@ func TestWorkerCannotReachTheNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Score != 0 || !c.Stats().NoNetwork {
-		t.Fatalf("the worker connected out (score %v, stats %+v)", res.Score, c.Stats())
+	if res.Score != 0 || !slices.Contains(c.Confinement().Namespaces, "net") {
+		t.Fatalf("the worker connected out (score %v, confinement %+v)", res.Score, c.Confinement())
 	}
 	select {
 	case <-got:
 		t.Fatal("the listener was reached from the worker")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// fakeClean answers a clean request truthfully ("clean:ok") or with one of
+// the lies a worker taken over by an image could tell.
+func fakeClean(ctx context.Context, req Clean) (CleanResult, error) {
+	w, h := req.Width, req.Height
+	mode := strings.TrimPrefix(string(req.Image), "clean:")
+	if mode == "wrong-size" || mode == "header-lies" {
+		w++
+	}
+	var buf bytes.Buffer
+	if mode == "png" {
+		png.Encode(&buf, image.NewGray(image.Rect(0, 0, w, h)))
+	} else {
+		jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, w, h)), nil)
+	}
+	out := buf.Bytes()
+	switch mode {
+	case "metadata": // the photo's own EXIF, GPS and all, copied out
+		exif := append([]byte{0xFF, 0xE1, 0, 22}, "Exif\x00\x00GPS 37.77N 122.4W"...)
+		out = append(append([]byte{0xFF, 0xD8}, exif...), out[2:]...)
+	case "trailing":
+		out = append(out, "a patrol frame"...)
+	case "over-its-bound":
+		out = append(out, make([]byte, req.MaxBytes)...)
+	}
+	res := CleanResult{JPEG: out, Width: req.Width, Height: req.Height}
+	if mode == "header-lies" {
+		res.Width = w
+	}
+	return res, nil
+}
+
+// Issue 21: the daemon checks a clean answer against what it asked for,
+// through the real launcher: a JPEG of exactly that size, no metadata,
+// nothing after its end, within its bound (refused before it is read).
+// A worker that answers otherwise is killed.
+func TestP16_ALyingCleanAnswerIsRefused(t *testing.T) {
+	c := newFake(t, "ok", func(cfg *Config) {
+		cfg.Launcher = os.Args[0]
+		cfg.Sandbox = Sandbox{Read: append([]string{os.Args[0]}, SystemReadPaths...)}
+	})
+	ask := func(mode string) (*bytes.Buffer, error) {
+		var out bytes.Buffer
+		_, err := c.Clean(context.Background(), Clean{Image: []byte("clean:" + mode), Width: 64, Height: 48, MaxBytes: 64 << 10}, &out)
+		return &out, err
+	}
+	out, err := ask("ok")
+	if err != nil {
+		t.Fatalf("a truthful answer: %v", err)
+	}
+	if cfg, err := jpeg.DecodeConfig(out); err != nil || cfg.Width != 64 || cfg.Height != 48 {
+		t.Fatalf("streamed answer: %+v %v", cfg, err)
+	}
+	for _, mode := range []string{"wrong-size", "header-lies", "metadata", "png", "trailing"} {
+		pid := c.Stats().PID
+		if _, err := ask(mode); !errors.Is(err, ErrBadAnswer) {
+			t.Errorf("%s: err = %v, want ErrBadAnswer", mode, err)
+		}
+		if !gone(pid) && pid != 0 {
+			t.Errorf("%s: the lying worker %d lives on", mode, pid)
+		}
+	}
+	if _, err := ask("over-its-bound"); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("over its bound: err = %v, want ErrFrameTooLarge", err)
+	}
+	if st := c.Stats(); st.BadAnswers != 5 {
+		t.Errorf("stats %+v: want 5 bad answers", st)
+	}
+}
+
+// Issue 21: a photo about to leave is handled by a worker of its own: the
+// one that served other requests is stopped first, the session's worker
+// serves nothing after, other requests wait, and a session whose worker
+// died runs once more with a fresh one.
+func TestAloneGivesAPhotoAWorkerOfItsOwn(t *testing.T) {
+	c := newFake(t, "ok", nil)
+	if _, err := score(c, "a patrol frame"); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Stats().PID
+	var inside []int
+	waited := make(chan time.Duration, 1)
+	err := c.Alone(context.Background(), func(ctx context.Context) error {
+		if !gone(before) {
+			t.Errorf("the worker that saw other images (%d) still runs", before)
+		}
+		go func() { // a patrol frame arriving meanwhile waits for the session
+			t0 := time.Now()
+			score(c, "another frame")
+			waited <- time.Since(t0)
+		}()
+		for range 2 {
+			if _, err := c.Score(ctx, Score{Image: []byte("the photo")}); err != nil {
+				return err
+			}
+			inside = append(inside, c.Stats().PID)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inside) != 2 || inside[0] != inside[1] || inside[0] == before {
+		t.Fatalf("session workers %v (before %d): want one fresh worker", inside, before)
+	}
+	if !gone(inside[0]) {
+		t.Error("the session's worker serves on after it")
+	}
+	if d := <-waited; d < 90*time.Millisecond {
+		t.Errorf("a request ran during the session (waited %v)", d)
+	}
+	// A session whose worker crashes runs once more, with a fresh worker.
+	runs := 0
+	err = c.Alone(context.Background(), func(ctx context.Context) error {
+		runs++
+		_, err := c.Score(ctx, Score{Image: []byte("crash")})
+		return err
+	})
+	if !errors.Is(err, ErrCrashed) || runs != 2 {
+		t.Fatalf("crashing session: %v after %d runs, want ErrCrashed after 2", err, runs)
+	}
+	// Within a session, no second worker replaces a dead one.
+	err = c.Alone(context.Background(), func(ctx context.Context) error {
+		c.Score(ctx, Score{Image: []byte("crash")})
+		_, err := c.Score(ctx, Score{Image: []byte("the photo")})
+		return err
+	})
+	if !errors.Is(err, ErrCrashed) {
+		t.Fatalf("a session's second worker: %v", err)
 	}
 }

@@ -19,10 +19,16 @@
 //	uint32 n (big-endian)   length of what follows, at most MaxFrame
 //	uint32 h (big-endian)   length of the JSON header, h <= n-4
 //	h bytes                 JSON: a Request or a Response
-//	n-4-h bytes             blob: the image bytes of a request (not base64)
+//	n-4-h bytes             blob: the image bytes of a request, or the
+//	                        re-encoded photo of a clean answer (not base64)
 //
 // The worker answers each request with exactly one Response carrying the
-// same ID, in order; one request is in flight at a time.
+// same ID, in order; one request is in flight at a time. The request sets
+// what its answer may weigh (Request.answerLimits): the daemon reads a
+// frame's 8-byte prefix, checks both lengths against those bounds and
+// only then reads the rest, the JSON into a buffer of exactly its size
+// and a blob straight into the caller's writer in small steps. No answer
+// of the worker's, however long it claims to be, makes the daemon hold it.
 //
 // # Adding a request
 //
@@ -49,7 +55,9 @@ import (
 //
 // Version 2: a face's Template is a learned descriptor (facerec/descriptor's
 // encoding) of the model FacesResult.Model names, no longer an LBP template.
-const ProtocolVersion = 3
+// Version 4: a clean request names the size of its answer (Width, Height,
+// MaxBytes) and the re-encoded JPEG comes back as the frame's blob.
+const ProtocolVersion = 4
 
 // MaxFrame bounds a frame in either direction (64 MiB). A larger length
 // prefix is a protocol error, never an allocation.
@@ -98,12 +106,16 @@ type ValidateResult struct {
 	Height int    `json:"height"`
 }
 
-// Clean asks the worker to re-encode a photo for upload: the regions in
-// Hide pixelated, the EXIF orientation applied, no metadata kept
-// (capture/clean.ForUpload).
+// Clean asks the worker to re-encode a photo for upload: the EXIF
+// orientation applied, the regions in Hide (in the upright photo's pixels,
+// as Faces reports them) pixelated, scaled to exactly Width x Height, no
+// metadata kept, at most MaxBytes (capture/clean.ForUpload).
 type Clean struct {
-	Image []byte `json:"-"` // the blob
-	Hide  []Box  `json:"hide,omitempty"`
+	Image    []byte `json:"-"` // the blob
+	Hide     []Box  `json:"hide,omitempty"`
+	Width    int    `json:"width"`
+	Height   int    `json:"height"`
+	MaxBytes int64  `json:"max_bytes"`
 }
 
 // Box is a region of an image, in its pixels.
@@ -114,9 +126,14 @@ type Box struct {
 	H int `json:"h"`
 }
 
-// CleanResult is the re-encoded JPEG.
+// CleanResult describes the re-encoded JPEG, which travels as the frame's
+// blob. In the worker JPEG holds it; the client streams it to the writer
+// its caller gave and fills Bytes.
 type CleanResult struct {
-	JPEG []byte `json:"jpeg"`
+	JPEG   []byte `json:"-"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	Bytes  int64  `json:"bytes"`
 }
 
 // Faces asks for the faces of one image, each as a descriptor made from its
@@ -124,14 +141,21 @@ type CleanResult struct {
 type Faces struct {
 	// Image holds the encoded image (JPEG or PNG); it travels as the blob.
 	Image []byte `json:"-"`
-	// Thorough also looks for small faces (down to about 5% of the frame's
-	// height) at a few times the cost: for a photo about to leave the
-	// device, where a stranger's face that is missed goes out unblurred.
-	// Patrol frames leave it false.
+	// Thorough searches a photo about to leave the device, where a
+	// stranger's face that is missed goes out unblurred: faces down to
+	// about 5% of the height (the frame at 0.75 and, in tiles, at 1.5) and
+	// the faces the scorer counts, at 1–2 s a photo rather than a Patrol
+	// frame's tens of milliseconds. Patrol frames leave it false.
 	Thorough bool `json:"thorough,omitempty"`
 	// BoxesOnly skips landmarks and descriptors: when nobody may be
 	// recognised, every face is a stranger and only where it is matters.
 	BoxesOnly bool `json:"boxes_only,omitempty"`
+	// Enrollment searches as for a frame of an open enrollment window:
+	// Patrol's search plus the frame at 0.75 of a 1280 px frame, so a
+	// person is found from about 10% of the height (where the robot
+	// stands, 2 m away), at about five times a Patrol frame's cost.
+	// Workers that predate it ignore it and search as for Patrol.
+	Enrollment bool `json:"enrollment,omitempty"`
 }
 
 // FacesResult lists the faces found.
@@ -276,34 +300,54 @@ func WriteFrame(w io.Writer, header any, blob []byte) error {
 	return nil
 }
 
-// ReadFrame reads one frame. At a clean end of stream (no byte of a new
-// frame) it returns io.EOF; a frame cut short gives io.ErrUnexpectedEOF.
-func ReadFrame(r io.Reader) (header, blob []byte, err error) {
+// readPrefix reads a frame's two lengths and checks them against the
+// bounds (header, blob) before anything else is read: a length alone never
+// makes the reader allocate or read. At a clean end of stream (no byte of
+// a new frame) it returns io.EOF.
+func readPrefix(r io.Reader, maxHead int, maxBlob int64) (head int, blob int64, err error) {
 	var pre [8]byte
 	if _, err := io.ReadFull(r, pre[:4]); err != nil {
 		if err == io.EOF {
-			return nil, nil, io.EOF
+			return 0, 0, io.EOF
 		}
-		return nil, nil, fmt.Errorf("vision: read frame length: %w", err)
+		return 0, 0, fmt.Errorf("vision: read frame length: %w", err)
 	}
 	n := binary.BigEndian.Uint32(pre[:4])
 	if n > MaxFrame {
-		return nil, nil, fmt.Errorf("%w: length prefix says %d bytes (limit %d)", ErrFrameTooLarge, n, MaxFrame)
+		return 0, 0, fmt.Errorf("%w: length prefix says %d bytes (limit %d)", ErrFrameTooLarge, n, MaxFrame)
 	}
 	if n < 4 {
-		return nil, nil, fmt.Errorf("vision: frame of %d bytes is shorter than its header length", n)
+		return 0, 0, fmt.Errorf("vision: frame of %d bytes is shorter than its header length", n)
 	}
 	if _, err := io.ReadFull(r, pre[4:]); err != nil {
-		return nil, nil, fmt.Errorf("vision: read frame: %w", noEOF(err))
+		return 0, 0, fmt.Errorf("vision: read frame: %w", noEOF(err))
 	}
 	h := binary.BigEndian.Uint32(pre[4:])
-	if h > n-4 || h > maxHeader {
-		return nil, nil, fmt.Errorf("vision: header length %d does not fit a frame of %d bytes", h, n)
+	if h > n-4 {
+		return 0, 0, fmt.Errorf("vision: header length %d does not fit a frame of %d bytes", h, n)
 	}
-	// Read in bounded steps: a length prefix alone never makes us allocate
-	// 64 MiB before the bytes exist.
+	head, blob = int(h), int64(n-4-h)
+	if head > maxHead {
+		return 0, 0, fmt.Errorf("%w: header of %d bytes (limit %d)", ErrFrameTooLarge, head, maxHead)
+	}
+	if blob > maxBlob {
+		return 0, 0, fmt.Errorf("%w: blob of %d bytes (limit %d)", ErrFrameTooLarge, blob, maxBlob)
+	}
+	return head, blob, nil
+}
+
+// ReadFrame reads one frame of at most MaxFrame. At a clean end of stream
+// (no byte of a new frame) it returns io.EOF; a frame cut short gives
+// io.ErrUnexpectedEOF.
+func ReadFrame(r io.Reader) (header, blob []byte, err error) {
+	h, n, err := readPrefix(r, maxHeader, MaxFrame)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The lengths are checked; the body is read in bounded steps, so a
+	// prefix with nothing behind it costs one step, never the whole size.
 	var buf bytes.Buffer
-	if _, err := io.CopyN(&buf, r, int64(n-4)); err != nil {
+	if _, err := io.CopyN(&buf, r, int64(h)+n); err != nil {
 		return nil, nil, fmt.Errorf("vision: read frame body: %w", noEOF(err))
 	}
 	body := buf.Bytes()
@@ -338,23 +382,84 @@ func ReadRequest(r io.Reader) (*Request, error) {
 	return req, nil
 }
 
-// WriteResponse sends one response.
+// WriteResponse sends one response; a clean answer's JPEG is its blob.
 func WriteResponse(w io.Writer, resp *Response) error {
-	return WriteFrame(w, resp, nil)
+	var blob []byte
+	if resp.Clean != nil {
+		blob = resp.Clean.JPEG
+	}
+	return WriteFrame(w, resp, blob)
 }
 
-// ReadResponse reads one response; io.EOF at a clean end of stream.
-func ReadResponse(r io.Reader) (*Response, error) {
-	h, blob, err := ReadFrame(r)
+// answerLimits bound the answer to a request: its JSON header and its
+// blob (only a clean answer has one, at most the MaxBytes it asked for).
+func (r *Request) answerLimits() (head int, blob int64) {
+	switch r.Op {
+	case OpFaces:
+		return maxHeader, 0 // descriptors: about 700 bytes a face
+	case OpScore:
+		return 64 << 10, 0
+	case OpClean:
+		if r.Clean != nil {
+			return 4 << 10, min(r.Clean.MaxBytes, MaxFrame)
+		}
+	}
+	return 4 << 10, 0
+}
+
+// ReadResponse reads the answer to req: a frame whose lengths are checked
+// against req's bounds before its body is read. A clean answer's blob is
+// copied to blob in small steps (never held whole) and counted in
+// Clean.Bytes; any other answer with a blob is refused unread. io.EOF at a
+// clean end of stream.
+func ReadResponse(r io.Reader, req *Request, blob io.Writer) (*Response, error) {
+	maxHead, maxBlob := req.answerLimits()
+	h, n, err := readPrefix(r, maxHead, maxBlob)
 	if err != nil {
 		return nil, err
 	}
-	if len(blob) > 0 {
-		return nil, fmt.Errorf("vision: response carries an unexpected blob of %d bytes", len(blob))
+	head := make([]byte, h)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return nil, fmt.Errorf("vision: read frame header: %w", noEOF(err))
 	}
 	resp := new(Response)
-	if err := json.Unmarshal(h, resp); err != nil {
+	if err := json.Unmarshal(head, resp); err != nil {
 		return nil, fmt.Errorf("vision: decode response: %w", err)
 	}
+	if n == 0 {
+		if resp.Clean != nil && resp.Error == "" {
+			return nil, errors.New("vision: clean answered without a photo")
+		}
+		return resp, nil
+	}
+	if resp.Clean == nil || blob == nil {
+		return nil, fmt.Errorf("vision: response carries an unexpected blob of %d bytes", n)
+	}
+	got, err := io.CopyBuffer(sinkWriter{blob}, io.LimitReader(r, n), make([]byte, 32<<10))
+	if err == nil && got < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vision: read clean photo: %w", err)
+	}
+	resp.Clean.Bytes = got
 	return resp, nil
+}
+
+// SinkError is a failure of the writer a blob was streamed to (a full
+// disk, or a photo that failed the caller's checks): the daemon's side,
+// not the worker's.
+type SinkError struct{ Err error }
+
+func (e *SinkError) Error() string { return "vision: storing the answer: " + e.Err.Error() }
+func (e *SinkError) Unwrap() error { return e.Err }
+
+type sinkWriter struct{ w io.Writer }
+
+func (s sinkWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		err = &SinkError{err}
+	}
+	return n, err
 }

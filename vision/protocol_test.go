@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,72 @@ func FuzzReadRequest(f *testing.F) {
 			t.Fatalf("re-read: %v", err)
 		}
 	})
+}
+
+// countingReader counts what was read from it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// Issue 21: one answer made the daemon allocate 256 MiB. An answer's
+// lengths are checked against what its request allows before a byte of
+// its body is read: only the 8-byte prefix is consumed, nothing is
+// allocated for the claim.
+func TestP16_AnAnswerIsBoundedByItsRequestBeforeItIsRead(t *testing.T) {
+	clean := &Request{Op: OpClean, Clean: &Clean{Width: 10, Height: 10, MaxBytes: 1000}}
+	for _, tc := range []struct {
+		name string
+		req  *Request
+		in   []byte
+	}{
+		{"a score answer of 64 MiB", &Request{Op: OpScore}, frame(MaxFrame, MaxFrame-4, "")},
+		{"a score header over 64 KiB", &Request{Op: OpScore}, frame(100<<10, 100<<10-4, "")},
+		{"a ping header over 4 KiB", &Request{Op: OpPing}, frame(5<<10, 5<<10-4, "")},
+		{"a faces header over 1 MiB", &Request{Op: OpFaces}, frame(2<<20, 2<<20-4, "")},
+		{"a blob on a faces answer", &Request{Op: OpFaces}, frame(1004, 2, "")},
+		{"a clean photo over its bound", clean, frame(4+100+1001, 100, "")},
+		{"a clean header over 4 KiB", clean, frame(8<<10, 8<<10-4, "")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &countingReader{r: bytes.NewReader(append(tc.in, make([]byte, 1<<20)...))}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := ReadResponse(r, tc.req, io.Discard)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrFrameTooLarge) {
+				t.Fatalf("err = %v, want ErrFrameTooLarge", err)
+			}
+			if r.n != 8 {
+				t.Errorf("read %d bytes before refusing, want the 8 of the prefix", r.n)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+				t.Errorf("allocated %d bytes for the claim", grew)
+			}
+		})
+	}
+}
+
+// A clean answer's photo streams to the writer in small steps and is
+// counted; a blob where none belongs is refused before it is read.
+func TestACleanAnswerStreamsAndOthersCarryNoBlob(t *testing.T) {
+	var wire bytes.Buffer
+	photo := bytes.Repeat([]byte("jpeg"), 100<<10)
+	WriteResponse(&wire, &Response{ID: 7, Clean: &CleanResult{JPEG: photo, Width: 3, Height: 2}})
+	var got bytes.Buffer
+	resp, err := ReadResponse(&wire, &Request{Op: OpClean, Clean: &Clean{MaxBytes: int64(len(photo))}}, &got)
+	if err != nil || resp.Clean.Bytes != int64(len(photo)) || !bytes.Equal(got.Bytes(), photo) || resp.Clean.Width != 3 {
+		t.Fatalf("clean answer: %v, %+v, %d bytes", err, resp, got.Len())
+	}
+	wire.Reset()
+	WriteFrame(&wire, &Response{ID: 8, Score: &ScoreResult{}}, []byte("smuggled"))
+	if _, err := ReadResponse(&wire, &Request{Op: OpScore}, &got); err == nil {
+		t.Fatal("a score answer carried a blob")
+	}
 }

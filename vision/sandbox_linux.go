@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,18 +18,22 @@ import (
 // (before OpenCV or any image decoder is even loaded). Both confinements
 // are inherited across exec and can never be lifted:
 //
-//   - Landlock (where the kernel has it): the filesystem is read-only and
-//     only below Sandbox.Read (the worker, its libraries, the models);
-//     data_dir with device.key, people.keys and state.db, the spool, /run
-//     and every other path cannot be opened, nothing can be written, no
-//     TCP socket bound or connected, no signal sent outside the worker and
-//     no abstract Unix socket reached.
-//   - seccomp: the worker talks to the daemon over its pipes only, so it
-//     may not create a socket of any family (a pathname Unix socket such
-//     as the diagnostic socket included), nor trace, mount, load modules,
-//     or use the other syscalls an exploit reaches for.
+//   - Landlock: the filesystem is read-only and only below Sandbox.Read
+//     (the worker, its libraries, the models); data_dir with device.key,
+//     people.keys and state.db, the spool, /run and every other path
+//     cannot be opened, nothing can be written, no TCP socket bound or
+//     connected, no signal sent outside the worker and no abstract Unix
+//     socket reached. A kernel without Landlock gets no worker at all: the
+//     launcher refuses, and the daemon refuses face and photo work and
+//     says why (Client.Confinement).
+//   - seccomp: an allow-list of the calls the worker makes, native
+//     architecture only (seccomp_linux.go). It talks to the daemon over
+//     its pipes only: no socket of any family, no chmod, chown, xattr or
+//     utime, no new process, namespace, ptrace, io_uring or bpf.
 //
-// The network namespace (setProcAttr) comes on top.
+// The namespaces (setProcAttr) come on top. The launcher reports what it
+// put in force on a pipe of its own (descriptor 3), closed before the
+// exec: the daemon learns it from code it trusts, never from the worker.
 
 // LauncherArg, as the first argument of the daemon's binary, makes it the
 // worker's launcher instead of the daemon.
@@ -42,23 +45,6 @@ type Sandbox struct {
 	Read []string `json:"read"` // directories and files, read-only
 }
 
-// launcherCommand is how the client starts the worker confined.
-func launcherCommand(launcher string, sb Sandbox, path string, args []string) (string, []string) {
-	policy, _ := json.Marshal(sb)
-	return launcher, append([]string{LauncherArg, string(policy), "--", path}, args...)
-}
-
-// deniedSyscalls fail with EPERM inside the worker.
-var deniedSyscalls = []string{
-	"socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-	"ptrace", "process_vm_readv", "process_vm_writev",
-	"mount", "umount2", "pivot_root", "chroot", "setns", "unshare",
-	"keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-	"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-	"reboot", "swapon", "swapoff", "acct", "name_to_handle_at", "open_by_handle_at",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-}
-
 // RunLauncher, when the process was started with LauncherArg, confines
 // itself and execs the worker; it never returns then (exit 126 when it
 // cannot). Otherwise it returns at once. Call it first in main.
@@ -66,40 +52,67 @@ func RunLauncher() {
 	if len(os.Args) < 2 || os.Args[1] != LauncherArg {
 		return
 	}
-	if err := launch(os.Args[2:]); err != nil {
+	report := os.NewFile(reportFD, "confinement-report")
+	path, argv, err := launch(os.Args[2:])
+	r := launchReport{UID: os.Getuid()}
+	if err != nil {
+		r.Refused = err.Error()
 		fmt.Fprintf(os.Stderr, `{"level":"ERROR","msg":"vision worker not started: sandbox","err":%q}`+"\n", err.Error())
+	} else {
+		r.Landlock, r.Seccomp = landlockInForce, true
+	}
+	if report != nil {
+		json.NewEncoder(report).Encode(r) // nobody listening: started by hand
+		report.Close()                    // never reaches the worker
+	}
+	if err != nil {
 		os.Exit(126)
 	}
+	if path == "" {
+		os.Exit(0) // a probe
+	}
+	err = syscall.Exec(path, argv, os.Environ())
+	fmt.Fprintf(os.Stderr, `{"level":"ERROR","msg":"vision worker not started: exec","err":%q}`+"\n", err.Error())
+	os.Exit(126)
 }
 
-func launch(args []string) error {
-	if len(args) < 3 || args[1] != "--" {
-		return errors.New("usage: " + LauncherArg + " POLICY -- WORKER [ARGS...]")
+// landlockInForce is the ABI launch restricted the process with.
+var landlockInForce int
+
+// launch confines the process: Landlock, then the seccomp filter. It
+// returns the worker to exec ("" for a probe).
+func launch(args []string) (path string, argv []string, err error) {
+	if len(args) < 2 || args[1] != "--" {
+		return "", nil, errors.New("usage: " + LauncherArg + " POLICY -- [WORKER [ARGS...]]")
 	}
 	var sb Sandbox
 	if err := json.Unmarshal([]byte(args[0]), &sb); err != nil {
-		return fmt.Errorf("policy: %w", err)
+		return "", nil, fmt.Errorf("policy: %w", err)
 	}
-	path, argv := args[2], args[2:]
-	// Landlock and seccomp apply to the calling thread; exec keeps only
-	// that thread, so everything runs on one.
+	if len(args) > 2 {
+		path, argv = args[2], args[2:]
+	}
+	// Landlock and seccomp apply to the calling thread (the filter is
+	// synchronised to the others); exec keeps only that thread.
 	runtime.LockOSThread()
 	abi, err := restrictPaths(sb.Read)
 	if err != nil {
-		return fmt.Errorf("landlock: %w", err)
+		return "", nil, fmt.Errorf("landlock: %w", err)
 	}
-	if err := seccomp.LoadFilter(seccomp.Filter{
-		NoNewPrivs: true,
-		Policy: seccomp.Policy{
-			DefaultAction: seccomp.ActionAllow,
-			Syscalls:      []seccomp.SyscallGroup{{Action: seccomp.ActionErrno, Names: deniedSyscalls}},
-		},
-	}); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
+	prog, err := workerProgram(os.Getpid())
+	if err == nil {
+		err = loadFilter(prog)
 	}
-	fmt.Fprintf(os.Stderr, `{"level":"INFO","msg":"vision worker sandboxed","landlock_abi":%d,"seccomp":true}`+"\n", abi)
-	return syscall.Exec(path, argv, os.Environ())
+	if err != nil {
+		return "", nil, fmt.Errorf("seccomp: %w", err)
+	}
+	landlockInForce = abi
+	return path, argv, nil
 }
+
+// ErrNoLandlock: the kernel has no Landlock (or has it switched off), so
+// the worker's files could not be confined; no worker runs.
+var ErrNoLandlock = errors.New("this kernel has no Landlock: the worker's files cannot be confined, so no worker runs")
 
 // Filesystem rights by Landlock ABI: what a ruleset handles (denies unless
 // a rule allows it) must be rights the kernel knows.
@@ -139,12 +152,11 @@ func LandlockABI() int {
 }
 
 // restrictPaths confines the calling thread to reading (and executing)
-// below read; it returns the ABI used, 0 when the kernel has no Landlock
-// (seccomp and the network namespace still apply then).
+// below read; it returns the ABI used, or ErrNoLandlock.
 func restrictPaths(read []string) (int, error) {
 	abi := LandlockABI()
 	if abi == 0 {
-		return 0, nil
+		return 0, ErrNoLandlock
 	}
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: fsRights(abi)}
 	if abi >= 4 {

@@ -2,8 +2,14 @@
 
 package vision
 
-// LauncherArg is recognised on Linux only; elsewhere the worker runs
-// unconfined (development machines).
+import (
+	"encoding/json"
+	"errors"
+	"os"
+)
+
+// LauncherArg is recognised on Linux only; elsewhere the launcher refuses
+// (no Landlock), so no worker runs confined off Linux.
 const LauncherArg = "__aibo-vision-launcher"
 
 // Sandbox is what the worker may read; unused off Linux.
@@ -14,12 +20,20 @@ type Sandbox struct {
 // SystemReadPaths is empty off Linux.
 var SystemReadPaths []string
 
-// RunLauncher does nothing off Linux.
-func RunLauncher() {}
+// ErrNoLandlock: there is no Landlock off Linux.
+var ErrNoLandlock = errors.New("no Landlock off Linux: the worker's files cannot be confined, so no worker runs")
+
+// RunLauncher refuses off Linux: it reports ErrNoLandlock and exits.
+func RunLauncher() {
+	if len(os.Args) < 2 || os.Args[1] != LauncherArg {
+		return
+	}
+	if f := os.NewFile(reportFD, "confinement-report"); f != nil {
+		json.NewEncoder(f).Encode(launchReport{Refused: ErrNoLandlock.Error()})
+		f.Close()
+	}
+	os.Exit(126)
+}
 
 // LandlockABI is 0 off Linux.
 func LandlockABI() int { return 0 }
-
-func launcherCommand(launcher string, sb Sandbox, path string, args []string) (string, []string) {
-	return path, args
-}

@@ -1,8 +1,10 @@
 // Package command owns the owner's commands as they arrive from the cloud:
-// parsing untrusted bytes, the error codes of the contract, and exactly-once
-// effect per command id (results are stored durably, in the same bbolt
-// transaction as the command's effect, and answered again on a repeat). It
-// never decides what a command may do: handlers registered by the daemon do.
+// parsing untrusted bytes, the error codes of the contract, when a signed
+// command counts (its time, and the newest signed command per setting:
+// Exec.Claim), and exactly-once effect per command id (results are stored
+// durably, in the same bbolt transaction as the command's effect, and
+// answered again on a repeat). It never decides what a command may do:
+// handlers registered by the daemon do, and name the settings they change.
 // It never logs payloads, which may carry names and birthdays; "command
 // done" carries the handler's result, which the contract keeps to ids,
 // counts, versions and flags.
@@ -37,6 +39,7 @@ const (
 	CodeBadSignature      = "bad_signature"
 	CodeExpired           = "expired"
 	CodeWrongDevice       = "wrong_device"
+	CodeSuperseded        = "superseded" // v3: a newer signed command for a setting it names was applied
 	CodePolicyNotAccepted = "policy_not_accepted"
 	CodeFeatureDisabled   = "feature_disabled"
 	CodeConsentRequired   = "consent_required"
@@ -46,6 +49,13 @@ const (
 	CodeBusy              = "busy"
 	CodeInternal          = "internal"
 )
+
+// Codes lists every error code a result may carry: the one list of them
+// (docs/PROTOCOL.md follows it; a test checks that every Code constant
+// is here).
+var Codes = []string{CodeBadRequest, CodeUnknownType, CodeUnsigned, CodeBadSignature, CodeExpired, CodeWrongDevice, CodeSuperseded,
+	CodePolicyNotAccepted, CodeFeatureDisabled, CodeConsentRequired, CodeGuardianRequired, CodeRegionProhibited,
+	CodeNotFound, CodeBusy, CodeInternal}
 
 // Error is a refusal with a contract error code. Its message must never
 // carry personal data: it goes to the cloud and to logs.

@@ -45,10 +45,11 @@ type Options struct {
 	// MaxIDs bounds how many command ids are remembered (default 10,000).
 	MaxIDs int
 	// IDRetention is how long a handled id is remembered (default 30 days),
-	// counted from the later of its arrival and its issued_at. It is also
-	// how long after its issued_at a signed withdrawal is accepted
-	// (Withdraws): one value, so a withdrawal can never be accepted again
-	// once its id is forgotten.
+	// counted from the later of its arrival and its issued_at. A repeat of
+	// a remembered id gets the stored result. A withdrawal whose id was
+	// forgotten is applied again if it comes again, which the per-setting
+	// order makes harmless (see Exec.Claim); any other signed command is
+	// expired by then (MaxSkew, and the floor of forgotten ids).
 	IDRetention time.Duration
 	// Authenticate, when set, turns the raw bytes into the command bytes to
 	// parse (for the signed envelope) or refuses them with an id if one is
@@ -93,8 +94,11 @@ type stored struct {
 	At time.Time `json:"at"`
 	// IssuedAt is set for signed commands only: the id is kept at least
 	// until IssuedAt + IDRetention, when the command's window closes.
-	IssuedAt *time.Time      `json:"issued_at,omitempty"`
-	Result   json.RawMessage `json:"result"`
+	IssuedAt *time.Time `json:"issued_at,omitempty"`
+	// Withdrawal marks a signed withdrawal (Withdraws): forgetting its id
+	// raises no floor, since a withdrawal is accepted whatever its age.
+	Withdrawal bool            `json:"withdrawal,omitempty"`
+	Result     json.RawMessage `json:"result"`
 }
 
 // keepFrom is when a remembered id's retention starts.
@@ -106,9 +110,12 @@ func (s stored) keepFrom() time.Time {
 }
 
 // floorKey, in BucketCommands, holds the latest issued_at (RFC 3339) of a
-// signed command whose id was forgotten: signed commands issued at or
-// before it are refused as expired, since a replay of the forgotten one
-// could no longer be recognised.
+// signed command other than a withdrawal whose id was forgotten: such
+// commands issued at or before it are refused as expired, since a replay
+// of the forgotten one could no longer be recognised. Withdrawals ignore
+// it: one the broker kept while the robot was off, or whose id a clock
+// moved forward pushed out, must still be applied, and the per-setting
+// order makes a replayed one change nothing the owner chose since.
 var floorKey = []byte("forgotten_issued_at")
 
 // Handle answers one raw command with the bytes to publish on cmd/result,
@@ -132,7 +139,7 @@ func (d *Dispatcher) Handle(ctx context.Context, raw []byte) []byte {
 	}
 	if v.Signed {
 		cmd.Signed = true
-		if e := checkSigned(cmd, d.opt.DeviceID, now, d.opt.IDRetention, d.floor()); e != nil {
+		if e := checkSigned(cmd, d.opt.DeviceID, now, d.floor()); e != nil {
 			return d.refuse(cmd.ID, cmd.Type, e)
 		}
 	}
@@ -264,7 +271,7 @@ func (d *Dispatcher) recordRaw(tx *bolt.Tx, now time.Time, cmd Command, result [
 	s := stored{At: now, Result: result}
 	if cmd.Signed && !cmd.IssuedAt.IsZero() {
 		at := cmd.IssuedAt.UTC()
-		s.IssuedAt = &at
+		s.IssuedAt, s.Withdrawal = &at, Withdraws(cmd)
 	}
 	v, err := json.Marshal(s)
 	if err != nil {
@@ -323,8 +330,9 @@ func (d *Dispatcher) prune(tx *bolt.Tx, now time.Time) error {
 			return nil
 		}
 		// A signed command forgotten now can no longer be recognised if it
-		// comes again: raise the floor so that it would be expired.
-		if s.IssuedAt != nil && s.IssuedAt.After(readFloor(tx)) {
+		// comes again: raise the floor so that it would be expired. Not for
+		// a withdrawal (see floorKey).
+		if s.IssuedAt != nil && !s.Withdrawal && s.IssuedAt.After(readFloor(tx)) {
 			if err := tx.Bucket(store.BucketCommands).Put(floorKey, []byte(s.IssuedAt.UTC().Format(time.RFC3339Nano))); err != nil {
 				return err
 			}

@@ -11,9 +11,9 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/strictjson"
 )
 
-// MaxSkew is how far issued_at of a signed command may be from the device
-// clock before it is refused as expired; a withdrawal may be older (see
-// Withdraws), never further in the future.
+// MaxSkew is how far issued_at of a signed command that is not a
+// withdrawal may be from the device clock before it is refused as expired.
+// A withdrawal has no such limit (see Withdraws).
 const MaxSkew = 5 * time.Minute
 
 // Verified is what Authenticate hands on to the dispatcher.
@@ -55,12 +55,20 @@ func Verifier(keys map[string]ed25519.PublicKey) func(raw []byte, now time.Time)
 	}
 }
 
-// Withdraws reports whether a command only withdraws: revoke_consent,
-// delete_data, cancel_enrollment, and set_features whose every value is
-// false (contract section 5, v2). A signed withdrawal is accepted up to the
-// command id retention after its issued_at, so one queued for a robot that
-// was off is still applied when it returns; anything that grants or enables
-// keeps the 5-minute window.
+// ProtectiveFeature is the one feature whose true withdraws: turning
+// blur_unknown_faces on only removes what leaves the house, turning it off
+// lowers a protection (contract section 5, v3).
+const ProtectiveFeature = "blur_unknown_faces"
+
+// Withdraws reports whether a command only reduces what is kept, used or
+// sent (contract section 5, v3): revoke_consent, delete_data,
+// cancel_enrollment, and set_features where every named feature is turned
+// off, except blur_unknown_faces, which withdraws when turned on. A signed
+// withdrawal is applied whatever its age and also when its issued_at is
+// ahead of the device clock (a robot whose clock is behind after a boot
+// must not drop it); the per-setting order (Exec.Claim) keeps an old one
+// from undoing the owner's later choice. Anything else keeps the 5-minute
+// window.
 func Withdraws(c Command) bool {
 	switch c.Type {
 	case "revoke_consent", "delete_data", "cancel_enrollment":
@@ -70,9 +78,13 @@ func Withdraws(c Command) bool {
 		if strictjson.Unmarshal(c.Payload, &fields) != nil || len(fields) == 0 {
 			return false
 		}
-		for _, raw := range fields {
-			if !bytes.Equal(bytes.TrimSpace(raw), []byte("false")) {
-				return false // true, null, a string, anything but false
+		for name, raw := range fields {
+			want := []byte("false")
+			if name == ProtectiveFeature {
+				want = []byte("true")
+			}
+			if !bytes.Equal(bytes.TrimSpace(raw), want) {
+				return false // the other value, null, a string: not a withdrawal
 			}
 		}
 		return true
@@ -81,11 +93,11 @@ func Withdraws(c Command) bool {
 }
 
 // checkSigned applies the signed-mode rules to a parsed, verified command:
-// it must name this device, carry issued_at, be no more than MaxSkew in
-// the future, no older than MaxSkew (or window for a withdrawal), and newer
-// than every signed command whose id was forgotten before its window
-// closed (floor).
-func checkSigned(c Command, deviceID string, now time.Time, window time.Duration, floor time.Time) *Error {
+// it must name this device and carry issued_at; a withdrawal is then
+// accepted whatever its issued_at; anything else must be within MaxSkew of
+// the device clock and newer than every such command whose id was
+// forgotten (floor), so that it cannot be replayed.
+func checkSigned(c Command, deviceID string, now time.Time, floor time.Time) *Error {
 	switch {
 	case c.DeviceID == "":
 		return Errorf(CodeWrongDevice, "a signed command must name its device_id")
@@ -93,12 +105,10 @@ func checkSigned(c Command, deviceID string, now time.Time, window time.Duration
 		return Errorf(CodeWrongDevice, "signed for another device")
 	case c.IssuedAt.IsZero():
 		return Errorf(CodeBadRequest, "a signed command needs issued_at")
+	case Withdraws(c):
+		return nil
 	}
-	limit := MaxSkew
-	if Withdraws(c) {
-		limit = max(window, MaxSkew)
-	}
-	if d := now.Sub(c.IssuedAt); d > limit || d < -MaxSkew {
+	if d := now.Sub(c.IssuedAt); d > MaxSkew || d < -MaxSkew {
 		return Errorf(CodeExpired, "issued_at is %s from the device clock", d.Round(time.Second))
 	}
 	if !floor.IsZero() && !c.IssuedAt.After(floor) {

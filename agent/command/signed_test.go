@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 )
 
@@ -115,10 +118,15 @@ func TestP16_SignedCommandsAreBoundToTheirDevice(t *testing.T) {
 	}
 }
 
-// TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot: a withdrawal queued
-// while the robot was off is applied up to the id retention after it was
-// issued; anything that grants or enables keeps the 5-minute window.
-func TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot(t *testing.T) {
+// TestP5_WithdrawalsAreAppliedWhateverTheirAgeOrTheClock (contract v3,
+// issue 22 items 1 and 3): a withdrawal is applied whatever its age and
+// also when its issued_at is ahead of the device clock (a robot whose
+// clock is behind after a boot used to refuse it expired, ack it to the
+// broker and lose it). Turning blur_unknown_faces off lowers a
+// protection: it keeps the 5-minute window like any grant (it used to
+// count as a withdrawal and was accepted 30 days late); turning it on
+// withdraws.
+func TestP5_WithdrawalsAreAppliedWhateverTheirAgeOrTheClock(t *testing.T) {
 	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	retention := 30 * 24 * time.Hour
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -128,7 +136,7 @@ func TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot(t *testing.T) {
 	for _, typ := range []string{"revoke_consent", "delete_data", "cancel_enrollment", "set_features", "grant_consent", "accept_policy"} {
 		d.Register(typ, func(ctx context.Context, e *Exec) (any, error) { ran[typ]++; return nil, nil })
 	}
-	twoHours := now.Add(-2 * time.Hour)
+	twoHours, month, year := now.Add(-2*time.Hour), now.Add(-29*24*time.Hour), now.Add(-365*24*time.Hour)
 	cases := []struct {
 		id, typ string
 		at      time.Time
@@ -139,15 +147,25 @@ func TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot(t *testing.T) {
 		{"l2", "delete_data", twoHours, map[string]any{"categories": []string{"all"}}, ""},
 		{"l3", "cancel_enrollment", twoHours, map[string]any{"subject_id": "p1"}, ""},
 		{"l4", "set_features", twoHours, map[string]any{"auto_photo": false, "patrol": false}, ""},
-		{"l5", "delete_data", now.Add(-retention + time.Minute), map[string]any{"categories": []string{"photos"}}, ""},
+		{"l5", "delete_data", now.Add(-retention - time.Minute), map[string]any{"categories": []string{"photos"}}, ""},
+		{"l6", "revoke_consent", year, map[string]any{"subject_id": "p1"}, ""},
+		{"l7", "set_features", month, map[string]any{"blur_unknown_faces": true}, ""},
+		{"l8", "set_features", month, map[string]any{"blur_unknown_faces": true, "auto_photo": false}, ""},
+		// Ahead of the device clock: the clock is behind after a boot.
+		{"f1", "revoke_consent", now.Add(6 * time.Minute), map[string]any{"subject_id": "p1"}, ""},
+		{"f2", "delete_data", now.Add(3 * 24 * time.Hour), map[string]any{"categories": []string{"faces"}}, ""},
+		{"f3", "set_features", now.Add(400 * 24 * time.Hour), map[string]any{"patrol": false}, ""},
+		// Anything that grants, enables or lowers a protection: 5 minutes.
 		{"x1", "set_features", twoHours, map[string]any{"auto_photo": true}, CodeExpired},
 		{"x2", "set_features", twoHours, map[string]any{"auto_photo": false, "patrol": true}, CodeExpired},
 		{"x3", "set_features", twoHours, map[string]any{}, CodeExpired},
 		{"x4", "set_features", twoHours, map[string]any{"auto_photo": "false"}, CodeExpired},
 		{"x5", "grant_consent", twoHours, map[string]any{"subject_id": "p1"}, CodeExpired},
 		{"x6", "accept_policy", twoHours, map[string]any{"version": "v1"}, CodeExpired},
-		{"x7", "delete_data", now.Add(-retention - time.Minute), map[string]any{"categories": []string{"all"}}, CodeExpired},
-		{"x8", "revoke_consent", now.Add(6 * time.Minute), map[string]any{"subject_id": "p1"}, CodeExpired},
+		{"x7", "set_features", now.Add(-696 * time.Hour), map[string]any{"blur_unknown_faces": false}, CodeExpired},
+		{"x8", "set_features", twoHours, map[string]any{"blur_unknown_faces": false, "auto_photo": false}, CodeExpired},
+		{"x9", "grant_consent", now.Add(6 * time.Minute), map[string]any{"subject_id": "p1"}, CodeExpired},
+		{"x10", "set_features", now.Add(6 * time.Minute), map[string]any{"blur_unknown_faces": false}, CodeExpired},
 	}
 	for _, c := range cases {
 		r := decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv, signedBody(c.id, c.typ, c.at, c.payload))))
@@ -163,16 +181,17 @@ func TestP5_LateWithdrawalsAreAcceptedAndGrantsAreNot(t *testing.T) {
 			t.Errorf("%s ran although expired", typ)
 		}
 	}
-	if ran["set_features"] != 1 {
-		t.Errorf("set_features ran %d times, want once (the all-false one)", ran["set_features"])
+	if ran["set_features"] != 4 {
+		t.Errorf("set_features ran %d times, want 4 (the withdrawals)", ran["set_features"])
 	}
 }
 
-// TestP16_ALateWithdrawalIsNeverReplayed: the withdrawal window and the id
-// memory agree, so a replay is either recognised or expired, never run
-// again: after the retention, after the id cap pushed the id out, and for
-// a command issued (within the skew) in the future.
-func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
+// TestP5_PendingWithdrawalsSurviveForgottenIDs (issue 22 item 3): a clock
+// moved forward past the id retention, or the id cap, forgets remembered
+// ids and raises the replay floor; a withdrawal still waiting in the
+// broker must be applied all the same (it used to be refused expired for
+// good). The floor still stops the replay of a forgotten grant.
+func TestP5_PendingWithdrawalsSurviveForgottenIDs(t *testing.T) {
 	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	retention := 48 * time.Hour
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -182,62 +201,55 @@ func TestP16_ALateWithdrawalIsNeverReplayed(t *testing.T) {
 	d.Register("delete_data", d.handlers["bump"])
 	send := func(raw []byte) Result { return decodeResult(t, d.Handle(context.Background(), raw)) }
 
-	early := envelope.Sign("k1", priv, signedBody("del-future", "delete_data", now.Add(4*time.Minute), nil))
-	old := envelope.Sign("k1", priv, signedBody("del-old", "delete_data", now.Add(-47*time.Hour), nil))
-	for _, raw := range [][]byte{early, old} {
-		if r := send(raw); !r.OK {
-			t.Fatalf("withdrawal refused: %+v", r)
-		}
-	}
-	if readCounter(st) != 2 {
-		t.Fatalf("counter %d", readCounter(st))
-	}
-	// Just before the future one's window closes, its id is still known,
-	// even after a new record pruned what had passed its retention.
-	now = now.Add(4*time.Minute + retention - time.Second)
-	if r := send(envelope.Sign("k1", priv, signedBody("prune", "bump", now, nil))); !r.OK {
+	grant := envelope.Sign("k1", priv, signedBody("grant", "bump", now, nil))
+	if r := send(grant); !r.OK {
 		t.Fatalf("%+v", r)
 	}
-	if r := send(early); !r.OK || readCounter(st) != 3 {
-		t.Fatalf("replay inside the window: %+v, counter %d", r, readCounter(st))
-	}
-	if r := send(old); r.OK || r.Error.Code != CodeExpired {
-		t.Fatalf("replay after the window: %+v", r)
-	}
-	// The id cap (3) pushes both out with fresh commands; a replay of the
-	// forgotten one inside its window is expired, not run again.
-	now = now.Add(time.Hour)
-	late := envelope.Sign("k1", priv, signedBody("del-late", "delete_data", now.Add(-time.Hour), nil))
-	if r := send(late); !r.OK {
+	pending := envelope.Sign("k1", priv, signedBody("pending", "delete_data", now.Add(time.Minute), nil))
+	// The wall clock jumps a week forward: the next command prunes every
+	// id (and raises the floor to the grant's issued_at).
+	now = now.Add(7 * 24 * time.Hour)
+	if r := send(envelope.Sign("k1", priv, signedBody("after-jump", "bump", now, nil))); !r.OK {
 		t.Fatalf("%+v", r)
 	}
-	for i := range 3 {
-		if r := send(envelope.Sign("k1", priv, signedBody("fresh-"+string(rune('a'+i)), "bump", now, nil))); !r.OK {
+	if _, known := d.lookup("grant"); known {
+		t.Fatal("the jump forgot no id: the test checks nothing")
+	}
+	before := readCounter(st)
+	if r := send(pending); !r.OK || readCounter(st) != before+1 {
+		t.Fatalf("pending withdrawal after the jump: %+v, counter %d -> %d", r, before, readCounter(st))
+	}
+	// The replay of the forgotten grant is refused: the floor.
+	if r := send(grant); r.OK || r.Error.Code != CodeExpired {
+		t.Fatalf("replay of a forgotten grant: %+v", r)
+	}
+	// The id cap (3) pushes ids out early: a withdrawal delivered after it
+	// is applied too.
+	for i := range 4 {
+		if r := send(envelope.Sign("k1", priv, signedBody("fresh-"+string(rune('a'+i)), "bump", now.Add(time.Duration(i+1)*time.Second), nil))); !r.OK {
 			t.Fatalf("%+v", r)
 		}
 	}
-	if _, known := d.lookup("del-late"); known {
-		t.Fatal("the cap did not push the id out: the test checks nothing")
-	}
-	before := readCounter(st)
-	if r := send(late); r.OK || r.Error.Code != CodeExpired || readCounter(st) != before {
-		t.Fatalf("replay of a forgotten id: %+v, counter %d -> %d", r, before, readCounter(st))
-	}
-	// A newer withdrawal still goes through.
-	if r := send(envelope.Sign("k1", priv, signedBody("del-new", "delete_data", now.Add(-time.Minute), nil))); !r.OK {
-		t.Fatalf("newer withdrawal refused: %+v", r)
+	late := envelope.Sign("k1", priv, signedBody("late", "delete_data", now.Add(-time.Hour), nil))
+	if r := send(late); !r.OK {
+		t.Fatalf("withdrawal after the cap pushed ids out: %+v", r)
 	}
 }
 
 func TestWithdraws(t *testing.T) {
 	for payload, want := range map[string]bool{
-		`{"auto_photo":false}`:                   true,
-		`{"auto_photo":false,"patrol":false}`:    true,
-		`{"auto_photo":false,"patrol":true}`:     false,
-		`{}`:                                     false,
-		`{"auto_photo":null}`:                    false,
-		`{"auto_photo":0}`:                       false,
-		`{"auto_photo":false,"auto_photo":true}`: false,
+		`{"auto_photo":false}`:                               true,
+		`{"auto_photo":false,"patrol":false}`:                true,
+		`{"auto_photo":false,"patrol":true}`:                 false,
+		`{}`:                                                 false,
+		`{"auto_photo":null}`:                                false,
+		`{"auto_photo":0}`:                                   false,
+		`{"auto_photo":false,"auto_photo":true}`:             false,
+		`{"blur_unknown_faces":true}`:                        true,
+		`{"blur_unknown_faces":false}`:                       false,
+		`{"blur_unknown_faces":true,"cloud_backup":false}`:   true,
+		`{"blur_unknown_faces":false,"cloud_backup":false}`:  false,
+		`{"blur_unknown_faces":true,"usage_analytics":true}`: false,
 	} {
 		if got := Withdraws(Command{Type: "set_features", Payload: json.RawMessage(payload)}); got != want {
 			t.Errorf("set_features %s: %v, want %v", payload, got, want)
@@ -279,4 +291,119 @@ func FuzzVerifier(f *testing.F) {
 			t.Fatalf("id %q", id)
 		}
 	})
+}
+
+// TestP5_P14_TheNewestSignedCommandPerSettingWins (contract v3, issue 22
+// item 1): a signed command older than the last one applied to a setting
+// it names is refused superseded and changes nothing, a command naming
+// several settings is applied or refused whole, a family floor stands for
+// every setting of the family, and unsigned commands are not ordered.
+func TestP5_P14_TheNewestSignedCommandPerSettingWins(t *testing.T) {
+	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	d, st := newDispatcher(t, Options{Now: func() time.Time { return now }, DeviceID: testDevice,
+		Authenticate: Verifier(map[string]ed25519.PublicKey{"k1": pub})})
+	counter(t, d)
+	bump := d.handlers["bump"]
+	claim := func(ctx context.Context, e *Exec) (any, error) {
+		var p struct {
+			Settings []string `json:"settings"`
+			Floor    string   `json:"floor"`
+		}
+		if err := Decode(e.Cmd.Payload, &p); err != nil {
+			return nil, err
+		}
+		if err := e.Claim(p.Settings...); err != nil {
+			return nil, err
+		}
+		if p.Floor != "" {
+			if err := e.RaiseFloor(p.Floor); err != nil {
+				return nil, err
+			}
+		}
+		e.Cmd.Payload = json.RawMessage(`{}`)
+		return bump(ctx, e)
+	}
+	d.Register("revoke_consent", claim) // a withdrawal: accepted whatever its age
+	d.Register("grant_consent", claim)  // 5 minutes
+	send := func(id, typ string, at time.Time, settings []string, floor string) Result {
+		return decodeResult(t, d.Handle(context.Background(), envelope.Sign("k1", priv,
+			signedBody(id, typ, at, map[string]any{"settings": settings, "floor": floor}))))
+	}
+	// The owner revoked at T1, then granted at T2; the network delivers
+	// the grant first. The held-back revocation changes nothing.
+	t1, t2 := now.Add(-4*time.Minute), now.Add(-time.Minute)
+	if r := send("grant", "grant_consent", t2, []string{"consent/ana"}, ""); !r.OK {
+		t.Fatalf("%+v", r)
+	}
+	n := readCounter(st)
+	if r := send("revoke", "revoke_consent", t1, []string{"consent/ana"}, ""); r.OK || r.Error.Code != CodeSuperseded || readCounter(st) != n {
+		t.Fatalf("held-back revocation: %+v, counter %d -> %d", r, n, readCounter(st))
+	}
+	// A later revocation of the same person is applied; a grant replayed
+	// late (issued before it) is then superseded too.
+	if r := send("revoke2", "revoke_consent", now, []string{"consent/ana"}, ""); !r.OK {
+		t.Fatalf("%+v", r)
+	}
+	if r := send("grant-late", "grant_consent", t2.Add(time.Second), []string{"consent/ana"}, ""); r.OK || r.Error.Code != CodeSuperseded {
+		t.Fatalf("late grant after a newer revocation: %+v", r)
+	}
+	// Two settings, one of them newer: refused whole, the other unchanged.
+	n = readCounter(st)
+	if r := send("both", "revoke_consent", t2, []string{"consent/bob", "consent/ana"}, ""); r.OK || r.Error.Code != CodeSuperseded || readCounter(st) != n {
+		t.Fatalf("a command naming a newer setting: %+v", r)
+	}
+	if r := send("bob-older", "revoke_consent", t1, []string{"consent/bob"}, ""); !r.OK {
+		t.Fatalf("bob's setting was recorded by a refused command: %+v", r)
+	}
+	// A floor for the family: every consent older than it is superseded,
+	// a newer one goes on, and the settings it covers are dropped.
+	if r := send("forget-all", "revoke_consent", now.Add(time.Second), nil, "consent/*"); !r.OK {
+		t.Fatalf("%+v", r)
+	}
+	if r := send("carl", "grant_consent", now, []string{"consent/carl"}, ""); r.OK || r.Error.Code != CodeSuperseded {
+		t.Fatalf("a grant older than the family floor: %+v", r)
+	}
+	if r := send("carl2", "grant_consent", now.Add(2*time.Second), []string{"consent/carl"}, ""); !r.OK {
+		t.Fatalf("a grant newer than the floor: %+v", r)
+	}
+	var keys []string
+	st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketCommands).ForEach(func(k, v []byte) error {
+			if v != nil && strings.HasPrefix(string(k), settingPrefix) {
+				keys = append(keys, string(k))
+			}
+			return nil
+		})
+	})
+	if strings.Join(keys, " ") != "setting/consent/* setting/consent/carl" {
+		t.Fatalf("settings kept: %v", keys)
+	}
+	// A repeat of a superseded id gets the same answer.
+	if r := send("revoke", "revoke_consent", t1, []string{"consent/ana"}, ""); r.OK || r.Error.Code != CodeSuperseded {
+		t.Fatalf("repeat: %+v", r)
+	}
+}
+
+// Unsigned commands carry no trusted time: they are neither ordered nor
+// recorded (there are no command keys, so no signed command either).
+func TestUnsignedCommandsAreNotOrdered(t *testing.T) {
+	d, st := newDispatcher(t, Options{})
+	counter(t, d)
+	bump := d.handlers["bump"]
+	d.Register("set", func(ctx context.Context, e *Exec) (any, error) {
+		if err := e.Claim("feature/x"); err != nil {
+			return nil, err
+		}
+		return bump(ctx, e)
+	})
+	for i, at := range []string{"2026-11-22T09:00:00Z", "2026-11-22T08:00:00Z"} {
+		raw := `{"id":"u` + string(rune('0'+i)) + `","type":"set","issued_at":"` + at + `","payload":{}}`
+		if r := decodeResult(t, d.Handle(context.Background(), []byte(raw))); !r.OK {
+			t.Fatalf("%s: %+v", raw, r)
+		}
+	}
+	if readCounter(st) != 2 {
+		t.Fatal("an unsigned command was ordered")
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,12 @@ func TestP4_EveryAdmittedPhotoEndsUploadedOrDeleted(t *testing.T) {
 			}
 			r.waitSpoolEmpty(5 * time.Second)
 			a.must("sel-1", "select_photos", map[string]any{})
+			// Each kept photo is readied by a worker of its own (issue
+			// 21): ten of them take a while on a loaded machine; the
+			// contract bounds no selection's time.
+			a.events.WaitFor(t, 120*time.Second, func(m testbroker.Message) bool {
+				return strings.Contains(string(m.Payload), `"selection_done"`)
+			})
 			a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 10 })
 			// Two of them acked before the withdrawal, four more admitted
 			// and still undecided.

@@ -89,7 +89,7 @@ func (r *rig) todayOffline(t *testing.T) counts {
 	defer s.Close()
 	var c capture.DayCounts
 	la, _ := time.LoadLocation("America/Los_Angeles")
-	s.View(func(tx *bolt.Tx) (err error) { c, err = capture.Today(tx, time.Now(), la); return })
+	s.View(func(tx *bolt.Tx) (err error) { c, err = capture.NewDayClock(nil, nil, la).Today(tx); return })
 	return counts{c.Day, c.Admitted, c.Refused, c.OverCap, c.Invalid, c.Uploaded, c.Deleted}
 }
 

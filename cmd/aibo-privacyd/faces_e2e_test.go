@@ -18,6 +18,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
@@ -317,4 +318,44 @@ func keysMentioning(t *testing.T, r *rig, subject string) []string {
 		return nil
 	})
 	return out
+}
+
+// TestP7_ASoftCloseUpGoesOutBlurred (issue 19): a face that fills the
+// photo but is not sharp (a 64 px GENKI-4K face blown up to 512 px, as an
+// old small photo or a blurred close-up gives) is a stranger's face like
+// any other: with blur_unknown_faces on it leaves pixelated. Before, the
+// worker's detector missed such faces and the photo went up in the clear,
+// although the scorer counted a face in it.
+func TestP7_ASoftCloseUpGoesOutBlurred(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "photos:\n  keep_per_day: 1\n  min_score: 0\n")
+	a := newApp(t, b, r.deviceID)
+	cl := newCloud(t, b, a)
+	r.start()
+	a.must("acc", "accept_policy", map[string]any{"version": "v1"})
+	a.must("feat", "set_features", map[string]any{"auto_photo": true, "blur_unknown_faces": true})
+
+	f, err := os.Open("../../testdata/photos/genki-smile-file1563.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := jpeg.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	photo := synth.Resize(small, 512, 512)
+	r.drop("closeup.jpg", synth.JPEG(photo, 95))
+	r.waitSpoolEmpty(2 * time.Second)
+	a.must("sel", "select_photos", map[string]any{})
+	_, body := cl.receive("photo", true)
+	up, err := jpeg.Decode(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The middle of the face: eyes, nose and mouth.
+	face := image.Rect(128, 128, 384, 420)
+	if got, was := detail(up, face), detail(photo, face); got > 0.4*was {
+		t.Fatalf("the soft close-up went up with its face's detail: %.2f, was %.2f", got, was)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/escape"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
@@ -26,7 +27,23 @@ var binDir string
 // converts the face nets.
 var faceModels string
 
+// withoutLandlockEnv makes this test binary a wrapper: it hides Landlock
+// from itself (a seccomp filter answers ENOSYS, as on a kernel without
+// it) and execs the daemon named there, with its own arguments.
+const withoutLandlockEnv = "AIBO_E2E_EXEC_WITHOUT_LANDLOCK"
+
 func TestMain(m *testing.M) {
+	if daemon := os.Getenv(withoutLandlockEnv); daemon != "" {
+		err := escape.WithoutLandlock()
+		if err == nil {
+			err = syscall.Exec(daemon, append([]string{daemon}, os.Args[1:]...), os.Environ())
+		}
+		fmt.Fprintln(os.Stderr, "without Landlock:", err)
+		os.Exit(125)
+	}
+	if mode := hostileMode(); mode != "" {
+		os.Exit(hostileWorker(mode))
+	}
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "aibo-e2e-bin")
 	if err != nil {
@@ -77,10 +94,13 @@ type rig struct {
 	config   string
 	extra    string   // appended YAML
 	env      []string // added to the daemon's environment
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	logs     *testlog.Buffer
-	allLogs  []string
+	// noLandlock runs the daemon on what looks like a kernel without
+	// Landlock (withoutLandlockEnv).
+	noLandlock bool
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	logs       *testlog.Buffer
+	allLogs    []string
 }
 
 func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
@@ -114,8 +134,12 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 		mqttBlock = ""
 	}
 	// Every rig's worker gets the face nets make setup converted (before
-	// the diag block, which some tests extend at the end of the file).
+	// the diag block, which some tests extend at the end of the file),
+	// unless the test gives a vision: block of its own.
 	visionBlock := "vision:\n  face_models_dir: " + faceModels + "\n"
+	if strings.Contains(extraYAML, "vision:\n") {
+		visionBlock = "" // the test's own, whole
+	}
 	cfg := fmt.Sprintf(`device_id: %s
 data_dir: %s
 spool_dir: %s
@@ -150,6 +174,11 @@ func (r *rig) start() {
 	// The daemon talks to systemd only when a test asks (r.env), never to
 	// a systemd the test runner may run under.
 	r.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET=", "WATCHDOG_USEC="), r.env...)
+	if r.noLandlock {
+		r.cmd.Args[0] = os.Args[0]
+		r.cmd.Path = os.Args[0]
+		r.cmd.Env = append(r.cmd.Env, withoutLandlockEnv+"="+filepath.Join(binDir, "aibo-privacyd"))
+	}
 	r.cmd.Stdout = r.logs
 	r.cmd.Stderr = r.logs
 	if err := r.cmd.Start(); err != nil {
@@ -171,6 +200,23 @@ func (r *rig) start() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r.t.Fatalf("daemon not answering on %s", r.socket)
+}
+
+// waitHealthy waits until /v1/health says ok: right after a start the
+// vision check is not done yet (it starts a worker with its nets).
+func (r *rig) waitHealthy(d time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out, code := r.ctl("health")
+		if code == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("not healthy within %s: exit %d\n%s", d, code, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and expects a clean exit 0 within the shutdown bound.

@@ -5,9 +5,6 @@ import (
 	"compress/zlib"
 	"encoding/binary"
 	"hash/crc32"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -89,42 +86,13 @@ func BenchmarkHostileSpoolPeakRSS(b *testing.B) {
 	worst := 0
 	for i := 0; i < b.N; i++ {
 		r := newBenchRig(b, br)
-		cfg, _ := os.ReadFile(r.config)
-		cfg = append(cfg, []byte("photos:\n  min_score: 0\nvision:\n  face_models_dir: "+faceModels+"\n")...)
-		os.WriteFile(r.config, cfg, 0o600)
-		os.MkdirAll(filepath.Join(r.spool, "photos"), 0o755)
-		cmd := exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		cmd := benchStart(b, r, "photos:\n  min_score: 0\nvision:\n  face_models_dir: "+faceModels+"\n")
 		c := br.Client(b)
-		results := c.Subscribe(b, "aibo/bench/cmd/result")
 		events := c.Subscribe(b, "aibo/bench/events")
-		send := func(id, typ, payload string) {
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
-				c.Publish(b, "aibo/bench/cmd", []byte(`{"id":"`+id+`","type":"`+typ+`","payload":`+payload+`}`), false)
-				for _, m := range results.All() {
-					if bytes.Contains(m.Payload, []byte(`"`+id+`"`)) {
-						return
-					}
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			b.Fatalf("no answer to %s", typ)
-		}
+		send := benchSend(b, c)
 		send("acc", "accept_policy", `{"version":"v1"}`)
 		send("on", "set_features", `{"auto_photo":true}`)
-		os.WriteFile(filepath.Join(r.spool, "photos", "bomb.png.part"), bomb, 0o644)
-		os.Rename(filepath.Join(r.spool, "photos", "bomb.png.part"), filepath.Join(r.spool, "photos", "bomb.png"))
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if _, err := os.Stat(filepath.Join(r.spool, "photos", "bomb.png")); os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("the bomb stayed in the spool")
-			}
-		}
+		benchDrop(b, r, map[string][]byte{"bomb.png": bomb}, 20*time.Second)
 		send("sel", "select_photos", `{}`)
 		events.WaitFor(b, 60*time.Second, func(m testbroker.Message) bool { return bytes.Contains(m.Payload, []byte(`"selection_done"`)) })
 		if hwm := procKB(b, cmd.Process.Pid, "VmHWM:"); hwm > worst {

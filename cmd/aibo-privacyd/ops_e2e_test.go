@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // logLines parses the daemon's JSON log.
@@ -150,7 +150,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		t.Fatalf("selection_done %v", ev)
 	}
 	m, _ := cl.receive("photo", true)
-	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 0 })
+	// Acked, not only queued: an earlier state had nothing pending too.
+	a.state(func(s map[string]any) bool {
+		return num(s, "photos_today", "uploaded") == 1 && num(s, "outbox", "pending") == 0
+	})
 
 	// Metrics first: the daemon is still running.
 	text, code := r.ctl("metrics")
@@ -174,33 +177,11 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	}
 	value := func(name string, labels map[string]string) float64 {
 		t.Helper()
-		f, ok := fams[name]
+		v, ok := seriesValue(fams, name, labels)
 		if !ok {
-			t.Errorf("metric %s missing", name)
-			return -1
+			t.Errorf("metric %s%v missing", name, labels)
 		}
-	next:
-		for _, m := range f.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == k && l.GetValue() == v)
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-		t.Errorf("metric %s%v missing", name, labels)
-		return -1
+		return v
 	}
 	for _, c := range []struct {
 		name   string
@@ -222,6 +203,14 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 		{"aibo_vision_worker_available", nil, 1},
 		{"aibo_vision_worker_crashes_total", nil, 0},
 		{"aibo_vision_worker_timeouts_total", nil, 0},
+		// Issue 21: each layer of the worker's confinement in force, by name.
+		{"aibo_vision_confined", nil, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "landlock"}, float64(vision.LandlockABI())},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "seccomp"}, 1},
+		{"aibo_vision_confinement_layer", map[string]string{"layer": "namespace_net"}, 1},
+		{"aibo_vision_alone_total", nil, 1}, // the kept photo got a worker of its own
+		{"aibo_vision_bad_answers_total", nil, 0},
+		{"aibo_vision_refused_total", nil, 0},
 		{"aibo_commands_total", map[string]string{"type": "accept_policy", "code": "unsigned"}, 1},
 		{"aibo_commands_total", map[string]string{"type": "set_features", "code": "bad_signature"}, 1},
 		// A sender cannot mint series: an unknown type is "unknown".
@@ -234,6 +223,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	}
 	if got := value("aibo_vision_worker_starts_total", nil); got < 1 {
 		t.Errorf("aibo_vision_worker_starts_total = %v, want >= 1", got)
+	}
+	// Which build runs: the toolchain the test built the daemon with.
+	if got := value("aibo_build_info", map[string]string{"go_version": runtime.Version(), "version": "devel"}); got != 1 {
+		t.Errorf("aibo_build_info{go_version=%q,version=devel} = %v, want 1", runtime.Version(), got)
 	}
 	if strings.Contains(text, "make_coffee") {
 		t.Error("a command type the sender chose became a label value")

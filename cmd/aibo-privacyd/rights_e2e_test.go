@@ -71,7 +71,7 @@ func (c *cloud) receive(kind string, ack bool) (manifest, []byte) {
 func eventOf(t *testing.T, a *app, typ string) map[string]any {
 	t.Helper()
 	var ev map[string]any
-	a.events.WaitFor(t, 10*time.Second, func(m testbroker.Message) bool {
+	a.events.WaitFor(t, 30*time.Second, func(m testbroker.Message) bool {
 		var e map[string]any
 		if json.Unmarshal(m.Payload, &e) != nil || e["type"] != typ {
 			return false

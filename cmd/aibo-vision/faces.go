@@ -17,52 +17,40 @@ import (
 // and are freed before the answer is written.
 type faceFinder struct {
 	nets *facenet.Nets
-	// side is the long side Patrol frames are scaled to for detection;
-	// thorough requests add thoroughSide.
-	side, thoroughSide int
+	// scorer's own face search (cascades) is added to a thorough search,
+	// so a photo about to leave is blurred wherever the scorer counted a
+	// face; nil leaves it out.
+	scorer *score.Scorer
 }
 
-// Detection sides. Measured with scripts/facequality/detectors and the
-// benchmarks (README): at a long side of 416 the detector finds faces from
-// about 15% of a 720p frame's height in 14-17 ms on one core; at 1280 from
-// about 5%, in 100-150 ms. Patrol frames (mostly without a face) take the
-// first; a photo about to be uploaded with blur_unknown_faces takes both.
-const (
-	patrolSide   = 416
-	thoroughSide = 1280
-)
-
-// faces decodes an image and returns its faces' boxes and descriptors.
-// With boxesOnly no landmarks or descriptors are computed: nobody may be
-// recognised, so every face is a stranger to blur.
-func (f *faceFinder) faces(data []byte, maxPixels int, thorough, boxesOnly bool) (vision.FacesResult, error) {
+// faces decodes an image and returns its faces' boxes and descriptors,
+// searched as far as reach. With boxesOnly no landmarks or descriptors are
+// computed: nobody may be recognised, so every face is a stranger to blur.
+func (f *faceFinder) faces(data []byte, maxPixels int, reach facenet.Reach, boxesOnly bool) (vision.FacesResult, error) {
 	img, err := score.Decode(data, maxPixels)
 	if err != nil {
 		return vision.FacesResult{}, err
 	}
 	defer img.Close()
-	return f.facesIn(img, thorough, boxesOnly)
+	return f.facesIn(img, reach, boxesOnly)
 }
 
 // facesIn is faces on an image already decoded (BGR).
-func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.FacesResult, error) {
-	dets, err := f.nets.Detect(img, facenet.DetectOptions{Side: f.side})
+func (f *faceFinder) facesIn(img gocv.Mat, reach facenet.Reach, boxesOnly bool) (vision.FacesResult, error) {
+	dets, counted, err := f.detect(img, reach)
 	if err != nil {
 		return vision.FacesResult{}, err
-	}
-	if long := max(img.Cols(), img.Rows()); thorough && long > f.side {
-		// Small faces need the frame near its own size; an image smaller
-		// than that gains nothing from growing.
-		more, err := f.nets.Detect(img, facenet.DetectOptions{Side: min(f.thoroughSide, long)})
-		f.nets.Shrink() // the large pass's buffers are not kept for the next frame
-		if err != nil {
-			return vision.FacesResult{}, err
-		}
-		dets = facenet.Merge(dets, more)
 	}
 	out := vision.FacesResult{Width: img.Cols(), Height: img.Rows(), Model: facenet.DescriptorModel}
 	for _, d := range dets {
 		head := headBox(d.Box, img.Cols(), img.Rows())
+		for _, c := range counted {
+			// Where the scorer boxed this face differently, the hidden
+			// region covers its box too.
+			if facenet.Same(c, d.Box) {
+				head = head.Union(c)
+			}
+		}
 		face := vision.FaceTemplate{X: head.Min.X, Y: head.Min.Y, W: head.Dx(), H: head.Dy()}
 		if boxesOnly {
 			out.Faces = append(out.Faces, face)
@@ -82,10 +70,38 @@ func (f *faceFinder) facesIn(img gocv.Mat, thorough, boxesOnly bool) (vision.Fac
 	return out, nil
 }
 
+// detect finds the faces of a frame, largest first (facenet.Search), and
+// for a thorough search adds the scorer's own: counted are the scorer's
+// boxes, each of them also among the detections or beside one that is the
+// same face.
+func (f *faceFinder) detect(img gocv.Mat, reach facenet.Reach) (found []facenet.Detection, counted []image.Rectangle, err error) {
+	if found, err = f.nets.Search(img, reach); err != nil || reach != facenet.Thorough || f.scorer == nil {
+		return found, nil, err
+	}
+	if counted, err = f.scorer.Detect(img); err != nil {
+		return nil, nil, err
+	}
+	for _, b := range counted {
+		found = facenet.Merge(found, []facenet.Detection{{Box: b, Score: 1}})
+	}
+	return found, counted, nil
+}
+
 // headBox grows the detector's box, which runs from the brows to the chin,
 // to the whole head: the box the daemon pixelates (clean.Pixelate grows
 // it by a fifth more), so a stranger's forehead, hair and ears go too.
 func headBox(face image.Rectangle, w, h int) image.Rectangle {
 	dx, up, down := face.Dx()*12/100, face.Dy()*35/100, face.Dy()*5/100
 	return image.Rect(face.Min.X-dx, face.Min.Y-up, face.Max.X+dx, face.Max.Y+down).Intersect(image.Rect(0, 0, w, h))
+}
+
+// reachOf is how far a request asks the search to look.
+func reachOf(req vision.Faces) facenet.Reach {
+	switch {
+	case req.Thorough:
+		return facenet.Thorough
+	case req.Enrollment:
+		return facenet.Enrol
+	}
+	return facenet.Patrol
 }

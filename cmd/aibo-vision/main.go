@@ -84,7 +84,7 @@ func run(args []string) int {
 	start := time.Now()
 	score.SetThreads(*threads)
 	var s *score.Scorer
-	ff := &faceFinder{side: patrolSide, thoroughSide: thoroughSide}
+	ff := &faceFinder{}
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
@@ -93,6 +93,7 @@ func run(args []string) int {
 		if err == nil {
 			// One set of nets serves scoring and the face pipeline.
 			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
+			ff.scorer = s
 		}
 		if err != nil {
 			// A face model that fails its checksum says "face models
@@ -141,16 +142,16 @@ func run(args []string) int {
 		for i, b := range req.Hide {
 			hide[i] = image.Rect(b.X, b.Y, b.X+b.W, b.Y+b.H)
 		}
-		out, err := clean.ForUpload(req.Image, hide)
+		out, err := clean.ForUpload(req.Image, hide, req.Width, req.Height, req.MaxBytes)
 		if err != nil {
 			log.Warn("clean", "bytes", len(req.Image), "err", err)
 			return vision.CleanResult{}, err
 		}
-		return vision.CleanResult{JPEG: out}, nil
+		return vision.CleanResult{JPEG: out, Width: req.Width, Height: req.Height}, nil
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
 		<-loaded
 		t0 := time.Now()
-		r, err := ff.faces(req.Image, *maxPixels, req.Thorough, req.BoxesOnly)
+		r, err := ff.faces(req.Image, *maxPixels, reachOf(req), req.BoxesOnly)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
 			return vision.FacesResult{}, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/jpeg"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
+	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
@@ -284,4 +287,74 @@ func procMB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// BenchmarkPhotoAlone measures what a worker of its own costs a photo
+// about to leave (issue 21: vision.Client.Alone): its faces searched
+// thoroughly and the photo re-encoded, by the worker as it ships started
+// through the daemon's launcher (Landlock, the filter, its namespaces),
+// in a fresh worker each time ("alone") and in one that stays up
+// ("warm"). The difference is the start-up a photo pays, at most
+// keep_per_day times a day.
+//
+//	go test -run '^$' -bench PhotoAlone -benchtime 10x ./cmd/aibo-vision/
+func BenchmarkPhotoAlone(b *testing.B) {
+	dir := b.TempDir()
+	for _, pkg := range []string{".", "../aibo-privacyd"} {
+		if out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	abs, err := filepath.Abs(faceModels)
+	if err != nil {
+		b.Fatal(err)
+	}
+	worker := filepath.Join(dir, "aibo-vision")
+	for _, size := range []image.Point{{1280, 720}, {4000, 3000}} {
+		img := image.NewRGBA(image.Rect(0, 0, size.X, size.Y))
+		for i := range img.Pix {
+			img.Pix[i] = uint8(i*7 + i/size.X*13)
+		}
+		var photo bytes.Buffer
+		jpeg.Encode(&photo, img, &jpeg.Options{Quality: 85})
+		prepare := func(ctx context.Context, c *vision.Client) error {
+			f, err := c.Faces(ctx, vision.Faces{Image: photo.Bytes(), Thorough: true, BoxesOnly: true})
+			if err != nil {
+				return err
+			}
+			var hide []vision.Box
+			for _, x := range f.Faces {
+				hide = append(hide, vision.Box{X: x.X, Y: x.Y, W: x.W, H: x.H})
+			}
+			_, err = c.Clean(ctx, vision.Clean{Image: photo.Bytes(), Hide: hide, Width: size.X, Height: size.Y, MaxBytes: clean.MaxBytes(size.X, size.Y)}, io.Discard)
+			return err
+		}
+		for _, alone := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%dx%d/%s", size.X, size.Y, map[bool]string{false: "warm", true: "alone"}[alone]), func(b *testing.B) {
+				c := vision.NewClient(vision.Config{Path: worker, Args: []string{"-face-models", abs}, IdleTimeout: -1,
+					RequestTimeout: time.Minute, Launcher: filepath.Join(dir, "aibo-privacyd"),
+					Sandbox: vision.Sandbox{Read: append([]string{worker, score.DefaultModelDir, abs}, vision.SystemReadPaths...)}})
+				defer c.Close()
+				if err := prepare(context.Background(), c); err != nil { // warm up (and load the nets)
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					var err error
+					if alone {
+						err = c.Alone(context.Background(), func(ctx context.Context) error { return prepare(ctx, c) })
+					} else {
+						err = prepare(context.Background(), c)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if conf := c.Confinement(); !conf.Confined() {
+					b.Fatalf("the worker ran unconfined: %+v", conf)
+				}
+			})
+		}
+	}
 }

@@ -9,13 +9,15 @@ import (
 )
 
 // Keyring is a file of fixed-size slots, each holding one key that seals
-// another key kept in the store (a person's key). It exists because the
-// bbolt store copies on write: a deleted record's old page stays in the
-// file's free list until it happens to be reused, so a person's key sealed
-// by the device key could be read back from it after "erasure". A slot is
-// overwritten in place instead: Erase zeroes it and syncs, and every copy
-// of what its key sealed, wherever the store left it, can no longer be
-// opened.
+// another key kept in the store (a person's key in people.keys; a photo's
+// or a queued artifact's in data.keys). It exists because the bbolt store
+// copies on write: a deleted record's old page stays in the file's free
+// list until it happens to be reused, so a key sealed by the device key
+// could be read back from it after "erasure". A slot is overwritten in
+// place instead: Erase zeroes it and syncs, and every copy of what its key
+// sealed, wherever the store or the file system left it, can no longer be
+// opened. Alloc reuses the lowest free slot, so the file is as large as
+// the most keys ever held at once, not the most ever made.
 //
 // The file holds nothing but random keys, mode 0600. A zero slot is free.
 // Flash translation layers may still keep an old block; that is below

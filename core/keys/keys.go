@@ -1,10 +1,12 @@
-// Package keys owns encryption at rest: the device key file, the keyring
-// of people's key slots, random data keys, and AES-256-GCM sealing.
-// Personal data is sealed with its own key (per photo, per person), so
-// destroying a data key erases every copy of what it sealed. Photo keys are
-// stored sealed by the device key; a person's key is sealed by a key in a
-// Keyring slot, which is overwritten in place when they are forgotten. This
-// package never logs or returns key bytes anywhere but to its caller.
+// Package keys owns encryption at rest: the device key file, keyrings of
+// erasable key slots, random data keys, and AES-256-GCM sealing. Personal
+// data is sealed with its own key (per photo, per artifact, per person),
+// and that key is sealed by a key in a Keyring slot, which is overwritten
+// in place when the data is deleted: every copy of what it sealed, in a
+// freed page or an old file block, then opens with no key left on the
+// device. The device key only opens what older versions sealed with it,
+// until the daemon moves it at start. This package never logs or returns
+// key bytes anywhere but to its caller.
 package keys
 
 import (

@@ -121,7 +121,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		if day != want {
 			t.Errorf("day counters read back as %+v, want %+v", day, want)
 		}
-		if d := capture.CurrentDay(tx, at.Add(-48*time.Hour), time.UTC); d != "2026-11-22" {
+		if d := capture.NewDayClock(func() time.Time { return at.Add(-48 * time.Hour) }, nil, time.UTC).Day(tx); d != "2026-11-22" {
 			t.Errorf("latest-day mark lost: current day %s with the clock set back", d)
 		}
 

@@ -6,6 +6,9 @@
 // makes the worker balloon is then killed by the kernel in the worker's
 // cgroup, never the daemon with its outbox and keys.
 //
+// Stopping a worker kills everything left in that leaf (Kill:
+// cgroup.kill), so no child of the worker outlives it.
+//
 // It only ever writes below the process's own cgroup, and only when that
 // cgroup is a systemd service's and writable (delegated); anywhere else
 // (make run, tests, a shell) it does nothing. It owns no other state.
@@ -19,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -110,6 +114,62 @@ func (p *Placer) Place(pid int) error {
 		return fmt.Errorf("cgroup: place worker %d: %w", pid, err)
 	}
 	return nil
+}
+
+// killWait bounds how long Kill waits for the cgroup to empty.
+const killWait = 2 * time.Second
+
+// Kill ends every process in the worker's cgroup and returns once it is
+// empty, so that nothing a worker started outlives it, not even a child
+// in a session of its own (a process group kill misses it). It writes
+// cgroup.kill (Linux 5.14 and later); an older kernel gets SIGKILL for
+// each process cgroup.procs lists, until none is left.
+func (p *Placer) Kill() error {
+	deadline := time.Now().Add(killWait)
+	killFile := filepath.Join(p.dir, "cgroup.kill")
+	_, err := os.Stat(killFile)
+	hasKill := err == nil
+	for {
+		pids, populated, err := p.members()
+		if err != nil {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+		if !populated {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup: %s still holds processes %v after %v", p.dir, pids, killWait)
+		}
+		if hasKill {
+			if err := write(killFile, "1"); err != nil {
+				return fmt.Errorf("cgroup: kill: %w", err)
+			}
+		} else {
+			for _, pid := range pids {
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// members lists the processes in the worker's cgroup, and whether any
+// process is left (cgroup.events, which also counts the dying).
+func (p *Placer) members() (pids []int, populated bool, err error) {
+	raw, err := os.ReadFile(filepath.Join(p.dir, "cgroup.procs"))
+	if err != nil {
+		return nil, false, err
+	}
+	for _, f := range strings.Fields(string(raw)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	populated = len(pids) > 0
+	if ev, err := os.ReadFile(filepath.Join(p.dir, "cgroup.events")); err == nil {
+		populated = strings.Contains(string(ev), "populated 1")
+	}
+	return pids, populated, nil
 }
 
 // ownPath reads the cgroup v2 path ("0::/system.slice/x.service").

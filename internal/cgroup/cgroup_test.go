@@ -3,10 +3,13 @@ package cgroup
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // fakeService lays out what systemd gives a service with Delegate=: its
@@ -105,5 +108,64 @@ func TestMemoryControllerMustBeDelegated(t *testing.T) {
 	root, self, _ := fakeService(t, "cpu pids")
 	if _, err := Setup(root, self, Limits{MemoryMax: 1 << 30}); err == nil || !strings.Contains(err.Error(), "memory controller") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// Issue 21: stopping the worker ends everything in its cgroup, a child in
+// a session of its own included. With cgroup.kill (Linux 5.14) the kernel
+// does it; Kill returns once cgroup.events says the leaf is empty.
+func TestKillEmptiesTheWorkersCgroupWithCgroupKill(t *testing.T) {
+	root, self, base := fakeService(t, "memory pids")
+	p, err := Setup(root, self, Limits{MemoryMax: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "vision")
+	os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("4242\n4243\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\nfrozen 0\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), nil, 0o644)
+	// The kernel's part, in this fake: the leaf empties once "1" is written.
+	go func() {
+		for read(t, filepath.Join(dir, "cgroup.kill")) != "1" {
+			time.Sleep(time.Millisecond)
+		}
+		os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644)
+		os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 0\nfrozen 0\n"), 0o644)
+	}()
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An older kernel has no cgroup.kill: every process the leaf lists gets
+// SIGKILL until none is left. And a leaf that does not empty is an error,
+// not a hang.
+func TestKillSignalsEachProcessWithoutCgroupKill(t *testing.T) {
+	root, self, base := fakeService(t, "memory pids")
+	p, err := Setup(root, self, Limits{MemoryMax: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "vision")
+	child := exec.Command("sleep", "60")
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(child.Process.Pid)+"\n"), 0o644)
+	done := make(chan error, 1)
+	go func() {
+		done <- child.Wait()
+		os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644) // the kernel's part
+	}()
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("the child ended with %v, want killed", err)
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\n"), 0o644)
+	if err := p.Kill(); err == nil {
+		t.Fatal("a leaf that never empties was reported empty")
 	}
 }

@@ -190,14 +190,18 @@ func asBGR(img gocv.Mat) (gocv.Mat, error) {
 
 var black = color.RGBA{A: 255}
 
-// Merge joins the detections of two passes, dropping those of b that
-// overlap one of a (IoU over 0.3), largest first.
+// Merge joins the detections of two passes, largest first, dropping those
+// of b that are a face of a already: overlapping it (IoU over 0.3) or with
+// their centre inside it, or it inside them. Two passes at different
+// scales box one face differently (a large face's box from a small input
+// is looser), and one face must never count as two: enrollment keeps only
+// frames with exactly one.
 func Merge(a, b []Detection) []Detection {
 	out := append([]Detection(nil), a...)
 	for _, d := range b {
 		dup := false
-		for _, k := range a {
-			if IoU(d.Box, k.Box) > 0.3 {
+		for _, k := range out {
+			if Same(d.Box, k.Box) {
 				dup = true
 				break
 			}
@@ -210,8 +214,73 @@ func Merge(a, b []Detection) []Detection {
 	return out
 }
 
+// Same says whether two boxes are taken for one face: they overlap by an
+// IoU over 0.3, or the centre of either lies inside the other.
+func Same(a, b image.Rectangle) bool {
+	return IoU(a, b) > 0.3 || centre(a).In(b) || centre(b).In(a)
+}
+
+func centre(r image.Rectangle) image.Point {
+	return image.Pt((r.Min.X+r.Max.X)/2, (r.Min.Y+r.Max.Y)/2)
+}
+
+// DetectIn runs Detect on the part r of img scaled by k (k > 1 enlarges),
+// and returns the detections in img's pixels. It serves the searches that
+// look closer at part of a frame: a small face must be at least about 48
+// px in the detector's input to be found (scripts/facequality/detectors),
+// so a face of 36 px is searched for at k = 1.5.
+func (n *Nets) DetectIn(img gocv.Mat, r image.Rectangle, k float64, o DetectOptions) ([]Detection, error) {
+	r = r.Intersect(image.Rect(0, 0, img.Cols(), img.Rows()))
+	if r.Dx() < 16 || r.Dy() < 16 {
+		return nil, nil
+	}
+	region := img.Region(r)
+	defer region.Close()
+	o.Side = max(64, int(math.Round(float64(max(r.Dx(), r.Dy()))*k)))
+	dets, err := n.Detect(region, o)
+	for i := range dets {
+		dets[i].Box = dets[i].Box.Add(r.Min)
+	}
+	return dets, err
+}
+
+// DetectTiles searches the whole of img scaled by k, one overlapping tile
+// of at most tile x tile input pixels at a time, so an enlarged search
+// never holds the detector's buffers for the whole enlarged frame (a
+// 1280x720 frame at k = 1.5 would need about 250 MB). Tiles overlap by
+// overlap input pixels: a face up to that size lies whole in one of them.
+func (n *Nets) DetectTiles(img gocv.Mat, k float64, tile, overlap int, o DetectOptions) ([]Detection, error) {
+	var all []Detection
+	xs, ys := spans(img.Cols(), k, tile, overlap), spans(img.Rows(), k, tile, overlap)
+	for _, y := range ys {
+		for _, x := range xs {
+			d, err := n.DetectIn(img, image.Rect(x[0], y[0], x[1], y[1]), k, o)
+			if err != nil {
+				return nil, err
+			}
+			all = Merge(all, d)
+		}
+	}
+	return all, nil
+}
+
+// spans cuts a side of n source pixels, enlarged by k, into the fewest
+// equal spans of at most tile input pixels that overlap by overlap input
+// pixels.
+func spans(n int, k float64, tile, overlap int) [][2]int {
+	in := float64(n) * k
+	parts := max(1, int(math.Ceil((in-float64(overlap))/float64(tile-overlap))))
+	size := (in + float64((parts-1)*overlap)) / float64(parts) // input pixels a span
+	var out [][2]int
+	for i := 0; i < parts; i++ {
+		a := float64(i) * (size - float64(overlap))
+		out = append(out, [2]int{int(a / k), min(n, int(math.Ceil((a+size)/k)))})
+	}
+	return out
+}
+
 // Shrink runs the detector once on the smallest input, so OpenCV drops the
-// buffers a large pass (the thorough 1280 px search: about 110 MB) left
+// buffers a large pass (a thorough search's tiles and enlarged passes) left
 // allocated in the net.
 func (n *Nets) Shrink() {
 	m := gocv.NewMatWithSize(64, 64, gocv.MatTypeCV8UC3)

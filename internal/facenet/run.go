@@ -42,6 +42,7 @@ func forward(net *gocv.Net, img gocv.Mat, w, h int, mean gocv.Scalar) ([]float32
 func (n *Nets) RawDescriptor(chip gocv.Mat) ([]float32, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.work.Descriptors++
 	return forward(&n.descr, chip, ChipSide, ChipSide, meanFace)
 }
 
@@ -50,6 +51,7 @@ func (n *Nets) RawDescriptor(chip gocv.Mat) ([]float32, error) {
 func (n *Nets) RawLandmarks(face gocv.Mat) ([]float32, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.work.Landmarks++
 	return forward(&n.lm, face, FaceSide, FaceSide, meanFace)
 }
 
@@ -70,6 +72,7 @@ func (n *Nets) RawDetector(in gocv.Mat) (out []float32, rows, cols int, err erro
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.work.DetectorPixels += int64(in.Cols() * in.Rows())
 	out, err = forward(&n.det, in, in.Cols(), in.Rows(), meanDetector)
 	rows, cols = grid(in.Rows()), grid(in.Cols())
 	if err == nil && len(out) != 25*rows*cols {

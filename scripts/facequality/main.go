@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"image"
 	"log"
 	"math/rand/v2"
 	"os"
@@ -36,9 +35,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
-	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
@@ -46,11 +46,12 @@ type img struct{ s, i int }
 
 func main() {
 	data := flag.String("data", "../shared/testdata", "folder holding orl_faces/")
-	models := flag.String("models", "build/models", "the converted face nets (make setup)")
+	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	draws := flag.Int("draws", 20, "random households per size below 20")
 	ctxFlag := flag.String("context", string(frame.Replicate), "what surrounds the pasted face: replicate or flat")
 	verbose := flag.Bool("v", false, "list, for the household of 20, each genuine probe not accepted and each stranger accepted, with its distances")
 	dump := flag.String("dump", "", "write every descriptor found (JSON, \"s/i\" -> 128 numbers) to this file, for analysis")
+	light := flag.String("light", "even", "even, or side: every test image (s1..s20 6-10, s21..s40) relit by a strong light from one side (gain 0.3 to 1.3, gamma 1.8; enrollment images stay evenly lit)")
 	calOnly := flag.Bool("calibrate", false, "describe only the enrollment images (s1..s20, 1-5) and print what descriptor.Calibrate gives: how the shipped constants were fixed, without scoring a test image")
 	flag.Parse()
 	log.SetFlags(0)
@@ -68,9 +69,12 @@ func main() {
 			if *calOnly && (s > 20 || i > 5) {
 				continue
 			}
-			face, err := readPGM(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+			face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
 			if err != nil {
 				log.Fatal(err)
+			}
+			if *light == "side" && (s > 20 || i > 5) {
+				face = synth.SideLight(face)
 			}
 			jpg, want, err := frame.Frame(face, frame.Context(*ctxFlag))
 			if err != nil {
@@ -108,23 +112,7 @@ func main() {
 		}
 	}
 	// What Calibrate gives on this run's enrollment descriptors.
-	enroll := map[string][]descriptor.Vector{}
-	for s := 1; s <= 20; s++ {
-		for i := 1; i <= 5; i++ {
-			if d, ok := desc[img{s, i}]; ok {
-				v, err := descriptor.Decode(d)
-				if err != nil {
-					log.Fatal(err)
-				}
-				enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
-			}
-		}
-	}
-	cohort, err := descriptor.Cohort()
-	if err != nil {
-		log.Fatal(err)
-	}
-	cal, err := descriptor.Calibrate(enroll, cohort)
+	cal, err := frame.Calibrate(func(s, i int) []byte { return desc[img{s, i}] })
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -163,7 +151,7 @@ func main() {
 
 	slices.Sort(times)
 	sh := descriptor.Shipped
-	fmt.Printf("## ORL through the vision worker (frame 1280x720, face x3, context %s, JPEG 90 -> aibo-vision Faces -> facerec.Descriptors)\n\n", *ctxFlag)
+	fmt.Printf("## ORL through the vision worker (frame 1280x720, face x3, context %s, light %s, JPEG 90 -> aibo-vision Faces -> facerec.Descriptors)\n\n", *ctxFlag, *light)
 	fmt.Printf("Faces described: %d of 400 frames; not found: %v. Worker round trip per frame (JPEG in, descriptors out, one OpenCV thread): p50 %.1f ms.\n\n", 400-len(missed), missed, ms(times[len(times)/2]))
 	fmt.Printf("Shipped constants: Threshold %.2f, Ratio %.2f, Cohort %.2f. descriptor.Calibrate on this run's enrollment descriptors (s1..s20, images 1-5; %d impostor and %d genuine leave-one-out trials): Threshold %.2f, Ratio %.2f, Cohort %.2f; at the shipped constants %d of %d enrollment genuine trials are accepted.\n\n",
 		sh.Threshold, sh.Ratio, sh.Cohort, len(cal.Impostor), len(cal.Genuine), cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort, cal.GenuineAccepted(sh), len(cal.Genuine))
@@ -263,15 +251,6 @@ func explain(desc map[img][]byte) {
 		}
 	}
 	fmt.Println()
-}
-
-func readPGM(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return pgm.Decode(f)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -55,7 +55,8 @@ type robot struct {
 	meter  *meter
 
 	st    *store.Store
-	ring  *keys.Keyring
+	ring  *keys.Keyring // people.keys: a person's key in a slot
+	data  *keys.Keyring // data.keys: a slot per artifact that is not person-linked
 	box   *outbox.Outbox
 	ev    *events.Queue
 	link  *link.Link
@@ -110,10 +111,16 @@ func (r *robot) open() error {
 		r.st.Close()
 		return err
 	}
+	if r.data, err = keys.OpenKeyring(filepath.Join(r.dir, "data.keys")); err != nil {
+		r.ring.Close()
+		r.st.Close()
+		return err
+	}
 	r.box, err = outbox.Open(r.st, outbox.Config{
 		Dir:           filepath.Join(r.dir, "outbox"),
 		DeviceKey:     deviceKey,
 		Keyring:       r.ring,
+		DataKeys:      r.data,
 		MaxQueueBytes: r.s.MaxQueue,
 		MaxSendRate:   r.s.SendRate,
 		ChunkSize:     r.s.ChunkSize,
@@ -168,6 +175,10 @@ func (r *robot) open() error {
 }
 
 func (r *robot) close() {
+	if r.data != nil {
+		r.data.Close()
+		r.data = nil
+	}
 	if r.ring != nil {
 		r.ring.Close()
 		r.ring = nil
@@ -476,7 +487,7 @@ func (r *robot) withdraw() (int, error) {
 	var dropped []outbox.Meta
 	err := r.st.Update(func(tx *bolt.Tx) error {
 		var err error
-		after, dropped, err = r.box.DropSlotTx(tx, slot, []policy.Kind{policy.KindSighting}, outbox.ReasonGate)
+		after, dropped, err = r.box.DropSlotTx(tx, slot, []policy.Kind{policy.KindSighting}, time.Time{}, outbox.ReasonGate)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,9 +17,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
+	"github.com/aibo-privacy/aibo-privacyd/internal/envelope"
 )
 
 // TestOfferIsStagedByTheDaemonsPackage checks the script against the real
@@ -130,8 +131,9 @@ func TestOfferIsStagedByTheDaemonsPackage(t *testing.T) {
 }
 
 // With command keys set a robot refuses an unsigned offer (unsigned): with
-// -command-key the offer is a signed command its verifier accepts, naming
-// the device.
+// -command-key the offer is a signed command, naming the device, that the
+// owner's key verifies (internal/envelope, as the daemon's verifier opens
+// it).
 func TestOfferSignedAsACommandPassesTheVerifier(t *testing.T) {
 	_, fwKey, _ := ed25519.GenerateKey(nil)
 	pub, owner, _ := ed25519.GenerateKey(nil)
@@ -139,17 +141,16 @@ func TestOfferSignedAsACommandPassesTheVerifier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify := command.Verifier(map[string]ed25519.PublicKey{"k1": pub})
-	if _, _, e := verify(cmd, time.Now()); e == nil || e.Code != command.CodeUnsigned {
-		t.Fatalf("plain offer in signed mode: %v, want unsigned", e)
+	if _, err := envelope.Open(cmd); !errors.Is(err, envelope.ErrNotEnvelope) {
+		t.Fatalf("plain offer: %v, want a plain command (unsigned)", err)
 	}
 	signed, err := signCommand(cmd, owner, "k1", "aibo-dev")
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _, e := verify(signed, time.Now())
-	if e != nil || !v.Signed {
-		t.Fatalf("signed offer refused: %+v", e)
+	v, err := envelope.Open(signed)
+	if err != nil || v.Kid != "k1" || !v.Verify(pub) {
+		t.Fatalf("signed offer does not verify: %v", err)
 	}
 	var c struct {
 		Type     string `json:"type"`

@@ -1,22 +1,26 @@
-// Package events keeps the events the cloud must not miss (erase requests
-// above all) in the store until the broker has taken them, and publishes
-// them oldest first whenever the link is up.
+// Package events is the one path of the daemon's events to the cloud
+// (contract section 5, v3: every event is delivered at least once, in the
+// order raised, across restarts and broker outages). Every event is kept
+// in the store until the broker has taken it, and published oldest first
+// whenever the link is up.
 //
-// An event is added inside the caller's transaction, so an erasure and its
-// request to erase the cloud's copies commit together: a power cut, a dead
-// broker or a restart in between can delay the request, never lose it.
-// Delivery is at least once (the broker's QoS 1 acknowledgement removes an
-// event; a crash between the two sends it again), which suits erase
-// requests: erasing twice is harmless.
+// An event is added inside the transaction of the decision it reports, so
+// an erasure and its request to erase the cloud's copies, an enrollment
+// and its enrollment_completed, a selection and its selection_done commit
+// together: a power cut, a dead broker or a restart in between can delay
+// the event, never lose it. Delivery is at least once (the broker's QoS 1
+// acknowledgement, PUBACK, removes an event; a crash between the two sends
+// it again with the same event_id, by which the cloud drops the repeat).
 //
 // The package owns store.BucketEvents. It stores and publishes the bytes it
 // is given and nothing else; the events carry opaque subject ids, never a
-// name, and are never logged.
+// name, and are never logged (their type is, when one is evicted).
 package events
 
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,18 +30,20 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
 	"github.com/aibo-privacy/aibo-privacyd/internal/retry"
+	"github.com/aibo-privacy/aibo-privacyd/internal/textx"
 )
 
-// MaxPending bounds the events kept while the broker is unreachable. Each
-// erase request is a few hundred bytes; a household that withdraws consent
-// ten thousand times without a connection has a bigger problem.
+// MaxPending bounds the events kept while the broker is unreachable (a few
+// hundred bytes each; a day raises a handful). When it is reached, the
+// oldest event that is not an erase_request makes room; erase requests
+// are never evicted (ErrFull then).
 const MaxPending = 10_000
 
 // MaxEventBytes bounds one event.
 const MaxEventBytes = 16 << 10
 
-// ErrFull is returned by Add when MaxPending events are waiting.
-var ErrFull = errors.New("events: too many events waiting for the broker")
+// ErrFull is returned by Add when MaxPending erase requests are waiting.
+var ErrFull = errors.New("events: too many erase requests waiting for the broker")
 
 // Publisher takes one event; nil means the broker has acknowledged it.
 type Publisher interface {
@@ -72,13 +78,33 @@ func (q *Queue) Add(tx *bolt.Tx, event []byte) error {
 	}
 	b := tx.Bucket(store.BucketEvents)
 	if b.Stats().KeyN >= MaxPending {
-		return ErrFull
+		if err := q.evict(b); err != nil {
+			return err
+		}
 	}
 	seq, err := b.NextSequence()
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
 	return b.Put(key(seq), event)
+}
+
+// evict deletes the oldest event that is not an erase_request, and says
+// so; with nothing but erase requests waiting it returns ErrFull.
+func (q *Queue) evict(b *bolt.Bucket) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var ev struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(v, &ev)
+		if ev.Type == "erase_request" {
+			continue
+		}
+		q.log.Warn("events: the oldest waiting event dropped to make room", "type", textx.Cut(ev.Type, 40), "pending", MaxPending)
+		return c.Delete()
+	}
+	return ErrFull
 }
 
 // Wake tells Run that events were committed.

@@ -171,9 +171,14 @@ func TestAddRefusesEmptyOversizedAndOverflowingEvents(t *testing.T) {
 			t.Fatalf("event of %d bytes accepted", len(ev))
 		}
 	}
+	// Full: the oldest event that is not an erase request makes room.
 	err := st.Update(func(tx *bolt.Tx) error {
 		for i := range MaxPending {
-			if err := q.Add(tx, fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			typ := "erase_request"
+			if i == 1 || i == 2 {
+				typ = "cap_reached"
+			}
+			if err := q.Add(tx, fmt.Appendf(nil, `{"type":%q,"n":%d}`, typ, i)); err != nil {
 				return err
 			}
 		}
@@ -182,8 +187,26 @@ func TestAddRefusesEmptyOversizedAndOverflowingEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := range 2 {
+		if err := st.Update(func(tx *bolt.Tx) error { return q.Add(tx, []byte(`{"type":"erase_request","n":"new"}`)) }); err != nil {
+			t.Fatalf("event %d: %v, want room made", MaxPending+1+i, err)
+		}
+	}
+	var left []string
+	st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketEvents).ForEach(func(k, v []byte) error {
+			if strings.Contains(string(v), "cap_reached") {
+				left = append(left, string(v))
+			}
+			return nil
+		})
+	})
+	if len(left) != 0 {
+		t.Fatalf("the notifications that had to make room are still queued: %v", left)
+	}
+	// Nothing but erase requests: they are never evicted.
 	if err := st.Update(func(tx *bolt.Tx) error { return q.Add(tx, []byte(`{}`)) }); !errors.Is(err, ErrFull) {
-		t.Fatalf("event %d: %v, want ErrFull", MaxPending+1, err)
+		t.Fatalf("event %d: %v, want ErrFull", MaxPending+3, err)
 	}
 	if n := q.Pending(); n != MaxPending {
 		t.Fatalf("%d pending, want %d", n, MaxPending)

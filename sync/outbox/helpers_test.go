@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -43,6 +44,7 @@ type env struct {
 	dbPath string
 	dir    string
 	devKey []byte
+	data   *keys.Keyring // the data keyring: a slot per artifact that is not person-linked
 	st     *store.Store
 	logs   *testlog.Buffer
 
@@ -65,7 +67,13 @@ func newEnv(t testing.TB) *env {
 		changed: make(chan struct{}),
 	}
 	e.openStore()
+	ring, err := keys.OpenKeyring(filepath.Join(root, "data.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.data = ring
 	t.Cleanup(func() {
+		defer ring.Close()
 		if e.st != nil {
 			if err := e.st.Check(); err != nil {
 				t.Errorf("store check: %v", err)
@@ -97,6 +105,7 @@ func (e *env) config() Config {
 	return Config{
 		Dir:        e.dir,
 		DeviceKey:  e.devKey,
+		DataKeys:   e.data,
 		ChunkSize:  1024,
 		AckTimeout: 5 * time.Second,
 		Logger:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -536,4 +545,20 @@ func checkDelivery(t testing.TB, d Delivery, m Meta, content []byte, chunkSize i
 		d.Manifest.Kind != m.Kind || d.Manifest.SHA256 != m.SHA256 {
 		t.Errorf("manifest %+v does not match meta %+v (want %d chunks)", d.Manifest, m, want)
 	}
+}
+
+// loadAll reads an artifact's whole content (fails the test when it
+// cannot be read).
+func loadAll(t *testing.T, o *Outbox, id string) []byte {
+	t.Helper()
+	rec, r, err := o.load(id)
+	if err != nil || rec == nil {
+		t.Fatalf("load %s: %v (record %v)", id, err, rec != nil)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read %s: %v", id, err)
+	}
+	return b
 }

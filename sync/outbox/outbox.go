@@ -107,6 +107,10 @@ type Artifact struct {
 	Attrs       map[string]any // manifest attrs; ids and counts, never personal data beyond ids
 	CreatedAt   time.Time      // default: now
 	Content     []byte         // only on Enqueue; sealed at rest with a per-artifact key
+	// Stream, instead of Content, is content already written through
+	// NewStream (large photos: never whole in memory). Prepare takes it
+	// over; the artifact gets the stream's id.
+	Stream *Stream
 	// Slot makes the artifact person-linked: its whole record (subject,
 	// attrs, times, content key) is sealed by the key in this keyring slot,
 	// so erasing the slot erases every copy, freed pages included. Only the
@@ -154,10 +158,20 @@ type SlotKeys interface {
 	Get(slot uint32) ([]byte, error)
 }
 
+// DataKeys hands out, reads and overwrites the slots that seal the content
+// keys of artifacts that are not person-linked, one slot each (the data
+// keyring, core/keys.Keyring).
+type DataKeys interface {
+	Alloc() (uint32, []byte, error)
+	Get(slot uint32) ([]byte, error)
+	Erase(slots ...uint32) error
+}
+
 // Config configures an Outbox.
 type Config struct {
 	Dir           string        // data_dir/outbox: sealed content files (mode 0700 dir, 0600 files)
-	DeviceKey     []byte        // seals the per-artifact keys of records that are not person-linked
+	DeviceKey     []byte        // opens the content keys of records an older version wrote, until they move
+	DataKeys      DataKeys      // seals the content key of each artifact that is not person-linked, a slot each
 	Keyring       SlotKeys      // seals person-linked records whole (Artifact.Slot)
 	MaxQueueBytes int64         // mqtt.max_queue_bytes (default 64 MiB)
 	ChunkSize     int           // mqtt.chunk_size (1024..131072, default 65536)
@@ -240,6 +254,15 @@ type item struct {
 	notBefore time.Time // after a nack: not before this
 	acked     bool      // an ok ack is being made durable
 	held      bool      // MaySend said not now; Wake asks again at once
+	// published is set once the artifact was published in full (its last
+	// chunk acknowledged by the broker) since the daemon started; earlier
+	// when it was queued by an earlier run (it may have been published in
+	// full then). An ok ack counts only for an artifact published, or
+	// earlier and being resent.
+	published, earlier bool
+	// deferredOK is an ok ack that arrived while the first send was still
+	// going: it counts once that send is complete, and not otherwise.
+	deferredOK bool
 	// deferredNack is a not-ok ack that arrived while sending; applied
 	// when the send is over.
 	deferredNack *ackMsg
@@ -262,6 +285,9 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 	}
 	if len(cfg.DeviceKey) != keys.Size {
 		return nil, fmt.Errorf("outbox: device key has %d bytes, want %d", len(cfg.DeviceKey), keys.Size)
+	}
+	if cfg.DataKeys == nil {
+		return nil, errors.New("outbox: no data keyring for the artifacts' keys")
 	}
 	if cfg.MaxQueueBytes < 0 || cfg.ChunkSize < 0 || cfg.MaxSendRate < 0 || cfg.AckTimeout < 0 || cfg.MaxNacks < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
 		return nil, errors.New("outbox: negative limit in config")
@@ -363,12 +389,17 @@ type Prepared struct {
 // Meta describes the prepared artifact.
 func (p *Prepared) Meta() Meta { return p.rec.meta().clone() }
 
-// Discard removes the content file of an artifact whose transaction did
-// not commit. It does nothing once the artifact is queued. (A file left
-// behind by a crash is removed by the next Open, and is unreadable anyway:
-// its key was never committed.)
+// Discard removes the content file and overwrites the data slot of an
+// artifact whose transaction did not commit. It does nothing once the
+// artifact is queued. (What a crash leaves behind is removed by the next
+// Open and the scrub at start, and is unreadable anyway: its key was never
+// committed.)
 func (p *Prepared) Discard() {
-	if p == nil || p.rec.File == "" || p.committed.Load() {
+	if p == nil || p.committed.Load() {
+		return
+	}
+	p.o.eraseDataSlots([]record{p.rec})
+	if p.rec.File == "" {
 		return
 	}
 	if err := os.Remove(p.o.path(p.rec.File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -377,8 +408,19 @@ func (p *Prepared) Discard() {
 }
 
 // Prepare validates a, seals its content under a fresh key and, when it is
-// larger than InlineMax, writes it durably to its file.
+// larger than InlineMax, writes it durably to its file. Content written
+// through a Stream (a.Stream) is finished and taken over instead: its file
+// becomes the artifact's.
 func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
+	if a.Stream != nil {
+		if len(a.Content) > 0 || (a.ID != "" && a.ID != a.Stream.id) || a.Stream.o != o {
+			return nil, errors.New("outbox: a streamed artifact carries its stream's id and no other content")
+		}
+		if a.Stream.err != nil {
+			return nil, a.Stream.err
+		}
+		a.ID = a.Stream.id
+	}
 	if a.ID == "" {
 		a.ID = newID()
 	}
@@ -394,12 +436,16 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if a.SubjectID != "" && a.Kind == policy.KindUsage {
 		return nil, fmt.Errorf("outbox: artifact %s: usage artifacts carry no subject id", a.ID)
 	}
-	if len(a.Content) == 0 {
+	size := int64(len(a.Content))
+	if a.Stream != nil {
+		size = a.Stream.size
+	}
+	if size == 0 {
 		return nil, fmt.Errorf("outbox: artifact %s: empty content", a.ID)
 	}
-	if int64(len(a.Content)) > o.cfg.MaxQueueBytes {
+	if size > o.cfg.MaxQueueBytes {
 		o.stats.add(StatRefusedFull, a.Kind)
-		return nil, fmt.Errorf("%w: artifact %s has %d bytes, the queue holds %d", ErrQueueFull, a.ID, len(a.Content), o.cfg.MaxQueueBytes)
+		return nil, fmt.Errorf("%w: artifact %s has %d bytes, the queue holds %d", ErrQueueFull, a.ID, size, o.cfg.MaxQueueBytes)
 	}
 	if a.Attrs != nil {
 		enc, err := json.Marshal(a.Attrs)
@@ -418,13 +464,20 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = now
 	}
-	sum := sha256.Sum256(a.Content)
-	k := keys.New()
-	sealed, err := keys.Seal(k, a.Content, contentAAD(a.ID))
-	if err != nil {
-		return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
+	var sum []byte
+	var k, sealed []byte
+	if a.Stream != nil {
+		sum, k = a.Stream.sum.Sum(nil), slices.Clone(a.Stream.key)
+	} else {
+		h := sha256.Sum256(a.Content)
+		sum, k = h[:], keys.New()
+		var err error
+		if sealed, err = keys.Seal(k, a.Content, contentAAD(a.ID)); err != nil {
+			return nil, fmt.Errorf("outbox: seal artifact %s: %w", a.ID, err)
+		}
 	}
 	var sealedKey, rawKey []byte
+	var dataSlot *uint32
 	if a.Slot != nil {
 		if o.cfg.Keyring == nil {
 			return nil, fmt.Errorf("outbox: artifact %s is person-linked but the outbox has no keyring", a.ID)
@@ -434,10 +487,18 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		}
 		rawKey = k // sealed with the whole record, by the slot's key
 	} else {
-		if sealedKey, err = keys.Seal(o.cfg.DeviceKey, k, keyAAD(a.ID)); err != nil {
+		slot, wrap, err := o.cfg.DataKeys.Alloc()
+		if err != nil {
+			return nil, fmt.Errorf("outbox: artifact %s key slot: %w", a.ID, err)
+		}
+		sealedKey, err = keys.Seal(wrap, k, keyAAD(a.ID))
+		clear(wrap)
+		clear(k)
+		if err != nil {
+			o.eraseDataSlots([]record{{DataSlot: &slot}})
 			return nil, fmt.Errorf("outbox: seal artifact %s key: %w", a.ID, err)
 		}
-		clear(k)
+		dataSlot = &slot
 	}
 	var slot *uint32
 	if a.Slot != nil {
@@ -453,15 +514,24 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 		Attrs:       a.Attrs,
 		CreatedAt:   a.CreatedAt,
 		QueuedAt:    now,
-		Size:        int64(len(a.Content)),
-		SHA256:      hex.EncodeToString(sum[:]),
+		Size:        size,
+		SHA256:      hex.EncodeToString(sum),
 		Key:         sealedKey,
+		DataSlot:    dataSlot,
 		RawKey:      rawKey,
 		Slot:        slot,
 		Masked:      a.Masked,
 		ShowsKnown:  a.ShowsKnown,
 		Generation:  a.Generation,
 	}}
+	if a.Stream != nil {
+		p.rec.File, p.rec.Segmented = fileName(a.ID), segmentSize
+		if err := a.Stream.finish(p.rec.File); err != nil {
+			o.eraseDataSlots([]record{p.rec})
+			return nil, fmt.Errorf("outbox: write artifact %s: %w", a.ID, err)
+		}
+		return p, nil
+	}
 	if len(a.Content) <= InlineMax {
 		p.rec.Inline = true
 		p.inline = sealed
@@ -469,6 +539,7 @@ func (o *Outbox) Prepare(a Artifact) (*Prepared, error) {
 	}
 	p.rec.File = fileName(a.ID)
 	if err := fsx.WriteFileAtomic(o.path(p.rec.File), sealed, 0o600); err != nil {
+		o.eraseDataSlots([]record{p.rec})
 		return nil, fmt.Errorf("outbox: write artifact %s: %w", a.ID, err)
 	}
 	return p, nil
@@ -656,19 +727,22 @@ func (o *Outbox) DropTx(tx *bolt.Tx, match func(Meta) bool, reason string) (afte
 }
 
 // DropSlotTx drops, in tx, the person-linked artifacts sealed by slot's
-// key whose kind is in kinds (every kind when kinds is empty), reading
-// only those through the slot index. See DropTx for after.
-func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reason string) (after func(), dropped []Meta, err error) {
+// key whose kind is in kinds (every kind when kinds is empty) and that
+// were created before before (zero: whenever), reading only those through
+// the slot index. An artifact whose record cannot be read goes in any
+// case. See DropTx for after.
+func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, before time.Time, reason string) (after func(), dropped []Meta, err error) {
 	var gone []record
-	// Dropping every kind needs nothing sealed: the envelopes go unopened.
-	all := len(kinds) == 0 || (slices.Contains(kinds, policy.KindSighting) && slices.Contains(kinds, policy.KindFaceTemplate))
+	// Dropping every kind of every age needs nothing sealed: the envelopes
+	// go unopened.
+	all := before.IsZero() && (len(kinds) == 0 || (slices.Contains(kinds, policy.KindSighting) && slices.Contains(kinds, policy.KindFaceTemplate)))
 	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
 		recs, err := o.slotRecordsTx(tx, slot, !all)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range recs {
-			if all || r.Kind == "" || slices.Contains(kinds, r.Kind) {
+			if all || r.Kind == "" || ((len(kinds) == 0 || slices.Contains(kinds, r.Kind)) && createdBefore(&r, before)) {
 				gone = append(gone, r)
 			}
 		}
@@ -683,9 +757,16 @@ func (o *Outbox) DropSlotTx(tx *bolt.Tx, slot uint32, kinds []policy.Kind, reaso
 	return after, dropped, nil
 }
 
+// createdBefore reports whether r was created before before (always when
+// before is zero).
+func createdBefore(r *record, before time.Time) bool {
+	return before.IsZero() || r.CreatedAt.Before(before)
+}
+
 // DropKindsTx drops, in tx, every artifact of kinds that is not
-// person-linked, through the kind index. See DropTx for after.
-func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (after func(), n int, err error) {
+// person-linked and was created before before (zero: whenever), through
+// the kind index. See DropTx for after.
+func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, before time.Time, reason string) (after func(), n int, err error) {
 	after, err = o.dropTx(tx, func(tx *bolt.Tx) ([]record, error) {
 		ids := map[string]bool{}
 		for _, k := range kinds {
@@ -695,6 +776,17 @@ func (o *Outbox) DropKindsTx(tx *bolt.Tx, kinds []policy.Kind, reason string) (a
 			}
 			for _, id := range list {
 				ids[id] = true
+			}
+		}
+		if !before.IsZero() {
+			b, err := buckets(tx)
+			if err != nil {
+				return nil, err
+			}
+			for id := range ids {
+				if r, err := o.readRecord(b.arts, id); err == nil && r != nil && !createdBefore(r, before) {
+					delete(ids, id) // recorded after the cutoff: it stays
+				}
 			}
 		}
 		n = len(ids)
@@ -906,6 +998,7 @@ func (o *Outbox) forget(gone []record, acked bool, reason string) []Meta {
 		//lint:ignore SA2001 an empty critical section is the point: a barrier
 		it.sendMu.Unlock()
 	}
+	o.eraseDataSlots(gone)
 	files := 0
 	for i := range gone {
 		if gone[i].Inline {

@@ -677,8 +677,8 @@ func TestEnqueueTxCommitsWithTheCallersTransaction(t *testing.T) {
 	if _, err := o.Enqueue(context.Background(), Artifact{ID: "photo-1", Kind: policy.KindPhoto, Content: randBytes(50_000)}); !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if _, c, err := o.load("photo-1"); err != nil || len(c) != 50_000 {
-		t.Fatalf("queued artifact damaged by the duplicate: %v", err)
+	if c := loadAll(t, o, "photo-1"); len(c) != 50_000 {
+		t.Fatalf("queued artifact damaged by the duplicate: %d bytes", len(c))
 	}
 	if len(contentFiles(t, e.dir)) != 1 {
 		t.Fatalf("files %v", contentFiles(t, e.dir))
@@ -743,7 +743,8 @@ func TestEnqueueValidation(t *testing.T) {
 	if n, _ := o.Summary(); n != 0 {
 		t.Fatal("something queued")
 	}
-	for _, c := range []Config{{Dir: e.dir}, {Dir: e.dir, DeviceKey: e.devKey, ChunkSize: 512}, {Dir: e.dir, DeviceKey: e.devKey, ChunkSize: 200_000}} {
+	for _, c := range []Config{{Dir: e.dir, DataKeys: e.data}, {Dir: e.dir, DeviceKey: e.devKey}, {Dir: e.dir, DeviceKey: e.devKey, DataKeys: e.data, ChunkSize: 512},
+		{Dir: e.dir, DeviceKey: e.devKey, DataKeys: e.data, ChunkSize: 200_000}} {
 		if _, err := Open(e.st, c); err == nil {
 			t.Errorf("Open accepted %+v", c)
 		}

@@ -64,9 +64,8 @@ func TestP5_PersonLinkedRecordsAreSealedWhole(t *testing.T) {
 	if len(got) != 1 || got[0].ID != m.ID || got[0].SubjectID != "zelda-42" || got[0].Attrs["time"] != "2026-10-13T03:04:05Z" {
 		t.Fatalf("reopened %+v", got)
 	}
-	_, content, err := o2.load(m.ID)
-	if err != nil || !bytes.Contains(content, []byte("zelda-42")) {
-		t.Fatalf("content %q %v", content, err)
+	if content := loadAll(t, o2, m.ID); !bytes.Contains(content, []byte("zelda-42")) {
+		t.Fatalf("content %q", content)
 	}
 }
 
@@ -84,7 +83,7 @@ func TestDropSlotTxDropsOnePersonsKinds(t *testing.T) {
 	err := e.st.Update(func(tx *bolt.Tx) error {
 		var dropped []Meta
 		var err error
-		after, dropped, err = o.DropSlotTx(tx, ana, []policy.Kind{policy.KindSighting}, "delete_data")
+		after, dropped, err = o.DropSlotTx(tx, ana, []policy.Kind{policy.KindSighting}, time.Time{}, "delete_data")
 		if err != nil || len(dropped) != 1 || dropped[0].ID != s1.ID {
 			t.Fatalf("dropped %+v %v", dropped, err)
 		}
@@ -137,8 +136,8 @@ func TestP5_ResealSlotTxLeavesOldCopiesUnopenable(t *testing.T) {
 	if _, err := o.decodeRecord(m.ID, oldCopy); !errors.Is(err, errSealed) {
 		t.Fatalf("the old copy of the record: %v", err)
 	}
-	if _, content, err := o.load(m.ID); err != nil || content == nil {
-		t.Fatalf("the record kept does not open: %v", err)
+	if content := loadAll(t, o, m.ID); content == nil {
+		t.Fatal("the record kept does not open")
 	}
 	e.st.View(func(tx *bolt.Tx) error {
 		if n, _ := o.SlotCountTx(tx, to); n != 1 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -43,10 +44,14 @@ const (
 )
 
 // record is an artifact's bbolt record. Key is the artifact's content
-// key, sealed by the device key; deleting the record erases the content.
-// A person-linked record is never stored like this: it is sealed whole in
-// an envelope by the person's keyring slot, and RawKey holds its content
-// key inside it.
+// key, sealed by the key in DataSlot, a slot of the data keyring that is
+// overwritten in place when the artifact goes (acked or dropped), so no
+// key left on the device opens a copy of the content a freed page or an
+// old flash block keeps; a record an older version wrote has no DataSlot
+// and its Key is sealed by the device key (moved at start:
+// MigrateKeysTx). A person-linked record is never stored like this: it is
+// sealed whole in an envelope by the person's keyring slot, and RawKey
+// holds its content key inside it.
 type record struct {
 	V           int            `json:"v"`
 	Seq         uint64         `json:"seq"` // queue order
@@ -59,9 +64,11 @@ type record struct {
 	QueuedAt    time.Time      `json:"queued_at"`
 	Size        int64          `json:"size"`
 	SHA256      string         `json:"sha256"`
-	Inline      bool           `json:"inline,omitempty"` // content in bucketContent, not in a file
-	File        string         `json:"file,omitempty"`   // content file name in Dir (not inline)
+	Inline      bool           `json:"inline,omitempty"`    // content in bucketContent, not in a file
+	File        string         `json:"file,omitempty"`      // content file name in Dir (not inline)
+	Segmented   int            `json:"segmented,omitempty"` // the file holds segments of this many bytes, each sealed (stream.go)
 	Key         []byte         `json:"key,omitempty"`
+	DataSlot    *uint32        `json:"data_slot,omitempty"`
 	RawKey      []byte         `json:"raw_key,omitempty"`
 	Attempts    int            `json:"attempts,omitempty"`
 	Nacks       int            `json:"nacks,omitempty"`
@@ -408,8 +415,11 @@ func (o *Outbox) deleteRecordsTx(tx *bolt.Tx, gone []record) error {
 // gone, or it does not authenticate.
 var errUnreadable = errors.New("content unreadable")
 
-// load reads an artifact's content: nil record when it is no longer queued.
-func (o *Outbox) load(id string) (*record, []byte, error) {
+// load opens an artifact's content for reading: nil record when it is no
+// longer queued. A streamed content is read a segment at a time; any
+// other is opened whole (it was sealed whole, and is small: every large
+// photo is streamed). The caller closes the reader.
+func (o *Outbox) load(id string) (*record, io.ReadCloser, error) {
 	var rec *record
 	var sealed []byte
 	err := o.st.View(func(tx *bolt.Tx) error {
@@ -431,6 +441,22 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 	if err != nil || rec == nil {
 		return nil, nil, err
 	}
+	k, err := o.contentKey(rec)
+	if err != nil {
+		return rec, nil, fmt.Errorf("artifact %s key: %w: %w", id, errUnreadable, err)
+	}
+	if rec.Segmented > 0 {
+		if rec.Segmented != segmentSize {
+			clear(k)
+			return rec, nil, fmt.Errorf("artifact %s: %w: segments of %d bytes", id, errUnreadable, rec.Segmented)
+		}
+		r, err := o.openSegments(rec, k)
+		if errors.Is(err, fs.ErrNotExist) {
+			return rec, nil, fmt.Errorf("artifact %s: %w: %w", id, errUnreadable, err)
+		}
+		return rec, r, err
+	}
+	defer clear(k)
 	if !rec.Inline {
 		if sealed, err = os.ReadFile(o.path(rec.File)); errors.Is(err, fs.ErrNotExist) {
 			return rec, nil, fmt.Errorf("artifact %s: %w: %w", id, errUnreadable, err)
@@ -438,11 +464,6 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 			return rec, nil, fmt.Errorf("artifact %s: %w", id, err)
 		}
 	}
-	k, err := o.contentKey(rec)
-	if err != nil {
-		return rec, nil, fmt.Errorf("artifact %s key: %w: %w", id, errUnreadable, err)
-	}
-	defer clear(k)
 	pt, err := keys.Open(k, sealed, contentAAD(id))
 	if err != nil {
 		return rec, nil, fmt.Errorf("artifact %s content: %w: %w", id, errUnreadable, err)
@@ -450,11 +471,12 @@ func (o *Outbox) load(id string) (*record, []byte, error) {
 	if int64(len(pt)) != rec.Size {
 		return rec, nil, fmt.Errorf("artifact %s content: %w: %d bytes, record says %d", id, errUnreadable, len(pt), rec.Size)
 	}
-	return rec, pt, nil
+	return rec, io.NopCloser(bytes.NewReader(pt)), nil
 }
 
 // contentKey is the key that seals r's content: inside the envelope for a
-// person-linked record, sealed by the device key otherwise.
+// person-linked record, sealed by its data slot's key otherwise (by the
+// device key for a record an older version wrote).
 func (o *Outbox) contentKey(r *record) ([]byte, error) {
 	if r.Slot != nil {
 		if len(r.RawKey) != keys.Size {
@@ -462,7 +484,92 @@ func (o *Outbox) contentKey(r *record) ([]byte, error) {
 		}
 		return slices.Clone(r.RawKey), nil
 	}
-	return keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+	if r.DataSlot == nil {
+		return keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+	}
+	wrap, err := o.cfg.DataKeys.Get(*r.DataSlot)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(wrap)
+	return keys.Open(wrap, r.Key, keyAAD(r.ID))
+}
+
+// eraseDataSlots overwrites the data slots of records that are gone (their
+// deletion committed); a failure leaves them to the scrub at the next
+// start.
+func (o *Outbox) eraseDataSlots(gone []record) {
+	var slots []uint32
+	for _, r := range gone {
+		if r.DataSlot != nil {
+			slots = append(slots, *r.DataSlot)
+		}
+	}
+	if len(slots) == 0 {
+		return
+	}
+	if err := o.cfg.DataKeys.Erase(slots...); err != nil {
+		o.log.Error("outbox: artifact keys not erased yet; erased at the next start", "slots", len(slots), "err", err)
+	}
+}
+
+// DataSlotsTx lists the data keyring slots the artifacts queued in tx use
+// (for the scrub at start).
+func (o *Outbox) DataSlotsTx(tx *bolt.Tx) (map[uint32]bool, error) {
+	used := map[uint32]bool{}
+	err := o.scanTx(tx, func(r *record) error {
+		if r.DataSlot != nil {
+			used[*r.DataSlot] = true
+		}
+		return nil
+	})
+	return used, err
+}
+
+// MigrateKeysTx moves, in tx, the content keys of artifacts an older
+// version queued (sealed by the device key) under data slots of their
+// own. The caller rewrites the store afterwards, so that no freed page
+// keeps a copy the device key opens. It returns how many moved.
+func (o *Outbox) MigrateKeysTx(tx *bolt.Tx) (int, error) {
+	b, err := buckets(tx)
+	if err != nil {
+		return 0, err
+	}
+	var legacy []record
+	err = o.scanTx(tx, func(r *record) error {
+		if r.Kind != "" && r.Slot == nil && r.DataSlot == nil && len(r.Key) > 0 {
+			legacy = append(legacy, *r)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for i := range legacy {
+		r := &legacy[i]
+		k, err := keys.Open(o.cfg.DeviceKey, r.Key, keyAAD(r.ID))
+		if err != nil {
+			continue // unreadable already: dropped when it is sent
+		}
+		slot, wrap, err := o.cfg.DataKeys.Alloc() // a rollback leaves it to the scrub at start
+		if err != nil {
+			clear(k)
+			return moved, err
+		}
+		r.Key, err = keys.Seal(wrap, k, keyAAD(r.ID))
+		clear(k)
+		clear(wrap)
+		if err != nil {
+			return moved, err
+		}
+		r.DataSlot = &slot
+		if err := o.putRecord(b.arts, r); err != nil {
+			return moved, err
+		}
+		moved++
+	}
+	return moved, nil
 }
 
 // reconcile makes files, records and the byte counter agree after a crash
@@ -569,6 +676,7 @@ func (o *Outbox) reconcile() error {
 	if removed > 0 || len(lost) > 0 {
 		o.log.Info("outbox reconciled", "files_removed", removed, "records_lost", len(lost), "queued", len(kept))
 	}
+	o.eraseDataSlots(lost)
 	for _, r := range lost {
 		o.log.Warn("artifact dropped: content missing", "artifact_id", r.ID, "kind", r.Kind, "size", r.Size)
 		if o.cfg.OnDropped != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,9 +44,14 @@ type ackMsg struct {
 	reason string
 }
 
+// wireAck is an ack's payload. sha256 (hex of the content, as the
+// manifest gave it) is optional: with it, an ack counts only for that
+// content (an addition to contract section 4; the v2 form without it is
+// still accepted).
 type wireAck struct {
-	OK     *bool  `json:"ok"`
-	Reason string `json:"reason"`
+	OK     *bool   `json:"ok"`
+	Reason string  `json:"reason"`
+	SHA256 *string `json:"sha256"`
 }
 
 type manifest struct {
@@ -111,9 +117,27 @@ func (o *Outbox) onAck(topic string, payload []byte) {
 		o.log.Debug("outbox: ack for unknown artifact ignored", "artifact_id", id, "ok", *w.OK)
 		return
 	}
+	if w.SHA256 != nil && !strings.EqualFold(*w.SHA256, it.meta.SHA256) {
+		o.mu.Unlock()
+		o.log.Warn("outbox: ack for other content ignored", "artifact_id", id, "ok", *w.OK)
+		return
+	}
 	if *w.OK {
-		it.acked = true // no more sends; frees its window slot
-		o.acks[id] = ackMsg{ok: true}
+		switch {
+		case it.published || (it.earlier && it.state == sending):
+			it.acked = true // no more sends; frees its window slot
+			o.acks[id] = ackMsg{ok: true}
+		case it.state == sending:
+			// The cloud may answer the last chunk before its PUBACK
+			// reached us: it counts if this send completes.
+			it.deferredOK = true
+			o.mu.Unlock()
+			return
+		default:
+			o.mu.Unlock()
+			o.log.Warn("outbox: ok ack for an artifact not published yet ignored", "artifact_id", id)
+			return
+		}
 	} else if prev, seen := o.acks[id]; !seen || !prev.ok {
 		o.acks[id] = ackMsg{reason: w.Reason}
 	}
@@ -344,6 +368,11 @@ const (
 	stopped             // removed, acked, refused by MaySend, or shutting down
 	linkDown            // a publish failed
 	held                // MaySend said not now: asked again after HoldRetry or Wake
+	// ackedInFlight: an ok ack stopped a publish that had left; on the
+	// last message, the cloud had it all (it may answer before the
+	// broker's PUBACK reaches us: RabbitMQ delivers first), so the send
+	// is complete.
+	ackedInFlight
 )
 
 // HoldRetry is how long an artifact MaySend held waits before it is asked
@@ -370,8 +399,20 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 		// the same bytes again and again while it catches up.
 		it.deadline = time.Now().Add(backoff(o.cfg.AckTimeout, max(o.cfg.RetryMax, o.cfg.AckTimeout), it.meta.Attempts+1))
 		it.meta.Attempts++
+		it.published = true
 	} else if it.state == sending {
 		it.state = idle
+	}
+	if it.deferredOK {
+		it.deferredOK = false
+		if it.published && !it.gone.Load() {
+			it.acked = true
+			o.acks[id] = ackMsg{ok: true}
+			select {
+			case o.ackCh <- struct{}{}:
+			default:
+			}
+		}
 	}
 	it.held = res == held
 	if it.held {
@@ -401,6 +442,9 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, meta Meta) sendResult {
 	id := meta.ID
 	rec, content, err := o.load(id)
+	if content != nil {
+		defer content.Close()
+	}
 	switch {
 	case err == nil && rec == nil:
 		return stopped // erased meanwhile
@@ -416,8 +460,8 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		o.dropIDs(ReasonContentMissing, id)
 		return stopped
 	}
-	cs := o.cfg.ChunkSize
-	chunks := (len(content) + cs - 1) / cs
+	cs := int64(o.cfg.ChunkSize)
+	chunks := int((rec.Size + cs - 1) / cs)
 	attrs := meta.Attrs
 	if attrs == nil {
 		attrs = map[string]any{}
@@ -443,10 +487,29 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		suffix, payload := prefix+"meta", man
 		if n >= 0 {
 			suffix = prefix + "chunk/" + strconv.Itoa(n)
-			payload = content[n*cs : min((n+1)*cs, len(content))]
+			// A buffer of its own per chunk: the MQTT client keeps an
+			// unacknowledged message to send it again after a reconnect.
+			payload = make([]byte, min(cs, rec.Size-int64(n)*cs))
+			if _, err := io.ReadFull(content, payload); err != nil {
+				switch {
+				case it.gone.Load():
+					return stopped
+				case !errors.Is(err, errUnreadable):
+					o.log.Error("outbox: reading artifact failed; will retry", "artifact_id", id, "err", err)
+					return linkDown // not the link, but the same "later"
+				}
+				o.log.Error("artifact unreadable; dropping it", "artifact_id", id, "kind", meta.Kind, "err", err)
+				o.dropIDs(ReasonContentMissing, id)
+				return stopped
+			}
 		}
 		switch r := o.publishOne(sctx, ctx, p, it, meta, suffix, payload); r {
 		case sentAll:
+		case ackedInFlight:
+			if n == chunks-1 {
+				return sentAll
+			}
+			return stopped
 		case stopped:
 			return stopped
 		default:
@@ -503,10 +566,16 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 	if err == nil {
 		return sentAll
 	}
-	if it.gone.Load() || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return stopped
 	}
-	if sctx.Err() != nil { // cancelled by an ok ack
+	if it.gone.Load() || sctx.Err() != nil { // removed, or cancelled by an ok ack
+		o.mu.Lock()
+		acked := it.acked
+		o.mu.Unlock()
+		if acked {
+			return ackedInFlight
+		}
 		return stopped
 	}
 	o.log.Warn("outbox: publish failed; will retry", "topic_suffix", suffix, "size", len(payload), "err", err)

@@ -55,6 +55,9 @@ import (
 
 var binDir string
 
+// faceModels is build/models, where make setup converts the face nets.
+var faceModels string
+
 func TestMain(m *testing.M) {
 	if path := os.Getenv(bboltClientEnv); path != "" {
 		if err := bboltClient(path); err != nil {
@@ -68,7 +71,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/aibo-privacyd")
+	// The daemon and, beside it, its vision worker: photos wait in the
+	// spool while images cannot be judged, so the scenario needs one.
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/aibo-privacyd", "./cmd/aibo-vision")
 	build.Dir = "../.." // the daemon's own module
 	out, err := build.CombinedOutput()
 	if err != nil {
@@ -76,6 +81,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	if faceModels, err = filepath.Abs("../../build/models"); err == nil {
+		_, err = os.Stat(filepath.Join(faceModels, "SHA256SUMS"))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "face models: %v\nrun make setup: it converts the face nets into build/models\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -144,8 +156,8 @@ firmware:
 diag:
   socket: %s
 vision:
-  worker: /nonexistent
-`, r.deviceID, dataDir, r.spool, r.broker.URL, base64.StdEncoding.EncodeToString(pub), r.socket)
+  face_models_dir: %s
+`, r.deviceID, dataDir, r.spool, r.broker.URL, base64.StdEncoding.EncodeToString(pub), r.socket, faceModels)
 	os.WriteFile(r.config, []byte(cfg), 0o600)
 }
 
@@ -531,6 +543,33 @@ func (r *run) check() (bad []string) {
 				fail("keyring slot %d holds a key no record refers to", i/keys.Size)
 			}
 		}
+		// The data keyring (photos, artifacts that are not person-linked):
+		// no key of something deleted is left either.
+		dataUsed := map[uint32]bool{}
+		tx.Bucket(store.BucketPhotos).ForEach(func(k, v []byte) error {
+			var p struct {
+				Slot *uint32 `json:"slot"`
+			}
+			if json.Unmarshal(v, &p) == nil && p.Slot != nil {
+				dataUsed[*p.Slot] = true
+			}
+			return nil
+		})
+		arts.ForEach(func(k, v []byte) error {
+			var a struct {
+				DataSlot *uint32 `json:"data_slot"`
+			}
+			if json.Unmarshal(v, &a) == nil && a.DataSlot != nil {
+				dataUsed[*a.DataSlot] = true
+			}
+			return nil
+		})
+		data, _ := os.ReadFile(filepath.Join(r.backing, "data.keys"))
+		for i := 0; i+keys.Size <= len(data); i += keys.Size {
+			if !bytes.Equal(data[i:i+keys.Size], make([]byte, keys.Size)) && !dataUsed[uint32(i/keys.Size)] {
+				fail("data keyring slot %d holds a key no photo or artifact refers to", i/keys.Size)
+			}
+		}
 		// Firmware: what is staged is what was signed, with its offer.
 		var staged struct {
 			Manifest struct {
@@ -563,13 +602,15 @@ func TestTheChecksFindViolations(t *testing.T) {
 	}
 	b := testbroker.Start(t)
 	_, o := crashAndTamper(t, b, 0, func(r *run) {
-		f, _ := os.OpenFile(filepath.Join(r.backing, "people.keys"), os.O_WRONLY|os.O_APPEND, 0)
-		f.Write(bytes.Repeat([]byte{7}, keys.Size))
-		f.Close()
+		for _, ring := range []string{"people.keys", "data.keys"} {
+			f, _ := os.OpenFile(filepath.Join(r.backing, ring), os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(bytes.Repeat([]byte{7}, keys.Size))
+			f.Close()
+		}
 		os.WriteFile(filepath.Join(r.backing, "outbox", "aorphan.x.art"), []byte("x"), 0o600)
 		r.dropped++
 	})
-	want := []string{"keyring slot", "belongs to no queued artifact", "spool files dropped"}
+	want := []string{"keyring slot", "data keyring slot", "belongs to no queued artifact", "spool files dropped"}
 	for _, w := range want {
 		if !strings.Contains(strings.Join(o.violations, "\n"), w) {
 			t.Errorf("tampering not found (%q): %v", w, o.violations)
@@ -629,6 +670,8 @@ func fileClass(op string) string {
 		return kind + " state.db"
 	case strings.HasPrefix(path, "people.keys"):
 		return kind + " people.keys"
+	case strings.HasPrefix(path, "data.keys"):
+		return kind + " data.keys"
 	case strings.HasPrefix(path, "photos/"):
 		return kind + " photos/"
 	case strings.HasPrefix(path, "outbox/"):

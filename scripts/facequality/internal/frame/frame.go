@@ -13,12 +13,16 @@ import (
 	"image/color"
 	"image/draw"
 	"image/jpeg"
+	_ "image/png"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
+	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
+	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
@@ -134,4 +138,60 @@ func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, t
 		}
 	}
 	return best, r.Model, nil
+}
+
+// Scenes loads the shared scenes without people (coffee, cat, rocket),
+// each filled to a 1280x720 frame.
+func Scenes(data string, load func(string) (image.Image, error)) ([]*image.RGBA, error) {
+	var out []*image.RGBA
+	for _, s := range []string{"coffee.png", "chelsea.png", "rocket.jpg"} {
+		img, err := load(filepath.Join(data, "scenes", s))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, synth.Fill(img, W, H))
+	}
+	return out, nil
+}
+
+// LoadImage reads a PGM (the ORL faces), JPEG or PNG file.
+func LoadImage(path string) (image.Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if filepath.Ext(path) == ".pgm" {
+		return pgm.Decode(f)
+	}
+	img, _, err := image.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return img, nil
+}
+
+// Calibrate runs descriptor.Calibrate on the protocol's enrollment images
+// (s1..s20, images 1-5) against the shipped cohort: desc gives the encoded
+// descriptor of image i of person s, nil when the worker found no face.
+func Calibrate(desc func(s, i int) []byte) (descriptor.Calibration, error) {
+	enroll := map[string][]descriptor.Vector{}
+	for s := 1; s <= 20; s++ {
+		for i := 1; i <= 5; i++ {
+			d := desc(s, i)
+			if d == nil {
+				continue
+			}
+			v, err := descriptor.Decode(d)
+			if err != nil {
+				return descriptor.Calibration{}, err
+			}
+			enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
+		}
+	}
+	cohort, err := descriptor.Cohort()
+	if err != nil {
+		return descriptor.Calibration{}, err
+	}
+	return descriptor.Calibrate(enroll, cohort)
 }
