@@ -16,9 +16,10 @@ func Jitter(d time.Duration) time.Duration {
 }
 
 // FullJitter returns a random duration in [0, d] ("full jitter"): a fleet
-// that lost its broker at one moment comes back spread evenly over the
-// whole window instead of its second half, which halves the peak rate of
-// returns for the same ceiling.
+// that lost its broker at one moment makes its first attempts spread over
+// the whole window instead of its second half, half the peak of that
+// first wave for the same ceiling (after a long outage the cap, not the
+// jitter, bounds the rate: README, "A fleet on a clustered broker").
 func FullJitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0

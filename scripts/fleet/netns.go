@@ -11,8 +11,8 @@ import (
 )
 
 // netnsDialer returns a dialer whose sockets live in the network namespace
-// at path (scripts/cluster.sh makes /run/netns/aibo-fleet, joined to this
-// one by a veth pair it can take down). A socket belongs to the namespace
+// at path (scripts/cluster.sh makes the namespace aibo-fleet with ip
+// netns, joined to this one by a veth pair it can take down). A socket belongs to the namespace
 // of the thread that created it, for its whole life: the dial runs on a
 // thread of its own that enters the namespace and is never handed back
 // to the scheduler (a goroutine that ends locked takes its thread with it).
