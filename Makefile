@@ -146,7 +146,7 @@ CLUSTER_DEBS := rabbitmq-server haproxy iproute2
 cluster-debs:
 	@missing=""; for p in $(CLUSTER_DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends $$missing >/dev/null; fi
 
 test-cluster: setup cluster-debs
 	$(GO) build -o $(BIN)/fleet ./scripts/fleet
