@@ -129,6 +129,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Keyring:       d.ring,
 		MaxQueueBytes: cfg.MQTT.MaxQueueBytes,
 		ChunkSize:     cfg.MQTT.ChunkSize,
+		MaxSendRate:   cfg.MQTT.MaxSendRate,
 		AckTimeout:    cfg.MQTT.AckTimeout.D(),
 		Now:           d.wallNow,
 		Logger:        log.With("component", "outbox"),
@@ -249,6 +250,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		Broker:   cfg.MQTT.Broker,
 		TLS:      link.TLSConfig{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile},
 		Logger:   log.With("component", "mqtt"),
+		// A restart within a minute of the last connection attempt waits
+		// as if the connection had been lost: a crash loop backs off.
+		BackoffFile: filepath.Join(cfg.DataDir, "mqtt-backoff"),
 		// Persistent session (client id from device_id, clean session
 		// off) and size checks are the link's defaults; a command too
 		// large to queue is still answered from its prefix.

@@ -73,6 +73,9 @@ type MQTT struct {
 	ChunkSize     int      `yaml:"chunk_size"`
 	AckTimeout    Duration `yaml:"ack_timeout"`
 	MaxQueueBytes int64    `yaml:"max_queue_bytes"`
+	// MaxSendRate bounds the artifact bytes published a second (0: as
+	// fast as the broker acknowledges them).
+	MaxSendRate int64 `yaml:"max_send_rate"`
 }
 
 // TLS holds PEM file paths for ssl:// brokers.
@@ -166,6 +169,7 @@ func Default() Config {
 			// within its bound (capture/clean.MaxBytes: 12 MB), and room
 			// for everything else (agent's TestTheDefaultQueueHoldsADaysPhotos).
 			MaxQueueBytes: 160 << 20,
+			MaxSendRate:   256 << 10,
 		},
 		Photos: Photos{DailyCap: 30, KeepPerDay: 10, MinScore: 0.25, SelectAt: "21:00", MaxFileBytes: 32 << 20},
 		Faces: Faces{
@@ -276,6 +280,9 @@ func (c *Config) validate() error {
 	}
 	if c.MQTT.MaxQueueBytes < 1<<20 {
 		return fmt.Errorf("mqtt.max_queue_bytes %d must be at least 1 MiB", c.MQTT.MaxQueueBytes)
+	}
+	if c.MQTT.MaxSendRate != 0 && c.MQTT.MaxSendRate < 1024 {
+		return fmt.Errorf("mqtt.max_send_rate %d must be 0 (unpaced) or at least 1024 bytes a second", c.MQTT.MaxSendRate)
 	}
 	if c.Photos.DailyCap < 1 || c.Photos.DailyCap > MaxDailyCap {
 		return fmt.Errorf("photos.daily_cap %d must be within 1..%d", c.Photos.DailyCap, MaxDailyCap)

@@ -54,6 +54,8 @@ func TestBadConfigsAreRefusedWithAReason(t *testing.T) {
 		"bad broker":        {"mqtt:\n  broker: http://x\n", "mqtt.broker \"http://x\" must start with"},
 		"ssl without ca":    {"mqtt:\n  broker: ssl://h:8883\n", "mqtt.tls.ca_file is required"},
 		"chunk too small":   {"mqtt:\n  broker: tcp://h:1\n  chunk_size: 10\n", "mqtt.chunk_size 10"},
+		"send rate tiny":    {"mqtt:\n  broker: tcp://h:1\n  max_send_rate: 10\n", "mqtt.max_send_rate 10"},
+		"send rate below 0": {"mqtt:\n  broker: tcp://h:1\n  max_send_rate: -1\n", "mqtt.max_send_rate -1"},
 		"bad duration":      {"mqtt:\n  broker: tcp://h:1\n  ack_timeout: soon\n", "mqtt.ack_timeout: \"soon\" is not a duration"},
 		"bad select_at":     {"photos:\n  select_at: \"25:00\"\n", "photos.select_at \"25:00\""},
 		"min_score above 1": {"photos:\n  min_score: 1.5\n", "photos.min_score 1.5"},

@@ -129,6 +129,14 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 	// A test's own mqtt: block gets the broker added; otherwise the rig
 	// writes one.
 	mqttBlock := "mqtt:\n  broker: " + broker + "\n"
+	// Uploads go as fast as the test broker acknowledges unless the test
+	// sets a pace: the shipped 256 KiB/s would add a minute to the tests
+	// that upload 12-megapixel photos and prove nothing they assert. The
+	// pace is proven by sync/outbox's TestPacedSendsStayUnderTheRate and
+	// by the tests here that set one.
+	if !strings.Contains(extraYAML, "max_send_rate:") {
+		mqttBlock += "  max_send_rate: 0\n"
+	}
 	if strings.Contains(extraYAML, "mqtt:\n") {
 		extraYAML = strings.Replace(extraYAML, "mqtt:\n", mqttBlock, 1)
 		mqttBlock = ""

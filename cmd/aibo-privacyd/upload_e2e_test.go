@@ -155,8 +155,12 @@ func TestP4_BrokerDownDuringUploadDeliversEverythingLater(t *testing.T) {
 
 func TestP14_AutoPhotoOffMidUploadPublishesNoFurtherChunk(t *testing.T) {
 	b := testbroker.Start(t)
-	// Small chunks so one photo takes many messages.
-	r := newRig(t, b, "photos:\n  keep_per_day: 1\n  min_score: 0\nmqtt:\n  chunk_size: 1024\n  ack_timeout: 30s\n")
+	// Small chunks so one photo takes many messages, paced at 4 a second
+	// so the upload (56 chunks) is still under way when the switch lands
+	// however loaded the machine: the shipped pace (256 KiB/s) can send
+	// the whole photo before the command is handled. Unstopped, 6 more
+	// chunks would go in the 1.5 s the test watches.
+	r := newRig(t, b, "photos:\n  keep_per_day: 1\n  min_score: 0\nmqtt:\n  chunk_size: 1024\n  max_send_rate: 4096\n  ack_timeout: 30s\n")
 	a := newApp(t, b, r.deviceID)
 	cl := newCloud(t, b, a)
 	r.start()

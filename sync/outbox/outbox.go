@@ -202,6 +202,11 @@ type Config struct {
 	// MaySend said no, a Drop, the nack limit, or content lost (found at
 	// Open).
 	OnDropped func(m Meta, reason string)
+
+	// MaxSendRate bounds the bytes published a second, on average, with
+	// one chunk at once at most (mqtt.max_send_rate; see pace.go); 0
+	// leaves the pace to the broker's acknowledgements.
+	MaxSendRate int64
 }
 
 // Outbox is the durable artifact queue. Create it with Open; publish with
@@ -227,6 +232,7 @@ type Outbox struct {
 
 	running atomic.Bool
 	stats   stats
+	pace    *pacer // the sender's
 }
 
 type sendState int
@@ -283,7 +289,7 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 	if cfg.DataKeys == nil {
 		return nil, errors.New("outbox: no data keyring for the artifacts' keys")
 	}
-	if cfg.MaxQueueBytes < 0 || cfg.ChunkSize < 0 || cfg.AckTimeout < 0 || cfg.MaxNacks < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
+	if cfg.MaxQueueBytes < 0 || cfg.ChunkSize < 0 || cfg.MaxSendRate < 0 || cfg.AckTimeout < 0 || cfg.MaxNacks < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
 		return nil, errors.New("outbox: negative limit in config")
 	}
 	if cfg.MaxQueueBytes == 0 {
@@ -325,6 +331,7 @@ func Open(st *store.Store, cfg Config) (*Outbox, error) {
 		acks:   map[string]ackMsg{},
 		wakeCh: make(chan struct{}, 1),
 		ackCh:  make(chan struct{}, 1),
+		pace:   newPacer(cfg.MaxSendRate, cfg.ChunkSize),
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)

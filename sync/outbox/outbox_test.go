@@ -116,6 +116,33 @@ func TestResendSameIDWithoutAck(t *testing.T) {
 	}
 }
 
+// TestResendsBackOff: an artifact the cloud does not ack is sent again
+// after AckTimeout, then after twice as long: a cloud that is behind is
+// not sent the same bytes over and over while it catches up.
+func TestResendsBackOff(t *testing.T) {
+	b := testbroker.Start(t)
+	e := newEnv(t)
+	const ackTimeout = 500 * time.Millisecond
+	o := e.open(func(c *Config) { c.AckTimeout = ackTimeout })
+	cl := newCloud(t, b)
+	l, _ := startLink(t, b)
+	m := enqueue(t, o, policy.KindInventory, randBytes(3000))
+	runOutbox(t, o, l)
+	var at []time.Time
+	for n := 1; n <= 3; n++ {
+		cl.waitDelivered(m.ID, n)
+		at = append(at, time.Now())
+	}
+	if gap := at[1].Sub(at[0]); gap < ackTimeout*9/10 {
+		t.Fatalf("first resend %s after the send, want at least the ack timeout %s", gap, ackTimeout)
+	}
+	if gap := at[2].Sub(at[1]); gap < 2*ackTimeout*9/10 {
+		t.Fatalf("second resend %s after the first, want at least twice the ack timeout", gap)
+	}
+	cl.sendAck(m.ID, `{"ok":true}`)
+	e.waitAcked(m.ID)
+}
+
 func TestResendAfterRestart(t *testing.T) {
 	b := testbroker.Start(t)
 	e := newEnv(t)

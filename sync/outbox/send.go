@@ -72,8 +72,9 @@ type manifest struct {
 // Artifacts go one at a time in queue order: manifest, then chunks
 // 0..n-1, each a QoS 1 publish. Up to Window sent artifacts may wait for
 // their acks while the next ones are sent. An artifact without an ack
-// AckTimeout after its last chunk is resent whole with the same id; after
-// a restart everything still queued is resent. A not-ok ack schedules a
+// AckTimeout after its last chunk is resent whole with the same id (and
+// again after twice as long, up to RetryMax); after a restart everything
+// still queued is resent. A not-ok ack schedules a
 // resend with exponential backoff (RetryMin..RetryMax) and drops the
 // artifact after MaxNacks. When a publish fails (link down) the artifact
 // stays queued and sending resumes after a backoff, from its manifest.
@@ -393,7 +394,10 @@ func (o *Outbox) send(ctx context.Context, p Publisher, it *item) sendResult {
 	it.cancel = nil
 	if res == sentAll && !it.gone.Load() {
 		it.state = waiting
-		it.deadline = time.Now().Add(o.cfg.AckTimeout)
+		// AckTimeout after the first send, twice as long after each
+		// resend (up to RetryMax): a cloud that is behind is not sent
+		// the same bytes again and again while it catches up.
+		it.deadline = time.Now().Add(backoff(o.cfg.AckTimeout, max(o.cfg.RetryMax, o.cfg.AckTimeout), it.meta.Attempts+1))
 		it.meta.Attempts++
 		it.published = true
 	} else if it.state == sending {
@@ -519,6 +523,11 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 // refuses. sendMu makes "check, then publish" atomic against remove: once
 // remove returned, nothing more of the artifact is published.
 func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, meta Meta, suffix string, payload []byte) sendResult {
+	// The pace first: the gate is asked after the wait, right before
+	// the publish.
+	if o.pace.wait(sctx, len(payload)) != nil {
+		return stopped
+	}
 	it.sendMu.Lock()
 	if it.gone.Load() || sctx.Err() != nil {
 		it.sendMu.Unlock()
