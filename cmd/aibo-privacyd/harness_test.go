@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -98,9 +99,12 @@ type rig struct {
 	// Landlock (withoutLandlockEnv).
 	noLandlock bool
 	cmd        *exec.Cmd
-	exited     chan struct{}
-	logs       *testlog.Buffer
-	allLogs    []string
+	// daemon, when set, is the daemon binary to run instead of binDir's
+	// (shippedDaemon: built without the race detector).
+	daemon  string
+	exited  chan struct{}
+	logs    *testlog.Buffer
+	allLogs []string
 }
 
 func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
@@ -178,7 +182,11 @@ func (r *rig) start() {
 		r.allLogs = append(r.allLogs, r.logs.String())
 	}
 	r.logs = &testlog.Buffer{}
-	r.cmd = exec.Command(filepath.Join(binDir, "aibo-privacyd"), "-config", r.config)
+	daemon := filepath.Join(binDir, "aibo-privacyd")
+	if r.daemon != "" {
+		daemon = r.daemon
+	}
+	r.cmd = exec.Command(daemon, "-config", r.config)
 	// The daemon talks to systemd only when a test asks (r.env), never to
 	// a systemd the test runner may run under.
 	r.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET=", "WATCHDOG_USEC="), r.env...)
@@ -455,4 +463,32 @@ func runOnce(t *testing.T, args ...string) (string, int) {
 		t.Fatal("daemon kept running on a bad config")
 	}
 	return out.String(), cmd.ProcessState.ExitCode()
+}
+
+var (
+	shippedOnce sync.Once
+	shippedPath string
+	shippedErr  error
+)
+
+// shippedDaemon builds, once, the daemon as it ships (no race detector,
+// whose shadow memory would be measured with it) for tests that bound its
+// memory.
+func shippedDaemon(t *testing.T) string {
+	t.Helper()
+	shippedOnce.Do(func() {
+		dir := filepath.Join(binDir, "shipped")
+		if shippedErr = os.MkdirAll(dir, 0o755); shippedErr != nil {
+			return
+		}
+		if out, err := exec.Command("go", "build", "-o", dir+"/", ".").CombinedOutput(); err != nil {
+			shippedErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		shippedPath = filepath.Join(dir, "aibo-privacyd")
+	})
+	if shippedErr != nil {
+		t.Fatal(shippedErr)
+	}
+	return shippedPath
 }

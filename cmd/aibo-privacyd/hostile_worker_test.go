@@ -236,6 +236,9 @@ func TestP16_AHostileWorkerDoesNotGrowTheDaemon(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			b := testbroker.Start(t)
 			r := hostileRig(t, b, mode)
+			// The bound is the shipped daemon's: the race detector's
+			// shadow memory is not the product's.
+			r.daemon = shippedDaemon(t)
 			a := newApp(t, b, r.deviceID)
 			r.start()
 			enableAutoPhoto(a)
