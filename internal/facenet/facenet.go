@@ -41,8 +41,14 @@ const (
 	LandmarksFile   = "face_landmark_68.onnx"
 	ExpressionsFile = "face_expression.onnx"
 	DescriptorFile  = "face_recognition.onnx"
-	SumsFile        = "SHA256SUMS"
+	// ProposalsFile is our own net (internal/headnet): where in a Patrol
+	// frame a small face may be.
+	ProposalsFile = "face_proposals.onnx"
+	SumsFile      = "SHA256SUMS"
 )
+
+// modelFiles are the files a models folder must hold.
+var modelFiles = []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile, ProposalsFile}
 
 // DescriptorModel names what makes a descriptor: the net (face-api
 // 1.7.15's port of dlib's ResNet) and the chip it is given (landmark
@@ -55,13 +61,13 @@ const DescriptorModel = "face-api-1.7.15/dlib-resnet/chip150-pad0.25"
 // ErrModels wraps every problem with the model files.
 var ErrModels = errors.New("facenet: face models unusable")
 
-// Nets holds the nets the worker runs: detector, landmarks, descriptor.
-// Calls are serialised: one Nets serves one request at a time, as the
-// worker does.
+// Nets holds the nets the worker runs: detector, landmarks, descriptor and
+// the proposal net. Calls are serialised: one Nets serves one request at a
+// time, as the worker does.
 type Nets struct {
-	mu             sync.Mutex
-	det, lm, descr gocv.Net
-	work           Work
+	mu                   sync.Mutex
+	det, lm, descr, prop gocv.Net
+	work                 Work
 }
 
 // Work counts what the nets have run: a machine-independent measure of a
@@ -69,6 +75,7 @@ type Nets struct {
 // than a timer on a shared machine.
 type Work struct {
 	DetectorPixels int64 // input pixels through the detector
+	ProposalPixels int64 // input pixels through the proposal net
 	Landmarks      int64 // landmark passes
 	Descriptors    int64 // descriptor passes
 }
@@ -101,7 +108,7 @@ func listed(dir string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
+	for _, f := range modelFiles {
 		if _, ok := sums[f]; !ok {
 			return nil, fmt.Errorf("%w: %s lists no %s", ErrModels, SumsFile, f)
 		}
@@ -123,7 +130,7 @@ func Check(dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile} {
+	for _, f := range modelFiles {
 		want := sums[f]
 		got, err := fileSum(filepath.Join(dir, f))
 		if err != nil {
@@ -145,7 +152,7 @@ func Load(dir string) (*Nets, error) {
 	for _, m := range []struct {
 		net  *gocv.Net
 		file string
-	}{{&n.det, DetectorFile}, {&n.lm, LandmarksFile}, {&n.descr, DescriptorFile}} {
+	}{{&n.det, DetectorFile}, {&n.lm, LandmarksFile}, {&n.descr, DescriptorFile}, {&n.prop, ProposalsFile}} {
 		if err := load(m.net, dir, m.file); err != nil {
 			n.Close()
 			return nil, err
@@ -180,7 +187,7 @@ func load(net *gocv.Net, dir, file string) error {
 
 // Close frees the nets.
 func (n *Nets) Close() error {
-	for _, net := range []*gocv.Net{&n.det, &n.lm, &n.descr} {
+	for _, net := range []*gocv.Net{&n.det, &n.lm, &n.descr, &n.prop} {
 		net.Close() // deleting a net never loaded is a no-op
 	}
 	return nil
