@@ -72,13 +72,23 @@ const (
 // descriptor), every one for a thorough search. For Patrol, this is a
 // frame on its own; a Tracker also follows the faces of the frame before.
 func (n *Nets) Search(img gocv.Mat, reach Reach) ([]Detection, error) {
-	return n.search(img, reach, nil)
+	return n.search(img, reach, plan{confirm: maxProposals, near: true})
 }
 
-// search is Search, looking also where the faces of the frame before were
-// (tracks, a Tracker's) when the frame's own passes did not find them
-// again.
-func (n *Nets) search(img gocv.Mat, reach Reach, tracks []image.Rectangle) ([]Detection, error) {
+// plan is what a search does beyond its reach's passes: a Tracker's
+// frame looks where the last frame's faces were, and spreads the near
+// pass and the proposals' confirmations over two frames.
+type plan struct {
+	tracks  []image.Rectangle // the last frame's faces
+	confirm int               // proposals confirmed at most
+	near    bool              // the near pass runs
+}
+
+// search is Search as planned: looking also where the faces of the frame
+// before were when the frame's own passes did not find them again,
+// confirming at most p.confirm of Patrol's proposals, the near pass only
+// when p.near.
+func (n *Nets) search(img gocv.Mat, reach Reach, p plan) ([]Detection, error) {
 	far := farSide
 	if reach == Patrol {
 		far = patrolFarSide
@@ -95,11 +105,13 @@ func (n *Nets) search(img gocv.Mat, reach Reach, tracks []image.Rectangle) ([]De
 			weak = append(weak, d)
 		}
 	}
-	near, err := n.Detect(img, DetectOptions{Side: nearSide})
-	if err != nil {
-		return nil, err
+	if p.near || reach != Patrol {
+		near, err := n.Detect(img, DetectOptions{Side: nearSide})
+		if err != nil {
+			return nil, err
+		}
+		found = Merge(found, near)
 	}
-	found = Merge(found, near)
 	slices.SortStableFunc(weak, func(a, b Detection) int { return cmp.Compare(b.Score, a.Score) })
 	looked := 0
 	for _, w := range weak {
@@ -120,7 +132,7 @@ func (n *Nets) search(img gocv.Mat, reach Reach, tracks []image.Rectangle) ([]De
 			}
 		}
 	}
-	for _, t := range tracks {
+	for _, t := range p.tracks {
 		if slices.ContainsFunc(found, func(d Detection) bool { return Same(d.Box, t) }) {
 			continue
 		}
@@ -141,11 +153,16 @@ func (n *Nets) search(img gocv.Mat, reach Reach, tracks []image.Rectangle) ([]De
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range props {
-			if slices.ContainsFunc(found, func(d Detection) bool { return Same(d.Box, p.Box) }) {
+		confirm := p.confirm
+		for _, m := range props {
+			if slices.ContainsFunc(found, func(d Detection) bool { return Same(d.Box, m.Box) }) {
 				continue
 			}
-			confirmed, err := n.lookAt(img, p.Box)
+			if confirm == 0 {
+				break
+			}
+			confirm--
+			confirmed, err := n.lookAt(img, m.Box)
 			if err != nil {
 				return nil, err
 			}
@@ -199,13 +216,15 @@ const maxTracks = 4
 // own passes do not find again is looked for where it was (the detector
 // on a crop around it, about 1.5 ms), so a person who stays in view is
 // found again even when the proposals miss them this time; a face is
-// reported only where the detector finds one in this frame. It keeps only
+// reported only where the detector finds one in this frame. It spreads
+// the near pass and the confirmation of the proposals over two frames. It keeps only
 // the boxes of the last frame's faces: no pixels, no descriptors. Not
 // safe for concurrent use.
 type Tracker struct {
 	nets   *Nets
 	size   image.Point
 	tracks []image.Rectangle
+	frames int
 }
 
 // NewTracker starts a patrol with nothing followed.
@@ -218,7 +237,19 @@ func (p *Tracker) Search(img gocv.Mat) ([]Detection, error) {
 	if size != p.size {
 		p.tracks = nil
 	}
-	found, err := p.nets.search(img, Patrol, p.tracks)
+	// Spread over two frames: the best proposal is confirmed in every
+	// frame, the second in every other one (a face the net ranks second is
+	// still looked at within two frames, for 1.5 confirmations a frame
+	// rather than 2), and the near pass, for faces over about half the
+	// height, runs in the frames that confirm one (such a face is followed
+	// from the frame that found it; the far pass sees up to about 80%).
+	p.frames++
+	odd := p.frames%2 == 1
+	confirm := maxProposals
+	if odd {
+		confirm--
+	}
+	found, err := p.nets.search(img, Patrol, plan{tracks: p.tracks, confirm: confirm, near: odd})
 	if err != nil {
 		p.tracks = nil
 		return nil, err

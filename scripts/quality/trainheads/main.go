@@ -2,7 +2,17 @@
 // a Patrol frame a small face may be) and writes its weights.
 //
 //	apt-get install mate-backgrounds python3-skimage   # the photographs, see below
-//	go run ./scripts/quality/trainheads -data ../shared/testdata -o internal/headnet/model.bin
+//	go run ./scripts/quality/trainheads -data ../shared/testdata -o /tmp/stage1.bin
+//	go run ./scripts/quality/trainheads -data ../shared/testdata -init /tmp/stage1.bin -epochs 8 -lr 0.0005 -o internal/headnet/model.bin
+//
+// The first run trains from scratch (16 epochs of 12,000 tiles, about 15
+// minutes on two cores); the second goes on from its weights with a third
+// of each epoch's tiles cut around the marks they make on the training
+// photographs (hard negatives: the first net marks about 20 places a
+// frame there). -eval reports on the held-out split without training;
+// -dump writes a sheet of training tiles to look at. (Instead of
+// installing the packages, apt-get download and dpkg-deb -x them and
+// point -backgrounds at the folders.)
 //
 // Faces: the GENKI-4K train split (64x64 face crops of people in the wild;
 // the crops its README marks as possibly not faces are left out), never
@@ -780,7 +790,7 @@ func dumpTiles(path string, rng *rand.Rand, faces []pyramid, photos []*plane) er
 
 // maxMarks is how many marks a frame the worker confirms (facenet's
 // maxProposals).
-var maxMarks = 3
+var maxMarks = 2
 
 func init() {
 	flag.IntVar(&maxMarks, "top", maxMarks, "marks a frame the report counts (as many as the worker confirms)")
