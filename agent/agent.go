@@ -66,7 +66,8 @@ type Daemon struct {
 	tech       *technician
 	fw         *firmware.Manager
 	metrics    *metrics
-	vision     *vision.Client // nil when the worker binary is missing
+	vision     *vision.Client
+	vh         *visionHealth // whether images can be judged now, and why not
 
 	stateDirty chan struct{}
 	lastState  string // owned by publishStates
@@ -101,7 +102,6 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			d.st.Close()
 		}
 	}()
-	d.vision = d.newVision()
 	d.ring, err = keys.OpenKeyring(filepath.Join(cfg.DataDir, "people.keys"))
 	if err != nil {
 		return nil, err
@@ -143,6 +143,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.events = events.New(d.st, log.With("component", "events"))
 	d.recognizer = newRecognizer()
+	d.vision, d.vh = d.newVision()
 	d.faces = facerec.New(d.st, d.pol, d.analyzer(), d.recognizer, facerec.Config{
 		EnrollAnalyzer:   d.enrollFaces(),
 		FramesDir:        filepath.Join(cfg.SpoolDir, "frames"),
@@ -152,6 +153,8 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		MaxFileBytes:     cfg.Photos.MaxFileBytes,
 		Now:              d.wallNow,
 		Logger:           log.With("component", "faces"),
+		Ready:            d.vh.mayTry,
+		OnFrame:          func(outcome string) { d.metrics.frames.WithLabelValues(outcome).Inc() },
 		EnrolledTx: func(tx *bolt.Tx, subject string, slot uint32, samples [][]byte) error {
 			if err := d.templateBackupTx(tx, subject, slot, samples); err != nil {
 				return err
@@ -159,8 +162,9 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_completed", "subject_id": subject})
 		},
 		OnEnrolled: func(string) { d.stateChanged() },
-		EnrollFailedTx: func(tx *bolt.Tx, subject, reason string) error {
-			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason})
+		EnrollFailedTx: func(tx *bolt.Tx, subject, reason string, p facerec.Progress) error {
+			return d.eventTx(tx, d.now(), map[string]any{"type": "enrollment_failed", "subject_id": subject, "reason": reason,
+				"samples": p.Samples, "frames": p.Frames, "no_face": p.NoFace, "several_faces": p.SeveralFaces})
 		},
 		SightingTx: d.sightingTx,
 		OnSighting: func(string) { d.stateChanged() },
@@ -182,10 +186,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 	}
 	d.metrics = newMetrics(d)
-	var masker capture.Masker
-	if d.vision != nil {
-		masker = faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
-	}
+	masker := faceMasker{an: d.photoFaces(), faces: d.faces} // small faces too: a far stranger is blurred
 	d.days = capture.NewDayClock(d.wallNow, d.bootNow, cfg.Location())
 	d.selector = capture.NewSelector(capture.SelectorConfig{
 		Days:       d.days,
@@ -448,6 +449,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		{"outbox", func(ctx context.Context) error { return d.outbox.Run(ctx, d.link) }},
 		{"events", func(ctx context.Context) error { return d.events.Run(ctx, d.link) }},
 		{"faces", d.faces.Run},
+		{"vision-health", d.vh.run},
 		{"systemd", d.runSystemd}, // Type=notify readiness and the watchdog
 	}
 	var wg sync.WaitGroup
@@ -474,9 +476,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { wg.Wait(); close(done) }()
 	visionDone := make(chan struct{})
 	go func() {
-		if d.vision != nil {
-			d.vision.Close()
-		}
+		d.vision.Close()
 		close(visionDone)
 	}()
 	stopped := true

@@ -22,19 +22,30 @@ func (d *Daemon) handleCommand(ctx context.Context, raw []byte) []byte {
 	return d.disp.Handle(ctx, raw)
 }
 
+// commands is every command type the daemon takes, with its handler: the
+// one list of them (the metrics' type label and docs/PROTOCOL.md follow
+// it; TestProtocolReferenceIsTrueToTheCode checks the document).
+func (d *Daemon) commands() map[string]command.Handler {
+	return map[string]command.Handler{
+		"set_features":      d.setFeatures,
+		"accept_policy":     d.acceptPolicy,
+		"set_region":        d.setRegion,
+		"firmware_offer":    d.firmwareOffer,
+		"grant_consent":     d.grantConsent,
+		"revoke_consent":    d.revokeConsent,
+		"start_enrollment":  d.startEnrollment,
+		"cancel_enrollment": d.cancelEnrollment,
+		"delete_data":       d.deleteData,
+		"export_inventory":  d.exportInventory,
+		"select_photos":     d.selectPhotos,
+		"photo_feedback":    d.photoFeedback,
+	}
+}
+
 func (d *Daemon) registerCommands() {
-	d.disp.Register("set_features", d.setFeatures)
-	d.disp.Register("accept_policy", d.acceptPolicy)
-	d.disp.Register("set_region", d.setRegion)
-	d.disp.Register("firmware_offer", d.firmwareOffer)
-	d.disp.Register("grant_consent", d.grantConsent)
-	d.disp.Register("revoke_consent", d.revokeConsent)
-	d.disp.Register("start_enrollment", d.startEnrollment)
-	d.disp.Register("cancel_enrollment", d.cancelEnrollment)
-	d.disp.Register("delete_data", d.deleteData)
-	d.disp.Register("export_inventory", d.exportInventory)
-	d.disp.Register("select_photos", d.selectPhotos)
-	d.disp.Register("photo_feedback", d.photoFeedback)
+	for typ, h := range d.commands() {
+		d.disp.Register(typ, h)
+	}
 }
 
 // firmwareOffer verifies and records an update offer; the chunks then

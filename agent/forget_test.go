@@ -67,8 +67,8 @@ func newDeviceWith(t *testing.T, dataDir, extraConfig string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
-	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: aibo-0001\ndata_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\nvision:\n  worker: /nonexistent\n%s",
-		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"), extraConfig)))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: aibo-0001\ndata_dir: %s\nspool_dir: %s\nmqtt:\n  broker: tcp://127.0.0.1:1\ndiag:\n  socket: %s\n%s%s",
+		dataDir, filepath.Join(filepath.Dir(dataDir), "spool"), filepath.Join(sock, "d.sock"), visionConfig(t), extraConfig)))
 	if err != nil {
 		t.Fatal(err)
 	}

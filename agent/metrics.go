@@ -4,8 +4,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/aibo-privacy/aibo-privacyd/agent/command"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
+	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 	"github.com/aibo-privacy/aibo-privacyd/sync/outbox"
 )
 
@@ -22,19 +25,16 @@ type metrics struct {
 	selections *prometheus.CounterVec
 	selectTime prometheus.Histogram
 	selected   *prometheus.CounterVec
-}
-
-// commandTypes are the types a label may name; any other is "unknown" (a
-// sender must not be able to mint series).
-var commandTypes = map[string]bool{
-	"set_features": true, "accept_policy": true, "set_region": true, "grant_consent": true,
-	"revoke_consent": true, "start_enrollment": true, "cancel_enrollment": true, "select_photos": true,
-	"photo_feedback": true, "delete_data": true, "export_inventory": true, "firmware_offer": true,
+	frames     *prometheus.CounterVec
+	// types are the command types a label may name; any other is
+	// "unknown" (a sender must not be able to mint series).
+	types map[string]command.Handler
 }
 
 func newMetrics(d *Daemon) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:   prometheus.NewRegistry(),
+		types: d.commands(),
 		photos: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibo_photos_total", Help: "Spool photos by outcome since start.",
 		}, []string{"outcome"}),
@@ -54,21 +54,34 @@ func newMetrics(d *Daemon) *metrics {
 		selected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibo_selected_photos_total", Help: "Photos decided by selection: kept (queued for upload) or deleted.",
 		}, []string{"decision"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibo_frames_total", Help: "Spool frames by outcome: unused (nothing to look for), expired (not analysed in 10 s), not_analysed, no_face, several_faces, undescribed, enrollment_sample, sighting, seen_recently, stranger.",
+		}, []string{"outcome"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	b := version.Info()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "aibo_build_info",
+		Help:        "Always 1; the labels say which build runs: version (devel for an untagged build), commit (-dirty: uncommitted changes), go_version.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit(), "go_version": b.GoVersion}})
+	build.Set(1)
 	for _, o := range []string{"refused", "admitted", "over_cap", "invalid"} {
 		m.photos.WithLabelValues(o)
 	}
 	for _, o := range []string{"done", "failed"} {
 		m.selections.WithLabelValues(o)
 	}
+	for _, o := range facerec.FrameOutcomes {
+		m.frames.WithLabelValues(o)
+	}
 	for _, o := range []string{"kept", "deleted"} {
 		m.selected.WithLabelValues(o)
 	}
-	m.reg.MustRegister(m.photos, m.commands, m.connected, m.selections, m.selectTime, m.selected,
+	m.reg.MustRegister(build, m.photos, m.commands, m.connected, m.selections, m.selectTime, m.selected, m.frames,
 		gauge("aibo_store_bytes", "Size of the bbolt state file.", func() float64 { return float64(d.st.Size()) }),
+		gauge("aibo_spool_oldest_waiting_seconds", "How long the oldest photo still in the spool has waited (0: none waits); over 30 s health's vision check is degraded.",
+			func() float64 { return d.intake.OldestWaiting().Seconds() }),
 		gauge("aibo_events_pending", "Durable events (erase requests, enrollment_needed) the broker has not taken yet; alert when it stays above 0.",
 			func() float64 { return float64(d.events.Pending()) }),
 		gauge("aibo_outbox_pending_artifacts", "Artifacts queued until the cloud's ok ack.", func() float64 { n, _ := d.outbox.Summary(); return float64(n) }),
@@ -82,7 +95,7 @@ func newMetrics(d *Daemon) *metrics {
 
 // command counts one answered command.
 func (m *metrics) command(typ, code string) {
-	if !commandTypes[typ] {
+	if _, ok := m.types[typ]; !ok {
 		typ = "unknown"
 	}
 	m.commands.WithLabelValues(typ, code).Inc()
@@ -131,7 +144,7 @@ func (c outboxCollector) Collect(ch chan<- prometheus.Metric) {
 type visionCollector struct{ d *Daemon }
 
 var (
-	visionAvailable = prometheus.NewDesc("aibo_vision_worker_available", "1 when the aibo-vision binary was found at start; 0: photos are scored in pure Go and frames dropped.", nil, nil)
+	visionAvailable = prometheus.NewDesc("aibo_vision_worker_available", "1 while images can be judged: the worker's binary and face nets check out and a worker starts with them; 0: photos wait in the spool and frames are not analysed (health's vision check says why).", nil, nil)
 	visionUp        = prometheus.NewDesc("aibo_vision_worker_up", "1 while a worker process runs (it is started on demand and stopped when idle).", nil, nil)
 	visionStarts    = prometheus.NewDesc("aibo_vision_worker_starts_total", "Worker processes started.", nil, nil)
 	visionCrashes   = prometheus.NewDesc("aibo_vision_worker_crashes_total", "Workers that died or broke the protocol during a request (the image counts as unscorable).", nil, nil)
@@ -158,17 +171,8 @@ func (c visionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v int) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
-	if c.d.vision == nil {
-		gauge(visionAvailable, 0)
-		gauge(visionUp, 0)
-		gauge(visionConfined, 0)
-		for _, d := range []*prometheus.Desc{visionStarts, visionCrashes, visionTimeouts, visionRequests, visionFailed, visionRetries, visionAlone, visionBad, visionRefused} {
-			counter(d, 0)
-		}
-		return
-	}
 	s := c.d.vision.Stats()
-	gauge(visionAvailable, 1)
+	gauge(visionAvailable, map[bool]float64{true: 1}[c.d.vh.status().OK])
 	gauge(visionUp, map[bool]float64{true: 1}[s.Running])
 	counter(visionStarts, s.Starts)
 	counter(visionCrashes, s.Crashes)

@@ -5,12 +5,24 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/aibo-privacy/aibo-privacyd/sync/events"
 )
+
+// eventTypes is every event the daemon raises: the one list of them
+// (docs/PROTOCOL.md follows it, and a test checks that every event the
+// code builds is here). eventTx refuses any other.
+var eventTypes = []string{
+	"cap_reached", "selection_done", "selection_failed",
+	"enrollment_completed", "enrollment_failed", "enrollment_needed",
+	"consent_revoked", "erase_request",
+	"firmware_need", "firmware_staged", "firmware_rejected",
+}
 
 // Events have one path (contract section 5, v3): each is appended to the
 // durable queue (sync/events) in the transaction of the decision it
@@ -28,8 +40,12 @@ func newEventID() string {
 }
 
 // eventTx raises ev in tx: it gets its event_id and time and is queued;
-// it is published once tx commits (never if tx rolls back).
+// it is published once tx commits (never if tx rolls back). An event of a
+// type not in eventTypes is an error: the cloud could not know it.
 func (d *Daemon) eventTx(tx *bolt.Tx, now time.Time, ev map[string]any) error {
+	if typ, _ := ev["type"].(string); !slices.Contains(eventTypes, typ) {
+		return fmt.Errorf("event type %q is not one the daemon raises (eventTypes)", typ)
+	}
 	ev["event_id"] = newEventID()
 	ev["at"] = now.UTC().Format(time.RFC3339)
 	raw, err := json.Marshal(ev)

@@ -22,12 +22,16 @@ import (
 // outbox, and answers the photo commands.
 
 // workerScores asks the vision worker for a photo's breakdown.
-type workerScores struct{ c *vision.Client }
+type workerScores struct {
+	c *vision.Client
+	h *visionHealth
+}
 
 func (w workerScores) Score(ctx context.Context, img []byte, takenAt time.Time) (capture.Scored, error) {
-	r, err := w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt})
+	var r vision.ScoreResult
+	err := w.h.call(func() (err error) { r, err = w.c.Score(ctx, vision.Score{Image: img, TakenAt: takenAt}); return err })
 	if err != nil {
-		return capture.Scored{}, notJudged(err)
+		return capture.Scored{}, err
 	}
 	return capture.Scored{Breakdown: r.Breakdown, PHash: r.PHash}, nil
 }

@@ -22,13 +22,14 @@ type ReportedState struct {
 	Outbox          OutboxSummary     `json:"outbox"`
 	Firmware        FirmwareSummary   `json:"firmware"`
 	PausedForPolicy string            `json:"paused_for_policy"`
-	Intake          IntakeStatus      `json:"intake"` // addition: the spool waits on a full disk
+	Intake          IntakeStatus      `json:"intake"` // addition: the spool waits (a full disk, no worker)
 	UpdatedAt       time.Time         `json:"updated_at"`
 }
 
 // IntakeStatus says whether spool files are being decided ("ok") or wait
-// because decisions cannot be recorded ("waiting", with the reason:
-// disk_full or storage_error, and since when).
+// ("waiting", since when and why: disk_full or storage_error while
+// decisions cannot be recorded, vision_unavailable while images cannot be
+// judged).
 type IntakeStatus struct {
 	Status string     `json:"status"`
 	Reason string     `json:"reason,omitempty"`

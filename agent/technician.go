@@ -14,7 +14,9 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/agent/diag"
 	"github.com/aibo-privacy/aibo-privacyd/capture"
 	"github.com/aibo-privacy/aibo-privacyd/core/audit"
+	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/firmware"
+	"github.com/aibo-privacy/aibo-privacyd/internal/netsums"
 )
 
 // technician answers the diagnostic socket: counts, ages and ids only.
@@ -50,8 +52,9 @@ func (t *technician) Health(ctx context.Context) diag.Health {
 	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
 	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))
 	if st := d.intakeStatus(); st.Status != "ok" {
-		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): files stay in the spool until decisions can be recorded")
+		checks["spool"] = check(false, "waiting since "+st.Since.Format(time.RFC3339)+" ("+st.Reason+"): photos stay in the spool until they can be decided")
 	}
+	checks["vision"] = t.visionCheck()
 	var fs unix.Statfs_t
 	if err := unix.Statfs(d.cfg.DataDir, &fs); err != nil {
 		checks["disk"] = check(false, err.Error())
@@ -69,6 +72,31 @@ func (t *technician) Health(ctx context.Context) diag.Health {
 }
 
 func check(ok bool, detail string) diag.Check { return diag.Check{OK: ok, Detail: detail} }
+
+// visionCheck says whether images can be judged (contract v3, section 7):
+// degraded, with the reason, while the worker cannot start (its binary,
+// its face nets, or what it said when it exited) or a spool photo has
+// waited over 30 s.
+func (t *technician) visionCheck() diag.Check {
+	d := t.d
+	vs := d.vh.status()
+	var c diag.Check
+	switch {
+	case !vs.Checked:
+		c = check(false, "not checked yet: the daemon started "+time.Since(d.started).Round(time.Millisecond).String()+" ago")
+	case !vs.OK:
+		c = check(false, "images cannot be judged since "+vs.Since.UTC().Format(time.RFC3339)+": "+vs.Reason)
+	case d.vision.Stats().Running:
+		c = check(true, "a worker runs")
+	default:
+		c = check(true, "a worker starts with its face nets (none runs now)")
+	}
+	if w := d.intake.OldestWaiting(); w > spoolWaitLimit {
+		c.OK = false
+		c.Detail = "a photo has waited " + w.Round(time.Second).String() + " in the spool (over " + spoolWaitLimit.String() + "); " + c.Detail
+	}
+	return c
+}
 
 func errDetail(err error) string {
 	if err == nil {
@@ -101,15 +129,18 @@ type StatusReport struct {
 	DailyCap      int          `json:"daily_cap"`
 	Prohibited    bool         `json:"region_prohibited"`
 	Update        UpdateStatus `json:"firmware_update"`
-	Vision        VisionStatus `json:"vision"`
+	// Enrollment is the open enrollment window and what its frames
+	// showed (samples taken, frames with no face or several); absent
+	// when none is open.
+	Enrollment *facerec.Enrollment `json:"enrollment,omitempty"`
+	Vision     VisionStatus        `json:"vision"`
 }
 
 // VisionStatus is the vision worker's confinement as /v1/status shows it:
 // each layer in force by name, never "sandboxed" for one that is not.
 type VisionStatus struct {
-	// State: "confined", "refused" (no worker runs: Refused says why),
-	// "unchecked" (no launcher has run yet) or "unavailable" (no worker
-	// binary).
+	// State: "confined", "refused" (no worker runs: Refused says why) or
+	// "unchecked" (no launcher has run yet).
 	State   string            `json:"state"`
 	Refused string            `json:"refused,omitempty"`
 	Layers  map[string]string `json:"layers,omitempty"`
@@ -117,9 +148,6 @@ type VisionStatus struct {
 
 // visionStatus reads the client's record of the confinement.
 func (d *Daemon) visionStatus() VisionStatus {
-	if d.vision == nil {
-		return VisionStatus{State: "unavailable"}
-	}
 	conf := d.vision.Confinement()
 	st := VisionStatus{State: "unchecked", Refused: conf.Refused, Layers: conf.Layers()}
 	switch {
@@ -164,7 +192,12 @@ func (t *technician) Status(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	s.UpdatedAt = d.now().UTC()
+	var enrolling *facerec.Enrollment
+	if e, ok := d.faces.Enrollment(); ok {
+		enrolling = &e
+	}
 	return StatusReport{
+		Enrollment:    enrolling,
 		ReportedState: s,
 		Broker:        BrokerStatus{URL: d.cfg.MQTT.Broker, Connected: d.link.Connected()},
 		UptimeSeconds: time.Since(d.started).Round(time.Second).Seconds(),
@@ -229,19 +262,7 @@ func (t *technician) Selftest(ctx context.Context) diag.Health {
 	}
 	checks["spool_writable"] = writeProbe(filepath.Join(d.cfg.SpoolDir, "photos"))
 	checks["data_writable"] = writeProbe(d.cfg.DataDir)
-	missing := []string{}
-	for _, c := range cascades {
-		if f, err := os.Open(filepath.Join(d.cfg.Vision.ModelsDir, c)); err != nil {
-			missing = append(missing, c)
-		} else {
-			f.Close()
-		}
-	}
-	if len(missing) > 0 {
-		checks["models"] = check(false, "missing: "+strings.Join(missing, ", "))
-	} else {
-		checks["models"] = check(true, strconv.Itoa(len(cascades))+" cascades readable")
-	}
+	checks["models"] = t.modelsCheck(ctx)
 	checks["broker"] = check(d.link.Connected(), map[bool]string{true: "connected to " + d.cfg.MQTT.Broker, false: "not connected to " + d.cfg.MQTT.Broker}[d.link.Connected()])
 	checks["clock"] = t.clockCheck()
 	h := diag.Health{Status: "ok", Checks: checks}
@@ -251,6 +272,38 @@ func (t *technician) Selftest(ctx context.Context) diag.Health {
 		}
 	}
 	return h
+}
+
+// modelsCheck checks what the worker loads (contract v3, section 7): the
+// cascades are readable, the face nets match their SHA256SUMS, and a
+// worker loads them and answers.
+func (t *technician) modelsCheck(ctx context.Context) diag.Check {
+	d := t.d
+	missing := []string{}
+	for _, c := range cascades {
+		if f, err := os.Open(filepath.Join(d.cfg.Vision.ModelsDir, c)); err != nil {
+			missing = append(missing, c)
+		} else {
+			f.Close()
+		}
+	}
+	if len(missing) > 0 {
+		return check(false, "cascades missing in "+d.cfg.Vision.ModelsDir+": "+strings.Join(missing, ", "))
+	}
+	if _, err := fileIdentity(d.vh.worker); err != nil {
+		return check(false, "vision worker "+d.vh.worker+": "+err.Error())
+	}
+	if err := netsums.Verify(d.vh.nets); err != nil {
+		return check(false, err.Error())
+	}
+	t0 := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, visionProbeTimeout)
+	defer cancel()
+	if err := d.vh.probe(pctx); err != nil {
+		return check(false, "face nets match "+netsums.SumsFile+", but no worker loaded them: "+workerReason(err))
+	}
+	return check(true, strconv.Itoa(len(cascades))+" cascades readable; "+strconv.Itoa(len(netsums.Files))+" face nets match "+
+		netsums.SumsFile+" and a worker loaded them ("+time.Since(t0).Round(time.Millisecond).String()+")")
 }
 
 // writeProbe creates, syncs and removes a dot file (never a name the

@@ -13,6 +13,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/internal/cgroup"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
@@ -20,19 +21,17 @@ import (
 // runtime's, with room to spare.
 const workerPids = 256
 
-// newVision returns the client of the vision worker, or nil when its
-// binary is missing (photos are then scored in pure Go and frames dropped
-// unanalysed, which keeps nothing).
-func (d *Daemon) newVision() *vision.Client {
+// newVision returns the client of the vision worker and what watches its
+// health. A worker that cannot start (its binary or its face nets missing
+// or damaged) is no reason not to start the daemon: health says why, and
+// photos wait in the spool until images can be judged again.
+func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 	path := d.cfg.Vision.Worker
 	if path == "" {
+		path = paths.Worker
 		if exe, err := os.Executable(); err == nil {
-			path = filepath.Join(filepath.Dir(exe), "aibo-vision")
+			path = paths.WorkerFor(exe)
 		}
-	}
-	if st, err := os.Stat(path); err != nil || st.IsDir() {
-		d.log.Warn("vision worker not found: faces are not analysed, photos are scored without faces", "path", path)
-		return nil
 	}
 	// The worker runs in /: its folders must be absolute.
 	faceModels, err := filepath.Abs(d.cfg.Vision.FaceModelsDir)
@@ -69,41 +68,36 @@ func (d *Daemon) newVision() *vision.Client {
 			log.Warn("vision worker shares the daemon's memory bound", "err", err)
 		}
 	}
-	return vision.NewClient(cfg)
+	c := vision.NewClient(cfg)
+	h := newVisionHealth(c, path, faceModels, d.recognizer.Model(), log, func() {
+		if d.intake != nil {
+			d.intake.Resume() // photos that waited are judged now
+		}
+	})
+	h.busy = func() bool { return d.intake != nil && d.intake.Busy() }
+	return c, h
 }
 
 func (d *Daemon) analyzer() facerec.Analyzer {
-	if d.vision == nil {
-		return noVision{}
-	}
-	return workerFaces{c: d.vision, model: d.recognizer.Model()}
+	return workerFaces{c: d.vision, h: d.vh, model: d.recognizer.Model()}
 }
 
 // enrollFaces is the analyzer for the frames of an open enrollment
 // window: it looks further than Patrol's, so a person enrols from where
 // the robot stands.
 func (d *Daemon) enrollFaces() facerec.Analyzer {
-	if d.vision == nil {
-		return noVision{}
-	}
-	return workerFaces{c: d.vision, model: d.recognizer.Model(), enrollment: true}
+	return workerFaces{c: d.vision, h: d.vh, model: d.recognizer.Model(), enrollment: true}
 }
 
 // photoFaces is the analyzer for a photo about to leave the device: it
 // also looks for small faces, so a stranger far from the camera is blurred
 // too.
 func (d *Daemon) photoFaces() facerec.Analyzer {
-	if d.vision == nil {
-		return noVision{}
-	}
-	return workerFaces{c: d.vision, model: d.recognizer.Model(), thorough: true}
+	return workerFaces{c: d.vision, h: d.vh, model: d.recognizer.Model(), thorough: true}
 }
 
 func (d *Daemon) photoScorer() capture.Scorer {
-	if d.vision == nil {
-		return &capture.InProcess{} // no faces, and no image over its budget
-	}
-	return workerScores{d.vision}
+	return workerScores{d.vision, d.vh}
 }
 
 // workerFaces asks the worker for descriptors. Descriptors of a model
@@ -111,6 +105,7 @@ func (d *Daemon) photoScorer() capture.Scorer {
 // analysed (and a photo to blur is not sent).
 type workerFaces struct {
 	c          *vision.Client
+	h          *visionHealth
 	model      string
 	thorough   bool
 	enrollment bool
@@ -120,7 +115,11 @@ type workerFaces struct {
 }
 
 func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
-	r, err := w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, Enrollment: w.enrollment, BoxesOnly: w.boxesOnly})
+	var r vision.FacesResult
+	err := w.h.call(func() (err error) {
+		r, err = w.c.Faces(ctx, vision.Faces{Image: img, Thorough: w.thorough, Enrollment: w.enrollment, BoxesOnly: w.boxesOnly})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -134,25 +133,25 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 	return out, nil
 }
 
-// photoPixels is where photos are decoded and re-encoded: the worker, or
-// in process within a memory budget when there is none.
+// photoPixels is where photos are decoded and re-encoded: the worker.
 func (d *Daemon) photoPixels() capture.Pixels {
-	if d.vision == nil {
-		return &capture.InProcess{}
-	}
-	return workerPixels{d.vision}
+	return workerPixels{d.vision, d.vh}
 }
 
 // workerPixels decodes and re-encodes photos in the vision worker: the
 // daemon keeps photos as bytes. A worker that crashes or times out on an
 // image has judged it (invalid, or not kept); one that cannot start has
 // not, and the image waits.
-type workerPixels struct{ c *vision.Client }
+type workerPixels struct {
+	c *vision.Client
+	h *visionHealth
+}
 
 func (w workerPixels) Validate(ctx context.Context, data []byte) (capture.ImageInfo, error) {
-	r, err := w.c.Validate(ctx, vision.Validate{Image: data})
+	var r vision.ValidateResult
+	err := w.h.call(func() (err error) { r, err = w.c.Validate(ctx, vision.Validate{Image: data}); return err })
 	if err != nil {
-		return capture.ImageInfo{}, notJudged(err)
+		return capture.ImageInfo{}, err
 	}
 	return capture.ImageInfo{Format: r.Format, Width: r.Width, Height: r.Height}, nil
 }
@@ -164,34 +163,15 @@ func (w workerPixels) Clean(ctx context.Context, data []byte, hide []image.Recta
 	for i, r := range hide {
 		boxes[i] = vision.Box{X: r.Min.X, Y: r.Min.Y, W: r.Dx(), H: r.Dy()}
 	}
-	_, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes, Width: size.X, Height: size.Y, MaxBytes: clean.MaxBytes(size.X, size.Y)}, out)
-	return notJudged(err)
-}
-
-// notJudged marks the worker's failures that say nothing of the image (it
-// could not start, or not be confined).
-func notJudged(err error) error {
-	if errors.Is(err, vision.ErrStart) || errors.Is(err, vision.ErrClosed) {
-		return fmt.Errorf("%w: %w", capture.ErrRetryLater, err)
-	}
-	return err
-}
-
-// noVision stands in when the worker is missing: every frame is dropped
-// unanalysed, which keeps nothing.
-type noVision struct{}
-
-func (noVision) Faces(ctx context.Context, img []byte) ([]facerec.Face, error) {
-	return nil, errors.New("vision worker not available")
+	return w.h.call(func() error {
+		_, err := w.c.Clean(ctx, vision.Clean{Image: data, Hide: boxes, Width: size.X, Height: size.Y, MaxBytes: clean.MaxBytes(size.X, size.Y)}, out)
+		return err
+	})
 }
 
 // photoAlone gives each photo about to leave a worker of its own
-// (vision.Client.Alone); without the worker, the photo is handled in
-// process as it is.
+// (vision.Client.Alone).
 func (d *Daemon) photoAlone() func(ctx context.Context, fn func(context.Context) error) error {
-	if d.vision == nil {
-		return nil
-	}
 	return d.vision.Alone
 }
 

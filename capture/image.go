@@ -22,6 +22,9 @@ type ImageInfo struct {
 
 var errInvalid = errors.New("invalid image")
 
+// errTooManyPixels: the header claims more than MaxPixels.
+var errTooManyPixels = errors.New("over 40 megapixels")
+
 // Validate checks that data is a JPEG or PNG of at most MaxPixels that
 // decodes completely. The size is read from the header before any pixel is
 // decoded, so a file claiming 50000x50000 costs nothing. The size it
@@ -36,7 +39,7 @@ func Validate(data []byte) (info ImageInfo, err error) {
 		return info, fmt.Errorf("%w: format %s", errInvalid, format)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPixels {
-		return info, fmt.Errorf("%w: %dx%d is over %d pixels", errInvalid, cfg.Width, cfg.Height, MaxPixels)
+		return info, fmt.Errorf("%w: %w: %dx%d", errInvalid, errTooManyPixels, cfg.Width, cfg.Height)
 	}
 	defer func() {
 		if r := recover(); r != nil { // a decoder bug must not take the daemon down

@@ -84,7 +84,14 @@ type Intake struct {
 	pol   *policy.Policy
 	vault *Vault
 	ctx   context.Context // Run's, for the decoder
-	wait  *waiter
+	wait  *waiter         // for room to record decisions
+	vwait *waiter         // for the vision worker, while images cannot be judged
+	watch *spool.Watcher
+
+	// arrived is when each spool file (by identity) arrived: a photo's
+	// time of day, and how long the oldest has waited.
+	arrMu   sync.Mutex
+	arrived map[string]time.Time
 
 	// troubled remembers spool entries that failed on their own (unreadable,
 	// unremovable, such as a directory named x.jpg), by identity, so each
@@ -109,6 +116,7 @@ type trouble struct {
 const (
 	maxTroubled   = 1024
 	maxUnlinked   = 8192
+	maxArrivals   = 8192 // past this, arrivals are estimated from the files' change times
 	markerFlush   = 5 * time.Second
 	markerFlushAt = 256 // flush sooner once this many wait
 )
@@ -130,13 +138,125 @@ func NewIntake(cfg Config, st *store.Store, pol *policy.Policy, vault *Vault) *I
 	if cfg.Days == nil {
 		cfg.Days = NewDayClock(cfg.Now, nil, cfg.Location)
 	}
-	return &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
-		wait: &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange}}
+	in := &Intake{cfg: cfg, st: st, pol: pol, vault: vault, ctx: context.Background(), troubled: map[string]*trouble{},
+		arrived: map[string]time.Time{}}
+	in.watch = &spool.Watcher{Dir: cfg.PhotosDir, Owned: Owned, Handle: in.process,
+		Workers: workers, Settle: settle, Rescan: rescan, Logger: cfg.Logger}
+	in.wait = &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange, onResume: in.watch.Poke,
+		waitMsg:   "photo intake waiting: decisions cannot be recorded; spool files stay until they can",
+		resumeMsg: "photo intake resumed: decisions are recorded again"}
+	in.vwait = &waiter{log: cfg.Logger, onChange: cfg.OnWaitChange, onResume: in.watch.Poke,
+		waitMsg:   "photo intake waiting: images cannot be judged; photos stay in the spool until they can",
+		resumeMsg: "photo intake resumed: images are judged again"}
+	return in
 }
 
-// Waiting says whether the intake is waiting for room to record decisions
-// (a full disk), since when and why. Health and the reported state show it.
-func (in *Intake) Waiting() Waiting { return in.wait.current() }
+// Waiting says whether the intake is waiting, since when and why: for
+// room to record decisions (a full disk), or for images to be judged (the
+// vision worker cannot start). Health and the reported state show it.
+func (in *Intake) Waiting() Waiting {
+	if w := in.wait.current(); !w.Since.IsZero() {
+		return w
+	}
+	return in.vwait.current()
+}
+
+// Resume tells the intake that images can be judged again: a photo that
+// waits for it is tried at the next look at the spool, not after the
+// back-off.
+func (in *Intake) Resume() {
+	in.vwait.hurry()
+	in.watch.Poke()
+}
+
+// OldestWaiting is how long the oldest photo still in the spool has been
+// there, by the intake's clock; 0 when the spool is empty.
+func (in *Intake) OldestWaiting() time.Duration {
+	in.arrMu.Lock()
+	defer in.arrMu.Unlock()
+	var oldest time.Time
+	for _, t := range in.arrived {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return max(0, in.cfg.Now().Sub(oldest))
+}
+
+// Busy says the spool holds photos not decided yet (including, at start,
+// those the intake has not looked at).
+func (in *Intake) Busy() bool {
+	in.arrMu.Lock()
+	n := len(in.arrived)
+	in.arrMu.Unlock()
+	if n > 0 {
+		return true
+	}
+	d, err := os.Open(in.cfg.PhotosDir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(64)
+		for _, name := range names {
+			if Owned(name) {
+				return true
+			}
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// arrival is when the file of id arrived: when this intake first saw it,
+// less how long it had been there already by the kernel's change time (a
+// file present at start; the camera's rename sets it, and no owner of the
+// file can set it back).
+func (in *Intake) arrival(id []byte, fi fs.FileInfo, now time.Time) time.Time {
+	in.arrMu.Lock()
+	defer in.arrMu.Unlock()
+	if t, ok := in.arrived[string(id)]; ok {
+		return t
+	}
+	t := now
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if age := time.Since(time.Unix(st.Ctim.Unix())); age > 0 {
+			t = now.Add(-age)
+		}
+	}
+	if len(in.arrived) < maxArrivals {
+		in.arrived[string(id)] = t
+	}
+	return t
+}
+
+func (in *Intake) forgetArrival(id []byte) {
+	in.arrMu.Lock()
+	delete(in.arrived, string(id))
+	in.arrMu.Unlock()
+}
+
+// pruneArrivals forgets files that left the spool without the intake
+// (taken back by the camera).
+func (in *Intake) pruneArrivals() {
+	in.arrMu.Lock()
+	ids := make([]string, 0, len(in.arrived))
+	for id := range in.arrived {
+		ids = append(ids, id)
+	}
+	in.arrMu.Unlock()
+	for _, id := range ids {
+		name, _, _ := strings.Cut(id, "\x00")
+		if _, err := os.Lstat(filepath.Join(in.cfg.PhotosDir, name)); errors.Is(err, fs.ErrNotExist) {
+			in.forgetArrival([]byte(id))
+		}
+	}
+}
 
 // Run reconciles the vault, decides the files already in the spool and then
 // every file that appears, until ctx ends.
@@ -168,6 +288,7 @@ func (in *Intake) Run(ctx context.Context) error {
 				return
 			case <-f.C:
 				in.flushMarkers()
+				in.pruneArrivals()
 			case <-t.C:
 				if err := in.pruneMarkers(); err != nil {
 					in.cfg.Logger.Error("prune intake markers", "err", err)
@@ -175,9 +296,7 @@ func (in *Intake) Run(ctx context.Context) error {
 			}
 		}
 	})
-	w := &spool.Watcher{Dir: in.cfg.PhotosDir, Owned: Owned, Handle: in.process,
-		Workers: workers, Settle: settle, Rescan: rescan, Logger: in.cfg.Logger}
-	return w.Run(ctx)
+	return in.watch.Run(ctx)
 }
 
 // Owned reports whether the spool file name is one the daemon takes.
@@ -206,16 +325,21 @@ func (in *Intake) process(name string) {
 	}
 	id := identity(name, fi)
 	now := in.cfg.Now()
+	arrived := in.arrival(id, fi, now)
 	if !in.mayTry(id, now) {
 		return
 	}
 	if !in.wait.mayTry(now) {
 		return // waiting for room: the file stays, quietly
 	}
-	outcome, err := in.decide(path, fi, id)
+	outcome, err := in.decide(path, fi, id, arrived)
 	var se storageError
 	if errors.As(err, &se) {
 		in.wait.done(now, err) // logs once per change of state
+		return
+	}
+	if errors.Is(err, ErrRetryLater) {
+		in.wait.skip() // not judged: the file waits, and the vision waiter said so
 		return
 	}
 	if err == nil && outcome != "" {
@@ -229,6 +353,7 @@ func (in *Intake) process(name string) {
 		in.troubleOnce(id, now, false, "photo intake failed for this file; will retry", name, err)
 		return
 	}
+	in.forgetArrival(id) // decided: it waits no more
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Decided and counted, but it cannot go (a directory named x.jpg
 		// with something in it): left alone while it stays the same.
@@ -327,8 +452,9 @@ func (in *Intake) flushMarkers() {
 }
 
 // decide returns the durable outcome of one file, or "" when it had already
-// been decided before a crash.
-func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error) {
+// been decided before a crash. A file the worker could not judge returns
+// an error wrapping ErrRetryLater: it stays in the spool.
+func (in *Intake) decide(path string, fi fs.FileInfo, id []byte, arrived time.Time) (Outcome, error) {
 	now := in.cfg.Now()
 	var pre Outcome
 	err := in.st.View(func(tx *bolt.Tx) error {
@@ -348,40 +474,88 @@ func (in *Intake) decide(path string, fi fs.FileInfo, id []byte) (Outcome, error
 	case pre != Admitted:
 		return in.commit(id, now, pre, nil)
 	}
+	// While images cannot be judged, files are not even read: one is
+	// tried now and then (the back-off of vwait), the rest stay.
+	if !in.vwait.mayTry(now) {
+		return "", errNotJudged
+	}
+	judged := false
+	defer func() {
+		if !judged {
+			in.vwait.skip() // decided without the worker: that says nothing of it
+		}
+	}()
+	name := filepath.Base(path)
 	if !fi.Mode().IsRegular() {
-		return in.commit(id, now, Invalid, nil)
+		return in.invalid(id, now, name, InvalidNotAFile, nil)
 	}
 	data, err := spool.ReadRegular(path, fi, in.cfg.MaxFileBytes)
-	if err != nil {
-		if errors.Is(err, spool.ErrNotRegular) || errors.Is(err, spool.ErrTooLarge) {
-			return in.commit(id, now, Invalid, nil)
-		}
+	switch {
+	case errors.Is(err, spool.ErrNotRegular):
+		return in.invalid(id, now, name, InvalidNotAFile, err)
+	case errors.Is(err, spool.ErrTooLarge):
+		return in.invalid(id, now, name, InvalidTooLarge, err)
+	case err != nil:
 		return "", err
 	}
 	// The header first: a file claiming 50000x50000 costs nothing. Then
 	// the whole decode, away from the daemon's memory; a decoder that
 	// crashed or hung on it makes it invalid, once and for good.
-	if _, err := DecodedBytes(data); err != nil {
-		return in.commit(id, now, Invalid, nil)
+	if _, err := DecodedBytes(data); errors.Is(err, errTooManyPixels) {
+		return in.invalid(id, now, name, InvalidTooManyPixels, err)
+	} else if err != nil {
+		return in.invalid(id, now, name, InvalidNotAnImage, err)
 	}
 	info, verr := in.cfg.Pixels.Validate(in.ctx, data)
-	switch {
-	case errors.Is(verr, ErrRetryLater):
-		return "", verr // not judged: the file waits in the spool
-	case verr != nil:
-		in.cfg.Logger.Info("photo invalid", "file", filepath.Base(path), "bytes", len(data), "err", verr)
-		return in.commit(id, now, Invalid, nil)
+	if err := in.ctx.Err(); err != nil {
+		// Cut short by the daemon stopping: no verdict on the image.
+		return "", fmt.Errorf("%w: %w", ErrRetryLater, err)
 	}
-	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
+	judged = true
+	if errors.Is(verr, ErrRetryLater) {
+		in.vwait.done(now, verr) // logs once per change of state
+		return "", verr          // not judged: the file waits in the spool
+	}
+	in.vwait.done(now, nil)
+	if verr != nil {
+		return in.invalid(id, now, name, InvalidUndecodable, verr)
+	}
+	p := &Photo{ID: newPhotoID(), AdmittedAt: now.UTC(), ArrivedAt: arrived.UTC(), Format: info.Format, Width: info.Width, Height: info.Height, Size: int64(len(data))}
 	if err := in.vault.seal(p, data); err != nil {
 		return "", storageFailure(err)
 	}
 	o, err := in.commit(id, now, Admitted, p)
 	if o == Admitted && err == nil {
-		in.cfg.Logger.Info("photo admitted", "file", filepath.Base(path), "photo_id", p.ID, "bytes", p.Size)
+		in.cfg.Logger.Info("photo admitted", "file", name, "photo_id", p.ID, "bytes", p.Size)
 	}
 	if o != Admitted {
 		in.vault.discard(*p) // withdrawn or capped meanwhile, or the commit failed
+	}
+	return o, err
+}
+
+// errNotJudged: the file was not tried, the intake waits for the worker.
+var errNotJudged = fmt.Errorf("%w: waiting for the vision worker", ErrRetryLater)
+
+// Why a spool file is invalid (the "reason" of its log line).
+const (
+	InvalidNotAFile      = "not_a_file"      // a symlink, directory, device or FIFO, or replaced while read
+	InvalidTooLarge      = "too_large"       // over photos.max_file_bytes, not read
+	InvalidNotAnImage    = "not_an_image"    // no JPEG or PNG header
+	InvalidTooManyPixels = "too_many_pixels" // the header claims over 40 megapixels
+	InvalidUndecodable   = "undecodable"     // the decoder refused it (truncated, corrupt) or died on it
+)
+
+// invalid records a file as invalid and says why in one log line (the
+// spool name and the reason; never a byte of it).
+func (in *Intake) invalid(id []byte, now time.Time, name, reason string, cause error) (Outcome, error) {
+	o, err := in.commit(id, now, Invalid, nil)
+	if err == nil && o == Invalid {
+		args := []any{"file", name, "reason", reason}
+		if cause != nil {
+			args = append(args, "err", cause.Error())
+		}
+		in.cfg.Logger.Info("photo invalid", args...)
 	}
 	return o, err
 }

@@ -3,12 +3,14 @@ package capture
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/core/keys"
 	"github.com/aibo-privacy/aibo-privacyd/core/policy"
 	"github.com/aibo-privacy/aibo-privacyd/core/store"
+	"github.com/aibo-privacy/aibo-privacyd/internal/testlog"
 )
 
 // fixture is an intake over a real store, with a clock the test moves.
@@ -316,5 +319,48 @@ func TestOversizedFileIsInvalid(t *testing.T) {
 	f.waitEmpty()
 	if c := f.today(); c.Invalid != 1 {
 		t.Fatalf("oversized file: %+v", c)
+	}
+}
+
+// TestInvalidPhotosAreLoggedWithAReason: every invalid spool file gets one
+// line saying which file and why, never only the truncated JPEG.
+func TestInvalidPhotosAreLoggedWithAReason(t *testing.T) {
+	f := newFixture(t, true)
+	var logs testlog.Buffer
+	f.in.cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	os.MkdirAll(f.spool, 0o755)
+	good := testJPEG(t, 1)
+	target := filepath.Join(t.TempDir(), "elsewhere.jpg")
+	os.WriteFile(target, good, 0o600)
+	os.Symlink(target, filepath.Join(f.spool, "link.jpg"))
+	for name, data := range map[string][]byte{
+		"big.jpg":       append(testJPEG(t, 2), make([]byte, 2<<20)...),
+		"notes.jpg":     []byte("hello, not a photo"),
+		"huge.png":      pngHeaderDepth(8000, 5001, 8, 0),
+		"truncated.jpg": good[:len(good)*9/10],
+	} {
+		os.WriteFile(filepath.Join(f.spool, name), data, 0o644)
+	}
+	f.run()
+	f.waitEmpty()
+	if c := f.today(); c.Invalid != 5 {
+		t.Fatalf("%+v, want 5 invalid", c)
+	}
+	want := map[string]string{"link.jpg": InvalidNotAFile, "big.jpg": InvalidTooLarge, "notes.jpg": InvalidNotAnImage,
+		"huge.png": InvalidTooManyPixels, "truncated.jpg": InvalidUndecodable}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var l struct{ Msg, File, Reason string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "photo invalid" {
+			if _, twice := got[l.File]; twice {
+				t.Errorf("%s logged twice", l.File)
+			}
+			got[l.File] = l.Reason
+		}
+	}
+	for file, reason := range want {
+		if got[file] != reason {
+			t.Errorf("%s: reason %q, want %q\n%s", file, got[file], reason, logs.String())
+		}
 	}
 }

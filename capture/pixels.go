@@ -18,8 +18,10 @@ import (
 // validate it, and re-encoding it for upload. The daemon itself keeps
 // photos as bytes; in the daemon these run in the vision worker, whose
 // memory a hostile image may blow up without touching the daemon's.
-// InProcess stands in, in pure Go and within a memory budget, when the
-// worker cannot run.
+// InProcess stands in, in pure Go and within a memory budget, where no
+// worker is given (this package's tests): the daemon always gives it, and
+// while the worker cannot start images wait (ErrRetryLater) rather than
+// being decoded in the daemon.
 type Pixels interface {
 	// Validate decodes data completely: a JPEG or PNG of at most
 	// MaxPixels. An error wrapping ErrRetryLater means the image was not
@@ -118,7 +120,7 @@ func DecodedBytes(data []byte) (int64, error) {
 	}
 	px := int64(cfg.Width) * int64(cfg.Height)
 	if cfg.Width <= 0 || cfg.Height <= 0 || px > MaxPixels {
-		return 0, fmt.Errorf("%w: %dx%d is over %d pixels", errInvalid, cfg.Width, cfg.Height, MaxPixels)
+		return 0, fmt.Errorf("%w: %w: %dx%d", errInvalid, errTooManyPixels, cfg.Width, cfg.Height)
 	}
 	var perPixel int64
 	switch cfg.ColorModel {

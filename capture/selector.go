@@ -282,8 +282,11 @@ func (s *Selector) SelectNow(ctx context.Context, includeToday bool) ([]Selectio
 
 // failureReason names a failed selection's cause without its details.
 func failureReason(err error) string {
-	if errors.Is(err, syscall.ENOSPC) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
 		return "disk_full"
+	case errors.Is(err, ErrRetryLater):
+		return "vision_unavailable"
 	}
 	return "internal"
 }
@@ -301,13 +304,16 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 	cands := map[string]*candidate{}
 	var list []Candidate
 	for _, p := range photos {
+		// The photo's time of day is the home's: when it arrived, on the
+		// clock of cfg.Location (the worker reads the clock as given).
+		taken := p.TakenAt(s.cfg.Location)
 		img, err := s.vault.Open(p)
 		if err != nil {
 			s.cfg.Logger.Error("photo unreadable; it will be deleted", "photo_id", p.ID, "err", err)
-			list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: -1})
+			list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: -1})
 			continue
 		}
-		sc, err := s.scorer.Score(ctx, img, p.AdmittedAt)
+		sc, err := s.scorer.Score(ctx, img, taken)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err() // shutting down: nothing is deleted for it
@@ -318,12 +324,12 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 				return res, err
 			}
 			s.cfg.Logger.Warn("photo not scored; it will be deleted", "photo_id", p.ID, "err", err)
-			list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: -1})
+			list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: -1})
 			continue
 		}
 		c := &candidate{photo: p, scored: sc, score: w.Score(sc.Breakdown)}
 		cands[p.ID] = c
-		list = append(list, Candidate{PhotoID: p.ID, TakenAt: p.AdmittedAt, Score: c.score, PHash: sc.PHash})
+		list = append(list, Candidate{PhotoID: p.ID, TakenAt: taken, Score: c.score, PHash: sc.PHash})
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -358,7 +364,7 @@ func (s *Selector) selectDay(ctx context.Context, day string, photos []Photo, da
 		if err != nil {
 			return res, err
 		}
-		u := Upload{Day: day, Score: round3(c.score), TakenAt: c.photo.AdmittedAt}
+		u := Upload{Day: day, Score: round3(c.score), TakenAt: c.photo.TakenAt(s.cfg.Location)}
 		st, u, reason, err := s.prepare(ctx, u, c.photo, img, blur)
 		switch {
 		case err == nil:

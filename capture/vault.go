@@ -30,15 +30,29 @@ type Photo struct {
 	ID         string    `json:"id"`
 	Day        string    `json:"day"`
 	AdmittedAt time.Time `json:"admitted_at"`
-	Format     string    `json:"format"`
-	Width      int       `json:"width"`
-	Height     int       `json:"height"`
-	Size       int64     `json:"size"`
+	// ArrivedAt is when its file arrived in the spool (contract v3: the
+	// photo's time of day), which a wait for the worker or for room can
+	// put hours before AdmittedAt. Zero in records older than it.
+	ArrivedAt time.Time `json:"arrived_at,omitzero"`
+	Format    string    `json:"format"`
+	Width     int       `json:"width"`
+	Height    int       `json:"height"`
+	Size      int64     `json:"size"`
 	// Slot is the data keyring slot whose key seals SealedKey; nil for a
 	// photo an older version admitted, whose key the device key sealed
 	// (moved to a slot at start: MigrateKeysTx).
 	Slot      *uint32 `json:"slot,omitempty"`
 	SealedKey []byte  `json:"sealed_key"`
+}
+
+// TakenAt is when the photo was taken, as far as the device knows: when
+// its file arrived in the spool (its admission for older records), in loc.
+func (p Photo) TakenAt(loc *time.Location) time.Time {
+	t := p.ArrivedAt
+	if t.IsZero() {
+		t = p.AdmittedAt
+	}
+	return t.In(loc)
 }
 
 const photoExt = ".photo"

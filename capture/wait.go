@@ -12,6 +12,9 @@ import (
 const (
 	WaitDiskFull     = "disk_full"     // ENOSPC or EDQUOT writing the vault or the store
 	WaitStorageError = "storage_error" // any other failure to record a decision
+	// WaitVision: images cannot be judged (the vision worker cannot
+	// start, or its face nets are missing or damaged).
+	WaitVision = "vision_unavailable"
 )
 
 // Backoff of the intake while decisions cannot be recorded: one file is
@@ -35,9 +38,12 @@ func storageFailure(err error) error {
 	return storageError{err}
 }
 
-// waitReason classifies a storage failure.
+// waitReason classifies what the intake waits for.
 func waitReason(err error) string {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	switch {
+	case errors.Is(err, ErrRetryLater):
+		return WaitVision
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 		return WaitDiskFull
 	}
 	return WaitStorageError
@@ -53,9 +59,16 @@ type Waiting struct {
 
 // waiter is the intake's back-off: while waiting, one file at a time is
 // tried, after a growing delay; a log line marks each change of state.
+// The intake has one for storage and one for the vision worker: a
+// decision recorded without the worker says nothing of the worker.
 type waiter struct {
 	log      *slog.Logger
 	onChange func()
+	// what waits, and for what (the log lines' words).
+	waitMsg, resumeMsg string
+	// onResume runs when a try succeeded after a wait (the files that
+	// stayed may all go now).
+	onResume func()
 
 	mu      sync.Mutex
 	state   Waiting
@@ -89,15 +102,18 @@ func (w *waiter) done(now time.Time, err error) {
 	w.probing = false
 	switch {
 	case err == nil && !was.Since.IsZero():
-		w.log.Info("photo intake resumed: decisions are recorded again", "waited", now.Sub(was.Since).Round(time.Second).String(), "failed_tries", w.tries)
+		w.log.Info(w.resumeMsg, "waited", now.Sub(was.Since).Round(time.Second).String(), "failed_tries", w.tries)
 		w.state, w.backoff, w.tries = Waiting{}, 0, 0
 		changed = true
+		if w.onResume != nil {
+			defer w.onResume() // after the unlock
+		}
 	case err != nil:
 		reason := waitReason(err)
 		if was.Since.IsZero() {
 			w.state, w.backoff = Waiting{Since: now.UTC(), Reason: reason}, firstWait
 			changed = true
-			w.log.Warn("photo intake waiting: decisions cannot be recorded; spool files stay until they can", "reason", reason, "err", err)
+			w.log.Warn(w.waitMsg, "reason", reason, "err", err)
 		} else {
 			w.backoff = min(2*w.backoff, maxWait)
 			if reason != was.Reason {
@@ -122,6 +138,13 @@ func (w *waiter) done(now time.Time, err error) {
 func (w *waiter) skip() {
 	w.mu.Lock()
 	w.probing = false
+	w.mu.Unlock()
+}
+
+// hurry lets the next try run at once (what was waited for is back).
+func (w *waiter) hurry() {
+	w.mu.Lock()
+	w.next = time.Time{}
 	w.mu.Unlock()
 }
 

@@ -104,14 +104,16 @@ func TestDirectoryNamedLikeAPhotoIsDecidedOnceAndLoggedOnce(t *testing.T) {
 		f.setClock(f.clock().Add(20 * time.Second))
 		f.in.process("x.jpg")
 	}
+	// Once decided (invalid, with its reason), once as not removable;
+	// never again at a rescan.
 	n := 0
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, "x.jpg") {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d log lines about x.jpg, want 1:\n%s", n, logs)
+	if n != 2 || !strings.Contains(logs.String(), `msg="photo invalid" file=x.jpg reason=not_a_file`) {
+		t.Fatalf("%d log lines about x.jpg, want the invalid one and the not removable one:\n%s", n, logs)
 	}
 	var c DayCounts
 	f.st.View(func(tx *bolt.Tx) (err error) { c, err = f.in.cfg.Days.Today(tx); return })

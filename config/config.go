@@ -12,9 +12,14 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	// The home's time zone (timezone) must load on a robot whose image
+	// has no /usr/share/zoneinfo: Go's copy of the zone database is the
+	// fallback (about 450 KB).
+	_ "time/tzdata"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/semver"
 )
 
@@ -32,7 +37,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: bad duration %q", n.Line, s)
+		return &lineError{line: n.Line, msg: fmt.Sprintf("%q is not a duration (such as 30s, 10m, 720h)", s)}
 	}
 	*d = Duration(v)
 	return nil
@@ -128,12 +133,14 @@ type Retention struct {
 
 // Vision configures the vision worker process.
 type Vision struct {
-	// Worker is the aibo-vision binary; empty: next to the daemon's own.
+	// Worker is the aibo-vision binary; empty: the one beside the daemon's
+	// own binary, else the installed one (internal/paths.WorkerFor).
 	Worker string `yaml:"worker"`
 	// ModelsDir holds OpenCV's cascades (Debian's opencv-data).
 	ModelsDir string `yaml:"models_dir"`
 	// FaceModelsDir holds the converted face nets and their SHA256SUMS
-	// (tools/onnxgen; make setup writes them to build/models).
+	// (tools/onnxgen; make setup writes them to build/models, the package
+	// aibo-privacyd-models installs them where the default points).
 	FaceModelsDir string `yaml:"face_models_dir"`
 	// MemoryMax bounds the worker's memory, in bytes, in a cgroup of its
 	// own when systemd delegates the service's cgroup (Delegate= in the
@@ -145,13 +152,14 @@ type Vision struct {
 func Default() Config {
 	return Config{
 		DeviceID: "aibo-0001",
-		DataDir:  "/var/lib/aibo-privacy",
-		SpoolDir: "/run/aibo-camera",
+		DataDir:  paths.StateDir,
+		SpoolDir: paths.SpoolDir,
 		Timezone: "UTC",
 		Region:   "US-CA",
 		LogLevel: "info",
 		MQTT: MQTT{
-			Broker:     "tcp://127.0.0.1:1883",
+			// No broker: a robot must name its cloud's broker, never
+			// fall back to one on localhost.
 			ChunkSize:  65536,
 			AckTimeout: Duration(30 * time.Second),
 			// A day's keep_per_day (10) photos at 12 megapixels, each
@@ -166,9 +174,9 @@ func Default() Config {
 			SightingInterval:  Duration(10 * time.Minute),
 		},
 		Firmware: Firmware{Version: "1.0.0", DownloadTimeout: Duration(10 * time.Minute)},
-		Diag:     Diag{Socket: "/run/aibo-privacy/diag.sock"},
+		Diag:     Diag{Socket: paths.DiagSocket},
 		Policy:   Policy{ProhibitedRegions: []string{"US-IL"}},
-		Vision:   Vision{ModelsDir: "/usr/share/opencv4", FaceModelsDir: "/usr/share/aibo-privacyd/models", MemoryMax: 512 << 20},
+		Vision:   Vision{ModelsDir: paths.OpenCVData, FaceModelsDir: paths.FaceModelsDir, MemoryMax: 768 << 20},
 		Retention: Retention{
 			Sightings:  Duration(30 * 24 * time.Hour),
 			CommandIDs: Duration(30 * 24 * time.Hour),
@@ -191,10 +199,14 @@ func Load(path string) (Config, error) {
 // validates the result.
 func Parse(b []byte) (Config, error) {
 	c := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+		return Config{}, fmt.Errorf("config: %w", keyedError(&root, err))
 	}
 	// yaml.v3 already refuses a key given twice and matches keys by exact
 	// case; a second document would be read by nobody, so it is refused
@@ -243,6 +255,9 @@ func (c *Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.MQTT.Broker == "" {
+		return errors.New("mqtt.broker must be set: the cloud's broker, tcp://host:1883 or ssl://host:8883")
 	}
 	if !strings.HasPrefix(c.MQTT.Broker, "tcp://") && !strings.HasPrefix(c.MQTT.Broker, "ssl://") {
 		return fmt.Errorf("mqtt.broker %q must start with tcp:// or ssl://", c.MQTT.Broker)

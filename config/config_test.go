@@ -16,8 +16,11 @@ import (
 	"filippo.io/edwards25519"
 )
 
+// minimal is the least a configuration must say: the cloud's broker.
+const minimal = "mqtt:\n  broker: tcp://127.0.0.1:1883\n"
+
 func TestDefaultsMatchTheContract(t *testing.T) {
-	c, err := Parse([]byte("device_id: aibo-0001\n"))
+	c, err := Parse([]byte("device_id: aibo-0001\n" + minimal))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,47 +39,88 @@ func TestDefaultsMatchTheContract(t *testing.T) {
 }
 
 func TestBadConfigsAreRefusedWithAReason(t *testing.T) {
-	cases := map[string]string{
-		"unknown key":       "device_id: a\ncolour: red\n",
-		"nested unknown":    "photos:\n  daily_cap: 10\n  dialy_cap: 10\n",
-		"cap above 30":      "photos:\n  daily_cap: 31\n",
-		"cap zero":          "photos:\n  daily_cap: 0\n",
-		"keep above cap":    "photos:\n  daily_cap: 5\n  keep_per_day: 6\n",
-		"bad timezone":      "timezone: Mars/Olympus\n",
-		"local timezone":    "timezone: Local\n",
-		"bad region":        "region: Illinois\n",
-		"bad device id":     "device_id: \"aibo/0001\"\n",
-		"bad broker":        "mqtt:\n  broker: http://x\n",
-		"ssl without ca":    "mqtt:\n  broker: ssl://h:8883\n",
-		"chunk too small":   "mqtt:\n  chunk_size: 10\n",
-		"bad duration":      "mqtt:\n  ack_timeout: soon\n",
-		"bad select_at":     "photos:\n  select_at: \"25:00\"\n",
-		"min_score above 1": "photos:\n  min_score: 1.5\n",
-		"bad semver":        "firmware:\n  version: one\n",
-		"bad command key":   "security:\n  command_keys: {k1: \"AAAA\"}\n",
-		"bad firmware key":  "firmware:\n  keys: {k1: \"%%%\"}\n",
-		"not yaml":          "{{{",
+	// Each case names the reason it must be refused for (every file has a
+	// broker, so none is refused only for lacking one).
+	cases := map[string]struct{ yaml, reason string }{
+		"unknown key":       {"device_id: a\ncolour: red\n", "colour: unknown key"},
+		"nested unknown":    {"photos:\n  daily_cap: 10\n  dialy_cap: 10\n", "photos.dialy_cap: unknown key"},
+		"cap above 30":      {"photos:\n  daily_cap: 31\n", "photos.daily_cap 31 must be within 1..30"},
+		"cap zero":          {"photos:\n  daily_cap: 0\n", "photos.daily_cap 0 must be within 1..30"},
+		"keep above cap":    {"photos:\n  daily_cap: 5\n  keep_per_day: 6\n", "photos.keep_per_day 6"},
+		"bad timezone":      {"timezone: Mars/Olympus\n", "timezone \"Mars/Olympus\""},
+		"local timezone":    {"timezone: Local\n", "timezone \"Local\""},
+		"bad region":        {"region: Illinois\n", "region \"Illinois\""},
+		"bad device id":     {"device_id: \"aibo/0001\"\n", "device_id \"aibo/0001\""},
+		"bad broker":        {"mqtt:\n  broker: http://x\n", "mqtt.broker \"http://x\" must start with"},
+		"ssl without ca":    {"mqtt:\n  broker: ssl://h:8883\n", "mqtt.tls.ca_file is required"},
+		"chunk too small":   {"mqtt:\n  broker: tcp://h:1\n  chunk_size: 10\n", "mqtt.chunk_size 10"},
+		"bad duration":      {"mqtt:\n  broker: tcp://h:1\n  ack_timeout: soon\n", "mqtt.ack_timeout: \"soon\" is not a duration"},
+		"bad select_at":     {"photos:\n  select_at: \"25:00\"\n", "photos.select_at \"25:00\""},
+		"min_score above 1": {"photos:\n  min_score: 1.5\n", "photos.min_score 1.5"},
+		"bad semver":        {"firmware:\n  version: one\n", "firmware.version"},
+		"bad command key":   {"security:\n  command_keys: {k1: \"AAAA\"}\n", "security.command_keys"},
+		"bad firmware key":  {"firmware:\n  keys: {k1: \"%%%\"}\n", "firmware.keys"},
+		"not yaml":          {"{{{", "config: yaml: line"},
 	}
-	for name, y := range cases {
-		_, err := Parse([]byte(y))
-		if err == nil {
-			t.Errorf("%s: accepted", name)
-			continue
+	for name, c := range cases {
+		y := c.yaml
+		if !strings.Contains(y, "mqtt:") {
+			y = minimal + y
 		}
-		if strings.Contains(err.Error(), "\n") {
+		_, err := Parse([]byte(y))
+		switch {
+		case err == nil:
+			t.Errorf("%s: accepted", name)
+		case !strings.Contains(err.Error(), c.reason):
+			t.Errorf("%s: refused as %q, want %q", name, err, c.reason)
+		case strings.Contains(err.Error(), "\n"):
 			t.Errorf("%s: reason spans lines: %q", name, err)
 		}
 	}
 }
 
-func TestEmptyFileGivesDefaults(t *testing.T) {
-	if _, err := Parse(nil); err != nil {
-		t.Fatal(err)
+// TestABrokerMustBeNamed: a configuration without mqtt.broker used to
+// mean tcp://127.0.0.1:1883 in silence; a robot so configured talks to
+// no cloud and nobody is told why.
+func TestABrokerMustBeNamed(t *testing.T) {
+	for _, y := range []string{"", "device_id: a\n", "mqtt:\n  chunk_size: 4096\n", "mqtt:\n  broker: \"\"\n"} {
+		_, err := Parse([]byte(y))
+		if err == nil || !strings.Contains(err.Error(), "mqtt.broker must be set") {
+			t.Errorf("%q: err %v, want mqtt.broker must be set", y, err)
+		}
+	}
+	if _, err := Parse([]byte(minimal)); err != nil {
+		t.Fatalf("a broker is all a file must say: %v", err)
+	}
+}
+
+// TestErrorsNameTheKeyAsWritten: an operator reads photos.daily_cpa, the
+// key in the file, never a Go type such as config.Photos.
+func TestErrorsNameTheKeyAsWritten(t *testing.T) {
+	for y, want := range map[string]string{
+		"photos:\n  daily_cpa: 3\n":                         "config: photos.daily_cpa: unknown key (line 2)",
+		"colour: red\n":                                     "config: colour: unknown key (line 1)",
+		"photos:\n  daily_cap: abc\n":                       `config: photos.daily_cap: must be an integer, not a string ("abc") (line 2)`,
+		"mqtt:\n  broker: tcp://h:1\n  ack_timeout: soon\n": `config: mqtt.ack_timeout: "soon" is not a duration (such as 30s, 10m, 720h) (line 3)`,
+		"policy:\n  prohibited_regions: US-IL\n":            "config: policy.prohibited_regions: must be a list, not a string",
+		"policy:\n  prohibited_regions: [US-IL, [x]]\n":     "config: policy.prohibited_regions[1]: must be a string, not a list (line 2)",
+		"photos: 3\n":                                       "config: photos: must be a section of keys, not an integer",
+		"diag:\n  allowed_uids: [1, -2]\n":                  `config: diag.allowed_uids[1]: must be an integer of at least 0, not an integer ("-2") (line 2)`,
+		"photos:\n  daily_cap: 5\n  daily_cap: 6\n":         "config: photos.daily_cap: given twice (first at line 2) (line 3)",
+		"photos:\n  Daily_Cap: 5\n  dialy_cap: 1\n":         "config: photos.Daily_Cap: unknown key (line 2); photos.dialy_cap: unknown key (line 3)",
+	} {
+		_, err := Parse([]byte(y))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q:\n got  %v\n want %s", y, err, want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "config.") || strings.Contains(err.Error(), "not found in type")) {
+			t.Errorf("%q: a Go type in %q", y, err)
+		}
 	}
 }
 
 func FuzzParse(f *testing.F) {
-	f.Add([]byte("device_id: aibo-0001\nphotos:\n  daily_cap: 30\n"))
+	f.Add([]byte("device_id: aibo-0001\nphotos:\n  daily_cap: 30\n" + minimal))
 	f.Add([]byte("mqtt:\n  tls: {ca_file: a}\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		c, err := Parse(raw)
@@ -213,7 +257,7 @@ func TestP16_KeysAnyoneCanSignForAreRefused(t *testing.T) {
 
 	for name, c := range bad {
 		for _, section := range []string{"security:\n  command_keys", "firmware:\n  keys"} {
-			y := section + ":\n    k1: " + base64.StdEncoding.EncodeToString(c.key) + "\n"
+			y := minimal + section + ":\n    k1: " + base64.StdEncoding.EncodeToString(c.key) + "\n"
 			_, err := Parse([]byte(y))
 			if err == nil {
 				t.Errorf("%s in %s: accepted", name, strings.SplitN(section, ":", 2)[0])
@@ -225,7 +269,7 @@ func TestP16_KeysAnyoneCanSignForAreRefused(t *testing.T) {
 		}
 	}
 	// Real keys still load.
-	y := "security:\n  command_keys:\n    k1: " + testKey(t) + "\nfirmware:\n  keys:\n    f1: " + testKey(t) + "\n"
+	y := minimal + "security:\n  command_keys:\n    k1: " + testKey(t) + "\nfirmware:\n  keys:\n    f1: " + testKey(t) + "\n"
 	if _, err := Parse([]byte(y)); err != nil {
 		t.Fatalf("real keys refused: %v", err)
 	}

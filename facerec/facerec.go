@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -77,6 +78,16 @@ type Config struct {
 	Logger           *slog.Logger
 	// AnalyzeTimeout bounds the worker's answer for one frame (default 5 s).
 	AnalyzeTimeout time.Duration
+	// Ready says whether the Analyzer can be asked now; an error (the
+	// worker cannot start) leaves frames in the spool unread, each until
+	// it is MaxFrameAge old, then deletes it unread. Nil: always.
+	Ready func() error
+	// MaxFrameAge is how long a frame may wait to be analysed (contract
+	// v3, section 2: 10 s); default 10 s.
+	MaxFrameAge time.Duration
+	// OnFrame is told each frame's outcome (one of FrameOutcomes) once the
+	// frame is gone from the spool.
+	OnFrame func(outcome string)
 	// EnrollAnalyzer analyses the frames that arrive while an enrollment
 	// window is open: a search that looks further than Patrol's, so a
 	// person enrols from where the robot stands. Nil: the Analyzer.
@@ -88,9 +99,10 @@ type Config struct {
 	EnrolledTx func(tx *bolt.Tx, subjectID string, faceSlot uint32, samples [][]byte) error
 	OnEnrolled func(subjectID string)
 	// EnrollFailedTx runs inside the transaction that forgets an
-	// enrollment window closed without one; OnEnrollFailed after it.
-	EnrollFailedTx func(tx *bolt.Tx, subjectID, reason string) error
-	OnEnrollFailed func(subjectID, reason string)
+	// enrollment window closed without one, with what its frames showed;
+	// OnEnrollFailed after it committed.
+	EnrollFailedTx func(tx *bolt.Tx, subjectID, reason string, p Progress) error
+	OnEnrollFailed func(subjectID, reason string, p Progress)
 	// SightingTx runs inside the transaction that records a sighting (the
 	// caller queues the artifact there, sealed by the face key in
 	// faceSlot, so both commit together); OnSighting after it committed.
@@ -128,7 +140,49 @@ type window struct {
 	subject  string
 	deadline time.Time
 	samples  [][]byte
+	Progress
+	stalled int // frames since the last sample
 }
+
+// Progress is what an open enrollment window has seen: counts only.
+type Progress struct {
+	Samples      int `json:"samples"`       // taken
+	Frames       int `json:"frames"`        // analysed while it was open
+	NoFace       int `json:"no_face"`       // frames without a face
+	SeveralFaces int `json:"several_faces"` // frames with more than one face
+	Undescribed  int `json:"undescribed"`   // one face the worker found but could not describe
+}
+
+// Enrollment is the open enrollment window as a technician sees it.
+type Enrollment struct {
+	SubjectID     string    `json:"subject_id"`
+	SamplesNeeded int       `json:"samples_needed"`
+	Deadline      time.Time `json:"deadline"`
+	Progress
+}
+
+// Frame outcomes (Config.OnFrame, the aibo_frames_total metric). A frame
+// has one: while an enrollment window is open, the enrollment's.
+const (
+	FrameUnused           = "unused"            // nothing to look for: deleted unread
+	FrameExpired          = "expired"           // not analysed within MaxFrameAge (images could not be judged): deleted unread
+	FrameNotAnalysed      = "not_analysed"      // read, but the analysis failed (undecodable, the worker crashed or timed out)
+	FrameNoFace           = "no_face"           // no face in it
+	FrameSeveralFaces     = "several_faces"     // enrollment: more than one face, no sample taken
+	FrameUndescribed      = "undescribed"       // enrollment: one face the worker could not describe
+	FrameEnrollmentSample = "enrollment_sample" // enrollment: a sample taken
+	FrameSighting         = "sighting"          // Patrol: an enrolled, consenting person seen and recorded
+	FrameSeenRecently     = "seen_recently"     // Patrol: a person recognised again within sighting_interval, nothing recorded
+	FrameStranger         = "stranger"          // Patrol: faces, none of them anyone's who may be recognised; nothing kept
+)
+
+// FrameOutcomes lists every frame outcome.
+var FrameOutcomes = []string{FrameUnused, FrameExpired, FrameNotAnalysed, FrameNoFace, FrameSeveralFaces,
+	FrameUndescribed, FrameEnrollmentSample, FrameSighting, FrameSeenRecently, FrameStranger}
+
+// stallEvery: an enrollment window that has taken no sample in this many
+// frames says so in the log (and again every as many more).
+const stallEvery = 10
 
 // New builds the service.
 func New(st *store.Store, pol *policy.Policy, an Analyzer, rec Recognizer, cfg Config) *Service {
@@ -143,6 +197,9 @@ func New(st *store.Store, pol *policy.Policy, an Analyzer, rec Recognizer, cfg C
 	}
 	if cfg.MaxFileBytes <= 0 {
 		cfg.MaxFileBytes = 32 << 20
+	}
+	if cfg.MaxFrameAge <= 0 {
+		cfg.MaxFrameAge = 10 * time.Second
 	}
 	return &Service{cfg: cfg, st: st, pol: pol, an: an, rec: rec, lastSeen: map[string]time.Time{}}
 }
@@ -225,13 +282,14 @@ func (s *Service) CancelEnrollment(tx *bolt.Tx, subjectID string) (closeWindow f
 // reports the enrollment failed for why.
 func (s *Service) closeWindow(subject, why string) {
 	s.mu.Lock()
-	open := s.window != nil && s.window.subject == subject
+	w := s.window
+	open := w != nil && w.subject == subject
 	if open {
 		s.window = nil
 	}
 	s.mu.Unlock()
 	if open {
-		s.closed(subject, why)
+		s.closed(subject, why, w.Progress)
 	}
 }
 
@@ -244,24 +302,41 @@ func (s *Service) expire() {
 	}
 	s.window = nil
 	s.mu.Unlock()
-	s.closed(w.subject, "timeout")
+	s.closed(w.subject, "timeout", w.Progress)
 }
 
 // closed forgets the durable record of subject's window and tells the app
-// the enrollment failed for reason.
-func (s *Service) closed(subject, reason string) {
+// the enrollment failed for reason, with what its frames showed.
+func (s *Service) closed(subject, reason string, p Progress) {
 	err := s.st.Update(func(tx *bolt.Tx) error {
 		if err := clearOpenWindow(tx, subject); err != nil || s.cfg.EnrollFailedTx == nil {
 			return err
 		}
-		return s.cfg.EnrollFailedTx(tx, subject, reason)
+		return s.cfg.EnrollFailedTx(tx, subject, reason, p)
 	})
 	if err != nil {
 		s.cfg.Logger.Error("enrollment window record not cleared", "subject_id", subject, "err", err)
 	}
+	s.cfg.Logger.Info("enrollment failed", "subject_id", subject, "reason", reason, "samples", p.Samples,
+		"frames", p.Frames, "no_face", p.NoFace, "several_faces", p.SeveralFaces, "undescribed", p.Undescribed)
 	if s.cfg.OnEnrollFailed != nil {
-		s.cfg.OnEnrollFailed(subject, reason)
+		s.cfg.OnEnrollFailed(subject, reason, p)
 	}
+}
+
+// Enrollment returns the open enrollment window and its progress; false
+// when none is open.
+func (s *Service) Enrollment() (Enrollment, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.enrollmentLocked()
+}
+
+func (s *Service) enrollmentLocked() (Enrollment, bool) {
+	if s.window == nil {
+		return Enrollment{}, false
+	}
+	return Enrollment{SubjectID: s.window.subject, SamplesNeeded: s.cfg.Samples, Deadline: s.window.deadline, Progress: s.window.Progress}, true
 }
 
 // openWindow is the durable record of the open enrollment window: who and
@@ -309,7 +384,7 @@ func (s *Service) resume() error {
 		return err
 	}
 	if !s.cfg.Now().Before(w.Deadline) {
-		s.closed(w.SubjectID, "timeout")
+		s.closed(w.SubjectID, "timeout", Progress{})
 		return nil
 	}
 	s.mu.Lock()
@@ -322,7 +397,9 @@ func (s *Service) resume() error {
 }
 
 // frame reads one frame, deletes it at once, and hands it to whoever needs
-// it. Frames are never stored.
+// it. Frames are never stored. While the analyzer cannot be asked (the
+// worker cannot start), a frame stays unread in the spool until it is
+// MaxFrameAge old, then goes unread.
 func (s *Service) frame(ctx context.Context, name string) {
 	defer s.handled.Add(1)
 	path := filepath.Join(s.cfg.FramesDir, name)
@@ -350,16 +427,51 @@ func (s *Service) frame(ctx context.Context, name string) {
 			patrol = false
 		}
 	}
+	outcome := FrameUnused
 	var data []byte
 	if enrolling || patrol {
-		data, _ = spool.ReadRegular(path, nil, s.cfg.MaxFileBytes)
+		if err := s.ready(); err != nil {
+			if age := frameAge(path); age < s.cfg.MaxFrameAge {
+				return // it waits, unread, for the worker or its age
+			}
+			outcome = FrameExpired
+		} else {
+			data, _ = spool.ReadRegular(path, nil, s.cfg.MaxFileBytes)
+			outcome = FrameNotAnalysed
+		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.cfg.Logger.Error("frame remove", "err", err)
 	}
-	if data == nil {
-		return
+	if data != nil {
+		outcome = s.analyse(ctx, data, enrolling, patrol)
 	}
+	if s.cfg.OnFrame != nil {
+		s.cfg.OnFrame(outcome)
+	}
+}
+
+func (s *Service) ready() error {
+	if s.cfg.Ready == nil {
+		return nil
+	}
+	return s.cfg.Ready()
+}
+
+// frameAge is how long a frame has been in the spool, by the kernel's
+// change time (set when the camera renamed it in).
+func frameAge(path string) time.Duration {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		return 0
+	}
+	return time.Since(time.Unix(st.Ctim.Unix()))
+}
+
+// analyse finds the frame's faces and hands them on: one face to an open
+// enrollment, every face to Patrol. It returns the frame's outcome.
+func (s *Service) analyse(ctx context.Context, data []byte, enrolling, patrol bool) string {
+	t0 := time.Now()
 	an := s.an
 	if enrolling && s.cfg.EnrollAnalyzer != nil {
 		an = s.cfg.EnrollAnalyzer
@@ -369,16 +481,88 @@ func (s *Service) frame(ctx context.Context, name string) {
 	cancel()
 	if err != nil {
 		s.cfg.Logger.Warn("frame not analysed", "err", err)
-		return
+		return FrameNotAnalysed
 	}
-	if enrolling && len(faces) == 1 && faces[0].Template != nil {
-		s.sample(faces[0].Template)
+	// The enrollment first: the frame that completes it is recognised.
+	outcome := FrameNoFace
+	if enrolling {
+		outcome = s.enrollFrame(faces)
 	}
 	if patrol {
-		for _, f := range faces {
-			s.recognise(f.Template)
+		if o := s.patrol(faces); !enrolling {
+			outcome = o
 		}
 	}
+	// Counts only: never a template, never who a stranger might be.
+	s.cfg.Logger.Debug("frame analysed", "outcome", outcome, "faces", len(faces), "took", time.Since(t0))
+	return outcome
+}
+
+// patrol matches every face of a frame and says what came of them.
+func (s *Service) patrol(faces []Face) string {
+	outcome := FrameNoFace
+	if len(faces) > 0 {
+		outcome = FrameStranger
+	}
+	for _, f := range faces {
+		switch s.recognise(f.Template) {
+		case FrameSighting:
+			outcome = FrameSighting
+		case FrameSeenRecently:
+			if outcome != FrameSighting {
+				outcome = FrameSeenRecently
+			}
+		}
+	}
+	return outcome
+}
+
+// enrollFrame counts a frame against the open window and takes its face
+// as a sample when it shows exactly one that could be described. A window
+// that takes no sample in stallEvery frames says why in the log.
+func (s *Service) enrollFrame(faces []Face) string {
+	outcome := FrameEnrollmentSample
+	switch {
+	case len(faces) == 0:
+		outcome = FrameNoFace
+	case len(faces) > 1:
+		outcome = FrameSeveralFaces
+	case faces[0].Template == nil:
+		outcome = FrameUndescribed
+	}
+	s.mu.Lock()
+	w := s.window
+	if w == nil {
+		s.mu.Unlock()
+		return outcome
+	}
+	w.Frames++
+	switch outcome {
+	case FrameNoFace:
+		w.NoFace++
+	case FrameSeveralFaces:
+		w.SeveralFaces++
+	case FrameUndescribed:
+		w.Undescribed++
+	}
+	stalled := false
+	if outcome == FrameEnrollmentSample {
+		w.stalled = 0
+	} else {
+		w.stalled++
+		stalled = w.stalled%stallEvery == 0
+	}
+	p, subject := w.Progress, w.subject
+	s.mu.Unlock()
+	if stalled {
+		s.cfg.Logger.Info("enrollment not progressing: frames show no usable face", "subject_id", subject,
+			"samples", p.Samples, "samples_needed", s.cfg.Samples, "frames", p.Frames, "no_face", p.NoFace,
+			"several_faces", p.SeveralFaces, "undescribed", p.Undescribed)
+	}
+	if outcome == FrameEnrollmentSample {
+		s.sample(faces[0].Template)
+	}
+	return outcome
 }
 
 func (s *Service) enrollingSubject() string {
@@ -400,6 +584,7 @@ func (s *Service) sample(tpl []byte) {
 		return
 	}
 	w.samples = append(w.samples, append([]byte(nil), tpl...))
+	w.Samples = len(w.samples)
 	if len(w.samples) < s.cfg.Samples {
 		s.mu.Unlock()
 		return
@@ -429,7 +614,7 @@ func (s *Service) sample(tpl []byte) {
 	s.invalidate()
 	if err != nil {
 		s.cfg.Logger.Warn("enrollment not kept", "subject_id", w.subject, "err", err)
-		s.closed(w.subject, reason(err))
+		s.closed(w.subject, reason(err), w.Progress)
 		return
 	}
 	if s.cfg.OnEnrolled != nil {
@@ -453,21 +638,22 @@ func reason(err error) string {
 
 // recognise matches one face against the enrolled, consenting people and
 // records a sighting at most once per interval per person. A face that
-// matches nobody is dropped here, with nothing written or logged.
-func (s *Service) recognise(probe []byte) {
+// matches nobody is dropped here, with nothing written or logged. It
+// returns FrameSighting, FrameSeenRecently or FrameStranger.
+func (s *Service) recognise(probe []byte) string {
 	m, _, err := s.loadMatcher()
 	if err != nil || m == nil {
-		return
+		return FrameStranger
 	}
 	subject, confidence, ok := m.Identify(probe)
 	if !ok {
-		return
+		return FrameStranger
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
 	if last, seen := s.lastSeen[subject]; seen && s.cfg.SightingInterval > 0 && now.Sub(last) < s.cfg.SightingInterval {
 		s.mu.Unlock()
-		return
+		return FrameSeenRecently
 	}
 	s.lastSeen[subject] = now
 	s.mu.Unlock()
@@ -486,9 +672,10 @@ func (s *Service) recognise(probe []byte) {
 	})
 	if err != nil {
 		s.cfg.Logger.Debug("sighting not recorded", "subject_id", subject, "err", err)
-		return
+		return FrameStranger
 	}
 	if s.cfg.OnSighting != nil {
 		s.cfg.OnSighting(subject)
 	}
+	return FrameSighting
 }

@@ -109,7 +109,7 @@ func newRig(t *testing.T) *rig {
 		FramesDir: r.dir, Samples: 3, EnrollTimeout: time.Minute, SightingInterval: 10 * time.Minute, EnrollAnalyzer: farAnalyzer{},
 		Now: r.clock, Logger: slog.New(slog.DiscardHandler),
 		OnEnrolled:     func(s string) { r.mu.Lock(); r.enrolled = append(r.enrolled, s); r.mu.Unlock() },
-		OnEnrollFailed: func(s, why string) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
+		OnEnrollFailed: func(s, why string, _ Progress) { r.mu.Lock(); r.failed = append(r.failed, s+":"+why); r.mu.Unlock() },
 		SightingTx: func(tx *bolt.Tx, s string, slot uint32, at time.Time, c float64) error {
 			r.mu.Lock()
 			r.seen = append(r.seen, s)

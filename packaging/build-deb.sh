@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# make deb: the Debian package of the agent (aibo-privacyd) for amd64 and
-# arm64, into build/deb/. One package holds the daemon, aiboctl, the vision
-# worker, the systemd unit, the default configuration (a conffile), the
-# system account (sysusers.d) and the camera's spool (tmpfiles.d).
+# make deb: the Debian packages of the agent into build/deb/:
+#   aibo-privacyd_VERSION_{amd64,arm64}.deb: the daemon, aiboctl, the vision
+#     worker, the systemd unit, the default configuration (a conffile), the
+#     system account (sysusers.d) and the camera's spool (tmpfiles.d);
+#   aibo-privacyd-models_VERSION_all.deb: the face nets the worker runs
+#     (27 MB of architecture-independent data, one package for every
+#     robot; the agent depends on exactly its version).
+# Every installed path comes from internal/paths (tools/paths prints them),
+# the place the daemon's defaults come from too.
 #
-# Built with dpkg-deb from a staged tree rather than debhelper or nfpm:
+# Built with dpkg-deb from staged trees rather than debhelper or nfpm:
 # dpkg-deb is already on every Debian machine, conffiles and maintainer
 # scripts are dpkg's own, and lintian checks the result. The cost is the
 # few lines debhelper would write (maintainer scripts, md5sums, shlibs).
@@ -24,6 +29,12 @@ if ! command -v lintian >/dev/null; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+
+eval "$(go run ./tools/paths)"
+if [ ! -s build/models/SHA256SUMS ]; then
+  echo "deb: no face nets in build/models: run make setup" >&2
+  exit 1
 fi
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -114,68 +125,97 @@ depends() { # arch binary
   printf '%s\n' "${deps[@]}" | sort -u | paste -sd, | sed 's/,/, /g'
 }
 
+# docs installs the copyright and the changelog of a package into its
+# staged tree.
+docs() { # root package copyright
+  local doc=$1/usr/share/doc/$2
+  install -D -m 0644 "$3" "$doc/copyright"
+  sed -e "s|@VERSION@|$VERSION|; s|@COMMIT@|$commit|; s|@DATE@|$date|" packaging/debian/changelog.in | gzip -9n > "$doc/changelog.gz"
+  chmod 0644 "$doc/changelog.gz"
+}
+
+# control writes DEBIAN/control and DEBIAN/md5sums of a staged tree.
+control() { # root template arch [shlibs]
+  local root=$1 size
+  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+  sed -e "s|@VERSION@|$VERSION|g; s|@ARCH@|$3|; s|@SIZE@|$size|; s|@SHLIBS@|${4:-}|; s|@MODELS@|$AIBO_MODELS_PACKAGE|" \
+    "$2" > "$root/DEBIAN/control"
+  (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
+  find "$root/DEBIAN" -type f ! -perm -u+x -exec chmod 0644 {} +
+  find "$root" -type d -exec chmod 0755 {} +
+}
+
 stage() { # arch
   local arch=$1 bin=build/$1/bin root=build/$1/pkg
   rm -rf "$root"
   install -d "$root/DEBIAN"
-  install -D -m 0755 "$bin/aibo-privacyd" "$root/usr/sbin/aibo-privacyd"
-  install -D -m 0755 "$bin/aiboctl" "$root/usr/bin/aiboctl"
-  install -D -m 0755 "$bin/aibo-vision" "$root/usr/libexec/aibo-privacy/aibo-vision"
+  install -D -m 0755 "$bin/aibo-privacyd" "$root$AIBO_DAEMON"
+  install -D -m 0755 "$bin/aiboctl" "$root$AIBO_CTL"
+  install -D -m 0755 "$bin/aibo-vision" "$root$AIBO_WORKER"
   # What the C++ compiler leaves behind that nothing reads.
   local objcopy=objcopy
   [ "$arch" = arm64 ] && [ "$(dpkg --print-architecture)" != arm64 ] && objcopy=aarch64-linux-gnu-objcopy
-  "$objcopy" --remove-section=.comment "$root/usr/libexec/aibo-privacy/aibo-vision"
-  # Debian 12 ships units under /lib (usrmerge moves are not done in bookworm).
-  install -D -m 0644 configs/aibo-privacyd.service "$root/lib/systemd/system/aibo-privacyd.service"
-  install -D -m 0644 packaging/config.yaml "$root/etc/aibo-privacy/config.yaml"
-  install -D -m 0644 packaging/debian/tmpfiles.conf "$root/usr/lib/tmpfiles.d/aibo-privacy.conf"
-  install -D -m 0644 packaging/debian/sysusers.conf "$root/usr/lib/sysusers.d/aibo-privacy.conf"
-  install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/aibo-privacyd"
-  local doc=$root/usr/share/doc/aibo-privacyd
-  install -D -m 0644 packaging/debian/copyright "$doc/copyright"
-  sed -e "s|@VERSION@|$VERSION|; s|@COMMIT@|$commit|; s|@DATE@|$date|" packaging/debian/changelog.in | gzip -9n > "$doc/changelog.gz"
-  gzip -9n < README.md > "$doc/README.md.gz"
+  "$objcopy" --remove-section=.comment "$root$AIBO_WORKER"
+  install -D -m 0644 configs/aibo-privacyd.service "$root$AIBO_UNIT"
+  install -D -m 0644 packaging/config.yaml "$root$AIBO_CONFIG_FILE"
+  install -D -m 0644 packaging/debian/tmpfiles.conf "$root$AIBO_TMPFILES"
+  install -D -m 0644 packaging/debian/sysusers.conf "$root$AIBO_SYSUSERS"
+  install -D -m 0644 packaging/debian/lintian-overrides "$root$AIBO_LINTIAN_OVERRIDES"
+  docs "$root" "$AIBO_PACKAGE" packaging/debian/copyright
+  [ "$root/usr/share/doc/$AIBO_PACKAGE" = "$root$AIBO_DOC_DIR" ]
+  gzip -9n < README.md > "$root$AIBO_DOC_DIR/README.md.gz"
   install -d "$root/usr/share/man/man8" "$root/usr/share/man/man1"
   gzip -9n < packaging/man/aibo-privacyd.8 > "$root/usr/share/man/man8/aibo-privacyd.8.gz"
   gzip -9n < packaging/man/aiboctl.1 > "$root/usr/share/man/man1/aiboctl.1.gz"
-  chmod 0644 "$doc"/*.gz "$root"/usr/share/man/man*/*.gz
-
-  # MODELS (filled at merge): the learned face models are generated at
-  # build time into build/models/ on another branch. Whatever is there is
-  # installed into /usr/share/aibo-privacy/models/, where the worker
-  # reads them; nothing is shipped while the folder is empty.
-  if [ -d build/models ] && [ -n "$(ls -A build/models)" ]; then
-    install -d "$root/usr/share/aibo-privacy/models"
-    cp -r build/models/. "$root/usr/share/aibo-privacy/models/"
-    find "$root/usr/share/aibo-privacy" -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +
-  fi
+  chmod 0644 "$root$AIBO_DOC_DIR"/*.gz "$root"/usr/share/man/man*/*.gz
 
   install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
-  echo /etc/aibo-privacy/config.yaml > "$root/DEBIAN/conffiles"
-  local shlibs size
-  shlibs=$(depends "$arch" "$bin/aibo-vision")
-  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-  sed -e "s|@VERSION@|$VERSION|; s|@ARCH@|$arch|; s|@SIZE@|$size|; s|@SHLIBS@|$shlibs|" \
-    packaging/debian/control.in > "$root/DEBIAN/control"
-  (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
-  chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
-  find "$root" -type d -exec chmod 0755 {} +
+  echo "$AIBO_CONFIG_FILE" > "$root/DEBIAN/conffiles"
+  control "$root" packaging/debian/control.in "$arch" "$(depends "$arch" "$bin/aibo-vision")"
 }
 
-for arch in $ARCHES; do
-  if [ -z "${REUSE_BINARIES:-}" ] || [ ! -x "build/$arch/bin/aibo-vision" ]; then
-    build_binaries "$arch"
-  fi
-  stage "$arch"
-  deb="$out/aibo-privacyd_${VERSION}_${arch}.deb"
-  dpkg-deb --root-owner-group -Zxz --build "build/$arch/pkg" "$deb" >/dev/null
-  echo "deb: $deb"
-  # Clean or each override explained (packaging/debian/lintian-overrides).
-  status=0
-  report=$(lintian --display-info --pedantic --fail-on error,warning,info,pedantic "$deb" 2>&1) || status=$?
+# stage_models lays out the face nets' package: the nets and their
+# SHA256SUMS as make setup converted them, and the license they come with.
+stage_models() {
+  local root=build/all/models-pkg
+  rm -rf "$root"
+  install -d "$root/DEBIAN" "$root$AIBO_FACE_MODELS_DIR"
+  local sum f
+  while read -r sum f; do
+    install -m 0644 "build/models/$f" "$root$AIBO_FACE_MODELS_DIR/$f"
+  done < build/models/SHA256SUMS
+  install -m 0644 build/models/SHA256SUMS "$root$AIBO_FACE_MODELS_DIR/SHA256SUMS"
+  local copyright=build/all/copyright
+  { cat packaging/debian/copyright-models; sed -e 's/^$/./; s/^/ /' build/face-api/LICENSE; } > "$copyright"
+  docs "$root" "$AIBO_MODELS_PACKAGE" "$copyright"
+  install -D -m 0644 packaging/debian/lintian-overrides-models "$root/usr/share/lintian/overrides/$AIBO_MODELS_PACKAGE"
+  control "$root" packaging/debian/control-models.in all
+}
+
+# check runs lintian on a package: clean, or each override explained
+# (packaging/debian/lintian-overrides).
+check() { # deb
+  local status=0 report
+  echo "deb: $1"
+  report=$(lintian --display-info --pedantic --fail-on error,warning,info,pedantic "$1" 2>&1) || status=$?
   grep -v 'running with root privileges' <<<"$report" || true
   if [ "$status" -ne 0 ]; then
     echo "deb: lintian is not clean" >&2
     exit 1
   fi
+}
+
+mkdir -p build/all
+stage_models
+models="$out/${AIBO_MODELS_PACKAGE}_${VERSION}_all.deb"
+dpkg-deb --root-owner-group -Zxz --build build/all/models-pkg "$models" >/dev/null
+check "$models"
+for arch in $ARCHES; do
+  if [ -z "${REUSE_BINARIES:-}" ] || [ ! -x "build/$arch/bin/aibo-vision" ]; then
+    build_binaries "$arch"
+  fi
+  stage "$arch"
+  deb="$out/${AIBO_PACKAGE}_${VERSION}_${arch}.deb"
+  dpkg-deb --root-owner-group -Zxz --build "build/$arch/pkg" "$deb" >/dev/null
+  check "$deb"
 done

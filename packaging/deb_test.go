@@ -11,37 +11,42 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/config"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 const debDir = "../build/deb"
 
-// deb returns the newest package built for arch.
+// deb returns the newest agent package built for arch.
 func deb(t *testing.T, arch string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(debDir, "aibo-privacyd_*_"+arch+".deb"))
-	if len(files) == 0 {
-		t.Fatalf("no %s package in %s: run make deb", arch, debDir)
+	return newest(t, paths.Package, arch)
+}
+
+// modelsDeb returns the newest face nets' package (Architecture: all).
+func modelsDeb(t *testing.T) string {
+	t.Helper()
+	return newest(t, paths.ModelsPackage, "all")
+}
+
+func newest(t *testing.T, pkg, arch string) string {
+	t.Helper()
+	f, err := Newest(debDir, pkg, arch)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Slice(files, func(i, j int) bool {
-		a, _ := os.Stat(files[i])
-		b, _ := os.Stat(files[j])
-		return a.ModTime().After(b.ModTime())
-	})
-	return files[0]
+	return f
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -66,8 +71,12 @@ var arches = []string{"amd64", "arm64"}
 // Lintian finds nothing: no error, warning, info or pedantic tag that the
 // package's overrides (each explained) do not cover.
 func TestLintianFindsNothing(t *testing.T) {
+	pkgs := map[string]string{"all": modelsDeb(t)}
 	for _, arch := range arches {
-		out, err := exec.Command("lintian", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", deb(t, arch)).CombinedOutput()
+		pkgs[arch] = deb(t, arch)
+	}
+	for arch, pkg := range pkgs {
+		out, err := exec.Command("lintian", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", pkg).CombinedOutput()
 		var tags []string
 		for _, l := range strings.Split(string(out), "\n") {
 			if regexp.MustCompile(`^[EWIPX]: `).MatchString(l) {
@@ -82,13 +91,45 @@ func TestLintianFindsNothing(t *testing.T) {
 
 // What the robot gets: the three programs for its architecture, the unit
 // as in the repository, the config as a conffile that loads, the account
-// and the spool, and the libraries the worker links as dependencies.
+// and the spool, and the libraries the worker links as dependencies; the
+// face nets in a package of their own, for every architecture, at the
+// version the agent depends on; every file internal/paths says is
+// shipped, where it says.
 func TestPackageLayout(t *testing.T) {
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	models := modelsDeb(t)
+	modelsRoot := extract(t, models)
+	if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", models, "Architecture")); got != "all" {
+		t.Errorf("%s: Architecture %s, want all", models, got)
+	}
+	sums, err := os.ReadFile(filepath.Join(modelsRoot, paths.FaceModelsDir, "SHA256SUMS"))
+	if err != nil {
+		t.Fatalf("the face nets' package: %v", err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		f := strings.Fields(l)
+		if st, err := os.Stat(filepath.Join(modelsRoot, paths.FaceModelsDir, f[len(f)-1])); err != nil || st.Size() == 0 {
+			t.Errorf("the face nets' package lacks %s: %v", f[len(f)-1], err)
+		}
+	}
+	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", models, "Version"))
 	for _, arch := range arches {
 		pkg := deb(t, arch)
 		root := extract(t, pkg)
-		for _, bin := range []string{"usr/sbin/aibo-privacyd", "usr/bin/aiboctl", "usr/libexec/aibo-privacy/aibo-vision"} {
+		for _, f := range paths.Shipped {
+			_, inAgent := os.Stat(filepath.Join(root, f))
+			_, inModels := os.Stat(filepath.Join(modelsRoot, f))
+			if inAgent != nil && inModels != nil {
+				t.Errorf("%s: neither package installs %s", arch, f)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(root, paths.FaceModelsDir)); err == nil {
+			t.Errorf("%s: the agent's package holds face nets too", arch)
+		}
+		if d := run(t, "dpkg-deb", "-f", pkg, "Depends"); !strings.Contains(d, paths.ModelsPackage+" (= "+version+")") {
+			t.Errorf("%s: Depends does not name %s (= %s): %s", arch, paths.ModelsPackage, version, d)
+		}
+		for _, bin := range []string{paths.Daemon, paths.Ctl, paths.Worker} {
 			f, err := elf.Open(filepath.Join(root, bin))
 			if err != nil {
 				t.Errorf("%s: %s: %v", arch, bin, err)
@@ -99,13 +140,12 @@ func TestPackageLayout(t *testing.T) {
 			}
 			f.Close()
 		}
-		unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/aibo-privacyd.service"))
+		unit, _ := os.ReadFile(filepath.Join(root, paths.Unit))
 		repo, _ := os.ReadFile(unitFile)
 		if !bytes.Equal(unit, repo) {
 			t.Errorf("%s: the packaged unit differs from %s", arch, unitFile)
 		}
-		for _, f := range []string{"usr/lib/sysusers.d/aibo-privacy.conf", "usr/lib/tmpfiles.d/aibo-privacy.conf",
-			"usr/share/doc/aibo-privacyd/copyright", "usr/share/man/man8/aibo-privacyd.8.gz", "usr/share/man/man1/aiboctl.1.gz"} {
+		for _, f := range []string{"usr/share/man/man8/aibo-privacyd.8.gz", "usr/share/man/man1/aiboctl.1.gz"} {
 			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 				t.Errorf("%s: %v", arch, err)
 			}
@@ -114,7 +154,7 @@ func TestPackageLayout(t *testing.T) {
 			t.Errorf("Architecture: %s", got)
 		}
 		conffiles := run(t, "sh", "-c", "dpkg-deb --ctrl-tarfile "+pkg+" | tar -xOf - ./conffiles")
-		if strings.TrimSpace(conffiles) != "/etc/aibo-privacy/config.yaml" {
+		if strings.TrimSpace(conffiles) != paths.ConfigFile {
 			t.Errorf("%s: conffiles %q", arch, conffiles)
 		}
 		depends := run(t, "dpkg-deb", "-f", pkg, "Depends")
@@ -126,7 +166,7 @@ func TestPackageLayout(t *testing.T) {
 		if strings.Contains(depends, ":") {
 			t.Errorf("%s: Depends names a foreign architecture: %s", arch, depends)
 		}
-		cfg, err := config.Load(filepath.Join(root, "etc/aibo-privacy/config.yaml"))
+		cfg, err := config.Load(filepath.Join(root, paths.ConfigFile))
 		if err != nil {
 			t.Errorf("%s: the packaged config does not load: %v", arch, err)
 		} else if _, err := os.Stat(filepath.Join(root, cfg.Vision.Worker)); err != nil {
@@ -259,15 +299,15 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	// The agent ran meanwhile and holds sealed data.
 	os.MkdirAll(r.path("var/lib/aibo-privacy"), 0o700)
 	os.WriteFile(r.path("var/lib/aibo-privacy/device.key"), []byte("k"), 0o600)
-	r.dpkg("-r", "aibo-privacyd")
+	r.dpkg("-r", paths.Package)
 	if _, err := os.Stat(r.path("usr/sbin/aibo-privacyd")); err == nil {
 		t.Error("remove left the daemon")
 	}
 	if readFile(t, cfg) != edited {
 		t.Error("remove took the config (only purge may)")
 	}
-	r.dpkg("-P", "aibo-privacyd")
-	for _, gone := range []string{"etc/aibo-privacy/config.yaml", "var/lib/aibo-privacy"} {
+	r.dpkg("-P", paths.Package)
+	for _, gone := range []string{paths.ConfigFile, paths.StateDir, paths.SpoolDir} {
 		if _, err := os.Stat(r.path(gone)); err == nil {
 			t.Errorf("purge left %s", gone)
 		}
@@ -284,9 +324,10 @@ func readFile(t *testing.T, path string) string {
 }
 
 // The robot's binaries, run under qemu-user-static against Debian's arm64
-// OpenCV: the arm64 daemon runs and, qemu-user having no Landlock, refuses
-// to start its worker unconfined and says so; the arm64 worker, started
-// directly, scores a photo.
+// OpenCV (the sysroot): the arm64 daemon runs and, qemu-user having no
+// Landlock, refuses to start its worker unconfined and says so; the arm64
+// worker, started directly, scores a photo and finds its face through its
+// protocol, with the packaged face nets.
 func TestArm64DaemonAndWorkerScoreAPhotoUnderQemu(t *testing.T) {
 	qemu, err := exec.LookPath("qemu-aarch64-static")
 	if err != nil {
@@ -297,17 +338,12 @@ func TestArm64DaemonAndWorkerScoreAPhotoUnderQemu(t *testing.T) {
 		t.Fatal("no arm64 sysroot: make deb makes it (packaging/arm64-sysroot.sh)")
 	}
 	pkg := extract(t, deb(t, "arm64"))
-	dir, err := os.MkdirTemp("", "q64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	models := filepath.Join(extract(t, modelsDeb(t)), paths.FaceModelsDir)
+	dir := t.TempDir()
 	libs := "/usr/lib/aarch64-linux-gnu/blas:/usr/lib/aarch64-linux-gnu/lapack:/usr/lib"
-	// The daemon starts its worker by path; under qemu-user that path is a
-	// script that runs the arm64 worker under qemu too (no binfmt needed).
 	wrapper := filepath.Join(dir, "aibo-vision")
 	os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s -L %s -E LD_LIBRARY_PATH=%s %s \"$@\"\n",
-		qemu, sysroot, libs, filepath.Join(pkg, "usr/libexec/aibo-privacy/aibo-vision"))), 0o755)
+		qemu, sysroot, libs, filepath.Join(pkg, paths.Worker))), 0o755)
 	b := testbroker.Start(t)
 	spool := filepath.Join(dir, "spool")
 	os.MkdirAll(filepath.Join(spool, "photos"), 0o755)
@@ -327,10 +363,11 @@ diag:
   socket: %s/diag.sock
 vision:
   worker: %s
-  models_dir: /usr/share/opencv4
-`, dir, spool, b.URL, dir, wrapper)), 0o600)
+  models_dir: %s
+  face_models_dir: %s
+`, dir, spool, b.URL, dir, wrapper, paths.OpenCVData, models)), 0o600)
 	var logs bytes.Buffer
-	daemon := exec.Command(qemu, "-L", sysroot, filepath.Join(pkg, "usr/sbin/aibo-privacyd"), "-config", cfgPath)
+	daemon := exec.Command(qemu, "-L", sysroot, filepath.Join(pkg, paths.Daemon), "-config", cfgPath)
 	daemon.Stdout, daemon.Stderr = &logs, &logs
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
@@ -343,7 +380,7 @@ vision:
 		}
 	}()
 	ctl := func(args ...string) (string, error) {
-		out, err := exec.Command(qemu, append([]string{"-L", sysroot, filepath.Join(pkg, "usr/bin/aiboctl"), "-socket", dir + "/diag.sock"}, args...)...).CombinedOutput()
+		out, err := exec.Command(qemu, append([]string{"-L", sysroot, filepath.Join(pkg, paths.Ctl), "-socket", dir + "/diag.sock"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -379,12 +416,25 @@ vision:
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := vision.NewClient(vision.Config{Path: wrapper,
-		Args:           []string{"-models", "/usr/share/opencv4", "-face-models", filepath.Join(pkg, "usr/share/aibo-privacy/models")},
-		RequestTimeout: 2 * time.Minute, StartTimeout: 2 * time.Minute, IdleTimeout: -1})
+	c := vision.NewClient(vision.Config{Path: wrapper, Args: []string{"-models", paths.OpenCVData, "-face-models", models},
+		IdleTimeout: -1, StartTimeout: 2 * time.Minute, RequestTimeout: 5 * time.Minute})
 	defer c.Close()
-	res, err := c.Score(context.Background(), vision.Score{Image: photo, TakenAt: time.Now()})
-	if err != nil || res.Score < 0.5 || len(res.Faces) != 1 {
-		t.Fatalf("the arm64 worker did not score the photo: %+v %v", res, err)
+	ctx := context.Background()
+	start := time.Now()
+	sc, err := c.Score(ctx, vision.Score{Image: photo, TakenAt: time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatalf("the arm64 worker under qemu: %v", err)
+	}
+	portrait, err := os.ReadFile("../testdata/score/astronaut.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	faces, err := c.Faces(ctx, vision.Faces{Image: portrait})
+	if err != nil {
+		t.Fatalf("the arm64 worker under qemu: %v", err)
+	}
+	t.Logf("arm64 worker under qemu-user: score %.3f, %d face(s), %s", sc.Score, len(faces.Faces), time.Since(start).Round(time.Millisecond))
+	if sc.Score < 0.5 || len(faces.Faces) != 1 || len(faces.Faces[0].Template) == 0 {
+		t.Fatalf("score %.3f for the smiling face, %d faces in the astronaut's portrait: want above 0.5, and one face with its descriptor", sc.Score, len(faces.Faces))
 	}
 }

@@ -1,6 +1,3 @@
-// Package packaging holds the checks of what ships to the robot: the
-// systemd unit (here, in make test) and the Debian packages (deb_test.go,
-// build tag debtest, in make test-deb).
 package packaging
 
 import (
@@ -184,6 +181,9 @@ func loadLenient(t *testing.T, file string) (config.Config, error) {
 		skip = false
 		kept = append(kept, line)
 	}
+	// The broker's TLS files are the example's business too; a broker
+	// must be named.
+	kept = append(kept, "mqtt:", "  broker: tcp://127.0.0.1:1883")
 	tmp := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(tmp, []byte(strings.Join(kept, "\n")), 0o600)
 	return config.Load(tmp)
@@ -205,4 +205,46 @@ func parseSize(t *testing.T, s string) int64 {
 		t.Fatalf("size %q: %v", s, err)
 	}
 	return n * mult
+}
+
+// daemonReserve is what the unit's MemoryMax keeps for the daemon beside
+// its worker's bound (the daemon's own peak is far below it).
+const daemonReserve = 128 << 20
+
+// The worker's memory bound holds the worker's own measured peak with room
+// to spare (it was 512 MiB while the worker peaked at 513–597 MB: the
+// kernel would have killed it on a photo it is built to take), and the
+// defaults, the packaged config, the unit and the README say the same.
+func TestWorkerMemoryBoundCoversItsMeasuredPeak(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Measurements row of BenchmarkWorkerMemory: "peak A–B MB".
+	row := regexp.MustCompile(`(?m)^\|[^\n]*-bench WorkerMemory[^\n]*\*\*now\*\*[^|]*?peak (\d+)–(\d+) MB`).FindSubmatch(readme)
+	if row == nil {
+		t.Fatal("the README's Measurements table has no BenchmarkWorkerMemory row with a peak range")
+	}
+	peak, _ := strconv.ParseInt(string(row[2]), 10, 64)
+	peak *= 1000 * 1000
+	bound := config.Default().Vision.MemoryMax
+	if bound < peak*5/4 {
+		t.Errorf("vision.memory_max %d MiB is not 25%% above the measured peak %d MB", bound>>20, peak/1000/1000)
+	}
+	pkg, err := loadLenient(t, "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pkg.Vision.MemoryMax != bound {
+		t.Errorf("the packaged vision.memory_max %d, the default %d", pkg.Vision.MemoryMax, bound)
+	}
+	if total := parseSize(t, unitValue(t, "MemoryMax")[0]); total != bound+daemonReserve {
+		t.Errorf("the unit's MemoryMax %d MiB, want vision.memory_max %d MiB + %d MiB for the daemon", total>>20, bound>>20, daemonReserve>>20)
+	}
+	if m := regexp.MustCompile("(?m)^\\| `vision.memory_max` \\| (\\d+) MiB \\|").FindSubmatch(readme); m == nil || string(m[1]) != strconv.FormatInt(bound>>20, 10) {
+		t.Errorf("the README's configuration table does not give vision.memory_max as %d MiB", bound>>20)
+	}
+	if !strings.Contains(string(readme), "`MemoryMax="+unitValue(t, "MemoryMax")[0]+"`") {
+		t.Errorf("the README does not give the unit's MemoryMax=%s", unitValue(t, "MemoryMax")[0])
+	}
 }

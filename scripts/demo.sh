@@ -4,39 +4,42 @@
 # scripts/demo playing the app and the cloud; it ends with a table of every
 # photo (kept or deleted, score, rank, why) and a contact sheet.
 #
-#   DEMO_DIR (var/demo)  DEMO_PORT (18830)  BIN (bin)  DEMO_BIN (go run ./scripts/demo)
+#   DEMO_DIR (var/demo)  DEMO_PORT (the first free port from 18831: 18830
+#   is make run's)  BIN (bin)  DEMO_BIN (go run ./scripts/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${DEMO_DIR:-var/demo}
-port=${DEMO_PORT:-18830}
 bin=${BIN:-bin}
 step() { echo "demo: $*"; }
+. scripts/broker.sh
+if [ -n "${DEMO_PORT:-}" ]; then
+  port=$DEMO_PORT
+  if accepts "$port"; then
+    echo "demo: port $port (DEMO_PORT) is taken by another program (make run? another demo?); free it or unset DEMO_PORT" >&2
+    exit 1
+  fi
+else
+  # A port of its own: make run keeps 18830 and may be running.
+  port=18831
+  while accepts "$port"; do
+    port=$((port + 1))
+    if [ "$port" -gt 18899 ]; then
+      echo "demo: no free port from 18831 to 18899; set DEMO_PORT" >&2
+      exit 1
+    fi
+  done
+fi
 
 rm -rf "$dir"
 mkdir -p "$dir/spool/photos" "$dir/spool/frames"
 sed -e "s|\./var/data|$dir/data|; s|\./var/spool|$dir/spool|; s|\./var/diag.sock|$dir/diag.sock|" \
-  -e "s|^log_level: .*|log_level: info|; s|127.0.0.1:18830|127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
+  -e "s|^log_level: .*|log_level: info|; s|^  broker: .*|  broker: tcp://127.0.0.1:$port|" configs/dev.yaml >"$dir/config.yaml"
+grep -q "^  broker: tcp://127.0.0.1:$port\$" "$dir/config.yaml" || { echo "demo: configs/dev.yaml has no mqtt.broker line to point at port $port" >&2; exit 1; }
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nset_tcp_nodelay true\nmax_packet_size 1049600\n' "$port" >"$dir/mosquitto.conf"
 
 step "starting a broker on 127.0.0.1:$port (log: $dir/broker.log)"
-"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
-broker=$!
 daemon=
-cleanup() {
-  [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  kill "$broker" 2>/dev/null
-  wait "$broker" 2>/dev/null || true
-}
-trap cleanup EXIT
-for i in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  if [ "$i" = 50 ]; then
-    echo "demo: the broker did not start; $dir/broker.log says:" >&2
-    tail -5 "$dir/broker.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+start_broker demo "$dir/mosquitto.conf" "$dir/broker.log" "$port"
 
 step "starting the daemon, fresh state in $dir (log: $dir/daemon.log)"
 "$bin/aibo-privacyd" -config "$dir/config.yaml" 2>"$dir/daemon.log" &

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # A private RabbitMQ node with the MQTT plugin, for make test-rabbitmq:
 #   scripts/rabbitmq.sh start|stop|stop_app|start_app
-# It lives in RABBIT_DIR (default /tmp/aibo-rabbitmq), speaks MQTT on
-# RABBIT_MQTT_PORT (default 18883), allows anonymous MQTT clients (as the
-# test Mosquitto does) and never touches the system's rabbitmq service.
+# One node, aibo-single@localhost, in RABBIT_DIR (default
+# /tmp/aibo-rabbitmq-single): MQTT on RABBIT_MQTT_PORT (default 18883),
+# AMQP on 18672, distribution on 18673 (a cluster's nodes beside it take
+# other names and ports). It allows anonymous MQTT clients (as the test
+# Mosquitto does) and never touches the system's rabbitmq service.
 set -euo pipefail
-dir=${RABBIT_DIR:-/tmp/aibo-rabbitmq}
+dir=${RABBIT_DIR:-/tmp/aibo-rabbitmq-single}
 port=${RABBIT_MQTT_PORT:-18883}
 bin=/usr/lib/rabbitmq/bin
 export HOME=$dir # its Erlang cookie
-export RABBITMQ_NODENAME=aibo-test@localhost
+export RABBITMQ_NODENAME=aibo-single@localhost
 export RABBITMQ_NODE_PORT=${RABBIT_AMQP_PORT:-18672}
 export RABBITMQ_DIST_PORT=${RABBIT_DIST_PORT:-18673}
 export RABBITMQ_MNESIA_BASE=$dir/mnesia

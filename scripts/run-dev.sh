@@ -19,14 +19,14 @@ run=${RUN_DIR:-var}
 port=${RUN_PORT:-18830}
 bin=${BIN:-bin}
 mkdir -p "$run" "${spool:-var/spool}/photos" "${spool:-var/spool}/frames"
+. scripts/broker.sh
+if accepts "$port"; then
+  echo "run: port $port is taken (another make run or make demo, or a broker of this machine); stop it, or set RUN_PORT and a config whose mqtt.broker uses that port" >&2
+  exit 1
+fi
 sed "s/^listener 18830 /listener $port /" configs/mosquitto-dev.conf >"$run/mosquitto.conf"
-"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$run/mosquitto.conf" >"$run/mosquitto.log" 2>&1 &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null' EXIT
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+daemon=
+start_broker run "$run/mosquitto.conf" "$run/mosquitto.log" "$port"
 if ! awk '/^security:/ { s = 1; next } s && /^[^ #]/ { s = 0 }
   s && /^  command_keys:/ { c = 1; next } s && /^  [^ ]/ { c = 0 }
   s && c && /^    [^ #]/ { found = 1 } END { exit !found }' "$config"; then
@@ -43,5 +43,7 @@ fi
 } >&2
 "$bin/aibo-privacyd" -config "$config" 2>&1 &
 daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; kill $broker 2>/dev/null; wait $broker 2>/dev/null' EXIT INT TERM
-wait $daemon
+status=0
+wait "$daemon" || status=$?
+daemon=
+exit "$status"

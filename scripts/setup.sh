@@ -2,8 +2,9 @@
 # Installs what the build and the tests need on Debian 12, and nothing that is
 # already there. Safe to run again.
 set -euo pipefail
-# systemd: systemd-analyze checks the unit (packaging/unit_test.go).
-packages=(libopencv-dev opencv-data mosquitto mosquitto-clients systemd)
+# systemd: systemd-analyze checks the unit (packaging/unit_test.go). tzdata:
+# the zones the tests and make test-zones name (the daemon carries its own).
+packages=(libopencv-dev opencv-data mosquitto mosquitto-clients systemd tzdata)
 command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -50,6 +50,13 @@ const (
 	CodeInternal          = "internal"
 )
 
+// Codes lists every error code a result may carry: the one list of them
+// (docs/PROTOCOL.md follows it; a test checks that every Code constant
+// is here).
+var Codes = []string{CodeBadRequest, CodeUnknownType, CodeUnsigned, CodeBadSignature, CodeExpired, CodeWrongDevice, CodeSuperseded,
+	CodePolicyNotAccepted, CodeFeatureDisabled, CodeConsentRequired, CodeGuardianRequired, CodeRegionProhibited,
+	CodeNotFound, CodeBusy, CodeInternal}
+
 // Error is a refusal with a contract error code. Its message must never
 // carry personal data: it goes to the cloud and to logs.
 type Error struct {

@@ -29,7 +29,7 @@ func TestWhatSignCommandSignsIsAcceptedOnItsDeviceOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(append([]byte("device_id: aibo-0042\n"), printed...))
+	cfg, err := config.Parse(append([]byte("device_id: aibo-0042\nmqtt:\n  broker: tcp://127.0.0.1:1883\n"), printed...))
 	if err != nil {
 		t.Fatalf("printed keys do not load: %v\n%s", err, printed)
 	}

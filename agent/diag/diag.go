@@ -83,7 +83,8 @@ type InventoryBackend interface {
 
 // SelftestBackend is optionally implemented by a Backend to serve
 // POST /v1/selftest. The answer has the shape of Health: 200 when Status is
-// "ok", 503 otherwise. Without it the route answers 501.
+// "ok", 503 otherwise. Without it the route answers 501. One self-test
+// runs at a time: a request while one runs is answered 429 busy at once.
 type SelftestBackend interface {
 	Selftest(ctx context.Context) Health
 }
@@ -138,6 +139,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	started bool
+
+	selftesting sync.Mutex // held while a self-test runs
 
 	overMu     sync.Mutex
 	overLogged time.Time // last "connections refused" line
@@ -539,6 +542,11 @@ func (s *Server) selftest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not implemented")
 		return
 	}
+	if !s.selftesting.TryLock() {
+		writeError(w, http.StatusTooManyRequests, "busy: a self-test is already running")
+		return
+	}
+	defer s.selftesting.Unlock()
 	s.writeHealth(w, st.Selftest(r.Context()))
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -806,4 +807,61 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// slowSelftest blocks each self-test until release is closed and counts
+// how many ran.
+type slowSelftest struct {
+	*fakeBackend
+	entered chan struct{}
+	release chan struct{}
+	ran     atomic.Int32
+}
+
+func (b *slowSelftest) Selftest(context.Context) Health {
+	b.ran.Add(1)
+	b.entered <- struct{}{}
+	<-b.release
+	return Health{Status: "ok"}
+}
+
+// TestSelftestRunsOneAtATime (issue 21, item 6): sixteen concurrent POST
+// /v1/selftest each wrote a full store snapshot. One runs; the others are
+// answered busy at once, and a later one runs again.
+func TestSelftestRunsOneAtATime(t *testing.T) {
+	b := &slowSelftest{fakeBackend: newFake(), entered: make(chan struct{}, 16), release: make(chan struct{})}
+	r := start(t, Config{Backend: b})
+	first := make(chan int, 1)
+	go func() { code, _, _ := r.do(t, "POST", "/v1/selftest"); first <- code }()
+	<-b.entered
+	var wg sync.WaitGroup
+	var busy atomic.Int32
+	for range 15 {
+		wg.Go(func() {
+			code, _, body := r.do(t, "POST", "/v1/selftest")
+			if code == http.StatusTooManyRequests && strings.Contains(string(body), "busy") {
+				busy.Add(1)
+			} else {
+				t.Errorf("a second self-test while one runs: %d %s", code, body)
+			}
+		})
+	}
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(5 * time.Second):
+		t.Error("the other self-tests did not answer at once: they run or queue behind the first")
+	}
+	close(b.release)
+	<-answered
+	if code := <-first; code != 200 {
+		t.Fatalf("the running self-test answered %d", code)
+	}
+	if busy.Load() != 15 || b.ran.Load() != 1 {
+		t.Fatalf("%d answered busy, %d ran; want 15 and 1", busy.Load(), b.ran.Load())
+	}
+	if code, _, _ := r.do(t, "POST", "/v1/selftest"); code != 200 || b.ran.Load() != 2 {
+		t.Fatalf("a self-test after the first ended: %d, %d ran", code, b.ran.Load())
+	}
 }

@@ -33,10 +33,11 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/smile"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 )
 
 // DefaultModelDir is where Debian's opencv-data installs the cascades.
-const DefaultModelDir = "/usr/share/opencv4"
+const DefaultModelDir = paths.OpenCVData
 
 // MaxPixels is the largest image scored (contract section 2: 40 megapixels).
 const MaxPixels = 40_000_000

@@ -134,7 +134,8 @@ func newRig(t *testing.T, b *testbroker.Broker, extraYAML string) *rig {
 		mqttBlock = ""
 	}
 	// Every rig's worker gets the face nets make setup converted (before
-	// the diag block, which some tests extend at the end of the file).
+	// the diag block, which some tests extend at the end of the file),
+	// unless the test gives a vision: block of its own.
 	visionBlock := "vision:\n  face_models_dir: " + faceModels + "\n"
 	if strings.Contains(extraYAML, "vision:\n") {
 		visionBlock = "" // the test's own, whole
@@ -199,6 +200,23 @@ func (r *rig) start() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r.t.Fatalf("daemon not answering on %s", r.socket)
+}
+
+// waitHealthy waits until /v1/health says ok: right after a start the
+// vision check is not done yet (it starts a worker with its nets).
+func (r *rig) waitHealthy(d time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out, code := r.ctl("health")
+		if code == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("not healthy within %s: exit %d\n%s", d, code, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and expects a clean exit 0 within the shutdown bound.

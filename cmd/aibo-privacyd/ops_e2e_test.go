@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -178,33 +177,11 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	}
 	value := func(name string, labels map[string]string) float64 {
 		t.Helper()
-		f, ok := fams[name]
+		v, ok := seriesValue(fams, name, labels)
 		if !ok {
-			t.Errorf("metric %s missing", name)
-			return -1
+			t.Errorf("metric %s%v missing", name, labels)
 		}
-	next:
-		for _, m := range f.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == k && l.GetValue() == v)
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-		t.Errorf("metric %s%v missing", name, labels)
-		return -1
+		return v
 	}
 	for _, c := range []struct {
 		name   string
@@ -246,6 +223,10 @@ func TestOperatorSeesRefusalsEffectsUploadsAndMetrics(t *testing.T) {
 	}
 	if got := value("aibo_vision_worker_starts_total", nil); got < 1 {
 		t.Errorf("aibo_vision_worker_starts_total = %v, want >= 1", got)
+	}
+	// Which build runs: the toolchain the test built the daemon with.
+	if got := value("aibo_build_info", map[string]string{"go_version": runtime.Version(), "version": "devel"}); got != 1 {
+		t.Errorf("aibo_build_info{go_version=%q,version=devel} = %v, want 1", runtime.Version(), got)
 	}
 	if strings.Contains(text, "make_coffee") {
 		t.Error("a command type the sender chose became a label value")

@@ -77,6 +77,7 @@ func TestMakeRunPrintsOnlyJSONAndTheREADMESubscriptionSkipsChunks(t *testing.T) 
 	if i := strings.Index(subLine, " # "); i > 0 {
 		subLine = subLine[:i]
 	}
+	subLine = strings.TrimSuffix(strings.TrimSpace(subLine), "&") // run in the background in the README
 	subLine = strings.ReplaceAll(subLine, "18830", port)
 	var seen bytes.Buffer
 	sub := exec.Command("sh", "-c", subLine+" -W 3")
@@ -125,4 +126,123 @@ func TestMakeRunPrintsOnlyJSONAndTheREADMESubscriptionSkipsChunks(t *testing.T) 
 	if log, _ := os.ReadFile(filepath.Join(dir, "mosquitto.log")); !strings.Contains(string(log), "mosquitto version") {
 		t.Errorf("the broker's log is not in RUN_DIR/mosquitto.log: %q", log)
 	}
+}
+
+// make run stops its broker however it ends: a config the daemon refuses
+// (the EXIT trap used to stop at its first failing kill under set -e and
+// left Mosquitto running), Ctrl-C, or SIGTERM; and it says so plainly
+// when its port is taken instead of talking to another broker.
+func TestMakeRunStopsItsBrokerOnEveryExit(t *testing.T) {
+	repo, _ := filepath.Abs("../..")
+	dev, err := os.ReadFile("../../configs/dev.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freePort := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	}
+	type run struct {
+		cmd        *exec.Cmd
+		out        *testlog.Buffer
+		port, dir  string
+		exited     chan struct{}
+		exitStatus error
+	}
+	// start runs make run's script in a process group of its own, which
+	// the test kills whatever happens.
+	start := func(t *testing.T, port, extra string) *run {
+		dir, err := os.MkdirTemp("", "run")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		cfg := strings.NewReplacer("18830", port, "./var/", dir+"/").Replace(string(dev)) + extra
+		cfgPath := filepath.Join(dir, "config.yaml")
+		os.WriteFile(cfgPath, []byte(cfg), 0o600)
+		r := &run{cmd: exec.Command("scripts/run-dev.sh", cfgPath), out: &testlog.Buffer{}, port: port, dir: dir, exited: make(chan struct{})}
+		r.cmd.Dir = repo
+		r.cmd.Env = append(os.Environ(), "RUN_DIR="+dir, "RUN_PORT="+port, "BIN="+binDir)
+		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+		r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { r.exitStatus = r.cmd.Wait(); close(r.exited) }()
+		t.Cleanup(func() { syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL) })
+		return r
+	}
+	ended := func(t *testing.T, r *run, within time.Duration) error {
+		t.Helper()
+		select {
+		case <-r.exited:
+			return r.exitStatus
+		case <-time.After(within):
+			t.Fatalf("make run did not end within %v:\n%s", within, r.out)
+			return nil
+		}
+	}
+	// brokerGone: no process runs this run's broker config, and its port
+	// refuses connections.
+	brokerGone := func(t *testing.T, r *run) {
+		t.Helper()
+		conf := filepath.Join(r.dir, "mosquitto.conf")
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), conf) {
+				t.Errorf("the broker still runs (%s: %q)", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+			}
+		}
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+r.port, time.Second); err == nil {
+			c.Close()
+			t.Errorf("port %s still accepts after make run ended", r.port)
+		}
+	}
+
+	t.Run("a config the daemon refuses", func(t *testing.T) {
+		r := start(t, freePort(t), "typo_key: 1\n")
+		if err := ended(t, r, 15*time.Second); err == nil {
+			t.Fatalf("make run with a bad config exited 0:\n%s", r.out)
+		}
+		if !strings.Contains(r.out.String(), "typo_key") {
+			t.Errorf("the daemon's refusal does not name the key:\n%s", r.out)
+		}
+		brokerGone(t, r)
+	})
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			r := start(t, freePort(t), "")
+			sock := filepath.Join(r.dir, "diag.sock")
+			for deadline := time.Now().Add(15 * time.Second); exec.Command(filepath.Join(binDir, "aiboctl"), "-socket", sock, "health").Run() != nil; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("make run's daemon never answered:\n%s", r.out)
+				}
+			}
+			r.cmd.Process.Signal(sig) // the script alone, not its group
+			ended(t, r, 15*time.Second)
+			brokerGone(t, r)
+			if _, err := os.Stat(sock); err == nil {
+				t.Error("the daemon's socket is still there: the daemon was not stopped")
+			}
+		})
+	}
+	t.Run("the port is taken", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		taken := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		r := start(t, taken, "")
+		if err := ended(t, r, 15*time.Second); err == nil || !strings.Contains(r.out.String(), "port "+taken+" is taken") {
+			t.Fatalf("make run on a taken port: %v\n%s", err, r.out)
+		}
+		if _, err := os.Stat(filepath.Join(r.dir, "diag.sock")); err == nil {
+			t.Error("a daemon was started against the other program's port")
+		}
+	})
 }

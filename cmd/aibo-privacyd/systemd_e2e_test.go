@@ -98,8 +98,6 @@ func TestWithoutSystemdTheDaemonRunsAsBefore(t *testing.T) {
 	r := newRig(t, testbroker.Start(t), "")
 	r.env = []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=100000"}
 	r.start()
-	if _, code := r.ctl("health"); code != 0 {
-		t.Fatalf("health exit %d", code)
-	}
+	r.waitHealthy(10 * time.Second)
 	r.stop()
 }

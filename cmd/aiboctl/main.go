@@ -30,11 +30,12 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
 const (
-	defaultSocket = "/run/aibo-privacy/diag.sock"
+	defaultSocket = paths.DiagSocket
 	envSocket     = "AIBO_DIAG_SOCKET"
 
 	exitOK          = 0 // the answer is printed and everything is fine

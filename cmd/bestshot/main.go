@@ -10,7 +10,9 @@
 // Common flags: -models DIR (OpenCV cascades), -face-models DIR (the
 // converted face nets, make setup writes them to build/models), -weights
 // FILE (JSON weights, as the daemon stores them; default:
-// weights.Defaults()).
+// weights.Defaults()), -timezone ZONE (the home's IANA zone, as the
+// daemon's timezone key; default: this machine's). A photo's time of day
+// is its file's modification time on the clock of that zone.
 package main
 
 import (
@@ -30,7 +32,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/config"
-	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/version"
 )
 
@@ -39,7 +41,9 @@ const usage = `usage:
   bestshot select [-keep N] [-min S] DIR
   bestshot sheet [-o sheet.png] [-keep N] [-min S] DIR
   bestshot -version
-flags for every command: -models DIR, -face-models DIR, -weights FILE.json
+flags for every command: -models DIR, -face-models DIR, -weights FILE.json,
+-timezone ZONE (the home's, as the daemon's timezone key; default: this
+machine's): a photo's time of day is its file's modification time there.
 -keep and -min default to the daemon's photos.keep_per_day (%d) and
 photos.min_score (%.2f); a photo below -min is never kept.`
 
@@ -66,10 +70,10 @@ var errUsage = errors.New("bad usage")
 const NearDuplicateBits = capture.NearDuplicateBits
 
 type options struct {
-	models, faceModels, weightsFile, out string
-	keep                                 int
-	min                                  float64
-	json                                 bool
+	models, faceModels, weightsFile, out, zone string
+	keep                                       int
+	min                                        float64
+	json                                       bool
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -90,12 +94,13 @@ func run(args []string, stdout io.Writer) error {
 	var o options
 	defaults := config.Default().Photos
 	fs.StringVar(&o.models, "models", score.DefaultModelDir, "OpenCV cascades folder")
-	fs.StringVar(&o.faceModels, "face-models", facenet.DefaultDir, "converted face nets folder (make setup: build/models)")
+	fs.StringVar(&o.faceModels, "face-models", paths.FaceModels(), "converted face nets folder (default: a checkout's build/models, else the installed ones)")
 	fs.StringVar(&o.weightsFile, "weights", "", "weights JSON (default: built-in defaults)")
 	fs.BoolVar(&o.json, "json", false, "JSON output (score)")
 	fs.IntVar(&o.keep, "keep", defaults.KeepPerDay, "photos to keep (select, sheet)")
 	fs.Float64Var(&o.min, "min", defaults.MinScore, "lowest score kept (select, sheet)")
 	fs.StringVar(&o.out, "o", "sheet.png", "contact sheet file (sheet)")
+	fs.StringVar(&o.zone, "timezone", "Local", "the home's IANA time zone (default: this machine's)")
 	// Flags may come before or after the operands.
 	var operands []string
 	rest := args[1:]
@@ -131,6 +136,10 @@ func run(args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	loc, err := time.LoadLocation(o.zone)
+	if err != nil {
+		return fmt.Errorf("%w: -timezone %q is not an IANA time zone", errUsage, o.zone)
+	}
 	opts := score.Options{ModelDir: o.models, FaceModels: o.faceModels}
 	if o.weightsFile != "" {
 		data, err := os.ReadFile(o.weightsFile)
@@ -145,7 +154,6 @@ func run(args []string, stdout io.Writer) error {
 	}
 	var files []string
 	if cmd == "score" {
-		var err error
 		if files, err = expand(operands); err != nil {
 			return err
 		}
@@ -158,7 +166,7 @@ func run(args []string, stdout io.Writer) error {
 	defer s.Close()
 	switch cmd {
 	case "score":
-		photos := scoreFiles(s, files)
+		photos := scoreFiles(s, files, loc)
 		if o.json {
 			return writeJSON(stdout, photos)
 		}
@@ -170,7 +178,7 @@ func run(args []string, stdout io.Writer) error {
 		}
 		return nil
 	case "select":
-		photos, err := scoreDir(s, operands[0])
+		photos, err := scoreDir(s, operands[0], loc)
 		if err != nil {
 			return err
 		}
@@ -178,7 +186,7 @@ func run(args []string, stdout io.Writer) error {
 		writeSelection(stdout, photos, picks)
 		return nil
 	default: // sheet
-		photos, err := scoreDir(s, operands[0])
+		photos, err := scoreDir(s, operands[0], loc)
 		if err != nil {
 			return err
 		}
@@ -236,16 +244,16 @@ type jsonFace struct {
 	Sharpness float64 `json:"sharpness"`
 }
 
-// scoreFiles scores each file; the file's modification time stands for
-// when it was taken.
-func scoreFiles(s *score.Scorer, files []string) []photo {
+// scoreFiles scores each file; the file's modification time, on the
+// clock of loc, stands for when it was taken.
+func scoreFiles(s *score.Scorer, files []string, loc *time.Location) []photo {
 	out := make([]photo, 0, len(files))
 	for _, f := range files {
 		p := photo{File: f}
 		data, err := os.ReadFile(f)
 		if err == nil {
 			if st, serr := os.Stat(f); serr == nil {
-				p.TakenAt = st.ModTime()
+				p.TakenAt = st.ModTime().In(loc)
 			}
 			p.Result, err = s.Score(data, p.TakenAt)
 		}
@@ -264,12 +272,12 @@ func scoreFiles(s *score.Scorer, files []string) []photo {
 	return out
 }
 
-func scoreDir(s *score.Scorer, dir string) ([]photo, error) {
+func scoreDir(s *score.Scorer, dir string, loc *time.Location) ([]photo, error) {
 	files, err := photosIn(dir)
 	if err != nil {
 		return nil, err
 	}
-	return scoreFiles(s, files), nil
+	return scoreFiles(s, files, loc), nil
 }
 
 // photosIn lists the .jpg, .jpeg and .png files of dir (any case), as

@@ -7,21 +7,35 @@ import (
 	"image"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
+	"github.com/aibo-privacy/aibo-privacyd/internal/readme"
 )
 
 const testdata = "../../testdata/score"
 
-// bestshot runs the command with the face nets make setup converts.
+// noon is when every test photo was taken (its file's modification
+// time): the time-of-day term is then the same whatever the hour and the
+// zone the tests run in.
+var noon = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// bestshot runs the command with the face nets make setup converts, in
+// a home on UTC.
 func bestshot(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	if len(args) > 0 {
-		args = append([]string{args[0], "-face-models", "../../build/models"}, args[1:]...)
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") && args[0] != "help" {
+		extra := []string{"-face-models", "../../build/models"}
+		if !slices.Contains(args, "-timezone") {
+			extra = append(extra, "-timezone", "UTC")
+		}
+		args = append(append([]string{args[0]}, extra...), args[1:]...)
 	}
 	var out bytes.Buffer
 	err := run(args, &out)
@@ -49,15 +63,41 @@ func folder(t *testing.T) string {
 	for name, data := range map[string][]byte{
 		"portrait.jpg": portrait, "portrait-again.jpg": copyJPEG, "coffee.jpg": coffee, "notes.jpg": []byte("hello"),
 	} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		write(t, filepath.Join(dir, name), data, noon)
 	}
 	return dir
 }
 
+// write makes a photo file taken at when.
+func write(t *testing.T, path string, data []byte, when time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, when, when); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyAt copies testdata files into a folder, each taken at when.
+func copyAt(t *testing.T, when time.Time, files ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var out []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.Base(f))
+		write(t, p, data, when)
+		out = append(out, p)
+	}
+	return out
+}
+
 func TestScoreTableAndJSON(t *testing.T) {
-	files := []string{filepath.Join(testdata, "astronaut.jpg"), filepath.Join(testdata, "coffee.jpg")}
+	files := copyAt(t, noon, filepath.Join(testdata, "astronaut.jpg"), filepath.Join(testdata, "coffee.jpg"))
 	out, err := bestshot(t, append([]string{"score"}, files...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -153,16 +193,7 @@ func TestUsage(t *testing.T) {
 // bestshot decides as the daemon would with its defaults: rocket.jpg (no
 // face, 0.18) is below photos.min_score 0.25 and is never kept.
 func TestSelectUsesTheDaemonsDefaults(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"../../testdata/photos/rocket.jpg", filepath.Join(testdata, "astronaut.jpg")} {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := filepath.Dir(copyAt(t, noon, "../../testdata/photos/rocket.jpg", filepath.Join(testdata, "astronaut.jpg"))[0])
 	out, err := bestshot(t, "select", dir)
 	if err != nil {
 		t.Fatal(err)
@@ -196,9 +227,73 @@ func TestHelpIsNotAnError(t *testing.T) {
 	}
 }
 
+// TestTimeOfDayIsTheHomes (issue 18, item 6): a photo taken at 01:30 UTC
+// is 10:30 in Tokyo, daylight; the time-of-day term reads the clock of
+// the zone given, as the daemon's timezone key does.
+func TestTimeOfDayIsTheHomes(t *testing.T) {
+	at := time.Date(2026, 6, 1, 1, 30, 0, 0, time.UTC)
+	file := copyAt(t, at, filepath.Join(testdata, "coffee.jpg"))[0]
+	for zone, want := range map[string]struct {
+		hour int
+		term float64
+	}{"Asia/Tokyo": {10, 1}, "UTC": {1, 0.2}, "America/Sao_Paulo": {22, 0.6}} {
+		out, err := bestshot(t, "score", "--json", "-timezone", zone, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []struct {
+			TakenAt   time.Time          `json:"taken_at"`
+			Breakdown map[string]float64 `json:"breakdown"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 {
+			t.Fatalf("%s: %v\n%s", zone, err, out)
+		}
+		if got[0].TakenAt.Hour() != want.hour || got[0].Breakdown["time_of_day"] != want.term {
+			t.Errorf("%s: taken at %s, time of day %v; want %d:30 and %v", zone, got[0].TakenAt, got[0].Breakdown["time_of_day"], want.hour, want.term)
+		}
+	}
+	if _, err := bestshot(t, "score", "-timezone", "Mars/Olympus", file); !errors.Is(err, errUsage) {
+		t.Errorf("a zone that is none: %v, want a usage error", err)
+	}
+}
+
 func mustLine(t *testing.T, out, pattern string) {
 	t.Helper()
 	if !regexp.MustCompile(`(?m)` + pattern).MatchString(out) {
 		t.Errorf("no line matches %q:\n%s", pattern, out)
+	}
+}
+
+// The README's bestshot commands, run as written in a scratch checkout
+// (bin/ holding this bestshot, testdata/ and build/ of this checkout):
+// with no -face-models it finds the checkout's build/models (it used to
+// default to the installed folder and fail), keeps the portraits and
+// drops the launch pad under photos.min_score.
+func TestREADMEBestshotCommandsWorkAsWritten(t *testing.T) {
+	block := readme.For(t)[0].Text
+	work := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(work, "bin")+"/", ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, d := range []string{"testdata", "build"} {
+		abs, _ := filepath.Abs(filepath.Join("../..", d))
+		if err := os.Symlink(abs, filepath.Join(work, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+block)
+	cmd.Dir = work
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's bestshot commands: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		`(?m)^1 +0\.\d+ +1 +testdata/photos/genki-smile-file1564\.jpg`,
+		`(?m)^- +0\.\d+ +0 +testdata/photos/rocket\.jpg +below 0\.25`,
+		`(?m)^ +0\.\d+ +0 +0\.00 +0\.00 +0\.00 +0\.00 +0\.00 .*testdata/photos/rocket\.jpg$`,
+	} {
+		if !regexp.MustCompile(want).Match(out) {
+			t.Errorf("the output lacks %s:\n%s", want, out)
+		}
 	}
 }

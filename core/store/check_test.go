@@ -2,12 +2,14 @@ package store
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,9 +21,37 @@ import (
 // healthy store passes (bbolt's Check in a read transaction reads the
 // shared freelist, which later commits change: "reachable freed").
 func TestCheckUnderConcurrentWritersFindsNoFalseCorruption(t *testing.T) {
-	t.Run("snapshot", func(t *testing.T) { checkUnderLoad(t, (*Store).Check) })
-	// The full-disk fallback: under the writer lock.
-	t.Run("locked", func(t *testing.T) { checkUnderLoad(t, (*Store).checkLocked) })
+	checkUnderLoad(t, (*Store).Check)
+}
+
+// TestCheckNeverHoldsWritersBack (issue 21, item 6): on a full disk the
+// check fell back to the live store under the writer lock, and every
+// command waited for it. Now it says the store was not checked, while a
+// writer holds the lock.
+func TestCheckNeverHoldsWritersBack(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	createSnapshot = func(string, string) (*os.File, error) {
+		return nil, &os.PathError{Op: "open", Path: "snapshot", Err: syscall.ENOSPC}
+	}
+	defer func() { createSnapshot = os.CreateTemp }()
+	writing, release := make(chan struct{}), make(chan struct{})
+	go s.Update(func(*bolt.Tx) error { close(writing); <-release; return nil })
+	<-writing
+	defer close(release)
+	done := make(chan error, 1)
+	go func() { done <- s.Check() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotChecked) || !strings.Contains(err.Error(), "no space left") {
+			t.Fatalf("Check on a full disk: %v, want ErrNotChecked saying why", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Check waits for the writer: it takes the write lock")
+	}
 }
 
 func checkUnderLoad(t *testing.T, check func(*Store) error) {

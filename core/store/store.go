@@ -237,7 +237,8 @@ func (s *Store) Size() int64 {
 const checkPrefix = ".check-"
 
 // Check walks every page of a consistent snapshot and reports the first
-// inconsistency. Concurrent writers cannot confuse it.
+// inconsistency. Concurrent writers cannot confuse it, and it never holds
+// them back.
 //
 // bbolt's Tx.Check inside a read transaction is documented as unsafe with
 // concurrent writers: it reads the database's shared freelist, which later
@@ -245,16 +246,17 @@ const checkPrefix = ".check-"
 // freed" in a healthy store (and the race detector flags the read). So
 // Check copies the snapshot (Tx.WriteTo in a read transaction, which
 // writers do not wait for) to a file beside the store, opens the copy,
-// where nothing else writes, and checks that. When the copy cannot be
-// written (a full disk) it checks the store itself inside a write
-// transaction, which bbolt documents as safe, holding writers back for the
-// check's duration. The copy holds what the store file holds (sealed
-// records, freed pages), has the store's mode and is removed at once.
+// where nothing else writes, and checks that. The copy holds what the
+// store file holds (sealed records, freed pages), has the store's mode
+// and is removed at once; it is never written anywhere else. When it
+// cannot be written (a full disk) the store is not checked: Check says
+// so (ErrNotChecked) rather than check the live file under the writer
+// lock, which would stall every command for the check's duration.
 func (s *Store) Check() error {
 	dir := filepath.Dir(s.path)
-	f, err := os.CreateTemp(dir, checkPrefix+"*")
+	f, err := createSnapshot(dir, checkPrefix+"*")
 	if err != nil {
-		return s.checkLocked()
+		return fmt.Errorf("%w: no room beside the store for its snapshot: %w", ErrNotChecked, err)
 	}
 	name := f.Name()
 	defer os.Remove(name)
@@ -266,8 +268,7 @@ func (s *Store) Check() error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(name)
-		return s.checkLocked()
+		return fmt.Errorf("%w: no room beside the store for its snapshot: %w", ErrNotChecked, err)
 	}
 	snap, err := bolt.Open(name, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
@@ -277,21 +278,11 @@ func (s *Store) Check() error {
 	return snap.View(checkTx)
 }
 
-// checkLocked checks the live store under the writer lock.
-func (s *Store) checkLocked() error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := checkTx(tx); err != nil {
-			return err
-		}
-		return errNoCommit // roll back: a check writes nothing
-	})
-	if errors.Is(err, errNoCommit) {
-		return nil
-	}
-	return err
-}
+// ErrNotChecked: Check could not copy the snapshot it checks.
+var ErrNotChecked = errors.New("store integrity not checked")
 
-var errNoCommit = errors.New("check: nothing to commit")
+// createSnapshot makes the snapshot's file (a test makes it fail).
+var createSnapshot = os.CreateTemp
 
 func checkTx(tx *bolt.Tx) error {
 	var first error

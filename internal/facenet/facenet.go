@@ -18,37 +18,29 @@
 package facenet
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"gocv.io/x/gocv"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/netsums"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 )
 
 // DefaultDir is where the packaged face nets are installed.
-const DefaultDir = "/usr/share/aibo-privacyd/models"
+const DefaultDir = paths.FaceModelsDir
 
-// Model files, relative to the models folder.
+// Model files, relative to the models folder (internal/netsums owns the
+// list and its checksums).
 const (
-	DetectorFile    = "tiny_face_detector.onnx"
-	LandmarksFile   = "face_landmark_68.onnx"
-	ExpressionsFile = "face_expression.onnx"
-	DescriptorFile  = "face_recognition.onnx"
-	// ProposalsFile is our own net (internal/headnet): where in a Patrol
-	// frame a small face may be.
-	ProposalsFile = "face_proposals.onnx"
-	SumsFile      = "SHA256SUMS"
+	DetectorFile    = netsums.DetectorFile
+	LandmarksFile   = netsums.LandmarksFile
+	ExpressionsFile = netsums.ExpressionsFile
+	DescriptorFile  = netsums.DescriptorFile
+	ProposalsFile   = netsums.ProposalsFile
+	SumsFile        = netsums.SumsFile
 )
-
-// modelFiles are the files a models folder must hold.
-var modelFiles = []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile, ProposalsFile}
 
 // DescriptorModel names what makes a descriptor: the net (face-api
 // 1.7.15's port of dlib's ResNet) and the chip it is given (landmark
@@ -59,7 +51,7 @@ var modelFiles = []string{DetectorFile, LandmarksFile, ExpressionsFile, Descript
 const DescriptorModel = "face-api-1.7.15/dlib-resnet/chip150-pad0.25"
 
 // ErrModels wraps every problem with the model files.
-var ErrModels = errors.New("facenet: face models unusable")
+var ErrModels = netsums.ErrModels
 
 // Nets holds the nets the worker runs: detector, landmarks, descriptor and
 // the proposal net. Calls are serialised: one Nets serves one request at a
@@ -99,49 +91,13 @@ type ExpressionNet struct {
 // CheckFiles is the quick part of Check, for a process that must answer
 // fast: dir/SHA256SUMS lists every model and each is a non-empty file.
 func CheckFiles(dir string) error {
-	_, err := listed(dir)
+	_, err := netsums.Listed(dir)
 	return err
-}
-
-func listed(dir string) (map[string]string, error) {
-	sums, err := readSums(filepath.Join(dir, SumsFile))
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range modelFiles {
-		if _, ok := sums[f]; !ok {
-			return nil, fmt.Errorf("%w: %s lists no %s", ErrModels, SumsFile, f)
-		}
-		st, err := os.Stat(filepath.Join(dir, f))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
-		}
-		if !st.Mode().IsRegular() || st.Size() == 0 {
-			return nil, fmt.Errorf("%w: %s is empty or not a file", ErrModels, filepath.Join(dir, f))
-		}
-	}
-	return sums, nil
 }
 
 // Check verifies that dir holds every model listed, each matching its
 // SHA-256 in dir/SHA256SUMS. It reads the files but does not parse them.
-func Check(dir string) error {
-	sums, err := listed(dir)
-	if err != nil {
-		return err
-	}
-	for _, f := range modelFiles {
-		want := sums[f]
-		got, err := fileSum(filepath.Join(dir, f))
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrModels, err)
-		}
-		if got != want {
-			return fmt.Errorf("%w: %s does not match its SHA-256 in %s (truncated or replaced: run make setup)", ErrModels, filepath.Join(dir, f), SumsFile)
-		}
-	}
-	return nil
-}
+func Check(dir string) error { return netsums.Verify(dir) }
 
 // Load checks the models (Check) and loads them.
 func Load(dir string) (*Nets, error) {
@@ -195,41 +151,3 @@ func (n *Nets) Close() error {
 
 // Close frees the net.
 func (e *ExpressionNet) Close() error { return e.net.Close() }
-
-func readSums(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
-	}
-	defer f.Close()
-	sums := map[string]string{}
-	sc := bufio.NewScanner(io.LimitReader(f, 64<<10))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		sum, name, ok := strings.Cut(line, "  ")
-		if _, err := hex.DecodeString(sum); !ok || err != nil || len(sum) != 64 || name == "" {
-			return nil, fmt.Errorf("%w: %s: malformed line %q", ErrModels, path, line)
-		}
-		sums[name] = sum
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrModels, path, err)
-	}
-	return sums, nil
-}
-
-func fileSum(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}

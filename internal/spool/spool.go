@@ -47,6 +47,23 @@ type Watcher struct {
 	timers   map[string]*time.Timer
 	inFlight map[string]bool
 	work     chan string
+	poke     chan struct{}
+}
+
+// Poke asks for a listing now rather than at the next Rescan (files that
+// waited for something that is back). It never blocks; before Run it
+// does nothing.
+func (w *Watcher) Poke() {
+	w.mu.Lock()
+	p := w.poke
+	w.mu.Unlock()
+	if p == nil {
+		return
+	}
+	select {
+	case p <- struct{}{}:
+	default:
+	}
 }
 
 // Run creates the directory if needed and feeds names until ctx ends.
@@ -63,7 +80,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if w.Logger == nil {
 		w.Logger = slog.Default()
 	}
-	w.timers, w.inFlight, w.work = map[string]*time.Timer{}, map[string]bool{}, make(chan string, 4096)
+	w.mu.Lock()
+	w.timers, w.inFlight, w.work, w.poke = map[string]*time.Timer{}, map[string]bool{}, make(chan string, 4096), make(chan struct{}, 1)
+	w.mu.Unlock()
 	if err := os.MkdirAll(w.Dir, 0o770); err != nil {
 		return fmt.Errorf("spool %s: %w", w.Dir, err)
 	}
@@ -120,6 +139,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.Logger.Warn("spool watch", "dir", w.Dir, "err", err) // an overflow: the rescan catches up
 			w.scan()
 		case <-tick.C:
+			w.scan()
+		case <-w.poke:
 			w.scan()
 		}
 	}

@@ -37,6 +37,12 @@ type Broker struct {
 	URL  string
 	Port int
 
+	// PacketBound is the largest MQTT packet the broker takes: MaxPacketSize
+	// for the Mosquitto started here; for an external broker what
+	// TEST_BROKER_MAX_PACKET_SIZE says, 0 when it bounds nothing
+	// (RabbitMQ 3.10's MQTT plugin has no packet-size limit).
+	PacketBound int
+
 	// Client credentials and the CA that signed the broker's certificate,
 	// as PEM files; set by StartTLS only.
 	CAFile, CertFile, KeyFile string
@@ -97,12 +103,19 @@ func newBroker(t testing.TB) *Broker {
 	}
 	dir := t.TempDir()
 	return &Broker{
-		Port:    freePort(t),
-		dir:     dir,
-		conf:    filepath.Join(dir, "mosquitto.conf"),
-		logFile: filepath.Join(dir, "mosquitto.log"),
-		bin:     bin,
+		PacketBound: MaxPacketSize,
+		Port:        freePort(t),
+		dir:         dir,
+		conf:        filepath.Join(dir, "mosquitto.conf"),
+		logFile:     filepath.Join(dir, "mosquitto.log"),
+		bin:         bin,
 	}
+}
+
+// FreePort returns a loopback TCP port nothing listens on now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	return freePort(t)
 }
 
 func freePort(t testing.TB) int {

@@ -17,13 +17,15 @@ import (
 // see each other. Outages are played with TEST_BROKER_STOP and
 // TEST_BROKER_START, shell commands that stop and start the broker's
 // listeners (rabbitmqctl stop_app / start_app); TEST_BROKER_LOG names its
-// log file for failure messages. StartTLS skips its test: the TLS listener
+// log file for failure messages; TEST_BROKER_MAX_PACKET_SIZE the largest
+// packet it takes (unset: no bound, as RabbitMQ 3.10). StartTLS skips its test: the TLS listener
 // is proved against Mosquitto (README, "A second broker").
 const (
 	envURL   = "TEST_BROKER_URL"
 	envStop  = "TEST_BROKER_STOP"
 	envStart = "TEST_BROKER_START"
 	envLog   = "TEST_BROKER_LOG"
+	envBound = "TEST_BROKER_MAX_PACKET_SIZE"
 )
 
 // External reports whether tests run against an external broker.
@@ -31,19 +33,36 @@ func External() bool { return os.Getenv(envURL) != "" }
 
 func external(t testing.TB) *Broker {
 	t.Helper()
-	u, err := url.Parse(os.Getenv(envURL))
-	if err != nil || u.Scheme != "tcp" {
-		t.Fatalf("testbroker: %s=%q is not tcp://host:port", envURL, os.Getenv(envURL))
+	bound := 0
+	if s := os.Getenv(envBound); s != "" {
+		var err error
+		if bound, err = strconv.Atoi(s); err != nil || bound < 0 {
+			t.Fatalf("testbroker: %s=%q is not a size in bytes", envBound, s)
+		}
 	}
-	port, _ := strconv.Atoi(u.Port())
-	b := &Broker{URL: u.String(), Port: port, ext: true}
-	b.waitUp(t)
+	b := Attach(t, os.Getenv(envURL), bound)
 	// Whatever a test did to it, the next test finds it running.
 	t.Cleanup(func() {
 		if !b.Running() {
 			b.runHook(envStart)
 		}
 	})
+	return b
+}
+
+// Attach returns a Broker for one already running at url (tcp://host:port)
+// that takes packets up to bound bytes (0: no bound), once it accepts
+// connections. Its Stop and Restart run the TEST_BROKER_STOP and _START
+// hooks, if any; it is otherwise left alone.
+func Attach(t testing.TB, rawURL string, bound int) *Broker {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "tcp" {
+		t.Fatalf("testbroker: %q is not tcp://host:port", rawURL)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	b := &Broker{URL: u.String(), Port: port, PacketBound: bound, ext: true}
+	b.waitUp(t)
 	return b
 }
 

@@ -75,3 +75,42 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// make demo while another program holds its port (make run's broker took
+// 18830 and the demo talked to it, timing out with the wrong log): it
+// says the port is taken and starts nothing.
+func TestMakeDemoSaysWhenItsPortIsTaken(t *testing.T) {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	dir, err := os.MkdirTemp("", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cmd := exec.Command("scripts/demo.sh")
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "DEMO_DIR="+dir, "DEMO_PORT="+port, "BIN=/nonexistent", "DEMO_BIN=/nonexistent")
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("make demo on a taken port did not end within 10 s")
+	}
+	if err == nil || !strings.Contains(string(out), "port "+port+" (DEMO_PORT) is taken") {
+		t.Fatalf("make demo on a taken port: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "broker.log")); err == nil {
+		t.Error("a broker was started anyway")
+	}
+}

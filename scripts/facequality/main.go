@@ -38,6 +38,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
@@ -45,7 +46,7 @@ type img struct{ s, i int }
 
 func main() {
 	data := flag.String("data", "../shared/testdata", "folder holding orl_faces/")
-	models := flag.String("models", "build/models", "the converted face nets (make setup)")
+	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	draws := flag.Int("draws", 20, "random households per size below 20")
 	ctxFlag := flag.String("context", string(frame.Replicate), "what surrounds the pasted face: replicate or flat")
 	verbose := flag.Bool("v", false, "list, for the household of 20, each genuine probe not accepted and each stranger accepted, with its distances")

@@ -32,6 +32,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/smile"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/weights"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 )
 
 func main() {
@@ -39,7 +40,7 @@ func main() {
 	verbose := flag.Bool("v", false, "print every photo's breakdown")
 	dump := flag.String("dump", "", "write the generated photos to this folder")
 	skipSmile := flag.Bool("skip-smile", false, "skip the GENKI-4K evaluation")
-	faceModels := flag.String("face-models", "build/models", "the converted face nets (make setup)")
+	faceModels := flag.String("face-models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	flag.Parse()
 	runtime.LockOSThread()
 	score.SetThreads(1)

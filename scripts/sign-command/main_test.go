@@ -35,7 +35,7 @@ func TestSignedCommandOpensWithTheKeyItPrinted(t *testing.T) {
 	}
 	// What it printed is a config fragment the daemon loads.
 	cfgFile := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfgFile, []byte("device_id: aibo-0042\n"+printed.String()), 0o600)
+	os.WriteFile(cfgFile, []byte("device_id: aibo-0042\nmqtt:\n  broker: tcp://127.0.0.1:1883\n"+printed.String()), 0o600)
 	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		t.Fatalf("printed keys do not load: %v\n%s", err, printed.String())

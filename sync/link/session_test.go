@@ -12,6 +12,12 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/internal/testbroker"
 )
 
+// chunkFilter is what the daemon subscribes to for firmware chunks
+// (firmware.Manager.ChunkTopic). Not firmware/+/chunk/+: RabbitMQ's MQTT
+// plugin turns the dots of firmware/1.2.0/chunk/0 into level separators,
+// so a version takes three levels there and a single + never matches.
+const chunkFilter = "firmware/#"
+
 // startSession runs a link once until its cmd subscription is live, so the
 // broker holds a persistent session for the device, then stops it.
 func startSession(t *testing.T, b *testbroker.Broker, subs ...string) {
@@ -45,7 +51,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 // CONNACK, before this connection has subscribed again.
 func TestP5_CommandsQueuedWhileDownArriveOnReturn(t *testing.T) {
 	b := testbroker.Start(t)
-	startSession(t, b, "firmware/+/chunk/+")
+	startSession(t, b, chunkFilter)
 
 	cloud := b.Client(t)
 	var want []string
@@ -61,7 +67,7 @@ func TestP5_CommandsQueuedWhileDownArriveOnReturn(t *testing.T) {
 	// CONNACK: widen the gap so the test fails without them.
 	f.link.beforeSubscribe = func() { time.Sleep(200 * time.Millisecond) }
 	var chunks atomic.Int32
-	f.link.Subscribe("firmware/+/chunk/+", func(_ string, p []byte) {
+	f.link.Subscribe(chunkFilter, func(_ string, p []byte) {
 		if string(p) == "chunk zero" {
 			chunks.Add(1)
 		}
@@ -143,7 +149,7 @@ func TestOversizedMessagesAreNotQueued(t *testing.T) {
 			return []byte("too big")
 		}})
 	var small atomic.Int32
-	f.link.Subscribe("firmware/+/chunk/+", func(_ string, p []byte) {
+	f.link.Subscribe(chunkFilter, func(_ string, p []byte) {
 		if len(p) > 1<<10 {
 			t.Errorf("handler got %d bytes over the limit", len(p))
 		}

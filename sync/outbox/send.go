@@ -367,6 +367,11 @@ const (
 	stopped             // removed, acked, refused by MaySend, or shutting down
 	linkDown            // a publish failed
 	held                // MaySend said not now: asked again after HoldRetry or Wake
+	// ackedInFlight: an ok ack stopped a publish that had left; on the
+	// last message, the cloud had it all (it may answer before the
+	// broker's PUBACK reaches us: RabbitMQ delivers first), so the send
+	// is complete.
+	ackedInFlight
 )
 
 // HoldRetry is how long an artifact MaySend held waits before it is asked
@@ -496,6 +501,11 @@ func (o *Outbox) sendParts(sctx, ctx context.Context, p Publisher, it *item, met
 		}
 		switch r := o.publishOne(sctx, ctx, p, it, meta, suffix, payload); r {
 		case sentAll:
+		case ackedInFlight:
+			if n == chunks-1 {
+				return sentAll
+			}
+			return stopped
 		case stopped:
 			return stopped
 		default:
@@ -547,10 +557,16 @@ func (o *Outbox) publishOne(sctx, ctx context.Context, p Publisher, it *item, me
 	if err == nil {
 		return sentAll
 	}
-	if it.gone.Load() || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return stopped
 	}
-	if sctx.Err() != nil { // cancelled by an ok ack
+	if it.gone.Load() || sctx.Err() != nil { // removed, or cancelled by an ok ack
+		o.mu.Lock()
+		acked := it.acked
+		o.mu.Unlock()
+		if acked {
+			return ackedInFlight
+		}
 		return stopped
 	}
 	o.log.Warn("outbox: publish failed; will retry", "topic_suffix", suffix, "size", len(payload), "err", err)

@@ -55,6 +55,9 @@ import (
 
 var binDir string
 
+// faceModels is build/models, where make setup converts the face nets.
+var faceModels string
+
 func TestMain(m *testing.M) {
 	if path := os.Getenv(bboltClientEnv); path != "" {
 		if err := bboltClient(path); err != nil {
@@ -68,7 +71,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/aibo-privacyd")
+	// The daemon and, beside it, its vision worker: photos wait in the
+	// spool while images cannot be judged, so the scenario needs one.
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/aibo-privacyd", "./cmd/aibo-vision")
 	build.Dir = "../.." // the daemon's own module
 	out, err := build.CombinedOutput()
 	if err != nil {
@@ -76,6 +81,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	if faceModels, err = filepath.Abs("../../build/models"); err == nil {
+		_, err = os.Stat(filepath.Join(faceModels, "SHA256SUMS"))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "face models: %v\nrun make setup: it converts the face nets into build/models\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -144,8 +156,8 @@ firmware:
 diag:
   socket: %s
 vision:
-  worker: /nonexistent
-`, r.deviceID, dataDir, r.spool, r.broker.URL, base64.StdEncoding.EncodeToString(pub), r.socket)
+  face_models_dir: %s
+`, r.deviceID, dataDir, r.spool, r.broker.URL, base64.StdEncoding.EncodeToString(pub), r.socket, faceModels)
 	os.WriteFile(r.config, []byte(cfg), 0o600)
 }
 

@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/internal/tfjs"
 )
 
@@ -52,7 +53,7 @@ var nets = []struct {
 
 func main() {
 	in := flag.String("in", "build/face-api/model", "folder holding face-api's model/ files")
-	out := flag.String("out", "build/models", "folder the .onnx files are written to")
+	out := flag.String("out", paths.CheckoutFaceModels, "folder the .onnx files are written to")
 	flag.Parse()
 	if err := run(*in, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "onnxgen:", err)

@@ -30,12 +30,13 @@ import (
 	"strings"
 
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
 func main() {
 	data := flag.String("data", "../shared/testdata", "the shared test data")
-	models := flag.String("models", "build/models", "the converted face nets (make setup)")
+	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	out := flag.String("o", "facerec/descriptor/cohort.bin", "output")
 	n := flag.Int("n", descriptor.CohortSize, "cohort size")
 	flag.Parse()

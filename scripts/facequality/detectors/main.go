@@ -41,6 +41,7 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/capture/score"
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	fq "github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 )
 
@@ -61,7 +62,7 @@ type detector struct {
 
 func main() {
 	data := flag.String("data", "../shared/testdata", "the shared test data")
-	models := flag.String("models", "build/models", "the converted face nets (make setup)")
+	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	only := flag.String("only", "", "run only detectors whose name contains this")
 	dump := flag.String("dump", "", "write the frames each detector misses into this folder")
 	flag.Parse()

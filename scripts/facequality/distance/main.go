@@ -53,13 +53,14 @@ import (
 	"github.com/aibo-privacy/aibo-privacyd/facerec"
 	"github.com/aibo-privacy/aibo-privacyd/facerec/descriptor"
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet"
+	"github.com/aibo-privacy/aibo-privacyd/internal/paths"
 	"github.com/aibo-privacy/aibo-privacyd/scripts/facequality/internal/frame"
 	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 func main() {
 	data := flag.String("data", "../shared/testdata", "the shared test data")
-	models := flag.String("models", "build/models", "the converted face nets (make setup)")
+	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
 	heightsFlag := flag.String("heights", "0.20,0.10,0.06,0.05", "face heights, as shares of the frame's height")
 	enrolFlag := flag.String("enrol", "close", "close (tripled, as scripts/facequality) or far (10-20% of the height, in scenes)")
 	light := flag.String("light", "even", "even, or side: every probe relit from one side (gain 0.3 to 1.3, gamma 1.8)")
