@@ -106,7 +106,7 @@ func main() {
 		}})
 	}
 	dets = append(dets,
-		detector{"proposal net alone (internal/headnet at 1/3, 1/6, 1/12 of the frame; its 3 best marks, each a box)", func(m gocv.Mat) []image.Rectangle {
+		detector{"proposal net alone (internal/headnet at 1/3, 1/6, 1/12 of the frame; its 2 best marks, each a box)", func(m gocv.Mat) []image.Rectangle {
 			p, err := nets.Propose(m)
 			if err != nil {
 				log.Fatal(err)

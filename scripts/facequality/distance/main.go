@@ -203,7 +203,7 @@ func main() {
 				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), faceH, rnd)
 				jpgs, at := p.Frames(1, rnd)
 				return faceAt(w, jpgs[0], at[0], facenet.Thorough).template
-			})
+			}, nil)
 			if err != nil {
 				r.cal = err.Error()
 			} else {

@@ -616,17 +616,6 @@ func framesMarks(net *headnet.Net, frame *plane) []frameMark {
 	return out
 }
 
-// bestNear is the best score of a mark that finds the face at (cx, cy).
-func bestNear(net *headnet.Net, frame *plane, cx, cy, size float64) float64 {
-	best := 0.0
-	for _, m := range framesMarks(net, frame) {
-		if math.Hypot(m.x-cx, m.y-cy) <= size/2 && m.size > size/2 && m.size < size*2 {
-			best = math.Max(best, m.score)
-		}
-	}
-	return best
-}
-
 // fill is a random 1280x720 view of a photograph (scaled to cover it).
 func fill(p *plane, w, h int, rng *rand.Rand) *plane {
 	py := newPyramidCached(p)
