@@ -69,6 +69,15 @@ func (d *Daemon) deleteData(ctx context.Context, e *command.Exec) (any, error) {
 		}
 		counts["photos"] = len(ids)
 		cloud = append(cloud, policy.KindPhoto)
+		// The features of the photos uploaded before it, kept for
+		// photo_feedback, go with them (all of them when unsigned).
+		before := cut
+		if before.IsZero() {
+			before = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		if _, err := d.selector.PruneScoresTx(e.Tx, before.Add(capture.ScoreRetention)); err != nil {
+			return nil, err
+		}
 	}
 	// Faces and people: through the one erasure path, person by person.
 	er := erasure{reason: "delete_data", person: all, before: cut}
@@ -304,6 +313,11 @@ func (d *Daemon) inventory(tx *bolt.Tx) (Inventory, error) {
 	inv.Categories["sightings"] = sightings
 	inv.Categories["consents"] = CategoryHolding{Count: len(consents), ErasedBy: "revoke_consent or delete_data all"}
 	inv.Categories["usage"] = CategoryHolding{ErasedBy: "not collected on the device"}
+	scores := CategoryHolding{ErasedBy: "delete_data photos, or retention " + strconv.Itoa(int(capture.ScoreRetention.Hours()/24)) + " days after the upload"}
+	if n, oldest := capture.ScoreHoldings(tx); n > 0 {
+		scores.Count, scores.OldestAgeSeconds = n, now.Sub(oldest).Seconds()
+	}
+	inv.Categories["photo_scores"] = scores
 	q := CategoryHolding{Unreadable: queue.Unreadable, ErasedBy: "the cloud's ok ack, a withdrawn consent or delete_data"}
 	for _, k := range queue.Kinds {
 		q.Count += k.Count

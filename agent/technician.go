@@ -243,11 +243,13 @@ func (t *technician) Overloaded(uid uint32) {
 	t.tally.Count(map[string]string{"uid": strconv.FormatUint(uint64(uid), 10), "method": "-", "path": "(too many connections)", "status": "503"})
 }
 
-// cascades are the detection models the vision worker loads.
+// cascades are the detection models the vision worker loads (capture/score's
+// *Cascade constants: TestSelftestChecksTheCascadesTheWorkerLoads).
 var cascades = []string{
+	"lbpcascades/lbpcascade_frontalface.xml",
 	"haarcascades/haarcascade_frontalface_default.xml",
+	"haarcascades/haarcascade_frontalface_alt2.xml",
 	"haarcascades/haarcascade_eye.xml",
-	"haarcascades/haarcascade_smile.xml",
 }
 
 // Selftest runs the deeper checks a technician asks for: every page of the
@@ -299,11 +301,11 @@ func (t *technician) modelsCheck(ctx context.Context) diag.Check {
 	t0 := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, visionProbeTimeout)
 	defer cancel()
-	if err := d.vh.probe(pctx); err != nil {
-		return check(false, "face nets match "+netsums.SumsFile+", but no worker loaded them: "+workerReason(err))
+	if err := d.vh.freshProbe(pctx); err != nil {
+		return check(false, "face nets match "+netsums.SumsFile+", but a fresh worker did not load them: "+workerReason(err))
 	}
 	return check(true, strconv.Itoa(len(cascades))+" cascades readable; "+strconv.Itoa(len(netsums.Files))+" face nets match "+
-		netsums.SumsFile+" and a worker loaded them ("+time.Since(t0).Round(time.Millisecond).String()+")")
+		netsums.SumsFile+" and a fresh worker loaded them ("+time.Since(t0).Round(time.Millisecond).String()+")")
 }
 
 // writeProbe creates, syncs and removes a dot file (never a name the

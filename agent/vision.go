@@ -75,6 +75,9 @@ func (d *Daemon) newVision() (*vision.Client, *visionHealth) {
 		}
 	})
 	h.busy = func() bool { return d.intake != nil && d.intake.Busy() }
+	for _, c := range cascades {
+		h.cascades = append(h.cascades, filepath.Join(d.cfg.Vision.ModelsDir, c))
+	}
 	return c, h
 }
 

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"os"
+	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
@@ -33,5 +35,28 @@ func TestTheDefaultQueueHoldsADaysPhotos(t *testing.T) {
 			t.Fatalf("%s: %v", f, err)
 		}
 		check(f, c)
+	}
+}
+
+// The self-test's models check reads the cascades the worker loads, and
+// only those (capture/score names them; agent cannot import it, since it
+// links OpenCV): it checked the smile cascade, which nothing loads, and
+// not the LBP detector or alt2, without which no worker starts.
+func TestSelftestChecksTheCascadesTheWorkerLoads(t *testing.T) {
+	src, err := os.ReadFile("../capture/score/score.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loads []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*\w+Cascade\s*=\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
+		loads = append(loads, m[1])
+	}
+	if len(loads) == 0 {
+		t.Fatal("no cascade constants found in capture/score/score.go")
+	}
+	slices.Sort(loads)
+	checked := slices.Sorted(slices.Values(cascades))
+	if !slices.Equal(loads, checked) {
+		t.Errorf("the self-test checks %v; the worker loads %v", checked, loads)
 	}
 }

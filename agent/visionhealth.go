@@ -52,9 +52,12 @@ type visionHealth struct {
 	c      *vision.Client
 	worker string // the binary
 	nets   string // the face nets' folder
-	model  string // the descriptor model the recognizer decides on
-	log    *slog.Logger
-	onUp   func()
+	// cascades are the OpenCV cascades the worker loads: without one, no
+	// worker starts.
+	cascades []string
+	model    string // the descriptor model the recognizer decides on
+	log      *slog.Logger
+	onUp     func()
 	// busy says photos are being judged now (the spool holds some): a
 	// probe then waits, since their own requests start a worker and say
 	// if it cannot, and a probe would hold them back while the worker
@@ -152,6 +155,14 @@ func (h *visionHealth) check(ctx context.Context) {
 		h.set(false, "vision worker "+h.worker+": "+err.Error(), "")
 		return
 	}
+	for _, c := range h.cascades {
+		id, _, err := statIdentity(c)
+		if err != nil {
+			h.set(false, "OpenCV cascade "+c+": "+err.Error(), "")
+			return
+		}
+		bin += "|" + id
+	}
 	nets, err := netsums.Fingerprint(h.nets)
 	if err != nil {
 		h.set(false, err.Error(), "")
@@ -213,6 +224,13 @@ func (h *visionHealth) check(ctx context.Context) {
 
 // probe starts a worker if none runs and has it load its nets and look at
 // a blank image: it answers only once every net has loaded.
+// freshProbe is probe in a worker started for it alone, so it proves
+// that a worker starts with what is on disk now, not that one started
+// earlier still runs (the self-test's models check).
+func (h *visionHealth) freshProbe(ctx context.Context) error {
+	return h.c.Alone(ctx, h.probe)
+}
+
 func (h *visionHealth) probe(ctx context.Context) error {
 	r, err := h.c.Faces(ctx, vision.Faces{Image: blankJPEG})
 	if err != nil {
@@ -281,18 +299,28 @@ func workerReason(err error) string {
 // fileIdentity is what stat says of a file (device, inode, size, times),
 // or why it is not a file the worker can be.
 func fileIdentity(path string) (string, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	id, mode, err := statIdentity(path)
+	if err != nil {
 		return "", err
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return "", errors.New("not a regular file")
-	}
-	if st.Mode&0o111 == 0 {
+	if mode&0o111 == 0 {
 		return "", errors.New("not executable")
 	}
+	return id, nil
+}
+
+// statIdentity is what stat says of a regular file (device, inode, size,
+// times: a file replaced or rewritten has another identity), and its mode.
+func statIdentity(path string) (string, uint32, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "", 0, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return "", 0, errors.New("not a regular file")
+	}
 	return strconv.FormatUint(uint64(st.Dev), 36) + " " + strconv.FormatUint(st.Ino, 36) + " " +
-		strconv.FormatInt(st.Size, 36) + " " + strconv.FormatInt(st.Mtim.Nano(), 36) + " " + strconv.FormatInt(st.Ctim.Nano(), 36), nil
+		strconv.FormatInt(st.Size, 36) + " " + strconv.FormatInt(st.Mtim.Nano(), 36) + " " + strconv.FormatInt(st.Ctim.Nano(), 36), st.Mode, nil
 }
 
 // blankJPEG is the image a probe sends: 64x64 grey, no face in it.

@@ -605,7 +605,14 @@ type scoreRecord struct {
 }
 
 func (s *Selector) rememberScore(tx *bolt.Tx, now time.Time, artifactID string, b map[string]float64) error {
-	raw, err := json.Marshal(scoreRecord{At: now.UTC(), Breakdown: b})
+	// The breakdown is the worker's answer, kept in clear: only the
+	// features the weights know go in, each in [0, 1] to three decimals,
+	// never keys or digits of its own.
+	known := make(map[string]float64, len(weights.Features))
+	for _, k := range weights.Features {
+		known[k] = round3(min(max(b[k], 0), 1))
+	}
+	raw, err := json.Marshal(scoreRecord{At: now.UTC(), Breakdown: known})
 	if err != nil {
 		return err
 	}
@@ -694,6 +701,21 @@ func (s *Selector) PruneScoresTx(tx *bolt.Tx, now time.Time) (int, error) {
 		}
 	}
 	return len(old), nil
+}
+
+// ScoreHoldings counts the kept breakdowns of uploaded photos and the
+// time the oldest was kept (zero when none), for the inventory.
+func ScoreHoldings(tx *bolt.Tx) (n int, oldest time.Time) {
+	c := tx.Bucket(store.BucketScoring).Cursor()
+	prefix := []byte("score/")
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		n++
+		var r scoreRecord
+		if json.Unmarshal(v, &r) == nil && (oldest.IsZero() || r.At.Before(oldest)) {
+			oldest = r.At
+		}
+	}
+	return n, oldest
 }
 
 // UsageReportTx hands yesterday's counters to queue once per day (the

@@ -466,3 +466,55 @@ func TestIssue22_APhotoNoWorkerCouldJudgeWaits(t *testing.T) {
 		})
 	}
 }
+
+// smugglingScorer is a worker taken over by an image: beside the real
+// features, its breakdown names what it saw in other frames.
+type smugglingScorer struct {
+	seedScorer
+	secret string
+}
+
+func (s smugglingScorer) Score(ctx context.Context, img []byte, takenAt time.Time) (Scored, error) {
+	sc, err := s.seedScorer.Score(ctx, img, takenAt)
+	sc.Breakdown[s.secret] = 1
+	sc.Breakdown[weights.Noise] = 0.9876543210123 // data in a feature's low digits
+	return sc, err
+}
+
+// Promise P16: a vision worker taken over by an image cannot write what
+// it saw into the store. The breakdown of a kept photo is kept in clear
+// for 90 days (photo_feedback learns from it), so only the features the
+// weights know are kept, to three decimals: a worker's own keys (up to its
+// 64 KiB answer) or digits would outlive every erasure, a revoked
+// person's face among them.
+func TestP16_AWorkersScoreCannotWriteWhatItSawIntoTheStore(t *testing.T) {
+	f := admitted(t, 1)
+	secret := "descriptor-of-a-family-member-seen-on-patrol-0123456789abcdef"
+	q := &queue{}
+	s := f.selector(smugglingScorer{seedScorer{good: map[int]bool{0: true}}, secret}, nil, q, 1)
+	res, err := s.SelectNow(context.Background(), true)
+	if err != nil || len(res) != 1 || len(res[0].Kept) != 1 {
+		t.Fatalf("select: %+v %v", res, err)
+	}
+	raw, err := os.ReadFile(f.st.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(secret)) {
+		t.Fatal("the worker's own breakdown key is in the store file, in clear")
+	}
+	if bytes.Contains(raw, []byte("987654321")) {
+		t.Fatal("a feature's value is kept to every digit the worker gave: 52 bits of its choice per feature")
+	}
+	// What feedback learns from is still there.
+	err = f.st.Update(func(tx *bolt.Tx) error {
+		fb, err := s.FeedbackTx(tx, f.clock(), res[0].Kept[0], weights.SignalDeleted)
+		if err == nil && (fb.Updates != 1 || fb.ScoreAfter >= fb.ScoreBefore) {
+			t.Errorf("feedback %+v", fb)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

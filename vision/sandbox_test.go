@@ -235,34 +235,44 @@ func TestP16_NoEscapeFromTheConfinedWorker(t *testing.T) {
 			}
 		}
 	})
-	t.Run("confined, each escape fails", func(t *testing.T) {
-		h := newHouse(t)
-		v := h.victim()
-		c := h.client(true, nil)
-		for _, a := range attempts {
-			res, err := score(c, "escape:"+a.Name)
-			var remote *RemoteError
-			switch {
-			case err == nil:
-				t.Errorf("%s: worked through the launcher (child %d)", a.Name, res.Width)
-			case errors.As(err, &remote):
-				t.Logf("%s: refused: %s", a.Name, remote.Msg)
-			case errors.Is(err, ErrCrashed):
-				t.Logf("%s: the filter killed the worker", a.Name)
-			default:
-				t.Errorf("%s: %v", a.Name, err)
+	// In every namespace the kernel grants, and in those the packaged unit
+	// allows (user and net: no PID namespace, so the daemon and its other
+	// processes are in the worker's view and only the filter and Landlock
+	// stand between them).
+	for _, ns := range []struct {
+		name string
+		try  nsTry
+	}{{"", nsTry{}}, {" (as under the unit: no PID namespace)", nsTry{set: true, net: true}}} {
+		t.Run("confined, each escape fails"+ns.name, func(t *testing.T) {
+			h := newHouse(t)
+			v := h.victim()
+			c := h.client(true, nil)
+			c.ns = ns.try
+			for _, a := range attempts {
+				res, err := score(c, "escape:"+a.Name)
+				var remote *RemoteError
+				switch {
+				case err == nil:
+					t.Errorf("%s: worked through the launcher (child %d)", a.Name, res.Width)
+				case errors.As(err, &remote):
+					t.Logf("%s: refused: %s", a.Name, remote.Msg)
+				case errors.Is(err, ErrCrashed):
+					t.Logf("%s: the filter killed the worker", a.Name)
+				default:
+					t.Errorf("%s: %v", a.Name, err)
+				}
 			}
-		}
-		conf := c.Confinement()
-		if !conf.Confined() || conf.Landlock != LandlockABI() || !conf.Seccomp {
-			t.Errorf("confinement %+v is not what the launcher put in force", conf)
-		}
-		h.untouched(v)
-		// And it still works: an ordinary request is answered.
-		if res, err := score(c, "a photo"); err != nil || res.Score != 0.5 {
-			t.Fatalf("confined worker: %v %v", res.Score, err)
-		}
-	})
+			conf := c.Confinement()
+			if !conf.Confined() || conf.Landlock != LandlockABI() || !conf.Seccomp {
+				t.Errorf("confinement %+v is not what the launcher put in force", conf)
+			}
+			h.untouched(v)
+			// And it still works: an ordinary request is answered.
+			if res, err := score(c, "a photo"); err != nil || res.Score != 0.5 {
+				t.Fatalf("confined worker: %v %v", res.Score, err)
+			}
+		})
+	}
 	t.Run("no Landlock, no worker", func(t *testing.T) {
 		h := newHouse(t)
 		v := h.victim()
@@ -297,6 +307,10 @@ func (h *house) untouched(v *exec.Cmd) {
 	}
 	if !alive(v.Process.Pid) {
 		h.t.Error("the other process was killed")
+	}
+	var lim unix.Rlimit
+	if err := unix.Prlimit(v.Process.Pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil || lim.Cur == 3 {
+		h.t.Errorf("the other process's limits: %+v %v", lim, err)
 	}
 	select {
 	case got := <-h.reached:

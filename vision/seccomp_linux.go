@@ -17,7 +17,9 @@ import (
 //     amd64, AArch32 on arm64) kills the process.
 //  2. The calls the worker makes (measured with strace over the worker's
 //     requests; README, "The vision worker is untrusted") are allowed,
-//     some only with harmless arguments: kill and tgkill only to itself,
+//     some only with harmless arguments: kill, tgkill and prlimit64 only
+//     to itself, fcntl without F_SETOWN, F_SETOWN_EX or F_SETSIG (which
+//     would have the kernel signal another process for it, as SIGIO),
 //     clone only for a thread and with no namespace flag.
 //  3. Everything else fails with EPERM: sockets of every family, ptrace,
 //     process_vm_*, pidfd_*, io_uring_*, unshare, setns, bpf,
@@ -53,14 +55,14 @@ const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.
 // give their numbers on each platform, and a name a platform lacks is
 // simply absent there). Most are the dynamic loader's, glibc's, Go's
 // runtime and OpenCV's; none creates a file, a socket, a process or a
-// namespace. kill, tgkill and clone are allowed by selfRules below, with
-// their arguments checked.
+// namespace. kill, tgkill, prlimit64, fcntl and clone are allowed by
+// selfRules below, with their arguments checked.
 var workerSyscalls = []string{
 	// files: Landlock decides which may be opened, and none for writing
 	"read", "write", "readv", "writev", "pread64", "close", "openat", "open", "lseek",
 	"fstat", "newfstatat", "stat", "lstat", "statx", "statfs", "fstatfs",
 	"access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64",
-	"fcntl", "dup", "dup2", "dup3", "pipe", "pipe2", "getcwd",
+	"dup", "dup2", "dup3", "pipe", "pipe2", "getcwd",
 	// memory
 	"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mlock", "munlock",
 	"get_mempolicy", "set_mempolicy",
@@ -73,7 +75,7 @@ var workerSyscalls = []string{
 	// signals (to itself: see selfRules)
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
 	// facts about itself
-	"getpid", "gettid", "getuid", "geteuid", "getgid", "getegid", "uname", "prlimit64", "getrandom",
+	"getpid", "gettid", "getuid", "geteuid", "getgid", "getegid", "uname", "getrandom",
 	// the launcher's exec of the worker, and the end
 	"execve", "exit", "exit_group",
 }
@@ -97,9 +99,15 @@ func loadArgLow(i int) unix.SockFilter {
 }
 
 // selfRules allow kill and tgkill only towards pid (the worker itself:
-// exec keeps the launcher's pid) and clone only for a thread without a
-// namespace flag. The kernel reads these arguments as 32-bit ints, so the
-// low word is the whole story.
+// exec keeps the launcher's pid), prlimit64 only on itself (0 or pid: on
+// another process of the daemon's uid it would set the daemon's limits,
+// and without a PID namespace, as under the unit, the daemon is in reach),
+// fcntl but for naming a process to signal (F_SETOWN, F_SETOWN_EX,
+// F_SETSIG: with O_ASYNC the kernel would send that process any signal,
+// SIGKILL included, whenever a pipe of the worker's becomes readable;
+// only Landlock ABI 6 scopes that, and Debian 12's kernel has ABI 2), and
+// clone only for a thread without a namespace flag. The kernel reads
+// these arguments as 32-bit ints, so the low word is the whole story.
 func selfRules(pid uint32) []rule {
 	toSelf := []unix.SockFilter{
 		loadArgLow(0),
@@ -110,6 +118,15 @@ func selfRules(pid uint32) []rule {
 	return []rule{
 		{uint32(unix.SYS_KILL), toSelf},
 		{uint32(unix.SYS_TGKILL), toSelf},
+		{uint32(unix.SYS_PRLIMIT64), append([]unix.SockFilter{loadArgLow(0), jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, 1, 0)}, toSelf[1:]...)},
+		{uint32(unix.SYS_FCNTL), []unix.SockFilter{
+			loadArgLow(1), // cmd
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.F_SETOWN, 3, 0),
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.F_SETOWN_EX, 2, 0),
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.F_SETSIG, 1, 0),
+			ret(retAllow),
+			ret(retEPERM),
+		}},
 		{uint32(unix.SYS_CLONE), []unix.SockFilter{
 			loadArgLow(0),
 			jump(unix.BPF_JMP|unix.BPF_JSET|unix.BPF_K, unix.CLONE_THREAD, 0, 2),

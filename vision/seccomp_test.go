@@ -91,7 +91,7 @@ func TestTheFilterKillsForeignArchitecturesAndAllowsOnlyTheList(t *testing.T) {
 			t.Errorf("%s: action %#x, want EPERM", name, got)
 		}
 	}
-	// Signals to itself only; threads, never processes or namespaces.
+	// Signals and limits to itself only; threads, never processes or namespaces.
 	for _, c := range []struct {
 		what string
 		nr   uintptr
@@ -104,6 +104,14 @@ func TestTheFilterKillsForeignArchitecturesAndAllowsOnlyTheList(t *testing.T) {
 		{"kill everyone", unix.SYS_KILL, []uint64{uint64(0xFFFFFFFF), 9}, retEPERM},
 		{"tgkill its thread", unix.SYS_TGKILL, []uint64{self, 77, 23}, retAllow},
 		{"tgkill another's", unix.SYS_TGKILL, []uint64{self + 1, 77, 23}, retEPERM},
+		{"prlimit64 itself (0)", unix.SYS_PRLIMIT64, []uint64{0, unix.RLIMIT_NOFILE}, retAllow},
+		{"prlimit64 itself (its pid)", unix.SYS_PRLIMIT64, []uint64{self, unix.RLIMIT_NOFILE}, retAllow},
+		{"prlimit64 another (the daemon)", unix.SYS_PRLIMIT64, []uint64{self - 1, unix.RLIMIT_NOFILE}, retEPERM},
+		{"fcntl F_GETFL", unix.SYS_FCNTL, []uint64{3, unix.F_GETFL}, retAllow},
+		{"fcntl F_SETFD", unix.SYS_FCNTL, []uint64{3, unix.F_SETFD, unix.FD_CLOEXEC}, retAllow},
+		{"fcntl F_SETOWN (SIGIO to another)", unix.SYS_FCNTL, []uint64{3, unix.F_SETOWN, self - 1}, retEPERM},
+		{"fcntl F_SETOWN_EX", unix.SYS_FCNTL, []uint64{3, unix.F_SETOWN_EX}, retEPERM},
+		{"fcntl F_SETSIG", unix.SYS_FCNTL, []uint64{3, unix.F_SETSIG, 9}, retEPERM},
 		{"clone a thread", unix.SYS_CLONE, []uint64{threadFlags}, retAllow},
 		{"fork", unix.SYS_CLONE, []uint64{uint64(unix.SIGCHLD)}, retEPERM},
 		{"vfork for exec", unix.SYS_CLONE, []uint64{unix.CLONE_VM | unix.CLONE_VFORK | uint64(unix.SIGCHLD)}, retEPERM},

@@ -123,8 +123,9 @@ func (e *Exec) RaiseFloor(familyName string) error {
 }
 
 // Cutoff is the time before which a withdrawal that names no single
-// setting (delete_data, cancel_enrollment) acts: its issued_at when it is
-// signed; zero (everything) otherwise.
+// setting (delete_data) acts: its issued_at when it is signed; zero
+// (everything) otherwise. Records are dated by the device's clock, so a
+// clock ahead spares what it dated after issued_at.
 func (e *Exec) Cutoff() time.Time {
 	if !e.Cmd.Signed {
 		return time.Time{}

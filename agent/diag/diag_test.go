@@ -830,7 +830,10 @@ func (b *slowSelftest) Selftest(context.Context) Health {
 // answered busy at once, and a later one runs again.
 func TestSelftestRunsOneAtATime(t *testing.T) {
 	b := &slowSelftest{fakeBackend: newFake(), entered: make(chan struct{}, 16), release: make(chan struct{})}
-	r := start(t, Config{Backend: b})
+	// Sixteen connections at once, plus start's probe until the server has
+	// seen it closed: over the default cap under load. The cap is
+	// TestConnectionsAreCapped's, not this test's.
+	r := start(t, Config{Backend: b, MaxConns: 32})
 	first := make(chan int, 1)
 	go func() { code, _, _ := r.do(t, "POST", "/v1/selftest"); first <- code }()
 	<-b.entered

@@ -150,7 +150,11 @@ func TestREADMEMakeRunFlowWorksAsWritten(t *testing.T) {
 	port := strconv.Itoa(b.Port)
 	work := readmeCheckout(t, port)
 	script := readmeScript(work, "start_daemon configs/dev.yaml\n"+strings.ReplaceAll(flow, "18830", port))
-	out, err := exec.Command("bash", "-c", script+"sleep 1\n").CombinedOutput()
+	// select_photos answers "started"; the selection and the upload it
+	// queues follow. Wait for the upload in the log (up to 60 s, a loaded
+	// machine) before the script's end stops the daemon.
+	waitSent := "for _ in $(seq 600); do grep -q '\"msg\":\"artifact sent\"' var/daemon.log && break; sleep 0.1; done\n"
+	out, err := exec.Command("bash", "-c", script+waitSent).CombinedOutput()
 	log, _ := os.ReadFile(filepath.Join(work, "var/daemon.log"))
 	if err != nil {
 		t.Fatalf("the flow failed: %v\n%s\ndaemon log:\n%s", err, out, log)

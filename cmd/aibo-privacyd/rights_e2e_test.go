@@ -236,3 +236,62 @@ func TestP17_P18_UsageOnlyWithConsentAndWithoutPeople(t *testing.T) {
 	}
 	r.stop()
 }
+
+// Promise P10: delete_data photos forgets the photos the device uploaded,
+// what their scores were made of included. The breakdown of each uploaded
+// photo (faces, smile, eyes open, the time it was taken) is kept 90 days
+// for photo_feedback; it used to outlive delete_data photos and all, and
+// feedback on a deleted photo still answered with its score.
+func TestP10_DeleteDataPhotosForgetsWhatTheUploadedPhotosScoredOn(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "photos:\n  keep_per_day: 2\n  min_score: 0.05\n")
+	a := newApp(t, b, r.deviceID)
+	cl := newCloud(t, b, a)
+	r.start()
+	enableAutoPhoto(a)
+	for i, p := range photos(t, 3) {
+		r.drop(name("fb", i), p)
+	}
+	r.waitSpoolEmpty(2 * time.Second)
+	a.must("sel", "select_photos", map[string]any{})
+	eventOf(t, a, "selection_done")
+	var uploaded []string
+	for range 2 {
+		m, _ := cl.receive("photo", true)
+		uploaded = append(uploaded, m.ArtifactID)
+	}
+	a.state(func(s map[string]any) bool { return num(s, "outbox", "pending") == 0 })
+	if res := a.send("fb-1", "photo_feedback", map[string]any{"artifact_id": uploaded[0], "signal": "favorite"}); !res.OK {
+		t.Fatalf("feedback before the deletion: %+v", res.Error)
+	}
+	scores := func() int {
+		out, code := r.ctl("inventory", "--json")
+		var inv struct {
+			Categories map[string]struct {
+				Count int `json:"count"`
+			} `json:"categories"`
+		}
+		if err := json.Unmarshal([]byte(out), &inv); code != 0 || err != nil {
+			t.Fatalf("inventory: exit %d %v\n%s", code, err, out)
+		}
+		c, ok := inv.Categories["photo_scores"]
+		if !ok {
+			t.Fatalf("the inventory hides the scores kept for feedback:\n%s", out)
+		}
+		return c.Count
+	}
+	if n := scores(); n != 2 {
+		t.Errorf("the inventory lists %d photo scores, want the 2 uploaded", n)
+	}
+	a.must("del", "delete_data", map[string]any{"categories": []string{"photos"}})
+	if n := scores(); n != 0 {
+		t.Errorf("the inventory lists %d photo scores after delete_data photos", n)
+	}
+	for i, id := range uploaded {
+		res := a.send("fb-after-"+itoa(i), "photo_feedback", map[string]any{"artifact_id": id, "signal": "favorite"})
+		if res.OK || res.Error.Code != "not_found" {
+			t.Errorf("feedback on uploaded photo %s after delete_data photos: ok=%v %s %+v, want not_found", id, res.OK, res.Result, res.Error)
+		}
+	}
+	r.stop()
+}

@@ -286,12 +286,107 @@ func TestFramesAndPhotosThatWaitTooLongAreToldAndFramesGoUnread(t *testing.T) {
 // at start for a reason of its own (here: no OpenCV cascades where it is
 // told to look), health gives that reason, from the worker's log.
 func TestHealthSaysWhyTheWorkerItselfRefusesToStart(t *testing.T) {
+	// Every cascade is there (the check stats them) but holds no cascade:
+	// only the worker, loading them, can tell.
+	models := t.TempDir()
+	for _, c := range []string{"lbpcascades/lbpcascade_frontalface.xml", "haarcascades/haarcascade_frontalface_default.xml",
+		"haarcascades/haarcascade_frontalface_alt2.xml", "haarcascades/haarcascade_eye.xml"} {
+		os.MkdirAll(filepath.Join(models, filepath.Dir(c)), 0o755)
+		if err := os.WriteFile(filepath.Join(models, c), []byte("<?xml version=\"1.0\"?>\n<opencv_storage>\n</opencv_storage>\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b := testbroker.Start(t)
-	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+t.TempDir()+"\n")
+	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
 	r.start()
-	r.waitVision(10*time.Second, false, "the worker says: models: ")
+	r.waitVision(10*time.Second, false, "the worker says: load models: score: cascade ")
 	if v := metric(t, r, "aibo_vision_worker_available", nil); v != 0 {
 		t.Errorf("aibo_vision_worker_available = %v, want 0", v)
+	}
+	r.stop()
+}
+
+// TestHealthSaysWhenTheWorkersCascadesAreGone: no worker starts without
+// the OpenCV cascades it loads (vision.models_dir, Debian's opencv-data),
+// yet health stayed ok, "a worker runs", for as long as the worker that
+// had loaded them ran. The vision check stats them with the binary.
+func TestHealthSaysWhenTheWorkersCascadesAreGone(t *testing.T) {
+	models := filepath.Join(t.TempDir(), "opencv4")
+	for _, sub := range []string{"haarcascades", "lbpcascades"} {
+		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(models, sub), 0o755)
+		for _, e := range entries {
+			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
+		}
+	}
+	b := testbroker.Start(t)
+	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
+	r.start()
+	r.waitHealthy(10 * time.Second)
+	lbp := filepath.Join(models, "lbpcascades")
+	if err := os.Rename(lbp, lbp+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	took := r.waitVision(5*time.Second, false, "lbpcascade_frontalface.xml: no such file or directory")
+	t.Logf("degraded after %s", took.Round(10*time.Millisecond))
+	if v := metric(t, r, "aibo_vision_worker_available", nil); v != 0 {
+		t.Errorf("aibo_vision_worker_available = %v without the cascades", v)
+	}
+	if err := os.Rename(lbp+".aside", lbp); err != nil {
+		t.Fatal(err)
+	}
+	r.waitVision(5*time.Second, true, "")
+	r.stop()
+}
+
+// The self-test's models check starts a worker of its own: a cascade
+// spoiled after the running worker loaded it passes a look at the files
+// and at that worker, and must still fail the self-test, since the next
+// worker (every outgoing photo gets one) cannot start.
+func TestSelftestModelsCheckStartsAFreshWorker(t *testing.T) {
+	models := filepath.Join(t.TempDir(), "opencv4")
+	for _, sub := range []string{"haarcascades", "lbpcascades"} {
+		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(models, sub), 0o755)
+		for _, e := range entries {
+			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
+		}
+	}
+	b := testbroker.Start(t)
+	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
+	r.start()
+	r.waitHealthy(10 * time.Second)
+	selftest := func() (bool, string) {
+		out, _ := r.ctl("selftest", "--json")
+		var h struct {
+			Checks map[string]struct {
+				OK     bool
+				Detail string
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &h); err != nil {
+			t.Fatalf("selftest --json: %v\n%s", err, out)
+		}
+		c, ok := h.Checks["models"]
+		if !ok {
+			t.Fatalf("selftest has no models check:\n%s", out)
+		}
+		return c.OK, c.Detail
+	}
+	if ok, detail := selftest(); !ok {
+		t.Fatalf("models check on a healthy device: %s", detail)
+	}
+	if err := os.WriteFile(filepath.Join(models, "lbpcascades", "lbpcascade_frontalface.xml"), []byte("<opencv_storage>spoiled</opencv_storage>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, detail := selftest(); ok {
+		t.Fatalf("models check passed with a spoiled cascade: %s", detail)
 	}
 	r.stop()
 }

@@ -3,7 +3,8 @@
 // sandbox_test.go, the daemon's e2e tests): read or rewrite the daemon's keys and store, change
 // their modes, times or attributes, reach the diagnostic socket or the
 // network (through the 64-bit and the 32-bit syscall interfaces), copy the
-// daemon's descriptors, signal other processes, make namespaces, set up
+// daemon's descriptors, signal other processes or set their resource
+// limits, make namespaces, set up
 // io_uring, and leave a child behind in a session of its own.
 //
 // Each attempt returns nil when the escape worked. Nothing imports this
@@ -92,6 +93,41 @@ func native() []Attempt {
 			return 0, unix.Close(fd)
 		}},
 		{"kill another process", func(t Targets) (int, error) { return 0, unix.Kill(t.VictimPID, unix.SIGTERM) }},
+		{"signal another process through SIGIO", func(t Targets) (int, error) {
+			// fcntl names the process the kernel signals when a pipe of
+			// ours becomes readable, and the signal: SIGKILL.
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_NONBLOCK); err != nil {
+				return 0, err
+			}
+			defer unix.Close(p[0])
+			defer unix.Close(p[1])
+			for _, c := range [][2]int{{unix.F_SETOWN, t.VictimPID}, {unix.F_SETSIG, int(unix.SIGKILL)}, {unix.F_SETFL, unix.O_ASYNC | unix.O_NONBLOCK}} {
+				if _, err := unix.FcntlInt(uintptr(p[0]), c[0], c[1]); err != nil {
+					return 0, err
+				}
+			}
+			unix.Write(p[1], []byte("x"))
+			// Watch the victim go (a zombie of the test's, or gone). Where the
+			// worker cannot read /proc/PID at all, it cannot tell: the test
+			// checks the victim itself (house.untouched).
+			for range 50 {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.VictimPID))
+				if errors.Is(err, os.ErrNotExist) || bytes.Contains(b, []byte(") Z ")) {
+					return 0, nil
+				}
+				if err != nil {
+					return 0, fmt.Errorf("signal sent, victim out of sight: %w", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			return 0, errors.New("the signal did not arrive")
+		}},
+		{"set another process's limits", func(t Targets) (int, error) {
+			// The daemon's, in earnest: no files (RLIMIT_NOFILE), no growth of
+			// state.db (RLIMIT_FSIZE), a SIGKILL (RLIMIT_CPU).
+			return 0, unix.Prlimit(t.VictimPID, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 3, Max: 3}, nil)
+		}},
 		{"io_uring_setup", func(t Targets) (int, error) {
 			var params [120]byte
 			fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
