@@ -44,6 +44,9 @@ bench: setup
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The tests behind build tags (make test-deb, install-test, test-readme,
+	@# soak, ...) are compiled by no other target of make test: vet them too.
+	$(GO) vet -tags "$$(git grep -h '^//go:build [a-z0-9_]*$$' -- '*.go' | cut -d' ' -f2 | sort -u | paste -sd,)" ./...
 	$(GO) run $(STATICCHECK) ./...
 	scripts/check-ignored.sh
 
@@ -73,8 +76,9 @@ deb: setup
 	packaging/build-deb.sh
 
 # The packages' own checks: lintian, install/upgrade/remove/purge, and the
-# arm64 daemon and worker scoring a photo under qemu-user-static. Not part
-# of make test, which stays fast and needs no arm64 download.
+# arm64 daemon and worker scoring a photo under qemu-user-static. As root
+# (the arm64 daemon gets a mount namespace of its own). Not part of make
+# test, which stays fast and needs no arm64 download.
 test-deb: deb
 	$(GO) test -tags debtest -count=1 -timeout 30m -v ./packaging/
 

@@ -47,7 +47,12 @@ const minFreeBytes = 64 << 20
 func (t *technician) Health(ctx context.Context) diag.Health {
 	d := t.d
 	checks := map[string]diag.Check{}
+	// A read answers on a file system that takes no more writes (full,
+	// read-only, failing): the last commit says whether it does.
 	err := d.view(func(tx *bolt.Tx) error { _, err := d.pol.Read(tx); return err })
+	if err == nil {
+		err = d.st.CommitErr()
+	}
 	checks["store"] = check(err == nil, errDetail(err))
 	checks["mqtt"] = check(d.link.Connected(), map[bool]string{true: "connected", false: "not connected"}[d.link.Connected()])
 	checks["spool"] = dirCheck(filepath.Join(d.cfg.SpoolDir, "photos"))

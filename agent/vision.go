@@ -127,7 +127,8 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 		return nil, err
 	}
 	if r.Model != w.model {
-		return nil, fmt.Errorf("vision worker describes faces with %q, the recognizer decides on %q", r.Model, w.model)
+		// Not quoted: the model's name is the worker's text.
+		return nil, fmt.Errorf("vision worker describes faces with another model than the recognizer's %q", w.model)
 	}
 	out := make([]facerec.Face, len(r.Faces))
 	for i, f := range r.Faces {
@@ -155,6 +156,20 @@ func (w workerPixels) Validate(ctx context.Context, data []byte) (capture.ImageI
 	err := w.h.call(func() (err error) { r, err = w.c.Validate(ctx, vision.Validate{Image: data}); return err })
 	if err != nil {
 		return capture.ImageInfo{}, err
+	}
+	return validatedInfo(r)
+}
+
+// validatedInfo keeps of a worker's validation only what the photo record
+// may hold: a format from the known two and dimensions within the
+// spool's bound, so a taken-over worker cannot write words of its own into
+// the store through them.
+func validatedInfo(r vision.ValidateResult) (capture.ImageInfo, error) {
+	if r.Format != "jpeg" && r.Format != "png" {
+		return capture.ImageInfo{}, errors.New("the worker named a format other than jpeg or png")
+	}
+	if r.Width <= 0 || r.Height <= 0 || int64(r.Width)*int64(r.Height) > capture.MaxPixels {
+		return capture.ImageInfo{}, errors.New("the worker answered dimensions out of bounds")
 	}
 	return capture.ImageInfo{Format: r.Format, Width: r.Width, Height: r.Height}, nil
 }

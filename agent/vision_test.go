@@ -8,6 +8,7 @@ import (
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/clean"
 	"github.com/aibo-privacy/aibo-privacyd/config"
+	"github.com/aibo-privacy/aibo-privacyd/vision"
 )
 
 // Issue 22: every admitted photo can leave. The upload queue must hold a
@@ -58,5 +59,23 @@ func TestSelftestChecksTheCascadesTheWorkerLoads(t *testing.T) {
 	checked := slices.Sorted(slices.Values(cascades))
 	if !slices.Equal(loads, checked) {
 		t.Errorf("the self-test checks %v; the worker loads %v", checked, loads)
+	}
+}
+
+// A taken-over worker's validation cannot write words of its own into the
+// photo record: only jpeg or png, and dimensions within the spool's bound.
+func TestP16_AWorkersValidationCannotWriteIntoThePhotoRecord(t *testing.T) {
+	for _, r := range []vision.ValidateResult{
+		{Format: "jpeg; ana 1990-03-01", Width: 640, Height: 480},
+		{Format: "", Width: 640, Height: 480},
+		{Format: "png", Width: 0, Height: 480},
+		{Format: "jpeg", Width: 1 << 20, Height: 1 << 20},
+	} {
+		if info, err := validatedInfo(r); err == nil {
+			t.Errorf("%+v kept as %+v", r, info)
+		}
+	}
+	if info, err := validatedInfo(vision.ValidateResult{Format: "png", Width: 640, Height: 480}); err != nil || info.Format != "png" || info.Width != 640 {
+		t.Errorf("a plain png: %+v %v", info, err)
 	}
 }

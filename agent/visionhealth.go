@@ -1,13 +1,10 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	"image/jpeg"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -232,12 +229,13 @@ func (h *visionHealth) freshProbe(ctx context.Context) error {
 }
 
 func (h *visionHealth) probe(ctx context.Context) error {
-	r, err := h.c.Faces(ctx, vision.Faces{Image: blankJPEG})
+	r, err := h.c.Ready(ctx)
 	if err != nil {
 		return err
 	}
 	if r.Model != h.model {
-		return fmt.Errorf("the worker describes faces with %q, the recognizer decides on %q", r.Model, h.model)
+		// Not quoted: the model's name is the worker's text.
+		return fmt.Errorf("the worker describes faces with another model than the recognizer's %q", h.model)
 	}
 	return nil
 }
@@ -322,14 +320,3 @@ func statIdentity(path string) (string, uint32, error) {
 	return strconv.FormatUint(uint64(st.Dev), 36) + " " + strconv.FormatUint(st.Ino, 36) + " " +
 		strconv.FormatInt(st.Size, 36) + " " + strconv.FormatInt(st.Mtim.Nano(), 36) + " " + strconv.FormatInt(st.Ctim.Nano(), 36), st.Mode, nil
 }
-
-// blankJPEG is the image a probe sends: 64x64 grey, no face in it.
-var blankJPEG = func() []byte {
-	img := image.NewGray(image.Rect(0, 0, 64, 64))
-	for i := range img.Pix {
-		img.Pix[i] = 128
-	}
-	var buf bytes.Buffer
-	_ = jpeg.Encode(&buf, img, nil)
-	return buf.Bytes()
-}()

@@ -70,7 +70,5 @@ status=0
 go test -tags installtest -count=1 -timeout 60m -v ./test/install/ \
   -args -arch "$arch" -base "$PWD/$base" -debs "$PWD/build/deb" -apt-cache "$PWD/$work/apt-$arch" 2>&1 |
   tee "$work/last-$arch.log" || status=$?
-grep -q 'PENDING MERGE' "$work/last-$arch.log" &&
-  echo "install-test: a step is marked PENDING MERGE (it checks what another branch builds), see above" >&2
 echo "install-test: $arch: packages $((built - start)) s, base root $((rooted - built)) s, test $(($(date +%s) - rooted)) s, $(($(date +%s) - start)) s in all"
 exit "$status"

@@ -2,10 +2,13 @@ package vision
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/jpeg"
 	"io"
 	"log/slog"
 	"os"
@@ -42,13 +45,18 @@ var (
 )
 
 // RemoteError is a request the worker answered with an error (for example
-// an image it could not decode). The worker stays up.
+// an image it could not decode). The worker stays up. It holds the code
+// the worker answered (one of ErrorCodes), never the worker's text: the
+// error is logged, and a worker taken over by an image could write that
+// image into its text.
 type RemoteError struct {
-	Op  Op
-	Msg string
+	Op   Op
+	Code ErrorCode
 }
 
-func (e *RemoteError) Error() string { return fmt.Sprintf("vision: %s: %s", e.Op, e.Msg) }
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("vision: %s: the worker answered %s", e.Op, e.Code)
+}
 
 // Config tells the client how to run the worker. Zero durations take the
 // defaults named on each field.
@@ -80,7 +88,9 @@ type Config struct {
 	StopGrace time.Duration
 
 	// Stderr receives the worker's log (JSON lines); nil discards it. The
-	// last few lines are kept either way for error messages.
+	// last few lines are kept either way, and quoted in the errors and
+	// log lines of a worker that has not been sent an image yet (why it
+	// did not start); never once it has been (see worker.fed).
 	Stderr io.Writer
 	// Logger records starts, stops, crashes and time-outs; nil discards.
 	Logger *slog.Logger
@@ -231,6 +241,26 @@ func (c *Client) Faces(ctx context.Context, req Faces) (FacesResult, error) {
 	return *resp.Faces, nil
 }
 
+// Ready asks the worker for the faces of the client's own blank image
+// (probeImage): it answers once its nets have loaded, so it says whether
+// a worker can judge images. Since that image is nobody's, a worker that
+// dies on it is still quoted in its own words (exitReason): why it could
+// not load its nets.
+func (c *Client) Ready(ctx context.Context) (FacesResult, error) {
+	return c.Faces(ctx, Faces{Image: probeImage})
+}
+
+// probeImage is 64x64 grey, no face in it.
+var probeImage = func() []byte {
+	img := image.NewGray(image.Rect(0, 0, 64, 64))
+	for i := range img.Pix {
+		img.Pix[i] = 128
+	}
+	var buf bytes.Buffer
+	_ = jpeg.Encode(&buf, img, nil)
+	return buf.Bytes()
+}()
+
 // Validate asks the worker to decode one encoded image completely.
 func (c *Client) Validate(ctx context.Context, req Validate) (ValidateResult, error) {
 	if len(req.Image) > MaxImageBytes {
@@ -380,8 +410,8 @@ func (c *Client) callLocked(ctx context.Context, req *Request, blob io.Writer, c
 		return nil, err
 	}
 	c.touch()
-	if resp.Error != "" {
-		return nil, &RemoteError{Op: req.Op, Msg: resp.Error}
+	if resp.Error != "" || resp.Code != "" {
+		return nil, &RemoteError{Op: req.Op, Code: resp.Code.known()}
 	}
 	if check != nil {
 		if err := check(resp); err != nil {
@@ -503,6 +533,11 @@ func (c *Client) start(ctx context.Context) error {
 func (c *Client) roundTrip(ctx context.Context, w *worker, req *Request, blob io.Writer, timeout time.Duration) (*Response, error) {
 	c.nextID++
 	req.ID = c.nextID
+	if b := req.blob(); len(b) > 0 && !bytes.Equal(b, probeImage) {
+		// From now on what it writes may be this image: its log is
+		// never quoted again.
+		w.fed = true
+	}
 	type result struct {
 		resp *Response
 		err  error
@@ -630,6 +665,12 @@ type worker struct {
 	once    sync.Once
 
 	nsErr error // why a namespace is missing, when the kernel refused it
+
+	// fed: it has been sent an image (other than probeImage). Its log
+	// (stderr) may then hold that image's bytes, written by a decoder an
+	// image took over: exitReason no longer quotes it. Guarded by the
+	// client's mu.
+	fed bool
 }
 
 // startWorker runs the worker (or, with probe, the launcher alone), in as
@@ -786,7 +827,10 @@ func (w *worker) closePipes() {
 }
 
 // exitReason waits briefly for the process to end and describes how it
-// ended, with the last lines it logged.
+// ended: its exit status, and, for a worker that was never sent an image
+// (one that did not start, or died loading its models), the last lines it
+// logged, which say why in its own words. A worker that was sent one may
+// have written it there: its log is not quoted.
 func (w *worker) exitReason() string {
 	select {
 	case <-w.done:
@@ -796,6 +840,9 @@ func (w *worker) exitReason() string {
 	reason := "exited"
 	if w.waitErr != nil {
 		reason = w.waitErr.Error()
+	}
+	if w.fed {
+		return reason
 	}
 	if t := w.stderr.last(3); t != "" {
 		reason += "; last log: " + t

@@ -3,11 +3,16 @@ package vision
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
 	"image/jpeg"
 	"image/png"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -61,6 +66,8 @@ func fakeWorker(mode string) int {
 			hang()
 		case img == "err":
 			return ScoreResult{}, errors.New("not an image")
+		case strings.HasPrefix(img, "leak-"):
+			return leak(req.Image)
 		case img == "panic":
 			panic("handler bug")
 		case strings.HasPrefix(img, "dial:"):
@@ -106,6 +113,15 @@ func fakeWorker(mode string) int {
 			Breakdown: map[string]float64{"faces": 1}}, nil
 	}}
 	h.Clean = fakeClean
+	if mode == "dies-loading" {
+		// Dies on its first faces request, as cmd/aibo-vision does when
+		// its nets do not load, saying why.
+		h.Faces = func(ctx context.Context, req Faces) (FacesResult, error) {
+			fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"load models","err":"cascade missing"}`)
+			os.Exit(1)
+			return FacesResult{}, nil
+		}
+	}
 	err := Serve(context.Background(), os.Stdin, os.Stdout, h)
 	if mode == "ignore-eof" {
 		hang()
@@ -115,6 +131,46 @@ func fakeWorker(mode string) int {
 		return 2
 	}
 	return 0
+}
+
+// leak is a worker an image took over that tries to write the image into
+// the daemon's log by each way a worker's words reach it: its stderr
+// before it crashes, its error's text and code, a number in its answer's
+// JSON, its stderr before it dies between requests.
+func leak(image []byte) (ScoreResult, error) {
+	words := base64.StdEncoding.EncodeToString(image) + " " + hex.EncodeToString(image)
+	switch {
+	case bytes.HasPrefix(image, []byte("leak-crash:")):
+		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"`+words+`"}`)
+		fmt.Fprintln(os.Stderr, base64.StdEncoding.EncodeToString(image))
+		os.Stderr.Write(image)
+		os.Exit(3)
+	case bytes.HasPrefix(image, []byte("leak-err:")):
+		return ScoreResult{}, WithCode(ErrorCode(words), errors.New(words))
+	case bytes.HasPrefix(image, []byte("leak-json:")):
+		head := []byte(`{"id":` + decimal(image) + `}`)
+		var pre [8]byte
+		binary.BigEndian.PutUint32(pre[:4], uint32(4+len(head)))
+		binary.BigEndian.PutUint32(pre[4:], uint32(len(head)))
+		os.Stdout.Write(append(pre[:], head...))
+		hang()
+	case bytes.HasPrefix(image, []byte("leak-idle:")):
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			fmt.Fprintln(os.Stderr, words)
+			os.Exit(3)
+		}()
+	}
+	return ScoreResult{Score: 0.5}, nil
+}
+
+// decimal writes each byte of b as three digits.
+func decimal(b []byte) string {
+	var s strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&s, "%03d", c)
+	}
+	return s.String()
 }
 
 // hang blocks for good. A bare select{} would not: with no other
@@ -189,8 +245,11 @@ func TestCrashRestarts(t *testing.T) {
 	if !errors.Is(err, ErrCrashed) {
 		t.Fatalf("err = %v, want ErrCrashed", err)
 	}
-	if !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "decoder blew up") {
+	if !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("error does not say how the worker died: %v", err)
+	}
+	if strings.Contains(err.Error(), "decoder blew up") {
+		t.Errorf("error quotes the log of a worker that was sent an image: %v", err)
 	}
 	if !gone(pid) {
 		t.Errorf("crashed worker %d still exists", pid)
@@ -294,8 +353,10 @@ func TestRemoteErrorKeepsWorker(t *testing.T) {
 			t.Fatalf("%s: err = %v, want RemoteError", img, err)
 		}
 	}
-	if strings.Contains(fmt.Sprint(score(c, "panic")), "handler bug") == false {
-		t.Error("panic message lost")
+	_, err := score(c, "panic")
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != CodeInternal || strings.Contains(err.Error(), "handler bug") {
+		t.Errorf("a panic: %v, want code internal and none of the worker's words", err)
 	}
 	if _, err := score(c, "fine"); err != nil {
 		t.Fatal(err)
@@ -636,5 +697,73 @@ func TestAloneGivesAPhotoAWorkerOfItsOwn(t *testing.T) {
 	})
 	if !errors.Is(err, ErrCrashed) {
 		t.Fatalf("a session's second worker: %v", err)
+	}
+}
+
+// TestP16_AHostileWorkerWritesNoImageIntoTheLog: a worker that an image
+// took over holds that image, and everything it says may carry it: the
+// last lines of its stderr, its error's text and code, the numbers of its
+// JSON. None of it reaches the daemon's log or the errors the daemon logs;
+// what does is the exit status and a code from ErrorCodes.
+func TestP16_AHostileWorkerWritesNoImageIntoTheLog(t *testing.T) {
+	var log bytes.Buffer
+	var mu sync.Mutex
+	c := newFake(t, "ok", func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&mu, &log}, nil))
+		cfg.RequestTimeout = 2 * time.Second
+	})
+	secret := make([]byte, 96)
+	if _, err := rand.Read(secret); err != nil {
+		t.Fatal(err)
+	}
+	var errs []string
+	for _, mode := range []string{"leak-crash:", "leak-err:", "leak-json:", "leak-idle:", "after-idle"} {
+		img := append([]byte(mode), secret...)
+		_, err := c.Score(context.Background(), Score{Image: img})
+		if mode == "leak-idle:" {
+			time.Sleep(500 * time.Millisecond) // it dies between requests
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		var re *RemoteError
+		if mode == "leak-err:" && (!errors.As(err, &re) || re.Code != CodeInternal) {
+			t.Errorf("an error answer with a code off the list: %v, want code internal", err)
+		}
+	}
+	mu.Lock()
+	all := log.String() + strings.Join(errs, "\n")
+	mu.Unlock()
+	for _, want := range []string{"vision worker crashed", "vision request sent again to a fresh worker", "vision worker gone while idle", "exit status 3"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the log never says %q: the leaks were not tried\n%s", want, all)
+		}
+	}
+	for _, mode := range []string{"leak-crash:", "leak-err:", "leak-json:", "leak-idle:"} {
+		img := append([]byte(mode), secret...)
+		for name, enc := range map[string]string{"base64": base64.StdEncoding.EncodeToString(img),
+			"hex": hex.EncodeToString(img), "decimal": decimal(img), "hex of the secret": hex.EncodeToString(secret)} {
+			for i := 0; i+24 <= len(enc); i++ {
+				if strings.Contains(all, enc[i:i+24]) {
+					t.Fatalf("%s: the image's %s is in the daemon's log or errors:\n%s", mode, name, all)
+				}
+			}
+		}
+	}
+}
+
+// TestWhyAWorkerDiedLoadingItsNetsIsQuoted: a worker that dies on the
+// client's own blank image (Ready, health's probe) has seen no one's
+// image: its last words say why it cannot judge images and are quoted.
+// The same words after a real image are not.
+func TestWhyAWorkerDiedLoadingItsNetsIsQuoted(t *testing.T) {
+	c := newFake(t, "dies-loading", nil)
+	_, err := c.Ready(context.Background())
+	if !errors.Is(err, ErrCrashed) || !strings.Contains(err.Error(), "cascade missing") {
+		t.Errorf("Ready: %v, want the worker's own reason", err)
+	}
+	_, err = c.Faces(context.Background(), Faces{Image: []byte("someone's photo")})
+	if !errors.Is(err, ErrCrashed) || strings.Contains(err.Error(), "cascade missing") {
+		t.Errorf("Faces: %v, want a crash without the worker's words", err)
 	}
 }

@@ -191,16 +191,87 @@ type Score struct {
 }
 
 // Response is the worker's answer to the request with the same ID. Error is
-// set when the request failed (the image is then invalid for the caller);
-// otherwise the field matching the request's op is.
+// set when the request failed (the image is then invalid for the caller),
+// with Code saying why; otherwise the field matching the request's op is.
+//
+// Error is the worker's own text and the daemon never reads it: a worker
+// that an image took over could write that image into it, and so into the
+// daemon's log. The daemon keeps only Code, and only a Code from the list
+// below (ErrorCodes); anything else is CodeInternal.
 type Response struct {
 	ID       uint64          `json:"id"`
 	Error    string          `json:"error,omitempty"`
+	Code     ErrorCode       `json:"code,omitempty"`
 	Pong     *Pong           `json:"pong,omitempty"`
 	Score    *ScoreResult    `json:"score,omitempty"`
 	Faces    *FacesResult    `json:"faces,omitempty"`
 	Validate *ValidateResult `json:"validate,omitempty"`
 	Clean    *CleanResult    `json:"clean,omitempty"`
+}
+
+// ErrorCode says why the worker could not answer a request, from a fixed
+// list: it is all of a failed answer that the daemon keeps.
+type ErrorCode string
+
+// The error codes. A worker that predates them sends none: CodeInternal.
+const (
+	// CodeNotAnImage: not a JPEG or PNG.
+	CodeNotAnImage ErrorCode = "not_an_image"
+	// CodeTooLarge: over the worker's pixel limit.
+	CodeTooLarge ErrorCode = "too_large"
+	// CodeDecodeFailed: a JPEG or PNG whose pixels do not decode (cut
+	// short, broken, too small to judge).
+	CodeDecodeFailed ErrorCode = "decode_failed"
+	// CodeModelsUnusable: the worker's models did not load.
+	CodeModelsUnusable ErrorCode = "models_unusable"
+	// CodeUnsupported: the worker does not know the op.
+	CodeUnsupported ErrorCode = "unsupported"
+	// CodeInternal: anything else (a handler's bug or panic, an unknown
+	// code, none at all).
+	CodeInternal ErrorCode = "internal"
+)
+
+// ErrorCodes lists every code the daemon keeps.
+var ErrorCodes = []ErrorCode{CodeNotAnImage, CodeTooLarge, CodeDecodeFailed, CodeModelsUnusable, CodeUnsupported, CodeInternal}
+
+// known returns c when it is on the list, otherwise CodeInternal: a code
+// is a word from the list, never the worker's text.
+func (c ErrorCode) known() ErrorCode {
+	for _, k := range ErrorCodes {
+		if c == k {
+			return c
+		}
+	}
+	return CodeInternal
+}
+
+// CodedError is a handler's error with the code the worker answers it
+// with. A handler's error without one is answered CodeInternal.
+type CodedError struct {
+	Code ErrorCode
+	Err  error
+}
+
+func (e *CodedError) Error() string { return string(e.Code) + ": " + e.Err.Error() }
+func (e *CodedError) Unwrap() error { return e.Err }
+
+// WithCode gives err the code the worker answers it with (nil stays nil).
+func WithCode(code ErrorCode, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &CodedError{Code: code, Err: err}
+}
+
+// codeOf is the code a handler's error is answered with. The worker does
+// not check it against the list: the daemon does (known), whatever
+// answered.
+func codeOf(err error) ErrorCode {
+	var ce *CodedError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return CodeInternal
 }
 
 // Pong answers a ping.
@@ -424,7 +495,7 @@ func ReadResponse(r io.Reader, req *Request, blob io.Writer) (*Response, error) 
 	}
 	resp := new(Response)
 	if err := json.Unmarshal(head, resp); err != nil {
-		return nil, fmt.Errorf("vision: decode response: %w", err)
+		return nil, fmt.Errorf("vision: decode response: %s", jsonFault(err))
 	}
 	if n == 0 {
 		if resp.Clean != nil && resp.Error == "" {
@@ -462,4 +533,20 @@ func (s sinkWriter) Write(p []byte) (int, error) {
 		err = &SinkError{err}
 	}
 	return n, err
+}
+
+// jsonFault describes why an answer's JSON did not decode without quoting
+// any of it: encoding/json's messages quote the offending value (a
+// number's digits, a character), which a worker taken over by an image
+// could fill with that image's bytes.
+func jsonFault(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("a value of the wrong type at byte %d", typ.Offset)
+	}
+	return "not a response"
 }

@@ -255,7 +255,7 @@ func TestP16_NoEscapeFromTheConfinedWorker(t *testing.T) {
 				case err == nil:
 					t.Errorf("%s: worked through the launcher (child %d)", a.Name, res.Width)
 				case errors.As(err, &remote):
-					t.Logf("%s: refused: %s", a.Name, remote.Msg)
+					t.Logf("%s: refused: %s", a.Name, remote.Code)
 				case errors.Is(err, ErrCrashed):
 					t.Logf("%s: the filter killed the worker", a.Name)
 				default:

@@ -38,7 +38,8 @@ func (h Handlers) ops() []Op {
 // response for each to w, until r ends (nil: the daemon closed the pipe, the
 // worker should exit) or ctx is done. A frame it cannot read is an error:
 // the stream can no longer be trusted. A handler's error or panic becomes
-// the response's Error; the loop goes on.
+// the response's Error and Code (a CodedError's, else CodeInternal); the
+// loop goes on.
 func Serve(ctx context.Context, r io.Reader, w io.Writer, h Handlers) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -62,7 +63,7 @@ func (h Handlers) handle(ctx context.Context, req *Request) (resp *Response) {
 	resp = &Response{ID: req.ID}
 	defer func() {
 		if p := recover(); p != nil {
-			resp = &Response{ID: req.ID, Error: fmt.Sprintf("%s: panic: %v", req.Op, p)}
+			resp = &Response{ID: req.ID, Error: fmt.Sprintf("%s: panic: %v", req.Op, p), Code: CodeInternal}
 		}
 	}()
 	switch {
@@ -71,33 +72,33 @@ func (h Handlers) handle(ctx context.Context, req *Request) (resp *Response) {
 	case req.Op == OpScore && h.Score != nil && req.Score != nil:
 		res, err := h.Score(ctx, *req.Score)
 		if err != nil {
-			resp.Error = err.Error()
+			resp.Error, resp.Code = err.Error(), codeOf(err)
 		} else {
 			resp.Score = &res
 		}
 	case req.Op == OpFaces && h.Faces != nil && req.Faces != nil:
 		res, err := h.Faces(ctx, *req.Faces)
 		if err != nil {
-			resp.Error = err.Error()
+			resp.Error, resp.Code = err.Error(), codeOf(err)
 		} else {
 			resp.Faces = &res
 		}
 	case req.Op == OpValidate && h.Validate != nil && req.Validate != nil:
 		res, err := h.Validate(ctx, *req.Validate)
 		if err != nil {
-			resp.Error = err.Error()
+			resp.Error, resp.Code = err.Error(), codeOf(err)
 		} else {
 			resp.Validate = &res
 		}
 	case req.Op == OpClean && h.Clean != nil && req.Clean != nil:
 		res, err := h.Clean(ctx, *req.Clean)
 		if err != nil {
-			resp.Error = err.Error()
+			resp.Error, resp.Code = err.Error(), codeOf(err)
 		} else {
 			resp.Clean = &res
 		}
 	default:
-		resp.Error = fmt.Sprintf("unsupported op %q", req.Op)
+		resp.Error, resp.Code = fmt.Sprintf("unsupported op %q", req.Op), CodeUnsupported
 	}
 	return resp
 }

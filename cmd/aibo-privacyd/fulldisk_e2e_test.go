@@ -166,3 +166,51 @@ func TestFullDiskNothingIsLostAndItIsReported(t *testing.T) {
 	}
 	t.Logf("on a full disk: %d of 20 technician requests served (and audited), the rest refused 503", served)
 }
+
+// TestHealthSaysWhenTheStoreCannotCommit: on a data disk that takes no
+// more writes, the store still answers reads, and health's store check,
+// a read, said ok while every command failed `internal`. It now turns
+// degraded, with the error, at the first commit that fails, and ok again
+// at the first that succeeds.
+func TestHealthSaysWhenTheStoreCannotCommit(t *testing.T) {
+	b := testbroker.Start(t)
+	r := newRig(t, b, "")
+	smallDisk(t, r.dataDir, 24<<20)
+	// The daemon's clock crawls, so every diagnostic request here falls in
+	// one audit minute, whose first health answer (degraded already: the
+	// disk check wants 64 MiB free) is on record before the disk fills:
+	// an answer first of its kind in its minute is not served on a full
+	// disk (it cannot be audited), a repeat is.
+	start := time.Now().UTC().Truncate(time.Second)
+	if start.Second() >= 50 {
+		start = start.Truncate(time.Minute).Add(time.Minute)
+	}
+	r.env = append(r.env, "AIBO_TEST_CLOCK="+start.Format(time.RFC3339)+"@0.01")
+	a := newApp(t, b, r.deviceID)
+	r.start()
+	a.must("accept-1", "accept_policy", map[string]any{"version": "2026-11"})
+	if h := r.health(); !h.Checks["store"].OK {
+		t.Fatalf("store check before the disk filled: %+v", h.Checks["store"])
+	}
+
+	free := fill(t, r.dataDir)
+	failed := false
+	for i := 0; i < 40 && !failed; i++ {
+		res := a.send("full-"+itoa(i), "set_features", map[string]any{"auto_photo": i%2 == 0})
+		failed = !res.OK && res.Error != nil && res.Error.Code == "internal"
+	}
+	if !failed {
+		t.Fatal("no command failed to commit on a full disk")
+	}
+	h := r.health()
+	if c := h.Checks["store"]; c.OK || !strings.Contains(c.Detail, "no space left on device") || h.Status != "degraded" {
+		t.Fatalf("health after a commit failed on a full disk: %+v", h)
+	}
+
+	free()
+	a.must("room-1", "set_features", map[string]any{"auto_photo": true})
+	if c := r.health().Checks["store"]; !c.OK {
+		t.Fatalf("store check after a commit succeeded: %+v", c)
+	}
+	r.stop()
+}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -52,6 +54,8 @@ func hostileWorker(mode string) int {
 		}
 		resp := &vision.Response{ID: req.ID}
 		switch {
+		case mode == "hostile-leak" && req.Op != vision.OpPing && !(req.Op == vision.OpFaces && len(req.Faces.Image) < 2048):
+			leakWorker(req, resp)
 		case req.Op == vision.OpPing:
 			resp.Pong = &vision.Pong{PID: os.Getpid(), Protocol: vision.ProtocolVersion, Ops: []vision.Op{"ping", "score", "faces", "validate", "clean"}}
 		case req.Op == vision.OpFaces && len(req.Faces.Image) < 2048:
@@ -110,6 +114,98 @@ func hostileWorker(mode string) int {
 		}
 		if err := vision.WriteResponse(out, resp); err != nil {
 			return 1
+		}
+	}
+}
+
+// leakWorker is a worker an image took over ("hostile-leak") that tries
+// to write the image's bytes into the daemon's log: a photo ending in
+// "leak-validate" fails validation with them in its error's text and
+// code, a photo's score fails the same way, a frame's faces crash the
+// worker with them as its last log lines.
+func leakWorker(req *vision.Request, resp *vision.Response) {
+	var img []byte
+	switch req.Op {
+	case vision.OpValidate:
+		img = req.Validate.Image
+		if !bytes.HasSuffix(img, []byte("leak-validate")) {
+			cfg, _, err := image.DecodeConfig(bytes.NewReader(img))
+			if err != nil {
+				resp.Error = err.Error()
+			} else {
+				resp.Validate = &vision.ValidateResult{Format: "jpeg", Width: cfg.Width, Height: cfg.Height}
+			}
+			return
+		}
+	case vision.OpScore:
+		img = req.Score.Image
+	case vision.OpFaces:
+		fmt.Fprintln(os.Stderr, leakWords(req.Faces.Image))
+		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"`+leakWords(req.Faces.Image)+`"}`)
+		os.Exit(3)
+	default:
+		resp.Error = "no"
+		return
+	}
+	fmt.Fprintln(os.Stderr, leakWords(img))
+	resp.Error = leakWords(img)
+	resp.Code = vision.ErrorCode(leakWords(img))
+}
+
+// leakWords is a piece of an image (the 96 bytes from its 1000th) as an
+// attacker would write it: base64 and hex.
+func leakWords(img []byte) string {
+	p := leakPiece(img)
+	return base64.StdEncoding.EncodeToString(p) + " " + hex.EncodeToString(p)
+}
+
+func leakPiece(img []byte) []byte { return img[1000:1096] }
+
+// TestP16_AHostileWorkerWritesNoImageIntoTheDaemonsLog: a worker that an
+// image took over writes bytes of the image into every word of its that
+// reaches the daemon (its error answers, text and code, and its last log
+// lines before it crashes), for a photo's validation, a photo's score and
+// a frame's faces. The daemon's log holds none of them; it says what
+// happened (photo invalid, not scored, worker crashed) with its own words.
+func TestP16_AHostileWorkerWritesNoImageIntoTheDaemonsLog(t *testing.T) {
+	b := testbroker.Start(t)
+	r := hostileRig(t, b, "hostile-leak")
+	a := newApp(t, b, r.deviceID)
+	r.start()
+	enableAutoPhoto(a)
+	// An open enrollment: its frames go to the worker.
+	a.must("patrol-1", "set_features", map[string]any{"patrol": true})
+	a.must("g", "grant_consent", map[string]any{"subject_id": "p-1", "display_name": "Ana", "granted_by": "self", "scopes": []string{"face_recognition"}})
+	a.must("e", "start_enrollment", map[string]any{"subject_id": "p-1"})
+	pics := photos(t, 3)
+	invalid := append(append([]byte(nil), pics[0]...), "leak-validate"...)
+	r.drop("invalid.jpg", invalid)
+	r.drop("scored.jpg", pics[1])
+	r.waitSpoolEmpty(30 * time.Second)
+	a.must("sel-1", "select_photos", map[string]any{})
+	a.events.WaitFor(t, 60*time.Second, func(m testbroker.Message) bool {
+		return strings.Contains(string(m.Payload), `"selection_done"`)
+	})
+	r.dropFrame("frame.jpg", pics[2])
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(r.logs.String(), "frame not analysed") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.stop()
+	logs := r.logs.String()
+	for _, want := range []string{"photo invalid", "photo not scored", "frame not analysed", "vision worker crashed", "exit status 3"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the daemon's log never says %q: the leak was not tried", want)
+		}
+	}
+	for _, img := range [][]byte{invalid, pics[1], pics[2]} {
+		p := leakPiece(img)
+		for name, enc := range map[string]string{"base64": base64.StdEncoding.EncodeToString(p), "hex": hex.EncodeToString(p)} {
+			for i := 0; i+24 <= len(enc); i++ {
+				if strings.Contains(logs, enc[i:i+24]) {
+					t.Fatalf("the image's bytes (%s) are in the daemon's log:\n%s", name, logs)
+				}
+			}
 		}
 	}
 }

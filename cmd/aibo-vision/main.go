@@ -23,6 +23,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"image"
@@ -120,7 +121,7 @@ func run(args []string) int {
 		r, err := s.Score(req.Image, req.TakenAt)
 		if err != nil {
 			log.Warn("score", "bytes", len(req.Image), "err", err)
-			return vision.ScoreResult{}, err
+			return vision.ScoreResult{}, coded(err)
 		}
 		log.Debug("scored", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
 		return toWire(r), nil
@@ -130,7 +131,7 @@ func run(args []string) int {
 		img, err := score.Decode(req.Image, *maxPixels)
 		if err != nil {
 			log.Info("validate: not an image the daemon may keep", "bytes", len(req.Image), "err", err)
-			return vision.ValidateResult{}, err
+			return vision.ValidateResult{}, coded(err)
 		}
 		defer img.Close()
 		format := "jpeg"
@@ -146,7 +147,7 @@ func run(args []string) int {
 		out, err := clean.ForUpload(req.Image, hide, req.Width, req.Height, req.MaxBytes)
 		if err != nil {
 			log.Warn("clean", "bytes", len(req.Image), "err", err)
-			return vision.CleanResult{}, err
+			return vision.CleanResult{}, coded(err)
 		}
 		return vision.CleanResult{JPEG: out, Width: req.Width, Height: req.Height}, nil
 	}, Faces: func(ctx context.Context, req vision.Faces) (vision.FacesResult, error) {
@@ -155,7 +156,7 @@ func run(args []string) int {
 		r, err := ff.faces(req.Image, *maxPixels, reachOf(req), req.BoxesOnly)
 		if err != nil {
 			log.Warn("faces", "bytes", len(req.Image), "err", err)
-			return vision.FacesResult{}, err
+			return vision.FacesResult{}, coded(err)
 		}
 		// Never the descriptors: only how many and how long.
 		log.Debug("faces", "bytes", len(req.Image), "took", time.Since(t0), "faces", len(r.Faces))
@@ -167,6 +168,23 @@ func run(args []string) int {
 	}
 	log.Info("exit")
 	return 0
+}
+
+// coded gives a handler's error the code the daemon keeps of it (the
+// daemon never reads the text).
+func coded(err error) error {
+	code := vision.CodeInternal
+	switch {
+	case errors.Is(err, score.ErrFormat), errors.Is(err, image.ErrFormat):
+		code = vision.CodeNotAnImage
+	case errors.Is(err, score.ErrTooLarge):
+		code = vision.CodeTooLarge
+	case errors.Is(err, score.ErrDecode):
+		code = vision.CodeDecodeFailed
+	case errors.Is(err, facenet.ErrModels):
+		code = vision.CodeModelsUnusable
+	}
+	return vision.WithCode(code, err)
 }
 
 // toWire converts a score.Result into the protocol's answer.

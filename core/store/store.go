@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -105,6 +106,10 @@ var Migrations = []Migration{
 type Store struct {
 	db   *bolt.DB
 	path string
+
+	mu        sync.Mutex
+	commitErr error     // the last commit's failure, nil once one succeeds
+	failedAt  time.Time // when it failed
 }
 
 // Open opens (creating if needed) the store at path and brings its schema
@@ -213,14 +218,54 @@ func (s *Store) SchemaVersion() int {
 
 // Update runs fn in a read-write transaction; it commits (with fsync) when fn
 // returns nil.
-func (s *Store) Update(fn func(tx *bolt.Tx) error) error { return s.db.Update(fn) }
+func (s *Store) Update(fn func(tx *bolt.Tx) error) error { return s.commit(s.db.Update, fn) }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
 
 // Batch is Update coalesced with concurrent callers into one commit; fn may
 // run more than once and must be idempotent.
-func (s *Store) Batch(fn func(tx *bolt.Tx) error) error { return s.db.Batch(fn) }
+func (s *Store) Batch(fn func(tx *bolt.Tx) error) error { return s.commit(s.db.Batch, fn) }
+
+// errNotRun stands for fn's answer until it has given one.
+var errNotRun = errors.New("store: transaction not run")
+
+// commit runs fn with run (Update or Batch) and records the outcome of a
+// commit: a transaction that fn let commit and that failed anyway (the
+// file system full, read-only or failing: ENOSPC, EROFS, EIO, EDQUOT) is
+// remembered until one commits. A transaction fn refused says nothing of
+// the store.
+func (s *Store) commit(run func(func(*bolt.Tx) error) error, fn func(*bolt.Tx) error) error {
+	fnErr := errNotRun
+	err := run(func(tx *bolt.Tx) error {
+		fnErr = errNotRun // a panic in fn leaves it so
+		fnErr = fn(tx)
+		return fnErr
+	})
+	switch {
+	case err == nil:
+		s.mu.Lock()
+		s.commitErr = nil
+		s.mu.Unlock()
+	case fnErr == nil:
+		s.mu.Lock()
+		s.commitErr, s.failedAt = err, time.Now()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// CommitErr says why the last commit failed, when none has succeeded
+// since (nil otherwise): reads may still answer while nothing can be
+// written.
+func (s *Store) CommitErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.commitErr == nil {
+		return nil
+	}
+	return fmt.Errorf("the last commit failed (%s) and none has succeeded since: %w", s.failedAt.UTC().Format(time.RFC3339), s.commitErr)
+}
 
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }

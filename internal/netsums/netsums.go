@@ -53,7 +53,7 @@ func Listed(dir string) (map[string]string, error) {
 		}
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
+			return nil, fmt.Errorf("%w: %v (reinstall aibo-privacyd-models; in a checkout, make setup)", ErrModels, err)
 		}
 		if !st.Mode().IsRegular() || st.Size() == 0 {
 			return nil, fmt.Errorf("%w: %s is empty or not a file", ErrModels, filepath.Join(dir, f))
@@ -75,7 +75,7 @@ func Verify(dir string) error {
 			return fmt.Errorf("%w: %v", ErrModels, err)
 		}
 		if got != sums[f] {
-			return fmt.Errorf("%w: %s does not match its SHA-256 in %s (truncated or replaced: run make setup)", ErrModels, filepath.Join(dir, f), SumsFile)
+			return fmt.Errorf("%w: %s does not match its SHA-256 in %s (truncated or replaced: reinstall aibo-privacyd-models; in a checkout, make setup)", ErrModels, filepath.Join(dir, f), SumsFile)
 		}
 	}
 	return nil
@@ -91,7 +91,7 @@ func Fingerprint(dir string) (string, error) {
 	for _, f := range append([]string{SumsFile}, Files...) {
 		var st syscall.Stat_t
 		if err := syscall.Stat(filepath.Join(dir, f), &st); err != nil {
-			return "", fmt.Errorf("%w: %s: %v (run make setup)", ErrModels, filepath.Join(dir, f), err)
+			return "", fmt.Errorf("%w: %s: %v (reinstall aibo-privacyd-models; in a checkout, make setup)", ErrModels, filepath.Join(dir, f), err)
 		}
 		for _, n := range []int64{int64(st.Dev), int64(st.Ino), st.Size, st.Mtim.Nano(), st.Ctim.Nano()} {
 			b.WriteString(strconv.FormatInt(n, 36))
@@ -104,7 +104,7 @@ func Fingerprint(dir string) (string, error) {
 func readSums(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v (run make setup)", ErrModels, err)
+		return nil, fmt.Errorf("%w: %v (reinstall aibo-privacyd-models; in a checkout, make setup)", ErrModels, err)
 	}
 	defer f.Close()
 	sums := map[string]string{}

@@ -37,12 +37,6 @@ var (
 	aptFlag  = flag.String("apt-cache", "", "folder kept between runs for apt's downloads")
 )
 
-// pendingMerge marks the steps that check what another branch builds
-// (the health check named in contract v3 section 7): while the daemon has
-// no such check the step says so loudly and is reported as skipped, never
-// passed. PENDING MERGE (ships-health): remove once merged.
-const pendingMerge = "PENDING MERGE (ships-health): /v1/health has no vision check yet"
-
 // The packages built from this tree, installed with apt into a fresh
 // Debian 12 root, run the story the way the robot runs them: the README's
 // install commands (apt install, the config edited, the service
@@ -154,10 +148,10 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 		dropAndWait(t, r, "portrait.jpg", readTestdata(t, "photos/genki-smile-file1564.jpg"))
 		step("the portrait waits in the spool while the worker cannot start")
 		t.Run("health says why the worker cannot run (contract v3 section 7)", func(t *testing.T) {
-			if _, ok := readHealth(t, r).Checks["vision"]; !ok {
-				t.Skip(pendingMerge)
-			}
-			h := waitHealth(t, r, 10*time.Second, func(h health) bool { return h.Status == "degraded" && !h.Checks["vision"].OK })
+			// Not just "not checked yet": the reason, Landlock missing.
+			h := waitHealth(t, r, 30*time.Second, func(h health) bool {
+				return h.Status == "degraded" && !h.Checks["vision"].OK && strings.Contains(h.Checks["vision"].Detail, "Landlock")
+			})
 			step("health under qemu-user: degraded: %s", h.Checks["vision"].Detail)
 		})
 	}
@@ -179,9 +173,8 @@ func TestInstalledPackagesRunTheStoryAndPurgeLeavesNothing(t *testing.T) {
 	if native {
 		// The face nets vanish: health turns degraded within 5 s, and back.
 		t.Run("health follows the face nets (contract v3 section 7)", func(t *testing.T) {
-			if _, ok := readHealth(t, r).Checks["vision"]; !ok {
-				t.Skip(pendingMerge)
-			}
+			// Healthy first, so that degraded below is the nets' doing.
+			waitHealth(t, r, 30*time.Second, func(h health) bool { return h.Status == "ok" })
 			models := r.path(paths.FaceModelsDir)
 			if err := os.Rename(models, models+".hidden"); err != nil {
 				t.Fatal(err)

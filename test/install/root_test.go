@@ -62,6 +62,13 @@ func newRoot(t *testing.T, base, aptCache string) *root {
 	if out, err := exec.Command("tar", "-xpf", base, "-C", dir).CombinedOutput(); err != nil {
 		t.Fatalf("unpack %s: %v\n%s", base, err, out)
 	}
+	// The README's install runs apt, which deletes what it downloaded
+	// (apt-get keeps it): keep it, so that OpenCV's packages stay in the
+	// cache between runs and are not fetched again each time.
+	keep := filepath.Join(dir, "etc/apt/apt.conf.d/99keep-downloads")
+	if err := os.WriteFile(keep, []byte("Binary::apt::APT::Keep-Downloaded-Packages \"true\";\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	os.MkdirAll(aptCache, 0o755)
 	return &root{t: t, dir: dir, aptCache: aptCache}
 }
