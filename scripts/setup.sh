@@ -55,9 +55,10 @@ done
 if ((stale)); then
   tar -xzf "$tgz" -C "$src" --strip-components=1 --touch "${members[@]}"
 fi
-# Convert again when a model is missing or older than the weights or the
+# Convert again when a model is missing or older than the weights (face-api's
+# or our proposal net's, internal/headnet) or the
 # generator's code.
-newest=$(ls -t "$src"/model/* tools/onnxgen/*.go internal/tfjs/*.go | head -1)
+newest=$(ls -t "$src"/model/* tools/onnxgen/*.go internal/tfjs/*.go internal/headnet/*.go internal/headnet/model.bin | head -1)
 if [ ! -f "$out/SHA256SUMS" ] || [ "$newest" -nt "$out/SHA256SUMS" ]; then
   echo "setup: converting the face nets into $out"
   go run ./tools/onnxgen -in "$src/model" -out "$out"

@@ -149,7 +149,7 @@ func TestHealthCannotLieAboutTheVisionWorker(t *testing.T) {
 	if v := metric(t, r, "aibo_vision_worker_available", nil); v != 1 {
 		t.Fatalf("aibo_vision_worker_available = %v with a good worker", v)
 	}
-	if out, code := r.ctl("selftest", "--json"); code != 0 || !strings.Contains(out, "face nets match SHA256SUMS and a worker loaded them") {
+	if out, code := r.ctl("selftest", "--json"); code != 0 || !strings.Contains(out, "face nets match SHA256SUMS and a fresh worker loaded them") {
 		t.Fatalf("selftest on a healthy device: exit %d %s", code, out)
 	}
 

@@ -21,6 +21,10 @@ type faceFinder struct {
 	// so a photo about to leave is blurred wherever the scorer counted a
 	// face; nil leaves it out.
 	scorer *score.Scorer
+	// patrol searches Patrol frames one after the other, following the
+	// faces of the frame before (their boxes only); nil searches each
+	// frame on its own.
+	patrol *facenet.Tracker
 }
 
 // faces decodes an image and returns its faces' boxes and descriptors,
@@ -75,6 +79,10 @@ func (f *faceFinder) facesIn(img gocv.Mat, reach facenet.Reach, boxesOnly bool) 
 // boxes, each of them also among the detections or beside one that is the
 // same face.
 func (f *faceFinder) detect(img gocv.Mat, reach facenet.Reach) (found []facenet.Detection, counted []image.Rectangle, err error) {
+	if reach == facenet.Patrol && f.patrol != nil {
+		found, err = f.patrol.Search(img)
+		return found, nil, err
+	}
 	if found, err = f.nets.Search(img, reach); err != nil || reach != facenet.Thorough || f.scorer == nil {
 		return found, nil, err
 	}

@@ -95,6 +95,7 @@ func run(args []string) int {
 			// One set of nets serves scoring and the face pipeline.
 			s, err = score.New(score.Options{ModelDir: *models, Nets: ff.nets, MaxPixels: *maxPixels})
 			ff.scorer = s
+			ff.patrol = facenet.NewTracker(ff.nets)
 		}
 		if err != nil {
 			// A face model that fails its checksum says "face models

@@ -141,10 +141,21 @@ func TestWorkerRefusesBrokenFaceModels(t *testing.T) {
 			return os.WriteFile(p, b[:len(b)/2], 0o644)
 		}},
 		{"no checksums", func(dir string) error { return os.Remove(filepath.Join(dir, facenet.SumsFile)) }},
+		{"proposal net replaced", func(dir string) error {
+			// Another net of the same shape (a stale build of ours): the
+			// same size, other weights.
+			p := filepath.Join(dir, facenet.ProposalsFile)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)-40] ^= 0x55
+			return os.WriteFile(p, b, 0o644)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			for _, f := range []string{facenet.DetectorFile, facenet.LandmarksFile, facenet.ExpressionsFile, facenet.DescriptorFile, facenet.SumsFile} {
+			for _, f := range []string{facenet.DetectorFile, facenet.LandmarksFile, facenet.ExpressionsFile, facenet.DescriptorFile, facenet.ProposalsFile, facenet.SumsFile} {
 				b, err := os.ReadFile(filepath.Join(faceModels, f))
 				if err != nil {
 					t.Fatalf("%v\nrun make setup", err)

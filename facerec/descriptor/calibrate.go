@@ -49,6 +49,16 @@ var ErrCalibration = errors.New("descriptor: calibration needs at least 3 people
 // Each is rounded down to two decimals. This is the rule that produced
 // Shipped.
 func Calibrate(samples map[string][]Vector, cohort []Vector) (Calibration, error) {
+	return CalibrateWith(samples, nil, cohort)
+}
+
+// CalibrateWith is Calibrate with more impostor probes: probes[id] are
+// descriptors of person id's enrollment images as the camera may also see
+// them (relit by a strong side light, say), each probed against the same
+// galleries without id as the samples are. They are impostor trials only:
+// they tighten the constants where such images bring strangers closer,
+// and change nothing else.
+func CalibrateWith(samples, probes map[string][]Vector, cohort []Vector) (Calibration, error) {
 	ids := make([]string, 0, len(samples))
 	for id, s := range samples {
 		if len(s) >= 2 {
@@ -93,8 +103,7 @@ func Calibrate(samples map[string][]Vector, cohort []Vector) (Calibration, error
 				}
 			}
 		}
-		for k := range samples[id] {
-			probe := &samples[id][k]
+		impostor := func(probe *Vector) {
 			c.Impostor = append(c.Impostor, others.Match(probe))
 			for _, o := range ids {
 				if o != id {
@@ -103,6 +112,13 @@ func Calibrate(samples map[string][]Vector, cohort []Vector) (Calibration, error
 					single = append(single, m)
 				}
 			}
+		}
+		for k := range probes[id] {
+			impostor(&probes[id][k])
+		}
+		for k := range samples[id] {
+			probe := &samples[id][k]
+			impostor(probe)
 			loo, err := build(id, k, "")
 			if err != nil {
 				return c, err

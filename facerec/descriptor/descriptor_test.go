@@ -234,3 +234,58 @@ func TestCalibrate(t *testing.T) {
 		t.Errorf("one person: %v", err)
 	}
 }
+
+// TestCalibrateWithRelitProbes: enrollment images as a strong side light
+// shows them, probed as impostors, tighten the constants when they come
+// closer to other people than the evenly lit ones do, and no such probe
+// passes the ratio or cohort test alone; without them CalibrateWith is
+// Calibrate.
+func TestCalibrateWithRelitProbes(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	cohort, _ := Cohort()
+	samples := map[string][]Vector{}
+	centres := map[string]Vector{}
+	for p := 0; p < 8; p++ {
+		id := string(rune('a' + p))
+		centres[id] = jitter(rnd, cohort[p*20], 0.45)
+		for k := 0; k < 5; k++ {
+			samples[id] = append(samples[id], jitter(rnd, centres[id], 0.15))
+		}
+	}
+	plain, err := Calibrate(samples, cohort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := CalibrateWith(samples, nil, cohort)
+	if err != nil || same.Params != plain.Params || len(same.Impostor) != len(plain.Impostor) {
+		t.Fatalf("without probes: %+v, want %+v (%v)", same.Params, plain.Params, err)
+	}
+	// Side light pulls each person's face part of the way towards the
+	// next person's.
+	probes := map[string][]Vector{}
+	for p := 0; p < 8; p++ {
+		id, next := string(rune('a'+p)), string(rune('a'+(p+1)%8))
+		for k := 0; k < 2; k++ {
+			var v Vector
+			for i := range v {
+				v[i] = 0.6*centres[id][i] + 0.4*centres[next][i]
+			}
+			probes[id] = append(probes[id], jitter(rnd, v, 0.1))
+		}
+	}
+	relit, err := CalibrateWith(samples, probes, cohort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(relit.Impostor) != len(plain.Impostor)+8*2*8 || len(relit.Genuine) != len(plain.Genuine) {
+		t.Fatalf("%d impostor and %d genuine trials", len(relit.Impostor), len(relit.Genuine))
+	}
+	if relit.Params.Threshold >= plain.Params.Threshold && relit.Params.Ratio >= plain.Params.Ratio && relit.Params.Cohort >= plain.Params.Cohort {
+		t.Errorf("probes closer to other people changed nothing: %+v, without them %+v", relit.Params, plain.Params)
+	}
+	for _, m := range relit.Impostor {
+		if m.AcceptedWith(Params{Threshold: 10, Ratio: relit.Params.Ratio, Cohort: 10}) || m.AcceptedWith(Params{Threshold: 10, Ratio: 10, Cohort: relit.Params.Cohort}) {
+			t.Fatalf("an impostor trial passes the ratio or cohort test alone: %+v with %+v", m, relit.Params)
+		}
+	}
+}

@@ -30,13 +30,21 @@ type Params struct {
 }
 
 // Shipped are the constants the daemon decides with. Each was fixed by
-// Calibrate on enrollment data only, before any test image was scored:
-// ORL people s1..s20, images 1-5, each in a 1280x720 frame through the
-// vision worker, each image probed against galleries without its person
-// (households of one and of the 19 others), against the shipped cohort
-// (GENKI-4K train faces). scripts/facequality recomputes them and reports
-// the protocol's test images as they fall.
-var Shipped = Params{Threshold: 0.45, Ratio: 0.81, Cohort: 0.78}
+// CalibrateWith on enrollment data only, before any test image was
+// scored: ORL people s1..s20, images 1-5, each in a 1280x720 frame through
+// the vision worker, each image probed against galleries without its
+// person (households of one and of the 19 others), against the shipped
+// cohort (GENKI-4K train faces); and, as impostor probes only, the same
+// images as Patrol also sees people: relit by a strong light from either
+// side, and placed in a scene with the face 10, 6 and 5% of the frame's
+// height (2 to 4 m). Those probes come closer to other people than the
+// evenly lit close-ups do, and so tighten Ratio and Cohort: through the
+// worker of issue 19's second round (Patrol's proposal net and tracker)
+// the rule gives 0.45 / 0.79 / 0.79 without them and these with them
+// (0.45 / 0.81 / 0.78 through the first round's worker, without them).
+// scripts/facequality recomputes them and reports the protocol's test
+// images as they fall.
+var Shipped = Params{Threshold: 0.45, Ratio: 0.75, Cohort: 0.75}
 
 // Gallery holds the enrolled people's descriptors and the cohort, and
 // identifies probes. It is not safe for concurrent Enroll; Match may run

@@ -38,6 +38,7 @@ const (
 	LandmarksFile   = netsums.LandmarksFile
 	ExpressionsFile = netsums.ExpressionsFile
 	DescriptorFile  = netsums.DescriptorFile
+	ProposalsFile   = netsums.ProposalsFile
 	SumsFile        = netsums.SumsFile
 )
 
@@ -52,13 +53,13 @@ const DescriptorModel = "face-api-1.7.15/dlib-resnet/chip150-pad0.25"
 // ErrModels wraps every problem with the model files.
 var ErrModels = netsums.ErrModels
 
-// Nets holds the nets the worker runs: detector, landmarks, descriptor.
-// Calls are serialised: one Nets serves one request at a time, as the
-// worker does.
+// Nets holds the nets the worker runs: detector, landmarks, descriptor and
+// the proposal net. Calls are serialised: one Nets serves one request at a
+// time, as the worker does.
 type Nets struct {
-	mu             sync.Mutex
-	det, lm, descr gocv.Net
-	work           Work
+	mu                   sync.Mutex
+	det, lm, descr, prop gocv.Net
+	work                 Work
 }
 
 // Work counts what the nets have run: a machine-independent measure of a
@@ -66,6 +67,7 @@ type Nets struct {
 // than a timer on a shared machine.
 type Work struct {
 	DetectorPixels int64 // input pixels through the detector
+	ProposalPixels int64 // input pixels through the proposal net
 	Landmarks      int64 // landmark passes
 	Descriptors    int64 // descriptor passes
 }
@@ -106,7 +108,7 @@ func Load(dir string) (*Nets, error) {
 	for _, m := range []struct {
 		net  *gocv.Net
 		file string
-	}{{&n.det, DetectorFile}, {&n.lm, LandmarksFile}, {&n.descr, DescriptorFile}} {
+	}{{&n.det, DetectorFile}, {&n.lm, LandmarksFile}, {&n.descr, DescriptorFile}, {&n.prop, ProposalsFile}} {
 		if err := load(m.net, dir, m.file); err != nil {
 			n.Close()
 			return nil, err
@@ -141,7 +143,7 @@ func load(net *gocv.Net, dir, file string) error {
 
 // Close frees the nets.
 func (n *Nets) Close() error {
-	for _, net := range []*gocv.Net{&n.det, &n.lm, &n.descr} {
+	for _, net := range []*gocv.Net{&n.det, &n.lm, &n.descr, &n.prop} {
 		net.Close() // deleting a net never loaded is a no-op
 	}
 	return nil

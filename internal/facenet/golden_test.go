@@ -11,6 +11,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/aibo-privacy/aibo-privacyd/internal/facenet/reference"
+	"github.com/aibo-privacy/aibo-privacyd/internal/headnet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 	"github.com/aibo-privacy/aibo-privacyd/internal/tfjs"
 )
@@ -205,6 +206,46 @@ func TestGoldenDetector(t *testing.T) {
 			t.Errorf("%v: detector differs from the reference by %.2e", sz, d)
 		} else {
 			t.Logf("%v detector: %.2e", sz, d)
+		}
+	}
+}
+
+// TestGoldenProposals: the proposal net OpenCV runs (tools/onnxgen's graph
+// of internal/headnet's embedded weights) computes what headnet's own Go
+// code computes, at two input sizes: a model file made from other weights,
+// or a graph that pads or pools differently, fails here.
+func TestGoldenProposals(t *testing.T) {
+	nets := loadNets(t)
+	ref, err := headnet.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sz := range []image.Point{{432, 240}, {112, 64}} {
+		in := gocv.NewMatWithSize(sz.Y, sz.X, gocv.MatTypeCV8UC1)
+		x := make([]float32, sz.X*sz.Y)
+		for y := 0; y < sz.Y; y++ {
+			for xx := 0; xx < sz.X; xx++ {
+				v := uint8((xx*7 + y*13 + (xx*y)%29) % 256)
+				in.SetUCharAt(y, xx, v)
+				x[y*sz.X+xx] = (float32(v) - headnet.Mean) / headnet.Scale
+			}
+		}
+		got, err := nets.rawProposals(in)
+		in.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ref.Forward(x, sz.X, sz.Y)
+		if len(got) != len(want) {
+			t.Fatalf("%v: %d outputs, want %d", sz, len(got), len(want))
+		}
+		worst := 0.0
+		for i := range got {
+			worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+		t.Logf("%v: max abs difference %.2g", sz, worst)
+		if worst > 1e-3 {
+			t.Errorf("%v: OpenCV's proposal net differs from headnet's by %.3g", sz, worst)
 		}
 	}
 }

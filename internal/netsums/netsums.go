@@ -28,11 +28,14 @@ const (
 	LandmarksFile   = "face_landmark_68.onnx"
 	ExpressionsFile = "face_expression.onnx"
 	DescriptorFile  = "face_recognition.onnx"
-	SumsFile        = "SHA256SUMS"
+	// ProposalsFile is our own net (internal/headnet): where in a Patrol
+	// frame a small face may be.
+	ProposalsFile = "face_proposals.onnx"
+	SumsFile      = "SHA256SUMS"
 )
 
 // Files are the models a folder must hold, each listed in SumsFile.
-var Files = []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile}
+var Files = []string{DetectorFile, LandmarksFile, ExpressionsFile, DescriptorFile, ProposalsFile}
 
 // ErrModels wraps every problem with the model files.
 var ErrModels = errors.New("face models unusable")

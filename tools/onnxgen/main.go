@@ -7,6 +7,11 @@
 //	face_landmark_68.onnx    112x112 RGB face -> 68 points (x, y in 0..1)
 //	face_expression.onnx     112x112 RGB face -> 7 expression probabilities
 //	tiny_face_detector.onnx  RGB frame (sides multiples of 32) -> 5 anchors x 5 per 32 px cell
+//	face_proposals.onnx      grey frame (sides multiples of 8) -> face logit and log size per 8 px cell
+//
+// The last is our own net (internal/headnet, trained by
+// scripts/quality/trainheads), written from the weights committed in that
+// package; the others are face-api's.
 //
 // It dequantizes (internal/tfjs), folds the recognition net's scale layers
 // into its convolutions, transposes filters from HWIO to OIHW and writes the
@@ -76,6 +81,15 @@ func run(in, out string) error {
 		fmt.Printf("onnxgen: wrote %s (%d bytes)\n", filepath.Join(out, n.out), len(b))
 		fmt.Fprintf(&sums, "%x  %s\n", sha256.Sum256(b), n.out)
 	}
+	b, err := proposalNet()
+	if err != nil {
+		return fmt.Errorf("%s: %w", proposalsFile, err)
+	}
+	if err := writeAtomic(filepath.Join(out, proposalsFile), b); err != nil {
+		return err
+	}
+	fmt.Printf("onnxgen: wrote %s (%d bytes)\n", filepath.Join(out, proposalsFile), len(b))
+	fmt.Fprintf(&sums, "%x  %s\n", sha256.Sum256(b), proposalsFile)
 	// Last: the worker checks every model against this list before OpenCV
 	// parses it, so a run cut short leaves models it refuses.
 	return writeAtomic(filepath.Join(out, "SHA256SUMS"), []byte(sums.String()))

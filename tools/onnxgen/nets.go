@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/aibo-privacy/aibo-privacyd/internal/headnet"
 	"github.com/aibo-privacy/aibo-privacyd/internal/tfjs"
 )
 
@@ -317,4 +318,48 @@ func DetectorGrid(n int) int {
 		n = (n + 1) / 2
 	}
 	return n
+}
+
+// ------------------------------------------------------------------ proposals
+
+// proposalsFile is facenet.ProposalsFile (onnxgen links no OpenCV, so it
+// cannot import facenet).
+const proposalsFile = "face_proposals.onnx"
+
+// proposalNet is internal/headnet's net from its embedded weights: each
+// layer a convolution (padding k/2) followed by ReLU and, where the layer
+// says, a 2x2 max pool, the last one linear. Its input is declared at a
+// third of a 1280x720 frame; OpenCV runs it on any size whose sides are
+// multiples of headnet.Stride.
+func proposalNet() ([]byte, error) {
+	net, err := headnet.Default()
+	if err != nil {
+		return nil, err
+	}
+	g := graph{name: "face_proposals"}
+	x := "input"
+	last := len(headnet.Arch) - 1
+	for i, l := range headnet.Arch {
+		out := ""
+		if i == last {
+			out = "marks"
+		}
+		p := int64(l.K / 2)
+		x = g.op("Conv", []string{x, g.constFloat(net.W[i], l.Out, l.In, l.K, l.K), g.constFloat(net.B[i], l.Out)}, out,
+			intsAttr("kernel_shape", int64(l.K), int64(l.K)),
+			intsAttr("strides", int64(l.Stride), int64(l.Stride)),
+			intsAttr("pads", p, p, p, p),
+			intsAttr("dilations", 1, 1),
+			intAttr("group", 1))
+		if i == last {
+			break
+		}
+		x = g.op("Relu", []string{x}, "")
+		if l.Pool {
+			x = g.op("MaxPool", []string{x}, "", intsAttr("kernel_shape", 2, 2), intsAttr("strides", 2, 2), intsAttr("pads", 0, 0, 0, 0))
+		}
+	}
+	const w, h = 432, 240
+	ow, oh := headnet.OutSize(w, h)
+	return g.model(valueInfo("input", 1, 1, h, w), valueInfo("marks", 1, 2, oh, ow)), nil
 }

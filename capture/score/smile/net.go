@@ -13,10 +13,10 @@
 package smile
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/weightfile"
 )
 
 // InputSize is the side of the square grey input of the network.
@@ -89,40 +89,15 @@ func (n *Net) NumParams() int {
 
 const magic = "SMILECNN1"
 
-// Encode serialises the weights: a magic string, the count, then each weight
-// as a little-endian float32.
-func (n *Net) Encode() []byte {
-	out := []byte(magic)
-	out = binary.LittleEndian.AppendUint32(out, uint32(n.NumParams()))
-	for _, p := range n.params() {
-		for _, v := range p {
-			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
-		}
-	}
-	return out
-}
+// Encode serialises the weights (internal/weightfile), layer by layer (W
+// then B).
+func (n *Net) Encode() []byte { return weightfile.Encode(magic, n.params()) }
 
 // Decode reads weights written by Encode.
 func Decode(data []byte) (*Net, error) {
 	n := NewNet(func() float64 { return 0 })
-	if len(data) < len(magic)+4 || string(data[:len(magic)]) != magic {
-		return nil, errors.New("smile: not a model file")
-	}
-	data = data[len(magic):]
-	count := int(binary.LittleEndian.Uint32(data))
-	data = data[4:]
-	if count != n.NumParams() || len(data) != 4*count {
-		return nil, fmt.Errorf("smile: model has %d weights in %d bytes, the network needs %d", count, len(data), n.NumParams())
-	}
-	for _, p := range n.params() {
-		for j := range p {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(data))
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, errors.New("smile: model holds a non-finite weight")
-			}
-			p[j] = v
-			data = data[4:]
-		}
+	if err := weightfile.Decode(magic, data, n.params()); err != nil {
+		return nil, fmt.Errorf("smile: %w", err)
 	}
 	return n, nil
 }

@@ -11,7 +11,12 @@
 // edges carried outwards (scripts/facequality/internal/frame), sent to the
 // worker, and the face it finds there kept. Of those, every k-th in file
 // order makes up -n faces. The output is deterministic for a given worker
-// and data set: running it again reproduces cohort.bin byte for byte.
+// and data set. The committed cohort.bin was made through the worker of
+// issue 19's first round; the second round's Patrol search (proposals, a
+// tracker that looks again where the frame before had its face) describes
+// the same faces slightly differently, and that cohort was not adopted: a
+// household of one then failed to recognise one of TestP7's faces
+// (cmd/aibo-vision), where the committed cohort recognises it.
 //
 // GENKI-4K: "http://mplab.ucsd.edu, The MPLab GENKI-4K Dataset."
 package main

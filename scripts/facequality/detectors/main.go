@@ -2,7 +2,8 @@
 // use, as issues 10 and 19 ask: the converted tiny face detector of
 // face-api (internal/facenet) at several input sizes, the worker's own
 // searches built on it (facenet.Search: Patrol's, and the thorough one for
-// photos about to leave, which also takes the scorer's faces), OpenCV's
+// photos about to leave, which also takes the scorer's faces), Patrol's
+// proposal net alone (internal/headnet), OpenCV's
 // Haar frontal cascade on the full frame and on a 640x360 downscale (the
 // issue's anchors, measured the same way), and the scorer's search
 // (capture/score.Detect: LBP candidates confirmed by Haar, plus the tiny
@@ -105,7 +106,18 @@ func main() {
 		}})
 	}
 	dets = append(dets,
-		detector{"Patrol search (facenet.Search: 416 + 160 + closer looks at weak detections)", func(m gocv.Mat) []image.Rectangle {
+		detector{"proposal net alone (internal/headnet at 1/3, 1/6, 1/12 of the frame; its 2 best marks, each a box)", func(m gocv.Mat) []image.Rectangle {
+			p, err := nets.Propose(m)
+			if err != nil {
+				log.Fatal(err)
+			}
+			var out []image.Rectangle
+			for _, x := range p {
+				out = append(out, x.Box)
+			}
+			return out
+		}},
+		detector{"Patrol search, one frame (facenet.Search: 320 + 160 + closer looks at weak detections + the proposals confirmed on crops)", func(m gocv.Mat) []image.Rectangle {
 			return boxes(nets.Search(m, facenet.Patrol))
 		}},
 		detector{"thorough search (photos about to leave: Search thorough + the scorer's faces)", func(m gocv.Mat) []image.Rectangle {

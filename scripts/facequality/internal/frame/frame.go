@@ -171,11 +171,14 @@ func LoadImage(path string) (image.Image, error) {
 	return img, nil
 }
 
-// Calibrate runs descriptor.Calibrate on the protocol's enrollment images
-// (s1..s20, images 1-5) against the shipped cohort: desc gives the encoded
-// descriptor of image i of person s, nil when the worker found no face.
-func Calibrate(desc func(s, i int) []byte) (descriptor.Calibration, error) {
+// Calibrate runs descriptor.CalibrateWith on the protocol's enrollment
+// images (s1..s20, images 1-5) against the shipped cohort: desc gives the
+// encoded descriptor of image i of person s, nil when the worker found no
+// face; relit, when not nil, the descriptors of the same image as a
+// strong side light shows it (impostor probes only; nil when none).
+func Calibrate(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (descriptor.Calibration, error) {
 	enroll := map[string][]descriptor.Vector{}
+	probes := map[string][]descriptor.Vector{}
 	for s := 1; s <= 20; s++ {
 		for i := 1; i <= 5; i++ {
 			d := desc(s, i)
@@ -187,11 +190,41 @@ func Calibrate(desc func(s, i int) []byte) (descriptor.Calibration, error) {
 				return descriptor.Calibration{}, err
 			}
 			enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
+			if relit == nil {
+				continue
+			}
+			for _, r := range relit(s, i) {
+				v, err := descriptor.Decode(r)
+				if err != nil {
+					return descriptor.Calibration{}, err
+				}
+				probes[fmt.Sprint(s)] = append(probes[fmt.Sprint(s)], v)
+			}
 		}
 	}
 	cohort, err := descriptor.Cohort()
 	if err != nil {
 		return descriptor.Calibration{}, err
 	}
-	return descriptor.Calibrate(enroll, cohort)
+	return descriptor.CalibrateWith(enroll, probes, cohort)
+}
+
+// SideLit is the face under a strong light from each side in turn
+// (synth.SideLight, and its mirror image: the light from the left).
+func SideLit(face image.Image) []image.Image {
+	b := face.Bounds()
+	mirror := image.NewGray(image.Rect(0, 0, b.Dx(), b.Dy()))
+	for y := 0; y < b.Dy(); y++ {
+		for x := 0; x < b.Dx(); x++ {
+			mirror.Set(b.Dx()-1-x, y, face.At(b.Min.X+x, b.Min.Y+y))
+		}
+	}
+	lit := synth.SideLight(mirror)
+	back := image.NewGray(lit.Rect)
+	for y := 0; y < lit.Rect.Dy(); y++ {
+		for x := 0; x < lit.Rect.Dx(); x++ {
+			back.Pix[y*back.Stride+lit.Rect.Dx()-1-x] = lit.Pix[y*lit.Stride+x]
+		}
+	}
+	return []image.Image{synth.SideLight(face), back}
 }

@@ -1,0 +1,130 @@
+package facenet
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"sort"
+
+	"gocv.io/x/gocv"
+
+	"github.com/aibo-privacy/aibo-privacyd/internal/headnet"
+)
+
+// Proposal is where the proposal net says a face may be, in pixels of the
+// frame: a square box about the face's height (brows to chin), and its
+// score. Only a face the detector then finds there is a face.
+type Proposal struct {
+	Box   image.Rectangle
+	Score float64
+}
+
+// maxProposals bounds what one frame's proposals may cost: each is
+// confirmed by the detector on a 128 px crop (about 1.5 ms on one core).
+// On trainheads' held-out split the face is among the 2 best marks
+// nearly as often as among the 3 best (within 1-3 points at every size
+// from 5 to 20%; the best mark alone loses 5-8 points at 5-6%).
+const maxProposals = 2
+
+// Propose runs the proposal net (internal/headnet) on the frame in grey at
+// each of headnet.Levels (relative to a 1280 px long side, never
+// enlarged), and returns the best marks, at most maxProposals, none inside
+// a better one.
+func (n *Nets) Propose(img gocv.Mat) ([]Proposal, error) {
+	bgr, owned, err := viewBGR(img)
+	if err != nil {
+		return nil, err
+	}
+	if owned {
+		defer bgr.Close()
+	}
+	w, h := bgr.Cols(), bgr.Rows()
+	k := math.Min(1, 1280/float64(max(w, h)))
+	var all []Proposal
+	var prev gocv.Mat // the previous level, in grey: each level is made from it
+	defer func() {
+		if !prev.Empty() {
+			prev.Close()
+		}
+	}()
+	for i, s := range headnet.Levels {
+		scale := s * k
+		rw, rh, iw, ih := headnet.InputSize(w, h, scale)
+		if rw < 2*headnet.Stride || rh < 2*headnet.Stride {
+			break
+		}
+		level := gocv.NewMat()
+		if i == 0 {
+			small := gocv.NewMat()
+			gocv.Resize(bgr, &small, image.Pt(rw, rh), 0, 0, gocv.InterpolationArea)
+			gocv.CvtColor(small, &level, gocv.ColorBGRToGray)
+			small.Close()
+		} else {
+			gocv.Resize(prev, &level, image.Pt(rw, rh), 0, 0, gocv.InterpolationArea)
+			prev.Close()
+		}
+		prev = level
+		in := gocv.NewMatWithSize(ih, iw, gocv.MatTypeCV8UC1)
+		in.SetTo(gocv.NewScalar(headnet.Mean, 0, 0, 0))
+		roi := in.Region(image.Rect(0, 0, rw, rh))
+		level.CopyTo(&roi)
+		roi.Close()
+		out, err := n.rawProposals(in)
+		in.Close()
+		if err != nil {
+			return nil, err
+		}
+		ow, oh := headnet.OutSize(iw, ih)
+		// A cell of the input is rw/w of the frame, not exactly scale.
+		fx, fy := float64(w)/float64(rw), float64(h)/float64(rh)
+		for _, m := range headnet.Marks(out, ow, oh, headnet.MinScore) {
+			cx, cy, half := m.X*fx, m.Y*fy, m.Size*fy/2
+			box := image.Rect(int(math.Round(cx-half)), int(math.Round(cy-half)), int(math.Round(cx+half)), int(math.Round(cy+half)))
+			all = append(all, Proposal{Box: box, Score: m.Score})
+		}
+	}
+	sort.SliceStable(all, func(a, b int) bool { return all[a].Score > all[b].Score })
+	var keep []Proposal
+	for _, p := range all {
+		if len(keep) == maxProposals {
+			break
+		}
+		dup := false
+		for _, q := range keep {
+			if Same(p.Box, q.Box) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			keep = append(keep, p)
+		}
+	}
+	return keep, nil
+}
+
+// rawProposals runs the proposal net on a grey input whose sides are
+// multiples of headnet.Stride: two planes (logits, log sizes) of its
+// output cells.
+func (n *Nets) rawProposals(in gocv.Mat) ([]float32, error) {
+	if in.Type() != gocv.MatTypeCV8UC1 || in.Cols()%headnet.Stride != 0 || in.Rows()%headnet.Stride != 0 {
+		return nil, fmt.Errorf("facenet: proposal input %dx%d of type %v: grey, sides multiples of %d", in.Cols(), in.Rows(), in.Type(), headnet.Stride)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.work.ProposalPixels += int64(in.Cols() * in.Rows())
+	blob := gocv.BlobFromImage(in, 1/headnet.Scale, image.Pt(in.Cols(), in.Rows()), gocv.NewScalar(headnet.Mean, 0, 0, 0), false, false)
+	defer blob.Close()
+	n.prop.SetInput(blob, "")
+	out := n.prop.Forward("")
+	defer out.Close()
+	v, err := out.DataPtrFloat32()
+	if err != nil {
+		return nil, fmt.Errorf("facenet: proposal output: %w", err)
+	}
+	ow, oh := headnet.OutSize(in.Cols(), in.Rows())
+	if len(v) != 2*ow*oh {
+		return nil, fmt.Errorf("facenet: proposal net gave %d values for %dx%d cells", len(v), ow, oh)
+	}
+	return append([]float32(nil), v...), nil
+}
