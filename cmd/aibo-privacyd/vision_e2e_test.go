@@ -311,17 +311,7 @@ func TestHealthSaysWhyTheWorkerItselfRefusesToStart(t *testing.T) {
 // yet health stayed ok, "a worker runs", for as long as the worker that
 // had loaded them ran. The vision check stats them with the binary.
 func TestHealthSaysWhenTheWorkersCascadesAreGone(t *testing.T) {
-	models := filepath.Join(t.TempDir(), "opencv4")
-	for _, sub := range []string{"haarcascades", "lbpcascades"} {
-		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.MkdirAll(filepath.Join(models, sub), 0o755)
-		for _, e := range entries {
-			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
-		}
-	}
+	models := copyCascades(t)
 	b := testbroker.Start(t)
 	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
 	r.start()
@@ -347,17 +337,7 @@ func TestHealthSaysWhenTheWorkersCascadesAreGone(t *testing.T) {
 // and at that worker, and must still fail the self-test, since the next
 // worker (every outgoing photo gets one) cannot start.
 func TestSelftestModelsCheckStartsAFreshWorker(t *testing.T) {
-	models := filepath.Join(t.TempDir(), "opencv4")
-	for _, sub := range []string{"haarcascades", "lbpcascades"} {
-		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.MkdirAll(filepath.Join(models, sub), 0o755)
-		for _, e := range entries {
-			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
-		}
-	}
+	models := copyCascades(t)
 	b := testbroker.Start(t)
 	r := newRig(t, b, "vision:\n  face_models_dir: "+faceModels+"\n  models_dir: "+models+"\n")
 	r.start()
@@ -429,4 +409,22 @@ func TestEnrollmentProgressIsShown(t *testing.T) {
 		t.Errorf("enrollment_failed %v: it should say what the frames showed", ev)
 	}
 	r.stop()
+}
+
+// copyCascades copies Debian's OpenCV cascades into a folder of the
+// test's own, for tests that take them away or spoil them.
+func copyCascades(t *testing.T) string {
+	t.Helper()
+	models := filepath.Join(t.TempDir(), "opencv4")
+	for _, sub := range []string{"haarcascades", "lbpcascades"} {
+		entries, err := os.ReadDir(filepath.Join("/usr/share/opencv4", sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(models, sub), 0o755)
+		for _, e := range entries {
+			copyFile(t, filepath.Join("/usr/share/opencv4", sub, e.Name()), filepath.Join(models, sub, e.Name()), 0o644)
+		}
+	}
+	return models
 }
