@@ -188,7 +188,6 @@ stage_models() {
   local copyright=build/all/copyright
   { cat packaging/debian/copyright-models; sed -e 's/^$/./; s/^/ /' build/face-api/LICENSE; cat packaging/debian/copyright-models-proposals; } > "$copyright"
   docs "$root" "$AIBO_MODELS_PACKAGE" "$copyright"
-  install -D -m 0644 packaging/debian/lintian-overrides-models "$root/usr/share/lintian/overrides/$AIBO_MODELS_PACKAGE"
   control "$root" packaging/debian/control-models.in all
 }
 
