@@ -112,12 +112,12 @@ func main() {
 				log.Fatal(err)
 			}
 			var out []image.Rectangle
-			for _, x := range p {
+			for _, x := range p[:min(len(p), 2)] {
 				out = append(out, x.Box)
 			}
 			return out
 		}},
-		detector{"Patrol search, one frame (facenet.Search: 320 + 160 + closer looks at weak detections + the proposals confirmed on crops)", func(m gocv.Mat) []image.Rectangle {
+		detector{"Patrol search, one frame (facenet.Search: 320 + closer looks at weak detections + the proposals confirmed on crops, a second look equalised)", func(m gocv.Mat) []image.Rectangle {
 			return boxes(nets.Search(m, facenet.Patrol))
 		}},
 		detector{"thorough search (photos about to leave: Search thorough + the scorer's faces)", func(m gocv.Mat) []image.Rectangle {
