@@ -422,7 +422,8 @@ func boxes(r vision.FacesResult) []image.Rectangle {
 // in the daemon), JPEG decoding reported apart. Visits are 5 frames of a
 // person standing still in a scene while the camera jitters by 1-2 px (an
 // ORL face at 20%, 10% and 6% of the height, synth.Place); frames without
-// anyone are the same scenes, jittered.
+// anyone are the same scenes, jittered (empty: a robot standing still), or
+// a new view in every frame (empty-turning: a robot turning its head).
 //
 //	taskset -c 0 go test -run '^$' -bench Patrol -benchtime 20x ./cmd/aibo-vision/
 //
@@ -459,6 +460,21 @@ func BenchmarkPatrol(b *testing.B) {
 		empty = append(empty, f...)
 	}
 	sets = append(sets, set{"empty", empty})
+	// A robot turning its head in a room without anyone: each frame a view
+	// 64 px along from the last (the scene filled to 1920x720, a 1280x720
+	// window panning across it), so what the net marks moves by 64 px a
+	// frame.
+	var turning [][]byte
+	for _, name := range []string{"../../testdata/score/coffee.jpg", "../../testdata/photos/rocket.jpg"} {
+		wide := synth.Fill(readJPEG(b, name), 1920, 720)
+		for k := 0; k < 10; k++ {
+			at := image.Pt(64*k, 0)
+			view := image.NewRGBA(image.Rect(0, 0, 1280, 720))
+			draw.Draw(view, view.Bounds(), wide, at, draw.Src)
+			turning = append(turning, synth.JPEG(view, 90))
+		}
+	}
+	sets = append(sets, set{"empty-turning", turning})
 	for _, s := range sets {
 		b.Run(s.name, func(b *testing.B) {
 			// The thread's own CPU time: what a frame costs the core,
@@ -673,6 +689,98 @@ func TestP7_PatrolFollowsOnlyFacesThatAreThere(t *testing.T) {
 		}
 		if len(r.Faces) != 0 {
 			t.Errorf("frame %d after the person left: faces at %v", i+1, boxes(r))
+		}
+	}
+}
+
+// TestPatrolLooksOnceAtAPlaceWithNoOne (issue 19's frame budget): a robot
+// standing still in a room without anyone looks closely (the detector on a
+// crop) at a place the proposal net marks once, not in every frame: over
+// 15 frames it looks at most half as often as when each frame is searched
+// as if it were the first. A new view is looked at again.
+func TestPatrolLooksOnceAtAPlaceWithNoOne(t *testing.T) {
+	ff := finder(t)
+	scenes := benchScenes(t)
+	rnd := rand.New(rand.NewPCG(19, 31))
+	looks := func(jpg []byte) int64 {
+		t.Helper()
+		before := ff.nets.Work().CloserLooks
+		r, err := ff.faces(jpg, score.MaxPixels, facenet.Patrol, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Faces) != 0 {
+			t.Fatalf("faces in a room without anyone: %v", boxes(r))
+		}
+		return ff.nets.Work().CloserLooks - before
+	}
+	room, _ := synth.Nobody(scenes[1]).Frames(15, rnd)
+	var still, fresh int64
+	for _, jpg := range room {
+		still += looks(jpg)
+	}
+	for i, jpg := range room {
+		// A new patrol at every frame; for every other one, after a
+		// first frame, so frames with and without the far pass are both
+		// counted as the still patrol counts them.
+		ff.patrol = facenet.NewTracker(ff.nets)
+		if i%2 == 1 {
+			looks(room[0])
+		}
+		fresh += looks(jpg)
+	}
+	if fresh == 0 {
+		t.Fatal("nothing in the room was looked at closely: the scene no longer tests this")
+	}
+	if 2*still > fresh {
+		t.Errorf("a still room without anyone: %d closer looks in 15 frames, %d when each frame is searched as the first: want at most half", still, fresh)
+	}
+	t.Logf("closer looks in 15 frames: %d still, %d searched as the first", still, fresh)
+	other, _ := synth.Nobody(scenes[0]).Frames(1, rnd)
+	if looks(other[0]) == 0 {
+		t.Error("a new view was not looked at closely")
+	}
+}
+
+// TestP7_APersonSteppingIntoAQuietRoomIsFound (issue 19): the places a
+// Patrol found empty do not hide a person who then steps into the room: 2
+// or 3 m away, wherever they stand, their face is found with a descriptor
+// within two frames.
+func TestP7_APersonSteppingIntoAQuietRoomIsFound(t *testing.T) {
+	ff := finder(t)
+	scenes := benchScenes(t)
+	rnd := rand.New(rand.NewPCG(19, 37))
+	for k, scene := range scenes {
+		for _, h := range []float64{0.10, 0.06} {
+			for _, p := range []struct {
+				person string
+				n      int
+			}{{"s2", 1}, {"s7", 2}, {"s12", 3}, {"s31", 3}} {
+				ff.patrol = facenet.NewTracker(ff.nets)
+				quiet, _ := synth.Nobody(scene).Frames(8, rnd)
+				for _, jpg := range quiet {
+					if _, err := ff.faces(jpg, score.MaxPixels, facenet.Patrol, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				v := synth.Place(scene, orlFace(t, p.person, p.n), int(h*720), rnd)
+				jpgs, at := v.Frames(2, rnd)
+				found := false
+				for f, jpg := range jpgs {
+					r, err := ff.faces(jpg, score.MaxPixels, facenet.Patrol, false)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, b := range r.Faces {
+						if c := image.Pt(b.X+b.W/2, b.Y+b.H/2); c.In(at[f].Inset(-at[f].Dx()/2)) && b.Template != nil {
+							found = true
+						}
+					}
+				}
+				if !found {
+					t.Errorf("scene %d, %s/%d at %.0f%% of the height at %v: not found in the 2 frames after 8 without anyone", k, p.person, p.n, 100*h, at[0])
+				}
+			}
 		}
 	}
 }

@@ -70,6 +70,10 @@ type Work struct {
 	ProposalPixels int64 // input pixels through the proposal net
 	Landmarks      int64 // landmark passes
 	Descriptors    int64 // descriptor passes
+	// CloserLooks are the detector's runs on a crop around one place of a
+	// frame: a proposal confirmed, a weak detection or a followed face
+	// looked at again (their pixels are among DetectorPixels).
+	CloserLooks int64
 }
 
 // Work returns the counts so far.

@@ -36,16 +36,32 @@ const headContext = 0.2
 // Place puts face in scene (a 1280x720 frame) with its face faceH pixels high, at a position
 // drawn from rnd.
 func Place(scene *image.RGBA, face image.Image, faceH int, rnd *rand.Rand) Placed {
-	b := face.Bounds()
-	ih := float64(faceH) / FaceShare
-	iw := ih * float64(b.Dx()) / float64(b.Dy())
-	cw, ch := int(iw*(1+2*headContext)), int(ih*(1+2*headContext))
+	iw, ih, cw, ch := sizes(face, faceH)
 	x := rnd.IntN(frameW-cw-16) + 8
 	y := rnd.IntN(frameH-ch-16) + 8
 	ix, iy := float64(x)+iw*headContext, float64(y)+ih*headContext
 	cx, cy := ix+iw/2, iy+0.66*ih
 	at := image.Rect(int(cx-float64(faceH)/2), int(cy-float64(faceH)/2), int(cx+float64(faceH)/2), int(cy+float64(faceH)/2))
 	return Placed{Scene: scene, Face: face, At: at, img: image.Rect(x, y, x+cw, y+ch)}
+}
+
+// PlaceAt puts face in scene with its face (brows to chin) on the box at,
+// whose height is the face's.
+func PlaceAt(scene *image.RGBA, face image.Image, at image.Rectangle) Placed {
+	iw, ih, cw, ch := sizes(face, at.Dy())
+	c := at.Min.Add(at.Max).Div(2)
+	x := int(float64(c.X) - iw/2 - iw*headContext)
+	y := int(float64(c.Y) - 0.66*ih - ih*headContext)
+	return Placed{Scene: scene, Face: face, At: at, img: image.Rect(x, y, x+cw, y+ch)}
+}
+
+// sizes are the ORL image's size (iw x ih) for a face faceH high, and that
+// of the image with its context (cw x ch).
+func sizes(face image.Image, faceH int) (iw, ih float64, cw, ch int) {
+	b := face.Bounds()
+	ih = float64(faceH) / FaceShare
+	iw = ih * float64(b.Dx()) / float64(b.Dy())
+	return iw, ih, int(iw * (1 + 2*headContext)), int(ih * (1 + 2*headContext))
 }
 
 // Nobody is the scene alone, for frames without anyone.
