@@ -45,7 +45,12 @@ func loadWeights(t testing.TB, name string) tfjs.Weights {
 
 func orl(t testing.TB, person string, n int) *image.Gray {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "testdata", "faces", "orl-"+person+"-"+strconv.Itoa(n)+".pgm"))
+	return readPGM(t, filepath.Join("..", "..", "testdata", "faces", "orl-"+person+"-"+strconv.Itoa(n)+".pgm"))
+}
+
+func readPGM(t testing.TB, path string) *image.Gray {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

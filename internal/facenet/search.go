@@ -2,7 +2,6 @@ package facenet
 
 import (
 	"cmp"
-	"fmt"
 	"image"
 	"math"
 	"slices"
@@ -317,18 +316,16 @@ func (n *Nets) equalised(img gocv.Mat, r image.Rectangle, k float64) ([]Detectio
 	}
 	region := img.Region(r)
 	defer region.Close()
+	bgr, owned, err := viewBGR(region)
+	if err != nil {
+		return nil, err
+	}
+	if owned {
+		defer bgr.Close()
+	}
 	grey := gocv.NewMat()
 	defer grey.Close()
-	switch region.Type() {
-	case gocv.MatTypeCV8UC1:
-		region.CopyTo(&grey)
-	case gocv.MatTypeCV8UC3:
-		gocv.CvtColor(region, &grey, gocv.ColorBGRToGray)
-	case gocv.MatTypeCV8UC4:
-		gocv.CvtColor(region, &grey, gocv.ColorBGRAToGray)
-	default:
-		return nil, fmt.Errorf("facenet: pixel type %v", region.Type())
-	}
+	gocv.CvtColor(bgr, &grey, gocv.ColorBGRToGray)
 	clahe := gocv.NewCLAHEWithParams(4, image.Pt(4, 4))
 	defer clahe.Close()
 	eq := gocv.NewMat()

@@ -13,7 +13,6 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
-	"github.com/aibo-privacy/aibo-privacyd/internal/pgm"
 )
 
 // TestTilesCoverTheFrameWithOverlap: an enlarged search sees every pixel,
@@ -98,10 +97,7 @@ func TestAFaceWhereAPlaceWasFoundEmptyWaitsAtMostEmptyFrames(t *testing.T) {
 	scene := testScene(t, "rocket.jpg")
 	search := func(tr *Tracker, jpg []byte) []Detection {
 		t.Helper()
-		m, err := gocv.IMDecode(jpg, gocv.IMReadColor)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := decodeJPEG(t, jpg)
 		defer m.Close()
 		d, err := tr.Search(m)
 		if err != nil {
@@ -164,10 +160,7 @@ func TestP7_AFaceUnderHardSideLightIsConfirmed(t *testing.T) {
 	there := func(face image.Image, h int, look func(m gocv.Mat, at image.Rectangle) []Detection, seed uint64) bool {
 		r := rand.New(rand.NewPCG(19, seed))
 		jpgs, at := synth.Place(scene, face, h, r).Frames(1, r)
-		m, err := gocv.IMDecode(jpgs[0], gocv.IMReadColor)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := decodeJPEG(t, jpgs[0])
 		defer m.Close()
 		return slices.ContainsFunc(look(m, at[0]), func(d Detection) bool { return Same(d.Box, at[0]) })
 	}
@@ -178,15 +171,7 @@ func TestP7_AFaceUnderHardSideLightIsConfirmed(t *testing.T) {
 	}
 	var even, side, plain, trials int
 	for _, name := range names {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := pgm.Decode(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		g := readPGM(t, name)
 		for _, h := range []int{43, 72} {
 			for _, face := range []*image.Gray{g, mirror(g)} {
 				seed := rnd.Uint64()
@@ -235,4 +220,14 @@ func mirror(g *image.Gray) *image.Gray {
 		}
 	}
 	return out
+}
+
+// decodeJPEG decodes a frame as the worker does (BGR); the caller closes it.
+func decodeJPEG(t testing.TB, jpg []byte) gocv.Mat {
+	t.Helper()
+	m, err := gocv.IMDecode(jpg, gocv.IMReadColor)
+	if err != nil || m.Empty() {
+		t.Fatalf("decode: %v", err)
+	}
+	return m
 }
