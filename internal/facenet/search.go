@@ -93,7 +93,9 @@ type plan struct {
 // emptyPlace is a place of the frame the detector looked at closely (a
 // proposal confirmed, a weak detection looked at again) and found nothing
 // in, not even a weak detection: a box and the score that asked for the
-// look. No pixels.
+// look (the net's mark, or the far pass's weak detection: a mark, near 1,
+// is looked at again where only a weak detection was found empty, never
+// the other way round, and both looks are the same crop). No pixels.
 type emptyPlace struct {
 	box   image.Rectangle
 	score float64
@@ -119,8 +121,8 @@ func stillEmpty(empty []emptyPlace, box image.Rectangle, score float64) bool {
 // search is Search as planned: looking also where the faces of the frame
 // before were when the frame's own passes did not find them again,
 // Patrol's far pass only when p.far, confirming at most p.confirm of its
-// proposals and passing over p.empty. It also returns the places it looked at closely and found
-// empty.
+// proposals and passing over p.empty. It also returns the places it
+// looked at closely and found empty.
 func (n *Nets) search(img gocv.Mat, reach Reach, p plan) ([]Detection, []emptyPlace, error) {
 	far := farSide
 	if reach == Patrol {
