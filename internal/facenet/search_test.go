@@ -121,7 +121,7 @@ func TestAFaceWhereAPlaceWasFoundEmptyWaitsAtMostEmptyFrames(t *testing.T) {
 	for i, p := range places[:min(len(places), 4)] {
 		tr := warm()
 		v := synth.PlaceAt(scene, orl(t, "s7", 2), p.box)
-		jpgs, at := v.Frames(emptyFrames+1, rnd)
+		jpgs, at := v.Frames(emptyFrames, rnd)
 		found := -1
 		for k, jpg := range jpgs {
 			if slices.ContainsFunc(search(tr, jpg), func(d Detection) bool { return Same(d.Box, at[k]) }) {
