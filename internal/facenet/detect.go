@@ -5,6 +5,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"slices"
 	"sort"
 
 	"gocv.io/x/gocv"
@@ -199,14 +200,7 @@ var black = color.RGBA{A: 255}
 func Merge(a, b []Detection) []Detection {
 	out := append([]Detection(nil), a...)
 	for _, d := range b {
-		dup := false
-		for _, k := range out {
-			if Same(d.Box, k.Box) {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+		if !slices.ContainsFunc(out, func(k Detection) bool { return Same(d.Box, k.Box) }) {
 			out = append(out, d)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"slices"
 	"sort"
 
 	"gocv.io/x/gocv"
@@ -96,14 +97,7 @@ func (n *Nets) Propose(img gocv.Mat) ([]Proposal, error) {
 		if len(keep) == maxMarks {
 			break
 		}
-		dup := false
-		for _, q := range keep {
-			if Same(p.Box, q.Box) {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+		if !slices.ContainsFunc(keep, func(q Proposal) bool { return Same(p.Box, q.Box) }) {
 			keep = append(keep, p)
 		}
 	}
