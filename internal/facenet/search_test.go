@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -230,4 +231,28 @@ func decodeJPEG(t testing.TB, jpg []byte) gocv.Mat {
 		t.Fatalf("decode: %v", err)
 	}
 	return m
+}
+
+// TestATrackerKeepsOnlyBoxes: between Patrol frames the worker keeps boxes
+// (the last frame's faces, the places found empty with their mark's score)
+// and counters, never pixels or descriptors (docs/PROTOCOL.md, faces). A
+// field of any other type fails here until the protocol reference says
+// what it keeps.
+func TestATrackerKeepsOnlyBoxes(t *testing.T) {
+	allowed := map[reflect.Type]bool{
+		reflect.TypeOf(&Nets{}):             true, // the nets, shared with every search
+		reflect.TypeOf(image.Point{}):       true,
+		reflect.TypeOf(image.Rectangle{}):   true,
+		reflect.TypeOf([]image.Rectangle{}): true,
+		reflect.TypeOf([]emptyPlace{}):      true,
+		reflect.TypeOf(0):                   true,
+		reflect.TypeOf(0.0):                 true,
+	}
+	for _, typ := range []reflect.Type{reflect.TypeOf(Tracker{}), reflect.TypeOf(emptyPlace{})} {
+		for i := 0; i < typ.NumField(); i++ {
+			if f := typ.Field(i); !allowed[f.Type] {
+				t.Errorf("%s.%s is a %s: a Tracker keeps only boxes between frames", typ.Name(), f.Name, f.Type)
+			}
+		}
+	}
 }
