@@ -131,7 +131,8 @@ test-rabbitmq: setup
 	TEST_BROKER_LOG=$$($(RABBIT) log) $(GO) test -race -count=1 -p 1 -timeout 40m -v $(RABBIT_PKGS) > build/rabbitmq-test.log 2>&1; rc=$$?; \
 	$(RABBIT) stop; grep -E '^(--- FAIL|FAIL|ok|panic)' build/rabbitmq-test.log; \
 	echo "test-rabbitmq: $$(grep -c '^--- PASS' build/rabbitmq-test.log) tests passed, $$(grep -c '^--- SKIP' build/rabbitmq-test.log) skipped, $$(grep -c '^--- FAIL' build/rabbitmq-test.log) failed (log: build/rabbitmq-test.log)"; \
-	[ $$rc -eq 0 ] || tail -80 build/rabbitmq-test.log; exit $$rc
+	[ $$rc -eq 0 ] || { awk '/^=== RUN   [^\/]*$$/ { out = "" } { out = out $$0 "\n" } /^--- FAIL/ { printf "%s", out }' build/rabbitmq-test.log | tail -150; \
+		echo "test-rabbitmq: the log's end:"; tail -30 build/rabbitmq-test.log; }; exit $$rc
 
 # A fleet on a clustered broker (README, "A fleet on a clustered broker"):
 # three RabbitMQ nodes with the MQTT plugin behind HAProxy, and a network

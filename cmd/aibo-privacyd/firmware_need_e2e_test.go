@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -67,21 +66,8 @@ func TestFirmwareNeedResumesWithOnlyTheMissingChunks(t *testing.T) {
 	}
 	r.kill()
 	r.start()
-	var need []int
-	a.events.WaitFor(t, 10*time.Second, func(m testbroker.Message) bool {
-		var e struct {
-			Type, Version string
-			Chunks        []int
-		}
-		if json.Unmarshal(m.Payload, &e) != nil || e.Type != "firmware_need" || e.Version != version {
-			return false
-		}
-		need = e.Chunks
-		return true
-	})
-	if want := []int{1, 3, 4, 5, 7, 9}; !reflect.DeepEqual(need, want) {
-		t.Fatalf("firmware_need %v, want %v", need, want)
-	}
+	need := []int{1, 3, 4, 5, 7, 9}
+	needAfterCut(t, a, version, need)
 	for _, n := range need {
 		a.c.Publish(t, topic(n), chunk(n), false)
 	}
