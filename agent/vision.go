@@ -133,9 +133,6 @@ func (w workerFaces) Faces(ctx context.Context, img []byte) ([]facerec.Face, err
 	out := make([]facerec.Face, len(r.Faces))
 	for i, f := range r.Faces {
 		out[i] = facerec.Face{Template: f.Template, Box: image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H), Model: r.Model}
-		if w.enrollment {
-			out[i].Mirror = f.Mirror
-		}
 	}
 	return out, nil
 }

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,12 +36,8 @@ import (
 // could not describe: it matches nobody.
 type Face struct {
 	Template []byte
-	// Mirror is the descriptor of the same face mirrored left to right,
-	// which the worker gives for enrollment frames only: kept beside
-	// Template as one more sample of the person (nil: none).
-	Mirror []byte
-	Box    image.Rectangle // where the face is, in the image's pixels
-	Model  string          // what made Template (see Recognizer.Model)
+	Box      image.Rectangle // where the face is, in the image's pixels
+	Model    string          // what made Template (see Recognizer.Model)
 }
 
 // Analyzer finds faces in an image (the vision worker).
@@ -145,7 +140,6 @@ type window struct {
 	subject  string
 	deadline time.Time
 	samples  [][]byte
-	mirrors  [][]byte // the samples' mirror images, where the worker gave them
 	Progress
 	stalled int // frames since the last sample
 }
@@ -566,7 +560,7 @@ func (s *Service) enrollFrame(faces []Face) string {
 			"several_faces", p.SeveralFaces, "undescribed", p.Undescribed)
 	}
 	if outcome == FrameEnrollmentSample {
-		s.sample(faces[0].Template, faces[0].Mirror)
+		s.sample(faces[0].Template)
 	}
 	return outcome
 }
@@ -580,11 +574,9 @@ func (s *Service) enrollingSubject() string {
 	return s.window.subject
 }
 
-// sample adds a template (and its mirror image, when the worker gave
-// one) to the open window and completes the enrollment when it has enough.
-// The mirror images are stored after the frames' templates: more samples
-// of the person, counted nowhere as frames.
-func (s *Service) sample(tpl, mirror []byte) {
+// sample adds a template to the open window and completes the enrollment
+// when it has enough.
+func (s *Service) sample(tpl []byte) {
 	s.mu.Lock()
 	w := s.window
 	if w == nil {
@@ -592,9 +584,6 @@ func (s *Service) sample(tpl, mirror []byte) {
 		return
 	}
 	w.samples = append(w.samples, append([]byte(nil), tpl...))
-	if mirror != nil && len(mirror) == len(tpl) {
-		w.mirrors = append(w.mirrors, append([]byte(nil), mirror...))
-	}
 	w.Samples = len(w.samples)
 	if len(w.samples) < s.cfg.Samples {
 		s.mu.Unlock()
@@ -607,13 +596,12 @@ func (s *Service) sample(tpl, mirror []byte) {
 		if err := s.pol.MayRecognize(tx, policy.Patrol, w.subject); err != nil {
 			return err // consent withdrawn meanwhile: keep nothing
 		}
-		kept := append(slices.Clone(w.samples), w.mirrors...)
-		slot, err := s.saveTemplates(tx, w.subject, kept)
+		slot, err := s.saveTemplates(tx, w.subject, w.samples)
 		if err != nil {
 			return err
 		}
 		if s.cfg.EnrolledTx != nil {
-			if err := s.cfg.EnrolledTx(tx, w.subject, slot, kept); err != nil {
+			if err := s.cfg.EnrolledTx(tx, w.subject, slot, w.samples); err != nil {
 				return err
 			}
 		}

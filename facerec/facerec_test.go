@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,26 +47,11 @@ func (frameAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
 
 // farAnalyzer stands in for the enrollment search: it also finds the
 // faces of frames marked '~' (a person where the robot stands), which
-// Patrol's search (frameAnalyzer) does not reach, and gives each face's
-// mirror image (mirrored).
+// Patrol's search (frameAnalyzer) does not reach.
 type farAnalyzer struct{}
 
 func (farAnalyzer) Faces(ctx context.Context, img []byte) ([]Face, error) {
-	faces, err := frameAnalyzer{}.Faces(ctx, bytes.TrimPrefix(img, []byte("~")))
-	for i := range faces {
-		if faces[i].Template != nil {
-			faces[i].Mirror = mirrored(faces[i].Template)
-		}
-	}
-	return faces, err
-}
-
-// mirrored stands in for the worker's mirror image of a template: the same
-// person (first byte), the noise reversed.
-func mirrored(tpl []byte) []byte {
-	m := slices.Clone(tpl)
-	slices.Reverse(m[1:])
-	return m
+	return frameAnalyzer{}.Faces(ctx, bytes.TrimPrefix(img, []byte("~")))
 }
 
 type firstByte struct{}
@@ -247,34 +231,6 @@ func (r *rig) facesBucket() map[string]string {
 // TestEnrollmentSkipsAFaceWithoutDescriptor: a face the worker found but
 // could not describe (it reports the box for blurring, no descriptor) is
 // no sample.
-func TestEnrollmentKeepsEachFacesMirrorImageAsASample(t *testing.T) {
-	r := newRig(t)
-	r.consent("ana")
-	if err := r.start("ana"); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		r.frame("A")
-	}
-	if got := r.list(&r.enrolled); len(got) != 1 {
-		t.Fatalf("enrolled %v after three frames (a mirror image is not a frame)", got)
-	}
-	var kept [][]byte
-	r.st.View(func(tx *bolt.Tx) error {
-		g, err := r.svc.gallery(tx)
-		kept = g["ana"]
-		return err
-	})
-	if len(kept) != 6 {
-		t.Fatalf("%d samples kept for three frames, want each face and its mirror image", len(kept))
-	}
-	for i := range 3 {
-		if !bytes.Equal(kept[3+i], mirrored(kept[i])) || bytes.Equal(kept[i], kept[3+i]) {
-			t.Fatalf("sample %d: %q, then %q: not the face and its mirror image", i, kept[i], kept[3+i])
-		}
-	}
-}
-
 func TestEnrollmentSkipsAFaceWithoutDescriptor(t *testing.T) {
 	r := newRig(t)
 	r.consent("ana")

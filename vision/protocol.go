@@ -178,12 +178,6 @@ type FaceTemplate struct {
 	W        int    `json:"w"`
 	H        int    `json:"h"`
 	Template []byte `json:"template"`
-	// Mirror is the descriptor of the same aligned face mirrored left to
-	// right, in Template's encoding: given only for an Enrollment request,
-	// where the daemon keeps it beside Template as one more sample of the
-	// person (the head turned, the light from the other side). Never on a
-	// Patrol frame or a photo.
-	Mirror []byte `json:"mirror,omitempty"`
 }
 
 // Score asks for the quality score of one photo.

@@ -60,22 +60,14 @@ func (f *faceFinder) facesIn(img gocv.Mat, reach facenet.Reach, boxesOnly bool) 
 			out.Faces = append(out.Faces, face)
 			continue
 		}
-		var v, mirror []float32
-		if reach == facenet.Enrol {
-			v, mirror, err = f.nets.DescribeMirrored(img, d.Box)
-		} else {
-			v, _, err = f.nets.Describe(img, d.Box)
-		}
+		v, _, err := f.nets.Describe(img, d.Box)
 		if err == nil {
 			face.Template, err = descriptor.Encode(v)
-		}
-		if err == nil && mirror != nil {
-			face.Mirror, err = descriptor.Encode(mirror)
 		}
 		if err != nil {
 			// A face without a descriptor is still a face: it matches
 			// nobody, so it is blurred and never recorded.
-			face.Template, face.Mirror = nil, nil
+			face.Template = nil
 		}
 		out.Faces = append(out.Faces, face)
 	}

@@ -158,15 +158,9 @@ func TestP7_StrangerIsNotTakenForTheOnlyPersonEnrolled(t *testing.T) {
 		return r.Faces[0].Template
 	}
 	for _, alone := range []string{"s2", "s7", "s12"} {
-		// Enrolled as the daemon enrolls: each frame's face and its
-		// mirror image.
 		var samples [][]byte
 		for n := 1; n <= 3; n++ {
-			r, err := ff.faces(frame720(t, orlFace(t, alone, n), 0), score.MaxPixels, facenet.Enrol, false)
-			if err != nil || len(r.Faces) != 1 || r.Faces[0].Mirror == nil {
-				t.Fatalf("%s/%d: %v %v", alone, n, r.Faces, err)
-			}
-			samples = append(samples, r.Faces[0].Template, r.Faces[0].Mirror)
+			samples = append(samples, desc(alone, n))
 		}
 		m, err := facerec.Descriptors{}.Build(map[string][][]byte{alone: samples})
 		if err != nil {
@@ -789,63 +783,4 @@ func TestP7_APersonSteppingIntoAQuietRoomIsFound(t *testing.T) {
 			}
 		}
 	}
-}
-
-// TestAnEnrollmentFaceComesWithItsMirrorImage: an enrollment frame's face
-// carries, beside its descriptor, the descriptor of the face mirrored
-// (docs/PROTOCOL.md, faces), which the daemon keeps as one more sample: it
-// is the face as a camera sees it mirrored (closer to the mirrored frame's
-// descriptor than the face's own is), and no Patrol frame or photo gets one.
-func TestAnEnrollmentFaceComesWithItsMirrorImage(t *testing.T) {
-	ff := finder(t)
-	one := func(data []byte, reach facenet.Reach) vision.FaceTemplate {
-		t.Helper()
-		r, err := ff.faces(data, score.MaxPixels, reach, false)
-		if err != nil || len(r.Faces) != 1 || r.Faces[0].Template == nil {
-			t.Fatalf("%v %v", r.Faces, err)
-		}
-		return r.Faces[0]
-	}
-	vec := func(b []byte) descriptor.Vector {
-		t.Helper()
-		v, err := descriptor.Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	for _, f := range []struct {
-		p string
-		n int
-	}{{"s2", 1}, {"s2", 2}, {"s7", 1}, {"s7", 2}, {"s12", 1}, {"s30", 1}} {
-		face := orlFace(t, f.p, f.n)
-		enrol := one(frame720(t, face, 0), facenet.Enrol)
-		if enrol.Mirror == nil {
-			t.Fatalf("%s/%d: an enrollment face without its mirror image", f.p, f.n)
-		}
-		seenMirrored := vec(one(frame720(t, mirrorGray(face), 0), facenet.Enrol).Template)
-		own, mirror := vec(enrol.Template), vec(enrol.Mirror)
-		dOwn, dMirror := descriptor.Distance(&own, &seenMirrored), descriptor.Distance(&mirror, &seenMirrored)
-		t.Logf("%s/%d: the mirrored frame's descriptor is %.3f from the face's, %.3f from its mirror image", f.p, f.n, dOwn, dMirror)
-		if dMirror >= dOwn {
-			t.Errorf("%s/%d: the mirror image (%.3f) is no nearer the face seen mirrored than the face is (%.3f)", f.p, f.n, dMirror, dOwn)
-		}
-		for _, reach := range []facenet.Reach{facenet.Patrol, facenet.Thorough} {
-			if got := one(frame720(t, face, 0), reach); got.Mirror != nil {
-				t.Errorf("%s/%d: a mirror image outside enrollment (reach %v)", f.p, f.n, reach)
-			}
-		}
-	}
-}
-
-// mirrorGray is g mirrored left to right.
-func mirrorGray(g *image.Gray) *image.Gray {
-	b := g.Bounds()
-	m := image.NewGray(b)
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			m.SetGray(b.Max.X-1-(x-b.Min.X), y, g.GrayAt(x, y))
-		}
-	}
-	return m
 }

@@ -2,8 +2,8 @@ package descriptor
 
 import (
 	"errors"
-	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -49,32 +49,20 @@ var ErrCalibration = errors.New("descriptor: calibration needs at least 3 people
 // Each is rounded down to two decimals. This is the rule that produced
 // Shipped.
 func Calibrate(samples map[string][]Vector, cohort []Vector) (Calibration, error) {
-	return CalibrateWith(samples, nil, nil, cohort)
+	return CalibrateWith(samples, nil, cohort)
 }
 
-// CalibrateWith is Calibrate with the enrollment samples' mirror images and
-// more impostor probes, as the daemon enrolls and Patrol sees people.
-//
-// mirrors[id][k], when given, is the descriptor of samples[id][k]'s face
-// mirrored (the worker gives it for enrollment frames, and the daemon
-// keeps it as one more sample): each gallery holds a person's samples and
-// their mirrors, each is also an impostor probe, and a leave-one-out
-// genuine trial leaves out the image and its mirror together, so a probe
-// is never compared with its own mirror image.
-//
-// probes[id] are descriptors of person id's enrollment images as the
-// camera may also see them (relit by a strong side light, placed far off),
-// each probed against the same galleries without id as the samples are.
-// They are impostor trials only: they tighten the constants where such
-// images bring strangers closer, and change nothing else.
-func CalibrateWith(samples, mirrors, probes map[string][]Vector, cohort []Vector) (Calibration, error) {
+// CalibrateWith is Calibrate with more impostor probes: probes[id] are
+// descriptors of person id's enrollment images as the camera may also see
+// them (relit by a strong side light, say), each probed against the same
+// galleries without id as the samples are. They are impostor trials only:
+// they tighten the constants where such images bring strangers closer,
+// and change nothing else.
+func CalibrateWith(samples, probes map[string][]Vector, cohort []Vector) (Calibration, error) {
 	ids := make([]string, 0, len(samples))
 	for id, s := range samples {
 		if len(s) >= 2 {
 			ids = append(ids, id)
-		}
-		if m := mirrors[id]; m != nil && len(m) != len(s) {
-			return Calibration{}, fmt.Errorf("descriptor: %d mirrors for %d samples of one person", len(m), len(s))
 		}
 	}
 	if len(ids) < 3 {
@@ -83,21 +71,6 @@ func CalibrateWith(samples, mirrors, probes map[string][]Vector, cohort []Vector
 	sort.Strings(ids)
 	var c Calibration
 	var single []Match // the one-comparison impostor trials
-	// enrolled is what a gallery holds of id: its samples and their
-	// mirrors, without image skip (-1: none).
-	enrolled := func(id string, skip int) []Vector {
-		var out []Vector
-		for k, v := range samples[id] {
-			if k == skip {
-				continue
-			}
-			out = append(out, v)
-			if mirrors[id] != nil {
-				out = append(out, mirrors[id][k])
-			}
-		}
-		return out
-	}
 	build := func(skipID string, skipSample int, only string) (*Gallery, error) {
 		g, err := NewGallery(Params{}, cohort)
 		if err != nil {
@@ -107,11 +80,11 @@ func CalibrateWith(samples, mirrors, probes map[string][]Vector, cohort []Vector
 			if (only != "" && id != only) || (id == skipID && skipSample < 0) {
 				continue
 			}
-			skip := -1
+			s := samples[id]
 			if id == skipID {
-				skip = skipSample
+				s = slices.Delete(slices.Clone(s), skipSample, skipSample+1)
 			}
-			if err := g.Enroll(id, enrolled(id, skip)); err != nil {
+			if err := g.Enroll(id, s); err != nil {
 				return nil, err
 			}
 		}
@@ -144,19 +117,14 @@ func CalibrateWith(samples, mirrors, probes map[string][]Vector, cohort []Vector
 			impostor(&probes[id][k])
 		}
 		for k := range samples[id] {
-			own := []*Vector{&samples[id][k]}
-			if mirrors[id] != nil {
-				own = append(own, &mirrors[id][k])
-			}
+			probe := &samples[id][k]
+			impostor(probe)
 			loo, err := build(id, k, "")
 			if err != nil {
 				return c, err
 			}
-			for _, probe := range own {
-				impostor(probe)
-				c.Genuine = append(c.Genuine, loo.Match(probe))
-				c.Person = append(c.Person, id)
-			}
+			c.Genuine = append(c.Genuine, loo.Match(probe))
+			c.Person = append(c.Person, id)
 		}
 	}
 	var sum, sum2, n float64

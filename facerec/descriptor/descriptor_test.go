@@ -256,7 +256,7 @@ func TestCalibrateWithRelitProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := CalibrateWith(samples, nil, nil, cohort)
+	same, err := CalibrateWith(samples, nil, cohort)
 	if err != nil || same.Params != plain.Params || len(same.Impostor) != len(plain.Impostor) {
 		t.Fatalf("without probes: %+v, want %+v (%v)", same.Params, plain.Params, err)
 	}
@@ -273,7 +273,7 @@ func TestCalibrateWithRelitProbes(t *testing.T) {
 			probes[id] = append(probes[id], jitter(rnd, v, 0.1))
 		}
 	}
-	relit, err := CalibrateWith(samples, nil, probes, cohort)
+	relit, err := CalibrateWith(samples, probes, cohort)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,43 +287,5 @@ func TestCalibrateWithRelitProbes(t *testing.T) {
 		if m.AcceptedWith(Params{Threshold: 10, Ratio: relit.Params.Ratio, Cohort: 10}) || m.AcceptedWith(Params{Threshold: 10, Ratio: 10, Cohort: relit.Params.Cohort}) {
 			t.Fatalf("an impostor trial passes the ratio or cohort test alone: %+v with %+v", m, relit.Params)
 		}
-	}
-}
-
-// TestCalibrateLeavesAnImageOutWithItsMirror: with the enrollment faces'
-// mirror images in the galleries (as the daemon keeps them), a
-// leave-one-out genuine trial leaves out the image and its mirror
-// together, so no probe is judged against its own mirror image (which
-// would make every genuine trial look easy); each mirror image is also an
-// impostor probe and a genuine one.
-func TestCalibrateLeavesAnImageOutWithItsMirror(t *testing.T) {
-	rnd := rand.New(rand.NewPCG(7, 8))
-	cohort, _ := Cohort()
-	samples, mirrors := map[string][]Vector{}, map[string][]Vector{}
-	for p := 0; p < 6; p++ {
-		id := string(rune('a' + p))
-		centre := jitter(rnd, cohort[p*20], 0.45)
-		for k := 0; k < 4; k++ {
-			s := jitter(rnd, centre, 0.15)
-			samples[id] = append(samples[id], s)
-			// A mirror image very near its own face: were it left in the
-			// gallery, its own face's genuine trial would find it.
-			mirrors[id] = append(mirrors[id], jitter(rnd, s, 0.01))
-		}
-	}
-	c, err := CalibrateWith(samples, mirrors, nil, cohort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Genuine) != 6*4*2 || len(c.Impostor) != 6*4*2*6 {
-		t.Fatalf("%d genuine and %d impostor trials, want every face and every mirror image probed", len(c.Genuine), len(c.Impostor))
-	}
-	for i, m := range c.Genuine {
-		if m.Distance < 0.05 {
-			t.Fatalf("genuine trial %d of %s was judged against its own mirror image (d1 %.3f)", i, c.Person[i], m.Distance)
-		}
-	}
-	if _, err := CalibrateWith(samples, map[string][]Vector{"a": mirrors["a"][:2]}, nil, cohort); err == nil {
-		t.Error("fewer mirror images than faces for a person: no error")
 	}
 }

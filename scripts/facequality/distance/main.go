@@ -19,10 +19,8 @@
 // tripled in a frame, as scripts/facequality; -enrol far: placed at 10-20%
 // of the height in a scene, as the robot sees a person from where it
 // stands, searched as the worker searches an enrollment frame, each
-// image's first frame of 5 in which the worker found the face; either way
-// each face is kept with its mirror image, as the daemon enrolls); a
-// genuine visit for each of their images 6-10 (100 visits), a stranger
-// visit for each image of s21..s40 (200). A visit is recognised
+// image's first frame of 5 in which the worker found the face); a genuine visit for each of their images 6-10 (100 visits), a
+// stranger visit for each image of s21..s40 (200). A visit is recognised
 // when a frame is accepted as its person; a stranger visit is taken for
 // family when any frame is accepted as anyone. A second table says what
 // a rule the daemon does not have would give: a visit recognised, or
@@ -33,7 +31,7 @@
 // then gamma 1.8 (frame.SideLight).
 //
 // -calibrate runs descriptor.Calibrate on the enrollment images placed at
-// each size (found as an enrollment frame is, a frame each), to see whether
+// each size (found by a thorough search, a frame each), to see whether
 // small faces would need other constants; it decides nothing.
 package main
 
@@ -115,14 +113,14 @@ func main() {
 	missing := 0
 	for s := 1; s <= 20; s++ {
 		for i := 1; i <= 5; i++ {
-			var d, mirror []byte
+			var d []byte
 			switch *enrolFlag {
 			case "close":
 				jpg, want, err := frame.Frame(orl(s, i), frame.Replicate)
 				if err != nil {
 					log.Fatal(err)
 				}
-				if d, mirror, _, err = w.EnrolAt(context.Background(), jpg, want); err != nil {
+				if d, _, err = w.FaceAt(context.Background(), jpg, want, false); err != nil {
 					log.Fatal(err)
 				}
 			case "far":
@@ -130,8 +128,7 @@ func main() {
 				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), h, rnd)
 				jpgs, at := p.Frames(5, rnd)
 				for k := range jpgs {
-					f := faceAt(w, jpgs[k], at[k], facenet.Enrol)
-					if d, mirror = f.template, f.mirror; d != nil {
+					if d = faceAt(w, jpgs[k], at[k], facenet.Enrol).template; d != nil {
 						break
 					}
 				}
@@ -142,8 +139,7 @@ func main() {
 				missing++
 				continue
 			}
-			// The daemon keeps the face's mirror image as one more sample.
-			g[fmt.Sprint(s)] = append(g[fmt.Sprint(s)], d, mirror)
+			g[fmt.Sprint(s)] = append(g[fmt.Sprint(s)], d)
 		}
 	}
 	m, err := facerec.Descriptors{}.Build(g)
@@ -221,14 +217,11 @@ func main() {
 			}
 		}
 		if *calibrate {
-			mirrors := map[[2]int][]byte{}
 			cal, err := frame.Calibrate(func(s, i int) []byte {
 				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), faceH, rnd)
 				jpgs, at := p.Frames(1, rnd)
-				f := faceAt(w, jpgs[0], at[0], facenet.Enrol)
-				mirrors[[2]int{s, i}] = f.mirror
-				return f.template
-			}, func(s, i int) []byte { return mirrors[[2]int{s, i}] }, nil)
+				return faceAt(w, jpgs[0], at[0], facenet.Thorough).template
+			}, nil)
 			if err != nil {
 				r.cal = err.Error()
 			} else {
@@ -257,7 +250,7 @@ func main() {
 		fmt.Printf("| %.0f%% | %s (%d/%d) | %s (%d/%d) |\n", 100*r.h, pct(r.recognised2, r.visits), r.recognised2, r.visits, pct(r.taken2, r.strangers), r.taken2, r.strangers)
 	}
 	if *calibrate {
-		fmt.Printf("\ndescriptor.Calibrate on the enrollment images (s1..s20, 1-5) placed at each size, searched as enrollment frames are (shipped: Threshold %.2f, Ratio %.2f, Cohort %.2f):\n\n", descriptor.Shipped.Threshold, descriptor.Shipped.Ratio, descriptor.Shipped.Cohort)
+		fmt.Printf("\ndescriptor.Calibrate on the enrollment images (s1..s20, 1-5) placed at each size, thorough search (shipped: Threshold %.2f, Ratio %.2f, Cohort %.2f):\n\n", descriptor.Shipped.Threshold, descriptor.Shipped.Ratio, descriptor.Shipped.Cohort)
 		for _, r := range rows {
 			fmt.Printf("- %.0f%%: %s\n", 100*r.h, r.cal)
 		}
@@ -266,7 +259,6 @@ func main() {
 
 type found struct {
 	template []byte   // of the face at the wanted place, nil when not found
-	mirror   []byte   // its mirror image (enrollment frames only)
 	all      [][]byte // every descriptor of the frame
 	took     time.Duration
 }
@@ -294,7 +286,7 @@ func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, reach facenet.Rea
 		out.all = append(out.all, f.Template)
 		fc := image.Pt(f.X+f.W/2, f.Y+f.H/2)
 		if d := math.Hypot(float64(fc.X-c.X), float64(fc.Y-c.Y)); fc.In(near) && d < best {
-			out.template, out.mirror, best = f.Template, f.Mirror, d
+			out.template, best = f.Template, d
 		}
 	}
 	return out

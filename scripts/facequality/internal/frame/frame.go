@@ -14,7 +14,6 @@ import (
 	"image/draw"
 	"image/jpeg"
 	_ "image/png"
-	"log"
 	"math"
 	"os"
 	"os/exec"
@@ -141,28 +140,6 @@ func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, t
 	return best, r.Model, nil
 }
 
-// EnrolAt is FaceAt for a frame of an open enrollment window, searched as
-// the daemon asks for one: it also returns the worker's mirror image of the
-// face's descriptor, which the daemon keeps as one more sample.
-func (w *Worker) EnrolAt(ctx context.Context, jpg []byte, want image.Rectangle) (tpl, mirror []byte, model string, err error) {
-	r, err := w.Faces(ctx, vision.Faces{Image: jpg, Enrollment: true})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	c := image.Pt((want.Min.X+want.Max.X)/2, (want.Min.Y+want.Max.Y)/2)
-	bestD := math.Inf(1)
-	for _, f := range r.Faces {
-		fc := image.Pt(f.X+f.W/2, f.Y+f.H/2)
-		if !fc.In(want) || f.Template == nil {
-			continue
-		}
-		if d := math.Hypot(float64(fc.X-c.X), float64(fc.Y-c.Y)); d < bestD {
-			tpl, mirror, bestD = f.Template, f.Mirror, d
-		}
-	}
-	return tpl, mirror, r.Model, nil
-}
-
 // Scenes loads the shared scenes without people (coffee, cat, rocket),
 // each filled to a 1280x720 frame.
 func Scenes(data string, load func(string) (image.Image, error)) ([]*image.RGBA, error) {
@@ -197,38 +174,31 @@ func LoadImage(path string) (image.Image, error) {
 // Calibrate runs descriptor.CalibrateWith on the protocol's enrollment
 // images (s1..s20, images 1-5) against the shipped cohort: desc gives the
 // encoded descriptor of image i of person s, nil when the worker found no
-// face, and mirror the worker's mirror image of it (EnrolAt; every
-// enrollment face has one); relit, when not nil, the descriptors of the same image as a
+// face; relit, when not nil, the descriptors of the same image as a
 // strong side light shows it (impostor probes only; nil when none).
-func Calibrate(desc, mirror func(s, i int) []byte, relit func(s, i int) [][]byte) (descriptor.Calibration, error) {
+func Calibrate(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (descriptor.Calibration, error) {
 	enroll := map[string][]descriptor.Vector{}
-	mirrors := map[string][]descriptor.Vector{}
 	probes := map[string][]descriptor.Vector{}
-	decode := func(d []byte) descriptor.Vector {
-		v, err := descriptor.Decode(d)
-		if err != nil {
-			log.Fatal(err)
-		}
-		return v
-	}
 	for s := 1; s <= 20; s++ {
 		for i := 1; i <= 5; i++ {
 			d := desc(s, i)
 			if d == nil {
 				continue
 			}
-			id := fmt.Sprint(s)
-			enroll[id] = append(enroll[id], decode(d))
-			if m := mirror(s, i); m != nil {
-				mirrors[id] = append(mirrors[id], decode(m))
-			} else {
-				return descriptor.Calibration{}, fmt.Errorf("s%d/%d: the worker gave no mirror image of an enrollment face", s, i)
+			v, err := descriptor.Decode(d)
+			if err != nil {
+				return descriptor.Calibration{}, err
 			}
+			enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
 			if relit == nil {
 				continue
 			}
 			for _, r := range relit(s, i) {
-				probes[id] = append(probes[id], decode(r))
+				v, err := descriptor.Decode(r)
+				if err != nil {
+					return descriptor.Calibration{}, err
+				}
+				probes[fmt.Sprint(s)] = append(probes[fmt.Sprint(s)], v)
 			}
 		}
 	}
@@ -236,7 +206,7 @@ func Calibrate(desc, mirror func(s, i int) []byte, relit func(s, i int) [][]byte
 	if err != nil {
 		return descriptor.Calibration{}, err
 	}
-	return descriptor.CalibrateWith(enroll, mirrors, probes, cohort)
+	return descriptor.CalibrateWith(enroll, probes, cohort)
 }
 
 // SideLit is the face under a strong light from each side in turn
