@@ -160,3 +160,9 @@ func (c Calibration) GenuineAccepted(p Params) (n int) {
 	}
 	return n
 }
+
+// Stricter is, constant by constant, the stricter of a and b: where
+// constants calibrated on two ways of enrolling must hold for either.
+func Stricter(a, b Params) Params {
+	return Params{Threshold: math.Min(a.Threshold, b.Threshold), Ratio: math.Min(a.Ratio, b.Ratio), Cohort: math.Min(a.Cohort, b.Cohort)}
+}

@@ -289,3 +289,16 @@ func TestCalibrateWithRelitProbes(t *testing.T) {
 		}
 	}
 }
+
+// TestStricterKeepsEachConstantsStricterValue: constants that must hold for
+// two ways of enrolling take, one by one, the value that accepts less.
+func TestStricterKeepsEachConstantsStricterValue(t *testing.T) {
+	a, b := Params{Threshold: 0.45, Ratio: 0.76, Cohort: 0.78}, Params{Threshold: 0.46, Ratio: 0.71, Cohort: 0.77}
+	want := Params{Threshold: 0.45, Ratio: 0.71, Cohort: 0.77}
+	if got := Stricter(a, b); got != want {
+		t.Fatalf("Stricter(%+v, %+v) = %+v, want %+v", a, b, got, want)
+	}
+	if got := Stricter(b, a); got != want {
+		t.Fatalf("Stricter is not symmetric: %+v", got)
+	}
+}

@@ -16,7 +16,8 @@
 // frames, sent one by one as Patrol sends them (Faces, not thorough).
 //
 // Protocol: people s1..s20 enrolled with images 1-5 (-enrol close: each
-// tripled in a frame, as scripts/facequality; -enrol far: placed at 10-20%
+// tripled in a frame and searched as an enrollment frame, as
+// scripts/facequality; -enrol far: placed at 10-20%
 // of the height in a scene, as the robot sees a person from where it
 // stands, searched as the worker searches an enrollment frame, each
 // image's first frame of 5 in which the worker found the face); a genuine visit for each of their images 6-10 (100 visits), a
@@ -108,7 +109,6 @@ func main() {
 		reach = facenet.Thorough
 	}
 	// Enrollment.
-	rnd := rand.New(rand.NewPCG(19, 1))
 	g := map[string][][]byte{}
 	missing := 0
 	for s := 1; s <= 20; s++ {
@@ -120,18 +120,11 @@ func main() {
 				if err != nil {
 					log.Fatal(err)
 				}
-				if d, _, err = w.FaceAt(context.Background(), jpg, want, false); err != nil {
+				if d, _, err = w.EnrolAt(context.Background(), jpg, want); err != nil {
 					log.Fatal(err)
 				}
 			case "far":
-				h := int((0.10 + 0.10*rnd.Float64()) * frame.H)
-				p := synth.Place(scenes[rnd.IntN(len(scenes))], orl(s, i), h, rnd)
-				jpgs, at := p.Frames(5, rnd)
-				for k := range jpgs {
-					if d = faceAt(w, jpgs[k], at[k], facenet.Enrol).template; d != nil {
-						break
-					}
-				}
+				d = frame.EnrolFar(w, scenes, orl(s, i), uint64(s*10+i))
 			default:
 				log.Fatalf("-enrol %q", *enrolFlag)
 			}

@@ -14,7 +14,9 @@ import (
 	"image/draw"
 	"image/jpeg"
 	_ "image/png"
+	"log"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,7 +123,18 @@ func (w *Worker) Close() {
 // descriptor of the one whose centre lies in want, nearest its centre (nil
 // when none has a descriptor there), and the model the worker names.
 func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, thorough bool) ([]byte, string, error) {
-	r, err := w.Faces(ctx, vision.Faces{Image: jpg, Thorough: thorough})
+	return w.faceAt(ctx, vision.Faces{Image: jpg, Thorough: thorough}, want)
+}
+
+// EnrolAt is FaceAt for a frame of an open enrollment window, searched as
+// the daemon asks for one (the enrollment search: Patrol's passes, the
+// frame at 0.75 and the 160 px pass, on the frame alone).
+func (w *Worker) EnrolAt(ctx context.Context, jpg []byte, want image.Rectangle) ([]byte, string, error) {
+	return w.faceAt(ctx, vision.Faces{Image: jpg, Enrollment: true}, want)
+}
+
+func (w *Worker) faceAt(ctx context.Context, req vision.Faces, want image.Rectangle) ([]byte, string, error) {
+	r, err := w.Faces(ctx, req)
 	if err != nil {
 		return nil, "", err
 	}
@@ -138,6 +151,28 @@ func (w *Worker) FaceAt(ctx context.Context, jpg []byte, want image.Rectangle, t
 		}
 	}
 	return best, r.Model, nil
+}
+
+// EnrolFar enrols face as from where the robot stands: placed at a random
+// 10-20% of the frame's height in one of scenes (seeded by seed), five
+// frames of 1-2 px jitter, searched as enrollment frames are; the
+// descriptor of the first frame in which the worker found the face (nil
+// when none did). scripts/facequality/distance -enrol far does the same.
+func EnrolFar(w *Worker, scenes []*image.RGBA, face image.Image, seed uint64) []byte {
+	rnd := rand.New(rand.NewPCG(19, seed))
+	h := int((0.10 + 0.10*rnd.Float64()) * H)
+	p := synth.Place(scenes[rnd.IntN(len(scenes))], face, h, rnd)
+	jpgs, at := p.Frames(5, rnd)
+	for k := range jpgs {
+		d, _, err := w.EnrolAt(context.Background(), jpgs[k], at[k].Inset(-at[k].Dx()/2))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if d != nil {
+			return d
+		}
+	}
+	return nil
 }
 
 // Scenes loads the shared scenes without people (coffee, cat, rocket),
