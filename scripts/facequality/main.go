@@ -55,6 +55,11 @@ import (
 
 type img struct{ s, i int }
 
+// farDraws is how many placements of the enrollment images the rule
+// enrols from where the robot stands (-enrol-far); the first is the one
+// scripts/facequality/distance -enrol far measures with.
+const farDraws = 3
+
 func main() {
 	data := flag.String("data", "../shared/testdata", "folder holding orl_faces/")
 	models := flag.String("models", paths.FaceModels(), "the converted face nets (make setup: build/models)")
@@ -65,7 +70,7 @@ func main() {
 	light := flag.String("light", "even", "even, or side: every test image (s1..s20 6-10, s21..s40) relit by a strong light from one side (gain 0.3 to 1.3, gamma 1.8; enrollment images stay evenly lit)")
 	relitCal := flag.Bool("relit", true, "calibrate with each enrollment image also relit from either side among the impostor probes (part of the rule behind the shipped constants)")
 	farCal := flag.String("far", "0.10,0.06,0.05", "calibrate with each enrollment image also placed in a scene at these face heights among the impostor probes (part of the rule behind the shipped constants; empty: none)")
-	enrolFar := flag.Bool("enrol-far", true, "calibrate also on the enrollment images enrolled from where the robot stands (each placed at 10-20% of the height in a scene, searched as an enrollment frame) and keep, constant by constant, the stricter (part of the rule behind the shipped constants)")
+	enrolFar := flag.Bool("enrol-far", true, "calibrate also on the enrollment images enrolled from where the robot stands (each placed at 10-20% of the height in a scene, searched as an enrollment frame; three placements) and keep, constant by constant, the strictest (part of the rule behind the shipped constants)")
 	calOnly := flag.Bool("calibrate", false, "describe only the enrollment images (s1..s20, 1-5) and print what descriptor.Calibrate gives: how the shipped constants were fixed, without scoring a test image")
 	flag.Parse()
 	log.SetFlags(0)
@@ -205,31 +210,36 @@ func main() {
 				log.Fatal(err)
 			}
 		}
-		far := map[img][]byte{}
-		var farMissed []img
-		for s := 1; s <= 20; s++ {
-			for i := 1; i <= 5; i++ {
-				face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
-				if err != nil {
-					log.Fatal(err)
-				}
-				if far[img{s, i}] = frame.EnrolFar(w, scenes, face, uint64(s*10+i)); far[img{s, i}] == nil {
-					farMissed = append(farMissed, img{s, i})
+		// Three draws of the placements: the lowest ratios seen depend
+		// on where the faces land (0.78, 0.74 and 0.74 for Ratio), and
+		// the constants must hold for each.
+		for draw := range farDraws {
+			far := map[img][]byte{}
+			var farMissed []img
+			for s := 1; s <= 20; s++ {
+				for i := 1; i <= 5; i++ {
+					face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+					if err != nil {
+						log.Fatal(err)
+					}
+					if far[img{s, i}] = frame.EnrolFar(w, scenes, face, uint64(s*10+i+1000*draw)); far[img{s, i}] == nil {
+						farMissed = append(farMissed, img{s, i})
+					}
 				}
 			}
+			fc, err := frame.Calibrate(func(s, i int) []byte { return far[img{s, i}] }, relit)
+			if err != nil {
+				log.Fatal(err)
+			}
+			if *calOnly {
+				fmt.Printf("descriptor.Calibrate on the same images enrolled from where the robot stands, placement draw %d (10-20%% of the height; %d impostor, %d genuine trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
+					draw+1, len(fc.Impostor), len(fc.Genuine), farMissed, fc.Params.Threshold, fc.Params.Ratio, fc.Params.Cohort, fc.GenuineAccepted(fc.Params), len(fc.Genuine))
+			}
+			cal.Params = descriptor.Stricter(cal.Params, fc.Params)
 		}
-		fc, err := frame.Calibrate(func(s, i int) []byte { return far[img{s, i}] }, relit)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if *calOnly {
-			fmt.Printf("descriptor.Calibrate on the same images enrolled from where the robot stands (10-20%% of the height; %d impostor, %d genuine trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
-				len(fc.Impostor), len(fc.Genuine), farMissed, fc.Params.Threshold, fc.Params.Ratio, fc.Params.Cohort, fc.GenuineAccepted(fc.Params), len(fc.Genuine))
-		}
-		cal.Params = descriptor.Stricter(cal.Params, fc.Params)
 	}
 	if *calOnly {
-		fmt.Printf("The rule's constants (the stricter of the two, constant by constant): Threshold %.2f, Ratio %.2f, Cohort %.2f.\n", cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort)
+		fmt.Printf("The rule's constants (the strictest, constant by constant): Threshold %.2f, Ratio %.2f, Cohort %.2f.\n", cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort)
 		return
 	}
 
