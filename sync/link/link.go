@@ -86,6 +86,7 @@ const (
 	connectTimeout = 10 * time.Second // TCP + TLS + CONNACK
 	pingTimeout    = 10 * time.Second
 	opTimeout      = 10 * time.Second // acks for status, subscriptions, state, results
+	resultWait     = 2 * time.Second  // a result waits this long for the session (publishResult)
 	offlineWait    = time.Second      // bounded wait for "offline" at shutdown
 	quiesceMillis  = 250              // paho Disconnect quiesce
 
@@ -179,6 +180,9 @@ type Link struct {
 	// beforeSubscribe, when set, runs between CONNACK and the per-connect
 	// subscriptions (tests widen that gap with it).
 	beforeSubscribe func()
+	// beforeSession, when set, runs between a successful connect and the
+	// link taking the session (setSession): tests widen that gap.
+	beforeSession func()
 
 	running    atomic.Bool
 	cmds       chan inbound
@@ -421,6 +425,9 @@ func (l *Link) Run(ctx context.Context) error {
 		failures = 0
 		started := time.Now()
 		l.log.Info("mqtt connected", "broker", broker, "client_id", l.cfg.ClientID)
+		if l.beforeSession != nil {
+			l.beforeSession()
+		}
 		l.setSession(sess)
 		l.afterConnect(ctx, sess)
 
@@ -614,11 +621,30 @@ func (l *Link) commandLoop(ctx context.Context) {
 		if res == nil {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err := l.Publish(pctx, resultTopic, res, false)
-		cancel()
-		if err != nil {
+		if err := l.publishResult(ctx, resultTopic, res); err != nil {
 			l.log.Warn("mqtt command result not published", "topic", l.topic(resultTopic), "size", len(res), "err", err)
+		}
+	}
+}
+
+// publishResult publishes a command's result. A command the broker kept
+// for the device arrives as soon as the connection is up, which can be a
+// moment before Run has taken the session: the result then waits for it,
+// up to resultWait, rather than be lost (a dead connection still fails
+// after that).
+func (l *Link) publishResult(ctx context.Context, topic string, res []byte) error {
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	deadline := time.Now().Add(resultWait)
+	for {
+		err := l.Publish(pctx, topic, res, false)
+		if !errors.Is(err, ErrNotConnected) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-pctx.Done():
+			return err
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

@@ -80,6 +80,24 @@ func TestP5_CommandsQueuedWhileDownArriveOnReturn(t *testing.T) {
 	waitFor(t, "the queued chunk", func() bool { return chunks.Load() == 1 })
 }
 
+// TestAQueuedCommandsResultIsNotLostToTheConnectRace: a command the broker
+// kept while the daemon was away arrives right after CONNACK, which can be
+// before the link has taken its new session; its result must still reach
+// the cloud (CI once lost one this way: the app never heard that a
+// withdrawal was applied).
+func TestAQueuedCommandsResultIsNotLostToTheConnectRace(t *testing.T) {
+	b := testbroker.Start(t)
+	startSession(t, b)
+	cloud := b.Client(t)
+	results := cloud.Subscribe(t, topic("cmd/result"))
+	cloud.Publish(t, topic("cmd"), []byte("while-away"), false)
+
+	f := newFixture(t, Config{Broker: b.URL})
+	f.link.beforeSession = func() { time.Sleep(300 * time.Millisecond) }
+	f.run(t)
+	results.WaitFor(t, wait, func(m testbroker.Message) bool { return string(m.Payload) == "result:while-away" })
+}
+
 // TestP5_ACommandNotYetHandledIsDeliveredAgain: a command is acknowledged
 // to the broker only once its handler has returned, so one that was
 // received but not handled when the connection died (or the process) is
