@@ -31,6 +31,11 @@
 // strong one-sided light: a gain from 0.3 on the left to 1.3 on the right,
 // then gamma 1.8 (frame.SideLight).
 //
+// -v lists, frame by frame, what became of each genuine visit not
+// recognised and each stranger's visit taken: the face not found, or the
+// decision's distances and the constants they failed (where side light's
+// cost lies: finding the face, or deciding on it).
+//
 // -calibrate runs descriptor.Calibrate on the enrollment images placed at
 // each size (found by a thorough search, a frame each), to see whether
 // small faces would need other constants; it decides nothing.
@@ -69,6 +74,7 @@ func main() {
 	light := flag.String("light", "even", "even, or side: every probe relit from one side (gain 0.3 to 1.3, gamma 1.8)")
 	thorough := flag.Bool("thorough", false, "search each frame thoroughly, as a photo about to leave is (not as Patrol does): how descriptors of small faces behave once found")
 	perVisit := flag.Int("frames", 5, "frames a visit (1: each probe image judged on one frame)")
+	verbose := flag.Bool("v", false, "list each genuine visit not recognised and each stranger's visit taken, frame by frame: the face not found, or the decision's distances and the constants it failed")
 	calibrate := flag.Bool("calibrate", false, "also run descriptor.Calibrate on the enrollment images placed at each size")
 	flag.Parse()
 	log.SetFlags(0)
@@ -139,12 +145,14 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	why := explainer(g)
 
 	type row struct {
 		h                            float64
 		visits, recognised, confused int
 		strangers, taken             int
 		recognised2, taken2          int // with two frames agreeing
+		explained                    []string
 		frames, found                int
 		times                        []time.Duration
 		cal                          string
@@ -156,12 +164,19 @@ func main() {
 		rnd := rand.New(rand.NewPCG(19, uint64(faceH)))
 		// accepted counts, by person, the frames of a visit accepted as
 		// them.
+		// frames says, for -v, what became of the visit's face in each
+		// frame.
+		var frames []string
 		visit := func(s, i int) (accepted map[string]int) {
 			p := synth.Place(scenes[rnd.IntN(len(scenes))], probe(s, i), faceH, rnd)
 			jpgs, at := p.Frames(*perVisit, rnd)
 			accepted = map[string]int{}
+			frames = frames[:0]
 			for k := range jpgs {
 				f := faceAt(w, jpgs[k], at[k], reach)
+				if *verbose {
+					frames = append(frames, why(f.template))
+				}
 				r.times = append(r.times, f.took)
 				r.frames++
 				if f.template != nil {
@@ -185,6 +200,8 @@ func main() {
 				r.visits++
 				if acc[fmt.Sprint(s)] > 0 {
 					r.recognised++
+				} else if *verbose {
+					r.explained = append(r.explained, fmt.Sprintf("- %.0f%%, s%d/%d not recognised: %s", 100*hs, s, i, strings.Join(frames, "; ")))
 				}
 				if acc[fmt.Sprint(s)] >= 2 {
 					r.recognised2++
@@ -200,6 +217,9 @@ func main() {
 				acc := visit(s, i)
 				if len(acc) > 0 {
 					r.taken++
+					if *verbose {
+						r.explained = append(r.explained, fmt.Sprintf("- %.0f%%, stranger s%d/%d taken for %v: %s", 100*hs, s, i, acc, strings.Join(frames, "; ")))
+					}
 				}
 				for _, n := range acc {
 					if n >= 2 {
@@ -242,6 +262,14 @@ func main() {
 	for _, r := range rows {
 		fmt.Printf("| %.0f%% | %s (%d/%d) | %s (%d/%d) |\n", 100*r.h, pct(r.recognised2, r.visits), r.recognised2, r.visits, pct(r.taken2, r.strangers), r.taken2, r.strangers)
 	}
+	if *verbose {
+		fmt.Printf("\nVisits not recognised and strangers' visits taken, frame by frame (the placed face's nearest person, d1, d1/d2 and d1/c(P) against the shipped constants):\n\n")
+		for _, r := range rows {
+			for _, e := range r.explained {
+				fmt.Println(e)
+			}
+		}
+	}
 	if *calibrate {
 		fmt.Printf("\ndescriptor.Calibrate on the enrollment images (s1..s20, 1-5) placed at each size, thorough search (shipped: Threshold %.2f, Ratio %.2f, Cohort %.2f):\n\n", descriptor.Shipped.Threshold, descriptor.Shipped.Ratio, descriptor.Shipped.Cohort)
 		for _, r := range rows {
@@ -283,6 +311,52 @@ func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, reach facenet.Rea
 		}
 	}
 	return out
+}
+
+// explainer returns what the decision made of a placed face's template
+// (nil: not found), against the gallery of g at the shipped constants.
+func explainer(g map[string][][]byte) func(template []byte) string {
+	gal, err := descriptor.NewGallery(descriptor.Shipped, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for id, samples := range g {
+		var vs []descriptor.Vector
+		for _, b := range samples {
+			if v, err := descriptor.Decode(b); err == nil {
+				vs = append(vs, v)
+			}
+		}
+		if err := gal.Enroll(id, vs); err != nil {
+			log.Fatal(err)
+		}
+	}
+	sh := descriptor.Shipped
+	return func(template []byte) string {
+		if template == nil {
+			return "not found"
+		}
+		v, err := descriptor.Decode(template)
+		if err != nil {
+			return err.Error()
+		}
+		m := gal.Match(&v)
+		var failed []string
+		if m.Distance >= sh.Threshold {
+			failed = append(failed, "Threshold")
+		}
+		if m.Distance >= sh.Ratio*m.RunnerDistance {
+			failed = append(failed, "Ratio")
+		}
+		if m.Distance >= sh.Cohort*m.CohortDist {
+			failed = append(failed, "Cohort")
+		}
+		verdict := "accepted"
+		if len(failed) > 0 {
+			verdict = "over " + strings.Join(failed, ", ")
+		}
+		return fmt.Sprintf("s%s %.3f / %.3f / %.3f, %s", m.SubjectID, m.Distance, m.Distance/m.RunnerDistance, m.Distance/m.CohortDist, verdict)
+	}
 }
 
 func pct(a, b int) string {
