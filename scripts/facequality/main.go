@@ -71,6 +71,7 @@ func main() {
 	relitCal := flag.Bool("relit", true, "calibrate with each enrollment image also relit from either side among the impostor probes (part of the rule behind the shipped constants)")
 	farCal := flag.String("far", "0.10,0.06,0.05", "calibrate with each enrollment image also placed in a scene at these face heights among the impostor probes (part of the rule behind the shipped constants; empty: none)")
 	enrolFar := flag.Bool("enrol-far", true, "calibrate also on the enrollment images enrolled from where the robot stands (each placed at 10-20% of the height in a scene, searched as an enrollment frame; three placements) and keep, constant by constant, the strictest (part of the rule behind the shipped constants)")
+	splits := flag.Int("split", 10, "with -calibrate: check the rule on people it never saw, this many random two-fold splits of the enrollment people on each enrollment set (0: none)")
 	calOnly := flag.Bool("calibrate", false, "describe only the enrollment images (s1..s20, 1-5) and print what descriptor.Calibrate gives: how the shipped constants were fixed, without scoring a test image")
 	flag.Parse()
 	log.SetFlags(0)
@@ -197,9 +198,26 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// twoFold prints how the rule does on people it never saw.
+	twoFold := func(desc func(s, i int) []byte) {
+		if *splits == 0 {
+			return
+		}
+		enroll, probes, err := frame.Gather(desc, relit)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sp, err := frame.TwoFold(enroll, probes, *splits)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("  Two-fold, %d random splits of the people (the rule on one half, the other half decided at its constants): Ratio %.2f-%.2f, Cohort %.2f-%.2f; %d of %d impostor trials accepted; %d of %d genuine trials accepted.\n",
+			sp.Splits, sp.RatioMin, sp.RatioMax, sp.CohortMin, sp.CohortMax, sp.ImpostorsAccepted, sp.Impostors, sp.GenuineAccepted, sp.Genuine)
+	}
 	if *calOnly {
 		fmt.Printf("descriptor.Calibrate on s1..s20 images 1-5 through the worker, enrolled close (%d impostor, %d genuine leave-one-out trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
 			len(cal.Impostor), len(cal.Genuine), missed, cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort, cal.GenuineAccepted(cal.Params), len(cal.Genuine))
+		twoFold(func(s, i int) []byte { return desc[img{s, i}] })
 	}
 	if *enrolFar {
 		// The daemon also enrols a person from where the robot stands:
@@ -234,6 +252,7 @@ func main() {
 			if *calOnly {
 				fmt.Printf("descriptor.Calibrate on the same images enrolled from where the robot stands, placement draw %d (10-20%% of the height; %d impostor, %d genuine trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
 					draw+1, len(fc.Impostor), len(fc.Genuine), farMissed, fc.Params.Threshold, fc.Params.Ratio, fc.Params.Cohort, fc.GenuineAccepted(fc.Params), len(fc.Genuine))
+				twoFold(func(s, i int) []byte { return far[img{s, i}] })
 			}
 			cal.Params = descriptor.Stricter(cal.Params, fc.Params)
 		}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/aibo-privacy/aibo-privacyd/capture/score/synth"
@@ -212,8 +213,21 @@ func LoadImage(path string) (image.Image, error) {
 // face; relit, when not nil, the descriptors of the same image as a
 // strong side light shows it (impostor probes only; nil when none).
 func Calibrate(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (descriptor.Calibration, error) {
-	enroll := map[string][]descriptor.Vector{}
-	probes := map[string][]descriptor.Vector{}
+	enroll, probes, err := Gather(desc, relit)
+	if err != nil {
+		return descriptor.Calibration{}, err
+	}
+	cohort, err := descriptor.Cohort()
+	if err != nil {
+		return descriptor.Calibration{}, err
+	}
+	return descriptor.CalibrateWith(enroll, probes, cohort)
+}
+
+// Gather decodes what Calibrate calibrates on: the samples and the
+// impostor probes by person.
+func Gather(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (enroll, probes map[string][]descriptor.Vector, err error) {
+	enroll, probes = map[string][]descriptor.Vector{}, map[string][]descriptor.Vector{}
 	for s := 1; s <= 20; s++ {
 		for i := 1; i <= 5; i++ {
 			d := desc(s, i)
@@ -222,7 +236,7 @@ func Calibrate(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (descr
 			}
 			v, err := descriptor.Decode(d)
 			if err != nil {
-				return descriptor.Calibration{}, err
+				return nil, nil, err
 			}
 			enroll[fmt.Sprint(s)] = append(enroll[fmt.Sprint(s)], v)
 			if relit == nil {
@@ -231,17 +245,78 @@ func Calibrate(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (descr
 			for _, r := range relit(s, i) {
 				v, err := descriptor.Decode(r)
 				if err != nil {
-					return descriptor.Calibration{}, err
+					return nil, nil, err
 				}
 				probes[fmt.Sprint(s)] = append(probes[fmt.Sprint(s)], v)
 			}
 		}
 	}
+	return enroll, probes, nil
+}
+
+// Split is what TwoFold found.
+type Split struct {
+	Splits                       int
+	RatioMin, RatioMax           float64 // the rule's Ratio on a half
+	CohortMin, CohortMax         float64
+	Impostors, ImpostorsAccepted int // the other half's impostor trials, and those accepted at all three constants
+	Genuine, GenuineAccepted     int
+}
+
+// TwoFold checks the rule on people it never saw: the enrollment people
+// are split in two halves at random, splits times; the rule
+// (descriptor.CalibrateWith) fixes the constants on each half, and the
+// other half's impostor and genuine trials are decided with them.
+func TwoFold(enroll, probes map[string][]descriptor.Vector, splits int) (Split, error) {
 	cohort, err := descriptor.Cohort()
 	if err != nil {
-		return descriptor.Calibration{}, err
+		return Split{}, err
 	}
-	return descriptor.CalibrateWith(enroll, probes, cohort)
+	ids := make([]string, 0, len(enroll))
+	for id := range enroll {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	half := func(keep []string) (e, p map[string][]descriptor.Vector) {
+		e, p = map[string][]descriptor.Vector{}, map[string][]descriptor.Vector{}
+		for _, id := range keep {
+			e[id], p[id] = enroll[id], probes[id]
+		}
+		return e, p
+	}
+	out := Split{Splits: splits, RatioMin: math.Inf(1), CohortMin: math.Inf(1)}
+	for k := range splits {
+		perm := rand.New(rand.NewPCG(uint64(k+1), 3)).Perm(len(ids))
+		var a, b []string
+		for j, p := range perm {
+			if j < len(ids)/2 {
+				a = append(a, ids[p])
+			} else {
+				b = append(b, ids[p])
+			}
+		}
+		var cals [2]descriptor.Calibration
+		for h, people := range [][]string{a, b} {
+			e, p := half(people)
+			if cals[h], err = descriptor.CalibrateWith(e, p, cohort); err != nil {
+				return out, err
+			}
+		}
+		for h := range cals {
+			fixed, tested := cals[h].Params, cals[1-h]
+			out.RatioMin, out.RatioMax = math.Min(out.RatioMin, fixed.Ratio), math.Max(out.RatioMax, fixed.Ratio)
+			out.CohortMin, out.CohortMax = math.Min(out.CohortMin, fixed.Cohort), math.Max(out.CohortMax, fixed.Cohort)
+			for _, m := range tested.Impostor {
+				out.Impostors++
+				if m.AcceptedWith(fixed) {
+					out.ImpostorsAccepted++
+				}
+			}
+			out.Genuine += len(tested.Genuine)
+			out.GenuineAccepted += tested.GenuineAccepted(fixed)
+		}
+	}
+	return out, nil
 }
 
 // SideLit is the face under a strong light from each side in turn
