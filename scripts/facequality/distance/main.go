@@ -162,11 +162,11 @@ func main() {
 		faceH := int(math.Round(hs * frame.H))
 		r := row{h: hs}
 		rnd := rand.New(rand.NewPCG(19, uint64(faceH)))
-		// accepted counts, by person, the frames of a visit accepted as
-		// them.
 		// frames says, for -v, what became of the visit's face in each
 		// frame.
 		var frames []string
+		// accepted counts, by person, the frames of a visit accepted as
+		// them.
 		visit := func(s, i int) (accepted map[string]int) {
 			p := synth.Place(scenes[rnd.IntN(len(scenes))], probe(s, i), faceH, rnd)
 			jpgs, at := p.Frames(*perVisit, rnd)
@@ -326,6 +326,9 @@ func explainer(g map[string][][]byte) func(template []byte) string {
 			if v, err := descriptor.Decode(b); err == nil {
 				vs = append(vs, v)
 			}
+		}
+		if len(vs) == 0 {
+			continue // as facerec.Descriptors.Build: never matched
 		}
 		if err := gal.Enroll(id, vs); err != nil {
 			log.Fatal(err)
