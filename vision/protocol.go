@@ -153,10 +153,7 @@ type Faces struct {
 	// Enrollment searches as for a frame of an open enrollment window:
 	// Patrol's search plus the frame at 0.75 of a 1280 px frame, so a
 	// person is found from about 10% of the height (where the robot
-	// stands, 2 m away), at about five times a Patrol frame's cost. A
-	// face of 96 px or more that only its extra passes found is kept
-	// only if the detector finds it again at its own size, so a
-	// patterned shirt does not make the frame count two faces.
+	// stands, 2 m away), at about five times a Patrol frame's cost.
 	// Workers that predate it ignore it and search as for Patrol.
 	Enrollment bool `json:"enrollment,omitempty"`
 }
