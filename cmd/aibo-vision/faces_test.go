@@ -639,37 +639,6 @@ func TestEnrollmentFindsAPersonWhereTheRobotStands(t *testing.T) {
 	}
 }
 
-// TestEnrollmentDoesNotTakeAPatternedShirtForASecondFace: the enrollment
-// search's extra passes (the near pass, closer looks) box the astronaut's
-// suit below her face (testdata/score/astronaut.jpg), and an enrollment
-// frame with two faces gives no sample, so she could never enrol in it.
-// Such a face must be found again (confirmFrom, confirmAt); hers is. A photo's
-// search still takes the suit: blurring a patch of suit costs nothing, and
-// a confirmation there could leave a real face unblurred.
-func TestEnrollmentDoesNotTakeAPatternedShirtForASecondFace(t *testing.T) {
-	ff := finder(t)
-	portrait := photo(t, "astronaut.jpg")
-	hers := func(r vision.FacesResult) bool {
-		return slices.ContainsFunc(r.Faces, func(f vision.FaceTemplate) bool {
-			return image.Pt(175, 90).In(image.Rect(f.X, f.Y, f.X+f.W, f.Y+f.H)) && f.Template != nil
-		})
-	}
-	enrol, err := ff.faces(portrait, score.MaxPixels, facenet.Enrol, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(enrol.Faces) != 1 || !hers(enrol) {
-		t.Errorf("enrollment search: faces %v, want hers alone (around (175, 90)), with a descriptor", boxes(enrol))
-	}
-	photoSearch, err := ff.faces(portrait, score.MaxPixels, facenet.Thorough, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(photoSearch.Faces) < 2 || !hers(photoSearch) {
-		t.Errorf("photo search: faces %v, want hers and the suit's", boxes(photoSearch))
-	}
-}
-
 // TestP7_PatrolFindsFamilyTwoAndThreeMetresAway (issue 19): a person
 // standing 2 or 3 m from the robot (a face 10% or 6% of a 720p frame's
 // height) is found, with a descriptor, in a visit of 5 Patrol frames.

@@ -34,22 +34,6 @@ const (
 	// about 80% of the height, and a face is followed from the frame that
 	// found it.
 	nearSide = 160
-	// confirmFrom, confirmAt: in an enrollment frame, a face of at least
-	// confirmFrom px that only the near pass, a closer look or the frame
-	// at midScale found is kept only if the detector finds it again at
-	// its own size, or brought down to confirmAt px when larger (the
-	// detector loses faces over about 150 px in its input). Those passes
-	// see a face in a patterned shirt (the astronaut's suit in
-	// testdata/score/astronaut.jpg: 0.47 at 160 px, 0.44 at 64 px,
-	// nothing over 0.3 at its own size, where her face scores 0.96), and
-	// an enrollment frame with two faces gives no sample. A smaller face
-	// is not looked at again: it would have to be enlarged (a face 11% of
-	// a 720p frame's height was lost that way), and bringing 96-144 px
-	// faces down to 96 px lost 2 of 800 faces enrolled from where the
-	// robot stands. A photo's search keeps every face (one not confirmed
-	// is still blurred), and Patrol has its own budget.
-	confirmFrom = 96
-	confirmAt   = 128
 	// weakScore: the far pass's detections between this and the
 	// detector's DefaultMinScore are looked at again, closer (the face
 	// brought to closerFace px in a 128 px input, about 1.5 ms each), at
@@ -159,7 +143,6 @@ func (n *Nets) search(img gocv.Mat, reach Reach, p plan) ([]Detection, []emptyPl
 			weak = append(weak, d)
 		}
 	}
-	farFound := slices.Clone(found)
 	if reach != Patrol {
 		near, err := n.Detect(img, DetectOptions{Side: nearSide})
 		if err != nil {
@@ -254,18 +237,7 @@ func (n *Nets) search(img gocv.Mat, reach Reach, p plan) ([]Detection, []emptyPl
 	}
 	n.Shrink() // the large passes' buffers are not kept for the next frame
 	if reach == Enrol {
-		var sure []Detection
-		for _, d := range found {
-			if max(d.Box.Dx(), d.Box.Dy()) >= confirmFrom && !slices.ContainsFunc(farFound, func(f Detection) bool { return Same(f.Box, d.Box) }) {
-				if ok, err := n.foundAgain(img, d.Box); err != nil {
-					return nil, nil, err
-				} else if !ok {
-					continue
-				}
-			}
-			sure = append(sure, d)
-		}
-		found = sure[:min(len(sure), defaultMaxFaces)]
+		found = found[:min(len(found), defaultMaxFaces)]
 	}
 	// A thorough search keeps every face: each one not recognised is
 	// blurred.
@@ -317,19 +289,6 @@ func (n *Nets) lookCloser(img gocv.Mat, face image.Rectangle) (found []Detection
 		}
 	}
 	return found[:min(len(found), defaultMaxFaces)], empty, nil
-}
-
-// foundAgain says whether the detector finds the face in box again on the
-// square around it (twice its side), the face at its own size or brought
-// down to confirmAt px. The box stays the caller's: only whether is asked.
-func (n *Nets) foundAgain(img gocv.Mat, box image.Rectangle) (bool, error) {
-	c, side := box.Min.Add(box.Max).Div(2), max(box.Dx(), box.Dy(), 4)
-	n.countLook()
-	again, err := n.DetectIn(img, image.Rect(c.X-side, c.Y-side, c.X+side, c.Y+side), math.Min(1, float64(confirmAt)/float64(side)), DetectOptions{})
-	if err != nil {
-		return false, err
-	}
-	return slices.ContainsFunc(again, func(d Detection) bool { return Same(d.Box, box) }), nil
 }
 
 func (n *Nets) countLook() {
