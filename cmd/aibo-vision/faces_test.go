@@ -639,6 +639,38 @@ func TestEnrollmentFindsAPersonWhereTheRobotStands(t *testing.T) {
 	}
 }
 
+// TestP6_AnEnrollmentFrameShowsTheBystanderToo: the daemon takes a sample
+// only from an enrollment frame with exactly one face, so the enrollment
+// search must report every person in it; a face it left out would let a
+// bystander's face be enrolled under the enrolling person's name. Here the
+// person enrolling stands close (a face 30% of a 720p frame's height) and
+// a bystander farther off (15%), in both scenes.
+func TestP6_AnEnrollmentFrameShowsTheBystanderToo(t *testing.T) {
+	ff := finder(t)
+	for k, scene := range benchScenes(t) {
+		img := image.NewRGBA(scene.Bounds())
+		draw.Draw(img, img.Bounds(), scene, image.Point{}, draw.Src)
+		paste := func(face *image.Gray, faceH, cx, cy int) image.Rectangle {
+			h := faceH * 10 / 8
+			w := h * face.Rect.Dx() / face.Rect.Dy()
+			at := image.Rect(cx-w/2, cy-h/2, cx+w/2, cy+h/2)
+			synth.Paste(img, face, at, 0.1)
+			return at
+		}
+		enrolling := paste(orlFace(t, "s2", 1), 216, 420, 360)
+		bystander := paste(orlFace(t, "s7", 1), 108, 960, 300)
+		r, err := ff.faces(synth.JPEG(img, 90), score.MaxPixels, facenet.Enrol, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for who, at := range map[string]image.Rectangle{"the person enrolling": enrolling, "the bystander": bystander} {
+			if !slices.ContainsFunc(r.Faces, func(f vision.FaceTemplate) bool { return image.Pt(f.X+f.W/2, f.Y+f.H/2).In(at) }) {
+				t.Errorf("scene %d: %s (at %v) is not among the enrollment search's faces %v", k, who, at, boxes(r))
+			}
+		}
+	}
+}
+
 // TestP7_PatrolFindsFamilyTwoAndThreeMetresAway (issue 19): a person
 // standing 2 or 3 m from the robot (a face 10% or 6% of a 720p frame's
 // height) is found, with a descriptor, in a visit of 5 Patrol frames.
