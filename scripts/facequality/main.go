@@ -40,7 +40,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,7 +88,7 @@ func main() {
 			if *calOnly && (s > 20 || i > 5) {
 				continue
 			}
-			face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+			face, err := frame.ORL(*data, s, i)
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -152,7 +151,7 @@ func main() {
 	// impostorProbes describes an enrollment image as Patrol may also see
 	// it (relit, placed far off).
 	impostorProbes := func(s, i int) [][]byte {
-		face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+		face, err := frame.ORL(*data, s, i)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -236,7 +235,7 @@ func main() {
 			var farMissed []img
 			for s := 1; s <= 20; s++ {
 				for i := 1; i <= 5; i++ {
-					face, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+					face, err := frame.ORL(*data, s, i)
 					if err != nil {
 						log.Fatal(err)
 					}
@@ -356,19 +355,17 @@ func protocol(desc map[img][]byte, people []int) (genuine, correct, confused, st
 // explain prints the household of 20's errors with the statistics the
 // decision looked at.
 func explain(desc map[img][]byte) {
-	g, err := descriptor.NewGallery(descriptor.Shipped, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	enrolled := map[string][][]byte{}
 	for p := 1; p <= 20; p++ {
-		var vs []descriptor.Vector
 		for i := 1; i <= 5; i++ {
 			if d, ok := desc[img{p, i}]; ok {
-				v, _ := descriptor.Decode(d)
-				vs = append(vs, v)
+				enrolled[fmt.Sprint(p)] = append(enrolled[fmt.Sprint(p)], d)
 			}
 		}
-		g.Enroll(fmt.Sprint(p), vs)
+	}
+	g, err := frame.ShippedGallery(enrolled)
+	if err != nil {
+		log.Fatal(err)
 	}
 	show := func(what string, s, i int, m descriptor.Match) {
 		fmt.Printf("- %s s%d/%d: nearest s%s d1 %.3f, d2 %.3f (%s), d1/d2 %.3f, c(P) %.3f, d1/c(P) %.3f\n",

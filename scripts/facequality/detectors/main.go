@@ -253,7 +253,7 @@ func buildFrames(data string) (frames, empty []frame, err error) {
 		}
 	}
 	for s := 1; s <= 20; s++ {
-		img, err := fq.LoadImage(filepath.Join(data, "orl_faces", fmt.Sprintf("s%d", s), "1.pgm"))
+		img, err := fq.ORL(data, s, 1)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -51,7 +51,6 @@ import (
 	"log"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,7 +96,7 @@ func main() {
 	}
 	defer w.Close()
 	orl := func(s, i int) image.Image {
-		img, err := frame.LoadImage(filepath.Join(*data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+		img, err := frame.ORL(*data, s, i)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -316,23 +315,9 @@ func faceAt(w *frame.Worker, jpg []byte, want image.Rectangle, reach facenet.Rea
 // explainer returns what the decision made of a placed face's template
 // (nil: not found), against the gallery of g at the shipped constants.
 func explainer(g map[string][][]byte) func(template []byte) string {
-	gal, err := descriptor.NewGallery(descriptor.Shipped, nil)
+	gal, err := frame.ShippedGallery(g)
 	if err != nil {
 		log.Fatal(err)
-	}
-	for id, samples := range g {
-		var vs []descriptor.Vector
-		for _, b := range samples {
-			if v, err := descriptor.Decode(b); err == nil {
-				vs = append(vs, v)
-			}
-		}
-		if len(vs) == 0 {
-			continue // as facerec.Descriptors.Build: never matched
-		}
-		if err := gal.Enroll(id, vs); err != nil {
-			log.Fatal(err)
-		}
 	}
 	sh := descriptor.Shipped
 	return func(template []byte) string {

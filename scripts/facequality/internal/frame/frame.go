@@ -254,6 +254,37 @@ func Gather(desc func(s, i int) []byte, relit func(s, i int) [][]byte) (enroll, 
 	return enroll, probes, nil
 }
 
+// ORL loads image i of ORL person s from the shared test data.
+func ORL(data string, s, i int) (image.Image, error) {
+	return LoadImage(filepath.Join(data, "orl_faces", fmt.Sprintf("s%d", s), fmt.Sprintf("%d.pgm", i)))
+}
+
+// ShippedGallery enrols g's people (encoded descriptors by person) in a
+// gallery deciding at the shipped constants against the shipped cohort,
+// as facerec.Descriptors.Build does, but whose Match shows the
+// distances. A person without a sample that decodes is left out.
+func ShippedGallery(g map[string][][]byte) (*descriptor.Gallery, error) {
+	gal, err := descriptor.NewGallery(descriptor.Shipped, nil)
+	if err != nil {
+		return nil, err
+	}
+	for id, samples := range g {
+		var vs []descriptor.Vector
+		for _, b := range samples {
+			if v, err := descriptor.Decode(b); err == nil {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) == 0 {
+			continue
+		}
+		if err := gal.Enroll(id, vs); err != nil {
+			return nil, err
+		}
+	}
+	return gal, nil
+}
+
 // Split is what TwoFold found.
 type Split struct {
 	Splits                       int
