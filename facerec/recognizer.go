@@ -9,7 +9,8 @@ import (
 
 // Descriptors is the Recognizer of facerec/descriptor: learned 128-D face
 // descriptors, several per person, with its cohort-normalised open-set
-// decision at the shipped constants.
+// decision by the shipped rule (a person's constants follow the smallest
+// face they were enrolled from).
 type Descriptors struct{}
 
 // Model names the descriptor model the samples must come from.
@@ -24,15 +25,7 @@ func (Descriptors) Build(g map[string][][]byte) (Matcher, error) {
 		return nil, fmt.Errorf("facerec: %w", err)
 	}
 	for subject, samples := range g {
-		var vs []descriptor.Vector
-		for _, s := range samples {
-			if v, err := descriptor.Decode(s); err == nil {
-				vs = append(vs, v)
-			}
-		}
-		if len(vs) > 0 {
-			_ = gal.Enroll(subject, vs)
-		}
+		_ = gal.EnrollEncoded(subject, samples) // ErrNoSamples: nothing usable
 	}
 	return descriptorMatcher{gal}, nil
 }
@@ -40,7 +33,7 @@ func (Descriptors) Build(g map[string][][]byte) (Matcher, error) {
 type descriptorMatcher struct{ g *descriptor.Gallery }
 
 // Identify maps the accepted distance to a confidence in [0, 1]: 1 for an
-// identical face, 0 at the shipped threshold.
+// identical face, 0 at the threshold the person is judged by.
 func (m descriptorMatcher) Identify(probe []byte) (string, float64, bool) {
 	v, err := descriptor.Decode(probe)
 	if err != nil {
@@ -50,5 +43,5 @@ func (m descriptorMatcher) Identify(probe []byte) (string, float64, bool) {
 	if !r.Accepted {
 		return "", 0, false
 	}
-	return r.SubjectID, math.Max(0, math.Min(1, 1-r.Distance/descriptor.Shipped.Threshold)), true
+	return r.SubjectID, math.Max(0, math.Min(1, 1-r.Distance/r.Params.Threshold)), true
 }

@@ -62,7 +62,7 @@ func (f *faceFinder) facesIn(img gocv.Mat, reach facenet.Reach, boxesOnly bool) 
 		}
 		v, _, err := f.nets.Describe(img, d.Box)
 		if err == nil {
-			face.Template, err = descriptor.Encode(v)
+			face.Template, err = descriptor.Encode(v, d.Box.Dy())
 		}
 		if err != nil {
 			// A face without a descriptor is still a face: it matches

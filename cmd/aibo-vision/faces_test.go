@@ -639,6 +639,38 @@ func TestEnrollmentFindsAPersonWhereTheRobotStands(t *testing.T) {
 	}
 }
 
+// TestP7_ADescriptorRecordsTheHeightOfItsFace: the daemon judges a person
+// enrolled from small faces by stricter constants (descriptor.Rule), so
+// each descriptor records the height of the face it describes: the
+// detector's box, brows to chin, which lies within the head box the
+// answer gives. A close-up (ORL tripled, 336 px) and a face where the
+// robot stands (80 px) must record sizes in that ratio.
+func TestP7_ADescriptorRecordsTheHeightOfItsFace(t *testing.T) {
+	ff := finder(t)
+	rnd := rand.New(rand.NewPCG(19, 41))
+	far := synth.Place(benchScenes(t)[0], orlFace(t, "s2", 1), 80, rnd)
+	farJPGs, _ := far.Frames(1, rnd)
+	var px []int
+	for _, jpg := range [][]byte{frame720(t, orlFace(t, "s2", 1), 0), farJPGs[0]} {
+		r, err := ff.faces(jpg, score.MaxPixels, facenet.Enrol, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Faces) != 1 || r.Faces[0].Template == nil {
+			t.Fatalf("found %v, want one face with a descriptor", boxes(r))
+		}
+		f := r.Faces[0]
+		got := descriptor.FacePx(f.Template)
+		if got < f.H*6/10-descriptor.FaceStep || got > f.H {
+			t.Errorf("a face in a head box %d px high recorded as %d px", f.H, got)
+		}
+		px = append(px, got)
+	}
+	if px[0] < 3*px[1] {
+		t.Errorf("a face 336 px high recorded as %d px, one 80 px high as %d", px[0], px[1])
+	}
+}
+
 // TestP6_AnEnrollmentFrameShowsTheBystanderToo: the daemon takes a sample
 // only from an enrollment frame with exactly one face, so the enrollment
 // search must report every person in it; a face it left out would let a

@@ -47,7 +47,7 @@ var ErrCalibration = errors.New("descriptor: calibration needs at least 3 people
 //     impostor trials: no enrollment impostor passes either of them alone.
 //
 // Each is rounded down to two decimals. This is the rule that produced
-// Shipped.
+// Shipped's Near and Far.
 func Calibrate(samples map[string][]Vector, cohort []Vector) (Calibration, error) {
 	return CalibrateWith(samples, nil, cohort)
 }
@@ -72,7 +72,7 @@ func CalibrateWith(samples, probes map[string][]Vector, cohort []Vector) (Calibr
 	var c Calibration
 	var single []Match // the one-comparison impostor trials
 	build := func(skipID string, skipSample int, only string) (*Gallery, error) {
-		g, err := NewGallery(Params{}, cohort)
+		g, err := NewGallery(Rule{}, cohort)
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +84,7 @@ func CalibrateWith(samples, probes map[string][]Vector, cohort []Vector) (Calibr
 			if id == skipID {
 				s = slices.Delete(slices.Clone(s), skipSample, skipSample+1)
 			}
-			if err := g.Enroll(id, s); err != nil {
+			if err := g.Enroll(id, s, 0); err != nil {
 				return nil, err
 			}
 		}
@@ -162,7 +162,8 @@ func (c Calibration) GenuineAccepted(p Params) (n int) {
 }
 
 // Stricter is, constant by constant, the stricter of a and b: where
-// constants calibrated on two ways of enrolling must hold for either.
+// constants calibrated on several ways of enrolling must hold for each
+// (Rule.Far: samples from afar, or of a size not recorded).
 func Stricter(a, b Params) Params {
 	return Params{Threshold: math.Min(a.Threshold, b.Threshold), Ratio: math.Min(a.Ratio, b.Ratio), Cohort: math.Min(a.Cohort, b.Cohort)}
 }

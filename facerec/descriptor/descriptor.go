@@ -23,13 +23,17 @@ const Dims = 128
 //
 //	0   2  magic "FD"
 //	2   1  Version
-//	3   1  reserved, zero
+//	3   1  the height of the face described, in FaceStep pixels of the
+//	       image it was found in, at most 255; 0: not recorded (the byte
+//	       was reserved and zero before, so older descriptors read as 0)
 //	4   Dims float32
 //	end 4  CRC-32 (IEEE) of everything before it
 const (
 	Version   = 1
 	headerLen = 4
 	Size      = headerLen + 4*Dims + 4
+	// FaceStep is the unit of the recorded face height.
+	FaceStep = 4
 )
 
 // Errors of Decode.
@@ -44,13 +48,17 @@ var (
 // Vector is a decoded descriptor.
 type Vector [Dims]float32
 
-// Encode turns the worker's 128 values into the stored and wired form.
-func Encode(v []float32) ([]byte, error) {
+// Encode turns the worker's 128 values into the stored and wired form,
+// recording the height in pixels of the face they describe (its detector
+// box, brows to chin): a small face's descriptor is less certain, and a
+// person enrolled only from large faces is judged by Rule.Near.
+func Encode(v []float32, facePx int) ([]byte, error) {
 	if len(v) != Dims {
 		return nil, fmt.Errorf("%w: %d values, want %d", ErrCorrupt, len(v), Dims)
 	}
 	b := make([]byte, Size)
 	b[0], b[1], b[2] = 'F', 'D', Version
+	b[3] = byte(min(max(facePx, 0)/FaceStep, 255))
 	for i, x := range v {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return nil, fmt.Errorf("%w: value %d is %v", ErrCorrupt, i, x)
@@ -71,7 +79,7 @@ func Decode(b []byte) (Vector, error) {
 	if b[2] != Version {
 		return v, fmt.Errorf("%w: version %d", ErrVersion, b[2])
 	}
-	if len(b) != Size || b[3] != 0 {
+	if len(b) != Size {
 		return v, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
 	}
 	if crc32.ChecksumIEEE(b[:Size-4]) != binary.LittleEndian.Uint32(b[Size-4:]) {
@@ -85,6 +93,16 @@ func Decode(b []byte) (Vector, error) {
 		v[i] = x
 	}
 	return v, nil
+}
+
+// FacePx is the height of the face an encoded descriptor describes, in
+// pixels rounded down to FaceStep; 0 when it was not recorded or b is not
+// a descriptor.
+func FacePx(b []byte) int {
+	if len(b) != Size {
+		return 0
+	}
+	return int(b[3]) * FaceStep
 }
 
 // Distance is the Euclidean distance between two descriptors (dlib's

@@ -12,9 +12,12 @@ func TestEncodeDecode(t *testing.T) {
 	for i := range v {
 		v[i] = float32(i)/100 - 0.5
 	}
-	b, err := Encode(v)
+	b, err := Encode(v, 151)
 	if err != nil || len(b) != Size {
 		t.Fatalf("Encode: %d bytes, %v", len(b), err)
+	}
+	if got := FacePx(b); got != 148 {
+		t.Errorf("a 151 px face recorded as %d px, want 148", got)
 	}
 	got, err := Decode(b)
 	if err != nil {
@@ -41,16 +44,16 @@ func TestEncodeDecode(t *testing.T) {
 		t.Errorf("other version: %v", err)
 	}
 	v[3] = float32(math.NaN())
-	if _, err := Encode(v); err == nil {
+	if _, err := Encode(v, 100); err == nil {
 		t.Error("a NaN was encoded")
 	}
-	if _, err := Encode(v[:10]); err == nil {
+	if _, err := Encode(v[:10], 100); err == nil {
 		t.Error("10 values were encoded")
 	}
 }
 
 func FuzzDecode(f *testing.F) {
-	b, _ := Encode(make([]float32, Dims))
+	b, _ := Encode(make([]float32, Dims), 200)
 	f.Add(b)
 	f.Add([]byte("FD\x01\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -106,16 +109,16 @@ func TestEveryTestMustHold(t *testing.T) {
 	p := Params{Threshold: 0.45, Ratio: 0.78, Cohort: 0.81}
 	// Cohort faces at x = 3 and far up the y axis; one look-alike at (0.5, 0.5).
 	cohort := []Vector{at(3, 0), at(0, 3), at(0.5, 0.5)}
-	g, err := NewGallery(p, cohort)
+	g, err := NewGallery(Rule{Far: p}, cohort)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// P's samples around (-1, 0): nearest cohort face about 1.58 away.
-	if err := g.Enroll("P", []Vector{at(-1, 0), at(-1.05, 0), at(-0.95, 0.05)}); err != nil {
+	if err := g.Enroll("P", []Vector{at(-1, 0), at(-1.05, 0), at(-0.95, 0.05)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Q's samples around (0.5, 0.2): 0.3 from the look-alike cohort face.
-	if err := g.Enroll("Q", []Vector{at(0.5, 0.2), at(0.52, 0.2)}); err != nil {
+	if err := g.Enroll("Q", []Vector{at(0.5, 0.2), at(0.52, 0.2)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -142,8 +145,8 @@ func TestEveryTestMustHold(t *testing.T) {
 	// c(Q) is 0.3 (its samples' distance to the look-alike): a probe 0.25
 	// from Q with nothing else near passes threshold and ratio but not the
 	// cohort test (0.25 > 0.81 * 0.3).
-	g2, _ := NewGallery(p, []Vector{at(3, 0), at(0.5, 0.5)})
-	g2.Enroll("Q", []Vector{at(0.5, 0.2)})
+	g2, _ := NewGallery(Rule{Far: p}, []Vector{at(3, 0), at(0.5, 0.5)})
+	g2.Enroll("Q", []Vector{at(0.5, 0.2)}, 0)
 	probe := at(0.5, -0.05)
 	m := g2.Match(&probe)
 	if m.Accepted || m.Distance >= p.Threshold || m.Distance >= p.Ratio*m.RunnerDistance {
@@ -167,7 +170,7 @@ func TestHouseholdOfOne(t *testing.T) {
 	// The person: a face 0.6 from a cohort face, as far as two people
 	// are; their samples and probe within 0.1 of it.
 	centre := jitter(rnd, cohort[10], 0.6)
-	if err := g.Enroll("only", []Vector{jitter(rnd, centre, 0.1), jitter(rnd, centre, 0.1)}); err != nil {
+	if err := g.Enroll("only", []Vector{jitter(rnd, centre, 0.1), jitter(rnd, centre, 0.1)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	probe := jitter(rnd, centre, 0.1)
@@ -300,5 +303,44 @@ func TestStricterKeepsEachConstantsStricterValue(t *testing.T) {
 	}
 	if got := Stricter(b, a); got != want {
 		t.Fatalf("Stricter is not symmetric: %+v", got)
+	}
+}
+
+// TestP7_APersonEnrolledFromAfarIsJudgedByTheStricterConstants: a small
+// face's descriptor is less certain, so a person with any sample cut from
+// a face under NearFacePx, or from a face of unrecorded size (a template
+// stored before the size was), is judged by Far; only a person enrolled
+// entirely from large faces by Near. A probe that clears Near's ratio but
+// not Far's is taken for the first kind of person only.
+func TestP7_APersonEnrolledFromAfarIsJudgedByTheStricterConstants(t *testing.T) {
+	r := Rule{
+		Near:       Params{Threshold: 0.5, Ratio: 0.8, Cohort: 0.9},
+		NearFacePx: 100,
+		Far:        Params{Threshold: 0.5, Ratio: 0.7, Cohort: 0.9},
+	}
+	// X at the origin, another person 1 away; the probe 0.43 from X and
+	// 0.57 from the other: d1/d2 0.75.
+	probe := at(0.43, 0)
+	for _, tc := range []struct {
+		smallestFacePx int
+		want           Params
+	}{{0, r.Far}, {4, r.Far}, {99, r.Far}, {100, r.Near}, {1020, r.Near}} {
+		g, err := NewGallery(r, []Vector{at(0, 3), at(3, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Enroll("X", []Vector{at(0, 0)}, tc.smallestFacePx); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Enroll("other", []Vector{at(1, 0)}, 1020); err != nil {
+			t.Fatal(err)
+		}
+		m := g.Match(&probe)
+		if m.SubjectID != "X" || m.Params != tc.want || m.Accepted != (tc.want == r.Near) {
+			t.Errorf("X enrolled from %d px faces: %+v, want judged by %+v", tc.smallestFacePx, m, tc.want)
+		}
+	}
+	if got := (Rule{Near: r.Near, Far: r.Far}).For(1020); got != r.Far {
+		t.Errorf("a rule without NearFacePx judges large faces by %+v, want Far", got)
 	}
 }

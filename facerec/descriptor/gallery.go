@@ -29,7 +29,28 @@ type Params struct {
 	Threshold, Ratio, Cohort float64
 }
 
-// Shipped are the constants the daemon decides with. Each was fixed by
+// Rule is the decision's constants by how a person was enrolled: the
+// descriptor of a small face is less certain, so samples taken from afar
+// let strangers come closer and need stricter constants. Near decides for
+// a person whose every sample was cut from a face at least NearFacePx
+// tall; Far for everyone else, and for samples whose face height was not
+// recorded (descriptors stored before it was).
+type Rule struct {
+	Near       Params
+	NearFacePx int
+	Far        Params
+}
+
+// For is the constants for a person whose smallest sample face was
+// smallestFacePx tall (0: not recorded).
+func (r Rule) For(smallestFacePx int) Params {
+	if r.NearFacePx > 0 && smallestFacePx >= r.NearFacePx {
+		return r.Near
+	}
+	return r.Far
+}
+
+// Shipped is the rule the daemon decides with. Each constant was fixed by
 // CalibrateWith on enrollment data only, before any test image was
 // scored: ORL people s1..s20, images 1-5, each in a 1280x720 frame through
 // the vision worker, searched as the daemon searches an enrollment frame,
@@ -39,26 +60,31 @@ type Params struct {
 // sees people: relit by a strong light from either side, and placed in a
 // scene with the face 10, 6 and 5% of the frame's height (2 to 4 m). Those
 // probes come closer to other people than the evenly lit close-ups do,
-// and so tighten Ratio and Cohort (0.45 / 0.81 / 0.78 without them). The
-// daemon also enrols a person from where the robot stands, so the rule
-// runs again on the same images enrolled that way (each placed at 10-20%
-// of the height in a scene, three draws of the placements, since the
-// lowest ratios seen depend on where the faces land) and keeps, constant
-// by constant, the strictest (Stricter). Through issue 19's final worker:
-// 0.45 / 0.76 / 0.75 close; 0.46 / 0.78 / 0.77, 0.45 / 0.74 / 0.74 and
-// 0.44 / 0.74 / 0.74 from afar. (Until then the enrollment images went
-// through Patrol's search, which the daemon never uses to enrol, and the
-// rule on the close-ups alone gave 0.45 / 0.74 / 0.74 through the same
-// worker.)
-// scripts/facequality -calibrate recomputes them, and scripts/facequality
-// reports the protocol's test images as they fall.
-var Shipped = Params{Threshold: 0.44, Ratio: 0.74, Cohort: 0.74}
+// and so tighten Ratio and Cohort (0.45 / 0.81 / 0.78 without them).
+//
+// Near is that rule on the close-ups (0.45 / 0.76 / 0.75), and NearFacePx
+// the smallest face among them (FaceStep pixels rounded down): nearer
+// than that, no calibration saw the person enrolled. Far is the rule run
+// again on the same images enrolled from where the robot stands (each
+// placed at 10-20% of the height in a scene, three draws of the
+// placements, since the lowest ratios seen depend on where the faces
+// land: 0.46 / 0.78 / 0.77, 0.45 / 0.74 / 0.74 and 0.44 / 0.74 / 0.74),
+// constant by constant the strictest of those and Near (Stricter).
+// Through issue 19's final worker; until then one set of constants, Far's,
+// decided for everybody, which cost close-ups in households of 10 and 20
+// their 98%. scripts/facequality -calibrate recomputes them, and
+// scripts/facequality reports the protocol's test images as they fall.
+var Shipped = Rule{
+	Near:       Params{Threshold: 0.45, Ratio: 0.76, Cohort: 0.75},
+	NearFacePx: 236,
+	Far:        Params{Threshold: 0.44, Ratio: 0.74, Cohort: 0.74},
+}
 
 // Gallery holds the enrolled people's descriptors and the cohort, and
 // identifies probes. It is not safe for concurrent Enroll; Match may run
 // concurrently once enrollment is done.
 type Gallery struct {
-	p        Params
+	rule     Rule
 	cohort   []Vector
 	subjects []*subject // sorted by id, for deterministic ties
 }
@@ -66,6 +92,7 @@ type Gallery struct {
 type subject struct {
 	id      string
 	samples []Vector
+	p       Params // Rule.For the smallest face among the samples
 	// cohortDist is c(P): the median over the samples of the distance to
 	// the nearest cohort face.
 	cohortDist float64
@@ -74,9 +101,9 @@ type subject struct {
 // ErrNoSamples is returned by Enroll for an empty id or no samples.
 var ErrNoSamples = errors.New("descriptor: enrollment needs a subject id and at least one sample")
 
-// NewGallery returns an empty gallery deciding with p against cohort (nil:
+// NewGallery returns an empty gallery deciding by r against cohort (nil:
 // the shipped cohort).
-func NewGallery(p Params, cohort []Vector) (*Gallery, error) {
+func NewGallery(r Rule, cohort []Vector) (*Gallery, error) {
 	if cohort == nil {
 		var err error
 		if cohort, err = Cohort(); err != nil {
@@ -86,15 +113,17 @@ func NewGallery(p Params, cohort []Vector) (*Gallery, error) {
 	if len(cohort) == 0 {
 		return nil, fmt.Errorf("descriptor: empty cohort")
 	}
-	return &Gallery{p: p, cohort: cohort}, nil
+	return &Gallery{rule: r, cohort: cohort}, nil
 }
 
-// Enroll sets the samples of id, replacing any it had.
-func (g *Gallery) Enroll(id string, samples []Vector) error {
+// Enroll sets the samples of id, replacing any it had; smallestFacePx is
+// the height of the smallest face among them (FacePx; 0: not recorded),
+// which picks the constants id is judged by (Rule.For).
+func (g *Gallery) Enroll(id string, samples []Vector, smallestFacePx int) error {
 	if id == "" || len(samples) == 0 {
 		return ErrNoSamples
 	}
-	s := &subject{id: id, samples: slices.Clone(samples)}
+	s := &subject{id: id, samples: slices.Clone(samples), p: g.rule.For(smallestFacePx)}
 	near := make([]float64, len(samples))
 	for i := range samples {
 		near[i] = nearest(&samples[i], g.cohort)
@@ -108,6 +137,26 @@ func (g *Gallery) Enroll(id string, samples []Vector) error {
 		g.subjects = slices.Insert(g.subjects, i, s)
 	}
 	return nil
+}
+
+// EnrollEncoded is Enroll on encoded descriptors, as they are stored: a
+// sample that does not decode (another model's template, corrupt bytes)
+// is left out, and the smallest face recorded among the others picks the
+// constants. ErrNoSamples when none decodes.
+func (g *Gallery) EnrollEncoded(id string, samples [][]byte) error {
+	var vs []Vector
+	smallest := 0
+	for _, b := range samples {
+		v, err := Decode(b)
+		if err != nil {
+			continue
+		}
+		if px := FacePx(b); len(vs) == 0 || px < smallest {
+			smallest = px
+		}
+		vs = append(vs, v)
+	}
+	return g.Enroll(id, vs, smallest)
 }
 
 // Len is the number of enrolled people.
@@ -124,7 +173,9 @@ type Match struct {
 	RunnerID       string
 	// CohortDist is c(SubjectID), measured at enrollment.
 	CohortDist float64
-	Accepted   bool // under the gallery's Params
+	// Params are the constants SubjectID is judged by (Rule.For).
+	Params   Params
+	Accepted bool // under Params
 }
 
 // AcceptedWith applies p to the match's distances.
@@ -154,13 +205,14 @@ func (g *Gallery) Match(probe *Vector) Match {
 	}
 	m.SubjectID = g.subjects[best].id
 	m.CohortDist = g.subjects[best].cohortDist
+	m.Params = g.subjects[best].p
 	m.RunnerDistance = nearest(probe, g.cohort)
 	for i, d := range perSubject {
 		if i != best && d < m.RunnerDistance {
 			m.RunnerDistance, m.RunnerID = d, g.subjects[i].id
 		}
 	}
-	m.Accepted = m.AcceptedWith(g.p)
+	m.Accepted = m.AcceptedWith(m.Params)
 	return m
 }
 

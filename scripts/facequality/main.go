@@ -22,12 +22,13 @@
 // descriptor.CalibrateWith on the enrollment images alone (s1..s20, 1-5),
 // with each of them also, as impostor probes, relit by a strong light from
 // either side (-relit) and placed in a scene with its face 10, 6 and 5% of
-// the height (-far), as Patrol now sees people at 2 to 4 m; and again on
-// the same images enrolled from where the robot stands (-enrol-far), the
-// stricter value of each constant kept. The report
-// runs the same calibration again on this run's enrollment descriptors,
-// prints what it gives and warns when the shipped constants are looser;
-// -calibrate prints it alone.
+// the height (-far), as Patrol now sees people at 2 to 4 m: its Near, for
+// people enrolled from faces at least as large as the smallest of those
+// close-ups; and again on the same images enrolled from where the robot
+// stands (-enrol-far): its Far, for everyone else, the stricter value of
+// each constant kept. The report runs the same calibration again on this
+// run's enrollment descriptors, prints what it gives and warns when the
+// shipped rule is looser; -calibrate prints it alone.
 package main
 
 import (
@@ -69,7 +70,7 @@ func main() {
 	light := flag.String("light", "even", "even, or side: every test image (s1..s20 6-10, s21..s40) relit by a strong light from one side (gain 0.3 to 1.3, gamma 1.8; enrollment images stay evenly lit)")
 	relitCal := flag.Bool("relit", true, "calibrate with each enrollment image also relit from either side among the impostor probes (part of the rule behind the shipped constants)")
 	farCal := flag.String("far", "0.10,0.06,0.05", "calibrate with each enrollment image also placed in a scene at these face heights among the impostor probes (part of the rule behind the shipped constants; empty: none)")
-	enrolFar := flag.Bool("enrol-far", true, "calibrate also on the enrollment images enrolled from where the robot stands (each placed at 10-20% of the height in a scene, searched as an enrollment frame; three placements) and keep, constant by constant, the strictest (part of the rule behind the shipped constants)")
+	enrolFar := flag.Bool("enrol-far", true, "calibrate also on the enrollment images enrolled from where the robot stands (each placed at 10-20% of the height in a scene, searched as an enrollment frame; three placements): the rule's Far is, constant by constant, the strictest of those and the close-ups' (part of the rule behind the shipped constants)")
 	splits := flag.Int("split", 10, "with -calibrate: check the rule on people it never saw, this many random two-fold splits of the enrollment people on each enrollment set (0: none)")
 	calOnly := flag.Bool("calibrate", false, "describe only the enrollment images (s1..s20, 1-5) and print what descriptor.Calibrate gives: how the shipped constants were fixed, without scoring a test image")
 	flag.Parse()
@@ -218,10 +219,15 @@ func main() {
 			len(cal.Impostor), len(cal.Genuine), missed, cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort, cal.GenuineAccepted(cal.Params), len(cal.Genuine))
 		twoFold(func(s, i int) []byte { return desc[img{s, i}] })
 	}
+	// The rule: Near is the calibration on the close-ups, for people
+	// enrolled from faces at least as large as the smallest of them; Far,
+	// for everyone else, is the strictest of Near and the calibrations on
+	// the same images enrolled from afar.
+	rule := descriptor.Rule{Near: cal.Params, NearFacePx: smallestFace(desc), Far: cal.Params}
 	if *enrolFar {
 		// The daemon also enrols a person from where the robot stands:
 		// the same images, enrolled that way, make galleries of their own,
-		// and the constants must hold for either.
+		// and Far must hold for them.
 		if scenes == nil {
 			if scenes, err = frame.Scenes(*data, frame.LoadImage); err != nil {
 				log.Fatal(err)
@@ -249,15 +255,16 @@ func main() {
 				log.Fatal(err)
 			}
 			if *calOnly {
-				fmt.Printf("descriptor.Calibrate on the same images enrolled from where the robot stands, placement draw %d (10-20%% of the height; %d impostor, %d genuine trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
-					draw+1, len(fc.Impostor), len(fc.Genuine), farMissed, fc.Params.Threshold, fc.Params.Ratio, fc.Params.Cohort, fc.GenuineAccepted(fc.Params), len(fc.Genuine))
+				fmt.Printf("descriptor.Calibrate on the same images enrolled from where the robot stands, placement draw %d (10-20%% of the height, faces %d-%d px, %d people with every face of at least Near's %d px; %d impostor, %d genuine trials; not found: %v): Threshold %.2f, Ratio %.2f, Cohort %.2f; %d of %d genuine trials accepted at those.\n",
+					draw+1, smallestFace(far), largestFace(far), judgedNear(far, rule.NearFacePx), rule.NearFacePx, len(fc.Impostor), len(fc.Genuine), farMissed, fc.Params.Threshold, fc.Params.Ratio, fc.Params.Cohort, fc.GenuineAccepted(fc.Params), len(fc.Genuine))
 				twoFold(func(s, i int) []byte { return far[img{s, i}] })
 			}
-			cal.Params = descriptor.Stricter(cal.Params, fc.Params)
+			rule.Far = descriptor.Stricter(rule.Far, fc.Params)
 		}
 	}
 	if *calOnly {
-		fmt.Printf("The rule's constants (the strictest, constant by constant): Threshold %.2f, Ratio %.2f, Cohort %.2f.\n", cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort)
+		fmt.Printf("The rule: Near (the close-ups) Threshold %.2f, Ratio %.2f, Cohort %.2f for people enrolled from faces of at least %d px (the smallest close-up); Far (the strictest, constant by constant) Threshold %.2f, Ratio %.2f, Cohort %.2f.\n",
+			rule.Near.Threshold, rule.Near.Ratio, rule.Near.Cohort, rule.NearFacePx, rule.Far.Threshold, rule.Far.Ratio, rule.Far.Cohort)
 		return
 	}
 
@@ -292,10 +299,11 @@ func main() {
 	sh := descriptor.Shipped
 	fmt.Printf("## ORL through the vision worker (frame 1280x720, face x3, context %s, light %s, JPEG 90 -> aibo-vision Faces -> facerec.Descriptors)\n\n", *ctxFlag, *light)
 	fmt.Printf("Faces described: %d of 400 frames; not found: %v. Worker round trip per frame (JPEG in, descriptors out, one OpenCV thread): p50 %.1f ms.\n\n", 400-len(missed), missed, ms(times[len(times)/2]))
-	fmt.Printf("Shipped constants: Threshold %.2f, Ratio %.2f, Cohort %.2f. descriptor.Calibrate on this run's enrollment descriptors (s1..s20, images 1-5, close and, with -enrol-far, from afar, the stricter kept; %d impostor and %d genuine leave-one-out trials close): Threshold %.2f, Ratio %.2f, Cohort %.2f; at the shipped constants %d of %d enrollment genuine trials are accepted.\n\n",
-		sh.Threshold, sh.Ratio, sh.Cohort, len(cal.Impostor), len(cal.Genuine), cal.Params.Threshold, cal.Params.Ratio, cal.Params.Cohort, cal.GenuineAccepted(sh), len(cal.Genuine))
-	if cal.Params.Threshold < sh.Threshold || cal.Params.Ratio < sh.Ratio || cal.Params.Cohort < sh.Cohort {
-		fmt.Printf("**WARNING: Calibrate gives stricter constants than the shipped ones on this run.**\n\n")
+	fmt.Printf("Shipped rule: Near Threshold %.2f, Ratio %.2f, Cohort %.2f from faces of %d px; Far Threshold %.2f, Ratio %.2f, Cohort %.2f. descriptor.Calibrate on this run's enrollment descriptors (s1..s20, images 1-5, close and, with -enrol-far, from afar; %d impostor and %d genuine leave-one-out trials close): Near %.2f / %.2f / %.2f from %d px, Far %.2f / %.2f / %.2f; at the shipped Near %d of %d enrollment genuine trials are accepted.\n\n",
+		sh.Near.Threshold, sh.Near.Ratio, sh.Near.Cohort, sh.NearFacePx, sh.Far.Threshold, sh.Far.Ratio, sh.Far.Cohort, len(cal.Impostor), len(cal.Genuine),
+		rule.Near.Threshold, rule.Near.Ratio, rule.Near.Cohort, rule.NearFacePx, rule.Far.Threshold, rule.Far.Ratio, rule.Far.Cohort, cal.GenuineAccepted(sh.Near), len(cal.Genuine))
+	if looser(sh.Near, rule.Near) || looser(sh.Far, rule.Far) || sh.NearFacePx < rule.NearFacePx {
+		fmt.Printf("**WARNING: Calibrate gives a stricter rule than the shipped one on this run.**\n\n")
 	}
 	if *verbose {
 		explain(desc)
@@ -413,4 +421,53 @@ func farHeights(s string) []float64 {
 		out = append(out, h)
 	}
 	return out
+}
+
+// smallestFace is the height of the smallest face among the enrollment
+// images' descriptors in desc (s1..s20, images 1-5; descriptor.FacePx),
+// and largestFace the largest.
+func smallestFace(desc map[img][]byte) int {
+	m := -1
+	for k, b := range desc {
+		if px := descriptor.FacePx(b); b != nil && k.s <= 20 && k.i <= 5 && (m < 0 || px < m) {
+			m = px
+		}
+	}
+	return m
+}
+
+func largestFace(desc map[img][]byte) (m int) {
+	for k, b := range desc {
+		if k.s <= 20 && k.i <= 5 {
+			m = max(m, descriptor.FacePx(b))
+		}
+	}
+	return m
+}
+
+// judgedNear counts the enrollment people (s1..s20) whose every sample in
+// desc (images 1-5) was cut from a face of at least nearPx: enrolled that
+// way, the rule would judge them by Near.
+func judgedNear(desc map[img][]byte, nearPx int) (n int) {
+	for s := 1; s <= 20; s++ {
+		found, near := 0, 0
+		for i := 1; i <= 5; i++ {
+			if b := desc[img{s, i}]; b != nil {
+				found++
+				if descriptor.FacePx(b) >= nearPx {
+					near++
+				}
+			}
+		}
+		if found > 0 && near == found {
+			n++
+		}
+	}
+	return n
+}
+
+// looser says whether shipped accepts more than calibrated on some
+// constant.
+func looser(shipped, calibrated descriptor.Params) bool {
+	return shipped.Threshold > calibrated.Threshold || shipped.Ratio > calibrated.Ratio || shipped.Cohort > calibrated.Cohort
 }

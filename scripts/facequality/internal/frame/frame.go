@@ -8,6 +8,7 @@ package frame
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -260,25 +261,16 @@ func ORL(data string, s, i int) (image.Image, error) {
 }
 
 // ShippedGallery enrols g's people (encoded descriptors by person) in a
-// gallery deciding at the shipped constants against the shipped cohort,
-// as facerec.Descriptors.Build does, but whose Match shows the
-// distances. A person without a sample that decodes is left out.
+// gallery deciding by the shipped rule against the shipped cohort, as
+// facerec.Descriptors.Build does, but whose Match shows the distances. A
+// person without a sample that decodes is left out.
 func ShippedGallery(g map[string][][]byte) (*descriptor.Gallery, error) {
 	gal, err := descriptor.NewGallery(descriptor.Shipped, nil)
 	if err != nil {
 		return nil, err
 	}
 	for id, samples := range g {
-		var vs []descriptor.Vector
-		for _, b := range samples {
-			if v, err := descriptor.Decode(b); err == nil {
-				vs = append(vs, v)
-			}
-		}
-		if len(vs) == 0 {
-			continue
-		}
-		if err := gal.Enroll(id, vs); err != nil {
+		if err := gal.EnrollEncoded(id, samples); err != nil && !errors.Is(err, descriptor.ErrNoSamples) {
 			return nil, err
 		}
 	}
