@@ -63,8 +63,8 @@ func (r Rule) For(smallestFacePx int) Params {
 // and so tighten Ratio and Cohort (0.45 / 0.81 / 0.78 without them).
 //
 // Near is that rule on the close-ups (0.45 / 0.76 / 0.75), and NearFacePx
-// the smallest face among them (FaceStep pixels rounded down): nearer
-// than that, no calibration saw the person enrolled. Far is the rule run
+// the smallest face among them (FaceStep pixels rounded down): the
+// close-ups' calibration never saw a person enrolled from a smaller face. Far is the rule run
 // again on the same images enrolled from where the robot stands (each
 // placed at 10-20% of the height in a scene, three draws of the
 // placements, since the lowest ratios seen depend on where the faces
