@@ -340,6 +340,9 @@ func TestP7_APersonEnrolledFromAfarIsJudgedByTheStricterConstants(t *testing.T) 
 			t.Errorf("X enrolled from %d px faces: %+v, want judged by %+v", tc.smallestFacePx, m, tc.want)
 		}
 	}
+	if Stricter(Shipped.Near, Shipped.Far) != Shipped.Far || Shipped.NearFacePx <= 0 {
+		t.Errorf("the shipped rule's Far (%+v) is not, constant by constant, at least as strict as its Near (%+v from %d px)", Shipped.Far, Shipped.Near, Shipped.NearFacePx)
+	}
 	if got := (Rule{Near: r.Near, Far: r.Far}).For(1020); got != r.Far {
 		t.Errorf("a rule without NearFacePx judges large faces by %+v, want Far", got)
 	}
