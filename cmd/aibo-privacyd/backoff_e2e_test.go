@@ -25,17 +25,8 @@ func TestACrashLoopReconnectsNoFasterThanTheBackoff(t *testing.T) {
 	}
 	for i := range 5 {
 		r.start()
-		deadline := time.Now().Add(30 * time.Second)
-		var lines []map[string]any
-		var connected map[string]any
-		for connected == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("start %d: not connected after 30 s", i+1)
-			}
-			time.Sleep(20 * time.Millisecond)
-			lines = logLines(t, r.logs.String())
-			connected = findLog(lines, "mqtt connected", nil)
-		}
+		lines := r.waitConnected(30 * time.Second)
+		connected := findLog(lines, "mqtt connected", nil)
 		r.kill()
 		kept := findLog(lines, "mqtt backoff kept from before the restart", nil)
 		if i == 0 {

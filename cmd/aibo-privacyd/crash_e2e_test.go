@@ -54,6 +54,9 @@ func TestP2_P4_Kill9DuringSelectionLosesAndDoublesNothing(t *testing.T) {
 		if i == 0 {
 			r.drop("sel-29.jpg", pics[29])
 		} else {
+			// Restarted again and again, the daemon keeps a crash loop's
+			// backoff before it connects.
+			r.waitConnected(40 * time.Second)
 			a.send("sel-"+strconv.Itoa(i), "select_photos", map[string]any{})
 		}
 		time.Sleep(d)
@@ -61,6 +64,7 @@ func TestP2_P4_Kill9DuringSelectionLosesAndDoublesNothing(t *testing.T) {
 		r.start()
 		check("killed " + d.String() + " into a selection")
 	}
+	r.waitConnected(40 * time.Second)
 	a.must("sel-final", "select_photos", map[string]any{})
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -235,6 +235,25 @@ func (r *rig) waitHealthy(d time.Duration) {
 	}
 }
 
+// waitConnected waits until the running daemon logs its MQTT connection
+// and returns its log lines. A test that restarts the daemon in quick
+// succession makes it keep a crash loop's backoff (sync/link), whose wait
+// grows to a draw of up to 30 s, longer than a command's retries last.
+func (r *rig) waitConnected(d time.Duration) []map[string]any {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		lines := logLines(r.t, r.logs.String())
+		if findLog(lines, "mqtt connected", nil) != nil {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("not connected to the broker within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // stop sends SIGTERM and expects a clean exit 0 within the shutdown bound.
 func (r *rig) stop() {
 	r.t.Helper()
