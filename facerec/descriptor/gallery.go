@@ -145,18 +145,26 @@ func (g *Gallery) Enroll(id string, samples []Vector, smallestFacePx int) error 
 // constants. ErrNoSamples when none decodes.
 func (g *Gallery) EnrollEncoded(id string, samples [][]byte) error {
 	var vs []Vector
-	smallest := 0
+	var usable [][]byte
 	for _, b := range samples {
-		v, err := Decode(b)
-		if err != nil {
-			continue
+		if v, err := Decode(b); err == nil {
+			vs, usable = append(vs, v), append(usable, b)
 		}
-		if px := FacePx(b); len(vs) == 0 || px < smallest {
+	}
+	return g.Enroll(id, vs, SmallestFacePx(usable))
+}
+
+// SmallestFacePx is the smallest face height recorded among encoded
+// descriptors (FacePx): what Rule.For picks a person's constants by. 0
+// when one of them records none, or there are none.
+func SmallestFacePx(samples [][]byte) int {
+	smallest := 0
+	for i, b := range samples {
+		if px := FacePx(b); i == 0 || px < smallest {
 			smallest = px
 		}
-		vs = append(vs, v)
 	}
-	return g.Enroll(id, vs, smallest)
+	return smallest
 }
 
 // Len is the number of enrolled people.

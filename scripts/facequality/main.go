@@ -427,13 +427,13 @@ func farHeights(s string) []float64 {
 // images' descriptors in desc (s1..s20, images 1-5; descriptor.FacePx),
 // and largestFace the largest.
 func smallestFace(desc map[img][]byte) int {
-	m := -1
+	var enrolled [][]byte
 	for k, b := range desc {
-		if px := descriptor.FacePx(b); b != nil && k.s <= 20 && k.i <= 5 && (m < 0 || px < m) {
-			m = px
+		if b != nil && k.s <= 20 && k.i <= 5 {
+			enrolled = append(enrolled, b)
 		}
 	}
-	return m
+	return descriptor.SmallestFacePx(enrolled)
 }
 
 func largestFace(desc map[img][]byte) (m int) {
@@ -445,21 +445,18 @@ func largestFace(desc map[img][]byte) (m int) {
 	return m
 }
 
-// judgedNear counts the enrollment people (s1..s20) whose every sample in
-// desc (images 1-5) was cut from a face of at least nearPx: enrolled that
+// judgedNear counts the enrollment people (s1..s20) whose samples in desc
+// (images 1-5) were all cut from faces of at least nearPx: enrolled that
 // way, the rule would judge them by Near.
 func judgedNear(desc map[img][]byte, nearPx int) (n int) {
 	for s := 1; s <= 20; s++ {
-		found, near := 0, 0
+		var samples [][]byte
 		for i := 1; i <= 5; i++ {
 			if b := desc[img{s, i}]; b != nil {
-				found++
-				if descriptor.FacePx(b) >= nearPx {
-					near++
-				}
+				samples = append(samples, b)
 			}
 		}
-		if found > 0 && near == found {
+		if len(samples) > 0 && descriptor.SmallestFacePx(samples) >= nearPx {
 			n++
 		}
 	}

@@ -251,7 +251,7 @@ func main() {
 	}
 	near := 0
 	for _, samples := range g {
-		if !slices.ContainsFunc(samples, func(b []byte) bool { return descriptor.FacePx(b) < descriptor.Shipped.NearFacePx }) {
+		if descriptor.SmallestFacePx(samples) >= descriptor.Shipped.NearFacePx {
 			near++
 		}
 	}
