@@ -78,6 +78,9 @@ func main() {
 	calibrate := flag.Bool("calibrate", false, "also run descriptor.Calibrate on the enrollment images placed at each size")
 	flag.Parse()
 	log.SetFlags(0)
+	if *draws < 1 {
+		log.Fatalf("-draws %d: at least 1", *draws)
+	}
 
 	var heights []float64
 	for _, s := range strings.Split(*heightsFlag, ",") {
@@ -194,7 +197,7 @@ func main() {
 			}
 			return accepted
 		}
-		for range max(*draws, 1) {
+		for range *draws {
 			for s := 1; s <= 20; s++ {
 				for i := 6; i <= 10; i++ {
 					acc := visit(s, i)
@@ -258,7 +261,7 @@ func main() {
 			near++
 		}
 	}
-	fmt.Printf("## Distance: ORL in scenes through the vision worker (%s; %d frames a visit; %d placement draw(s); enrollment %s, %d of 100 images without a face, %d of %d people judged by the rule's Near; light %s)\n\n", search, *perVisit, max(*draws, 1), *enrolFlag, missing, near, len(g), *light)
+	fmt.Printf("## Distance: ORL in scenes through the vision worker (%s; %d frames a visit; %d placement draw(s); enrollment %s, %d of 100 images without a face, %d of %d people judged by the rule's Near; light %s)\n\n", search, *perVisit, *draws, *enrolFlag, missing, near, len(g), *light)
 	fmt.Printf("| face height | about | visits recognised | taken for another enrolled person | strangers' visits taken for family | frames with the face found | worker round trip p50 / p95 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		slices.Sort(r.times)
