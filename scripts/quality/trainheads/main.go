@@ -608,7 +608,10 @@ type frameMark struct {
 	x, y, size, score float64
 }
 
-// framesMarks runs the net on a 1280x720 grey frame at every level.
+// framesMarks runs the net on a 1280x720 grey frame at every level, lifted
+// as the worker lifts it (headnet.Lift). Mining hard negatives (mine) does
+// not lift: the shipped weights were trained that way, and the commands
+// above must still reproduce them.
 func framesMarks(net *headnet.Net, frame *plane) []frameMark {
 	var out []frameMark
 	py := newPyramid(frame)
@@ -620,7 +623,7 @@ func framesMarks(net *headnet.Net, frame *plane) []frameMark {
 			for x := 0; x < iw; x++ {
 				v := float32(headnet.Mean)
 				if x < rw && y < rh {
-					v = py.sample((float64(x)+0.5)*step-0.5, (float64(y)+0.5)*step-0.5, step)
+					v = float32(headnet.Lifted(float64(py.sample((float64(x)+0.5)*step-0.5, (float64(y)+0.5)*step-0.5, step))))
 				}
 				in[y*iw+x] = (v - headnet.Mean) / headnet.Scale
 			}
@@ -683,7 +686,7 @@ var (
 )
 
 // mine runs net on views of the training photographs (no faces in them)
-// as the worker runs it, and returns a tile around each mark it makes
+// as the worker ran it before the lift (headnet.Lift), and returns a tile around each mark it makes
 // there from a score of 0.3: negatives where the net is wrong.
 func mine(net *headnet.Net, photos []*plane) []headnet.Tile {
 	rng := rand.New(rand.NewSource(99))
