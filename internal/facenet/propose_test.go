@@ -20,7 +20,6 @@ import (
 // (116 against 127), with it 5 (121 against 126).
 func TestP7_ASideLitFaceAcrossTheRoomIsMarkedAsOftenAsAnEvenlyLitOne(t *testing.T) {
 	n := loadNets(t)
-	defer n.Close()
 	scene := testScene(t, "rocket.jpg")
 	names, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "faces", "orl-*.pgm"))
 	if len(names) < 12 {

@@ -686,8 +686,9 @@ var (
 )
 
 // mine runs net on views of the training photographs (no faces in them)
-// as the worker ran it before the lift (headnet.Lift), and returns a tile around each mark it makes
-// there from a score of 0.3: negatives where the net is wrong.
+// as the worker ran it before the lift (headnet.Lift), and returns a tile
+// around each mark it makes there from a score of 0.3: negatives where
+// the net is wrong.
 func mine(net *headnet.Net, photos []*plane) []headnet.Tile {
 	rng := rand.New(rand.NewSource(99))
 	var out []headnet.Tile
