@@ -111,10 +111,12 @@ func (n *Nets) Propose(img gocv.Mat) ([]Proposal, error) {
 	return keep, nil
 }
 
-// lift writes grey through headnet.LiftTable to dst.
+// liftTable is headnet.LiftTable, computed once rather than in every frame.
+var liftTable = headnet.LiftTable()
+
+// lift writes grey through liftTable to dst.
 func lift(grey gocv.Mat, dst *gocv.Mat) error {
-	table := headnet.LiftTable()
-	lut, err := gocv.NewMatFromBytes(1, len(table), gocv.MatTypeCV8U, table[:])
+	lut, err := gocv.NewMatFromBytes(1, len(liftTable), gocv.MatTypeCV8U, liftTable[:]) // a view, only read
 	if err != nil {
 		return fmt.Errorf("facenet: lift table: %w", err)
 	}
