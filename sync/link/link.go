@@ -429,10 +429,26 @@ func (l *Link) Run(ctx context.Context) error {
 			l.beforeSession()
 		}
 		l.setSession(sess)
-		l.afterConnect(ctx, sess)
+		// The per-connect work runs beside the wait for the session's end:
+		// paho's Publish and Subscribe block for up to the write timeout
+		// handing a packet over when the connection stalls or dies under
+		// them, and Run must see the loss, or a shutdown, at once.
+		after := make(chan struct{})
+		go func() {
+			defer close(after)
+			l.afterConnect(ctx, sess)
+		}()
 
 		select {
 		case <-ctx.Done():
+			// "offline" must follow this session's "online": wait for
+			// afterConnect to hand its packets over (it stops at once on
+			// ctx), unless a stalled connection holds it, when neither
+			// would reach the broker and the will says "offline".
+			select {
+			case <-after:
+			case <-time.After(offlineWait):
+			}
 			l.shutdown(sess)
 			return nil
 		case <-sess.over:
@@ -506,9 +522,14 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 }
 
 // afterConnect does the per-connection work: status, subscriptions, state.
+// It runs on its own goroutine, beside Run's wait for the session's end,
+// and hands nothing more to paho once the session or ctx has ended.
 func (l *Link) afterConnect(ctx context.Context, sess *session) {
 	if l.beforeSubscribe != nil {
 		l.beforeSubscribe()
+	}
+	if ended(ctx, sess) {
+		return
 	}
 	statusTok := sess.client.Publish(l.topic("status"), 1, true, []byte(statusOnline))
 
@@ -520,8 +541,14 @@ func (l *Link) afterConnect(ctx context.Context, sess *session) {
 		topic string
 		tok   mqtt.Token
 	}
-	toks := []pending{{cmdTopic, sess.client.Subscribe(cmdTopic, 1, l.onCommand)}}
+	var toks []pending
+	if !ended(ctx, sess) {
+		toks = append(toks, pending{cmdTopic, sess.client.Subscribe(cmdTopic, 1, l.onCommand)})
+	}
 	for _, s := range subs {
+		if ended(ctx, sess) {
+			break
+		}
 		toks = append(toks, pending{l.topic(s.suffix), l.subscribeOn(sess, s)})
 	}
 
@@ -542,6 +569,18 @@ func (l *Link) afterConnect(ctx context.Context, sess *session) {
 				}
 			}
 		}
+	}
+}
+
+// ended reports whether ctx is done or sess is over.
+func ended(ctx context.Context, sess *session) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	case <-sess.over:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -725,7 +764,17 @@ func (l *Link) shutdown(sess *session) {
 	topic := l.topic("status")
 	ctx, cancel := context.WithTimeout(context.Background(), offlineWait)
 	defer cancel()
-	if err := l.publishOn(ctx, sess, topic, []byte(statusOffline), true); err != nil {
+	// paho's Publish itself may block for the write timeout on a stalled
+	// connection; the wait for it is offlineWait, like the wait for its ack.
+	published := make(chan error, 1)
+	go func() { published <- l.publishOn(ctx, sess, topic, []byte(statusOffline), true) }()
+	var err error
+	select {
+	case err = <-published:
+	case <-ctx.Done():
+		err = fmt.Errorf("mqtt publish %s: %w", topic, ctx.Err())
+	}
+	if err != nil {
 		l.log.Warn("mqtt publish failed", "topic", topic, "err", err)
 	}
 	sess.client.Disconnect(quiesceMillis)

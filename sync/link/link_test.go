@@ -231,6 +231,13 @@ type cutter struct {
 type cutConn struct {
 	net.Conn
 	cut chan struct{}
+
+	// stalled, once closed, makes Write hang until the connection is
+	// closed: a Wi-Fi link that stops carrying packets without ending.
+	stalled   chan struct{}
+	stallOnce sync.Once
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 var errReset = errors.New("connection reset (cut by test)")
@@ -241,8 +248,19 @@ func (c *cutConn) Read(p []byte) (int, error) {
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
+	select {
+	case <-c.stalled:
+		<-c.closed
+		return 0, errReset
+	default:
+	}
 	n, err := c.Conn.Write(p)
 	return n, c.mapErr(err)
+}
+
+func (c *cutConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
 }
 
 func (c *cutConn) mapErr(err error) error {
@@ -266,7 +284,7 @@ func (c *cutter) open(uri *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := &cutConn{Conn: conn, cut: make(chan struct{})}
+	cc := &cutConn{Conn: conn, cut: make(chan struct{}), stalled: make(chan struct{}), closed: make(chan struct{})}
 	c.conns = append(c.conns, cc)
 	return cc, nil
 }
@@ -280,6 +298,15 @@ func (c *cutter) cut() {
 		conn.Conn.Close()
 	}
 	c.conns = nil
+}
+
+// stall makes the open connections' writes hang (cutConn.stalled).
+func (c *cutter) stall() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.stallOnce.Do(func() { close(conn.stalled) })
+	}
 }
 
 func (c *cutter) restore() {
@@ -316,6 +343,41 @@ func TestLastWillOnAbruptDisconnect(t *testing.T) {
 	cut.restore()
 	status.WaitFor(t, wait, isPayload("online"))
 	waitConnected(t, f.link, true)
+}
+
+// A connection that stalls right after CONNACK, while the link is still
+// handing its status and subscriptions to paho, holds each of those calls
+// for paho's write timeout (opTimeout, 10 s). Shutdown must not wait for
+// them: systemd stops the daemon with SIGKILL after TimeoutStopSec (10 s).
+func TestShutdownIsNotHeldByAConnectionThatStallsWhileSubscribing(t *testing.T) {
+	b := testbroker.Start(t)
+	f := newFixture(t, Config{Broker: b.URL})
+	cut := &cutter{}
+	f.link.openConn = cut.open
+	stalled := make(chan struct{})
+	var once sync.Once
+	f.link.beforeSubscribe = func() {
+		once.Do(func() {
+			cut.stall()
+			close(stalled)
+		})
+	}
+	stop := f.run(t)
+	select {
+	case <-stalled:
+	case <-time.After(wait):
+		t.Fatal("the link never connected")
+	}
+	// Let afterConnect reach paho: its status publish takes the writer,
+	// which hangs, and the first Subscribe waits behind it.
+	time.Sleep(200 * time.Millisecond)
+
+	start := time.Now()
+	stop()
+	// offlineWait for afterConnect, offlineWait for "offline", quiesce.
+	if d, bound := time.Since(start), 2*offlineWait+time.Second; d > bound {
+		t.Fatalf("shutdown took %v with the connection stalled, want under %v", d.Round(time.Millisecond), bound)
+	}
 }
 
 func TestCleanShutdownLeavesOffline(t *testing.T) {
