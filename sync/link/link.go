@@ -533,23 +533,26 @@ func (l *Link) afterConnect(ctx context.Context, sess *session) {
 	}
 	statusTok := sess.client.Publish(l.topic("status"), 1, true, []byte(statusOnline))
 
+	type route struct {
+		topic   string
+		handler mqtt.MessageHandler
+	}
+	routes := []route{{l.topic("cmd"), l.onCommand}}
 	l.mu.Lock()
-	subs := append([]subscription(nil), l.subs...)
+	for _, s := range l.subs {
+		routes = append(routes, route{l.topic(s.suffix), l.onMessage(s)})
+	}
 	l.mu.Unlock()
-	cmdTopic := l.topic("cmd")
 	type pending struct {
 		topic string
 		tok   mqtt.Token
 	}
 	var toks []pending
-	if !ended(ctx, sess) {
-		toks = append(toks, pending{cmdTopic, sess.client.Subscribe(cmdTopic, 1, l.onCommand)})
-	}
-	for _, s := range subs {
+	for _, r := range routes {
 		if ended(ctx, sess) {
 			break
 		}
-		toks = append(toks, pending{l.topic(s.suffix), l.subscribeOn(sess, s)})
+		toks = append(toks, pending{r.topic, sess.client.Subscribe(r.topic, 1, r.handler)})
 	}
 
 	l.signalState()
